@@ -1,0 +1,147 @@
+//! `darvault backup`: one set per definition at the requested level. A failing definition
+//! never stops the others; the report says what happened to each.
+
+mod plan;
+mod restore_test;
+mod run;
+
+use serde::Serialize;
+
+pub use run::{SetReport, prune_masks, slice_path};
+
+use crate::config::{Config, Definition};
+use crate::copy::LocalCopy;
+use crate::error::{Error, Result, exit};
+use crate::progress::Progress;
+use crate::set::{Level, staging};
+use crate::tools::dar::Dar;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub level: Level,
+    pub definitions: Vec<DefinitionOutcome>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DefinitionOutcome {
+    pub definition: String,
+    #[serde(flatten)]
+    pub result: Outcome,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "outcome", rename_all = "lowercase")]
+pub enum Outcome {
+    Published(SetReport),
+    Failed { error: String, exit_code: u8 },
+}
+
+impl Report {
+    /// 0 all published cleanly; 6 all published, some with warnings; 3 some failed;
+    /// 1 all failed (130 if the run was interrupted).
+    pub fn exit_code(&self) -> u8 {
+        let failed: Vec<u8> = self
+            .definitions
+            .iter()
+            .filter_map(|d| match &d.result {
+                Outcome::Failed { exit_code, .. } => Some(*exit_code),
+                Outcome::Published(_) => None,
+            })
+            .collect();
+        if failed.contains(&exit::INTERRUPTED) {
+            exit::INTERRUPTED
+        } else if failed.len() == self.definitions.len() && !failed.is_empty() {
+            if failed.iter().all(|c| *c == failed[0]) {
+                failed[0]
+            } else {
+                exit::FAILED
+            }
+        } else if !failed.is_empty() {
+            exit::PARTIAL
+        } else if self
+            .definitions
+            .iter()
+            .any(|d| matches!(&d.result, Outcome::Published(s) if !s.warnings.is_empty()))
+        {
+            exit::WARNINGS
+        } else {
+            exit::OK
+        }
+    }
+}
+
+/// Back up the named definitions (all when `names` is empty). Errors only for what stops the
+/// whole run (unknown definition, lock held, dar missing); per-definition failures are in
+/// the report.
+pub fn run(
+    config: &Config,
+    level: Level,
+    names: &[String],
+    progress: &dyn Progress,
+) -> Result<Report> {
+    let definitions = config.select(names)?;
+    let dar = Dar::locate(config.tools.dar.as_ref().map(|p| p.path()))?;
+    let repository = LocalCopy::new(config.repository.path());
+    let _lock = crate::lock::lock_repository(repository.root())?;
+    let mut report = Report {
+        level,
+        definitions: Vec::new(),
+    };
+    for definition in definitions {
+        let name = definition.name().to_string();
+        tracing::info!(definition = %name, %level, "backup starting");
+        let result = match back_up_one(definition, level, &repository, &dar, progress) {
+            Ok(set) => {
+                tracing::info!(definition = %name, set = %set.set, seconds = set.seconds, "published");
+                Outcome::Published(set)
+            }
+            Err(e) => {
+                tracing::error!(definition = %name, "backup failed: {e}");
+                Outcome::Failed {
+                    error: e.to_string(),
+                    exit_code: e.exit_code(),
+                }
+            }
+        };
+        let interrupted =
+            matches!(&result, Outcome::Failed { exit_code, .. } if *exit_code == exit::INTERRUPTED);
+        report.definitions.push(DefinitionOutcome {
+            definition: name,
+            result,
+        });
+        if interrupted {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+fn back_up_one(
+    definition: &Definition,
+    level: Level,
+    repository: &LocalCopy,
+    dar: &Dar,
+    progress: &dyn Progress,
+) -> Result<SetReport> {
+    let source = definition.source.path();
+    if !source.is_dir() {
+        return Err(Error::Failed(format!(
+            "source {} is missing or not a directory",
+            source.display()
+        )));
+    }
+    let name = definition.name().as_str();
+    let dir = repository.definition_dir(name);
+    for stale in staging::clean_stale(&dir)? {
+        tracing::warn!(
+            "removed an unfinished set left by an interrupted run: {}",
+            stale.display()
+        );
+    }
+    let found = repository.sets(name)?;
+    for problem in &found.problems {
+        tracing::warn!("{problem}");
+    }
+    let plan = plan::plan(definition, level, &found.sets, jiff::ZonedDateTime::now())?;
+    run::make_set(definition, plan, &dir, dar, progress)
+}

@@ -1,0 +1,84 @@
+//! Decide what a backup of one definition will make: the level, the set's name, its base and
+//! chain, before anything is written.
+
+use crate::config::{Definition, IncrBase};
+use crate::copy::FoundSet;
+use crate::error::{Error, Result};
+use crate::set::{Level, SetName};
+
+#[derive(Debug)]
+pub struct Plan {
+    pub name: SetName,
+    pub base: Option<FoundSet>,
+    /// The sets this one will need, oldest first (the base's chain plus the base).
+    pub chain: Vec<String>,
+}
+
+/// `sets` are the definition's published sets, oldest first.
+pub fn plan(
+    definition: &Definition,
+    level: Level,
+    sets: &[FoundSet],
+    now: jiff::ZonedDateTime,
+) -> Result<Plan> {
+    let name = definition.name().as_str();
+    let newest = |want: &dyn Fn(Level) -> bool| sets.iter().rev().find(|s| want(s.name.level));
+    let base = match level {
+        Level::Full => None,
+        Level::Diff => Some(newest(&|l| l == Level::Full).ok_or_else(|| {
+            Error::Failed(format!(
+                "{name}: a DIFF needs a FULL to be based on and there is none: run `darvault backup --full -d {name}` first"
+            ))
+        })?),
+        Level::Incr => {
+            // Everything newer than the newest FULL belongs to its chain.
+            let candidate = match definition.incr_base {
+                IncrBase::Latest => newest(&|_| true),
+                IncrBase::Diff => sets
+                    .iter()
+                    .rev()
+                    .take_while(|s| s.name.level != Level::Full)
+                    .find(|s| s.name.level == Level::Diff)
+                    .or_else(|| newest(&|l| l == Level::Full)),
+            };
+            Some(candidate.ok_or_else(|| {
+                Error::Failed(format!(
+                    "{name}: an INCR needs a set to be based on and there is none: run `darvault backup --full -d {name}` first"
+                ))
+            })?)
+        }
+    };
+    let chain = match base {
+        Some(b) => {
+            let mut c = b.manifest.set.chain.clone();
+            c.push(b.manifest.set.name.clone());
+            c
+        }
+        None => Vec::new(),
+    };
+    Ok(Plan {
+        name: unique_name(name, level, sets, now),
+        base: base.cloned(),
+        chain,
+    })
+}
+
+/// Names carry the time to the second; a second set in the same second moves to the next one.
+fn unique_name(
+    definition: &str,
+    level: Level,
+    sets: &[FoundSet],
+    now: jiff::ZonedDateTime,
+) -> SetName {
+    let mut at = now;
+    loop {
+        let candidate = SetName::new(definition, level, at.clone());
+        let taken = sets.iter().any(|s| s.name.stamp == candidate.stamp);
+        if !taken {
+            return candidate;
+        }
+        at = at
+            .checked_add(jiff::SignedDuration::from_secs(1))
+            .expect("time in range");
+    }
+}

@@ -1,0 +1,243 @@
+//! The restore test: extract a random sample of files whose data is stored in this archive and
+//! compare them with the source byte for byte, plus permissions and modification time.
+//!
+//! Only entries with `data="saved"` qualify: in a DIFF/INCR an unchanged file (hard-linked or
+//! not) is only referenced, and extracting it from this archive alone yields nothing. Files
+//! that dar saw change while reading them are skipped, and a sampled file whose source changed
+//! after the backup started (its ctime says so) is reported, not counted as a defect.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::config::RestoreTest;
+use crate::error::{Error, Result};
+use crate::set::manifest::RestoreTestRecord;
+use crate::tools::dar::{Dar, DataState, Entry, EntryKind};
+
+/// Reservoir sampling over the listing: memory stays bounded by the sample size however many
+/// files the archive holds.
+pub struct Sampler<'a> {
+    settings: &'a RestoreTest,
+    chosen: Vec<Entry>,
+    eligible: u64,
+    rng: fastrand::Rng,
+}
+
+impl<'a> Sampler<'a> {
+    pub fn new(settings: &'a RestoreTest) -> Self {
+        Sampler {
+            settings,
+            chosen: Vec::with_capacity(settings.count),
+            eligible: 0,
+            rng: fastrand::Rng::new(),
+        }
+    }
+
+    pub fn offer(&mut self, entry: &Entry) {
+        if !self.qualifies(entry) {
+            return;
+        }
+        self.eligible += 1;
+        if self.chosen.len() < self.settings.count {
+            self.chosen.push(entry.clone());
+        } else {
+            let slot = self.rng.u64(0..self.eligible) as usize;
+            if slot < self.chosen.len() {
+                self.chosen[slot] = entry.clone();
+            }
+        }
+    }
+
+    fn qualifies(&self, e: &Entry) -> bool {
+        let s = self.settings;
+        e.kind == EntryKind::File
+            && e.data == DataState::Saved
+            && !e.dirty
+            && (s.min_size.0..=s.max_size.0).contains(&e.size)
+            && !s
+                .exclude_prefixes
+                .iter()
+                .any(|p| e.path.starts_with(p.as_str()))
+            && !s
+                .exclude_suffixes
+                .iter()
+                .any(|p| e.path.ends_with(p.as_str()))
+            && !s.exclude_regex.iter().any(|r| r.0.is_match(&e.path))
+    }
+}
+
+/// What the test found; `changed` and `mismatches` name files.
+pub struct Outcome {
+    pub record: RestoreTestRecord,
+    /// Sampled files that changed in the source after the backup started.
+    pub changed: Vec<String>,
+}
+
+/// Extract the sample into `scratch` and compare. `started` is when `dar -c` began: a source
+/// file changed after it is not evidence against the archive.
+pub fn run(
+    dar: &Dar,
+    archive: &Path,
+    source: &Path,
+    scratch: &Path,
+    sampler: Sampler,
+    started: std::time::SystemTime,
+) -> Result<Outcome> {
+    let eligible = sampler.eligible;
+    let mut sample = sampler.chosen;
+    sample.sort_by(|a, b| a.path.cmp(&b.path));
+    if sample.is_empty() {
+        return Ok(Outcome {
+            record: RestoreTestRecord {
+                outcome: "nothing eligible".into(),
+                eligible,
+                compared: 0,
+                changed_since: 0,
+            },
+            changed: Vec::new(),
+        });
+    }
+    let paths: Vec<String> = sample.iter().map(|e| e.path.clone()).collect();
+    dar.extract(archive, scratch, &paths)?;
+    let started = started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0);
+    let mut changed = Vec::new();
+    let mut mismatches = Vec::new();
+    for entry in &sample {
+        let src = source.join(&entry.path);
+        let meta = match std::fs::symlink_metadata(&src) {
+            Ok(m) => m,
+            Err(_) => {
+                changed.push(format!("{} (removed from the source since)", entry.path));
+                continue;
+            }
+        };
+        let ctime = i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec());
+        if ctime >= started {
+            changed.push(entry.path.clone());
+            continue;
+        }
+        if let Some(why) = differs(&src, &scratch.join(&entry.path), &meta)? {
+            mismatches.push(format!("{}: {why}", entry.path));
+        }
+    }
+    if !mismatches.is_empty() {
+        return Err(Error::Failed(format!(
+            "restore test failed: {} of {} sampled files differ from the source: {}",
+            mismatches.len(),
+            sample.len(),
+            mismatches.join("; ")
+        )));
+    }
+    Ok(Outcome {
+        record: RestoreTestRecord {
+            outcome: "passed".into(),
+            eligible,
+            compared: (sample.len() - changed.len()) as u64,
+            changed_since: changed.len() as u64,
+        },
+        changed,
+    })
+}
+
+/// Why the extracted file differs from the source, if it does.
+fn differs(src: &Path, restored: &Path, src_meta: &std::fs::Metadata) -> Result<Option<String>> {
+    let meta = match std::fs::symlink_metadata(restored) {
+        Ok(m) => m,
+        Err(_) => return Ok(Some("not extracted".into())),
+    };
+    let mut why = Vec::new();
+    if meta.len() != src_meta.len() || !same_bytes(src, restored)? {
+        why.push("content differs".to_owned());
+    }
+    if meta.mode() & 0o7777 != src_meta.mode() & 0o7777 {
+        why.push(format!(
+            "mode {:o} vs {:o} in the source",
+            meta.mode() & 0o7777,
+            src_meta.mode() & 0o7777
+        ));
+    }
+    if meta.mtime() != src_meta.mtime() {
+        why.push("modification time differs".to_owned());
+    }
+    Ok((!why.is_empty()).then(|| why.join(", ")))
+}
+
+fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
+    let mut fa = File::open(a).map_err(Error::io("cannot open", a))?;
+    let mut fb = File::open(b).map_err(Error::io("cannot open", b))?;
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = read_full(&mut fa, &mut ba).map_err(Error::io("cannot read", a))?;
+        let m = read_full(&mut fb, &mut bb).map_err(Error::io("cannot read", b))?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match f.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, size: u64, data: DataState) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: EntryKind::File,
+            data,
+            size,
+            mtime: 0,
+            dirty: false,
+        }
+    }
+
+    #[test]
+    fn samples_only_data_stored_in_this_archive_within_the_window() {
+        let settings = RestoreTest {
+            count: 10,
+            max_size: crate::config::ByteSize(100),
+            exclude_suffixes: vec![".log".into()],
+            ..RestoreTest::default()
+        };
+        let mut s = Sampler::new(&settings);
+        s.offer(&entry("a", 10, DataState::Saved));
+        s.offer(&entry("hardlink-ref", 10, DataState::Referenced));
+        s.offer(&entry("gone", 0, DataState::Deleted));
+        s.offer(&entry("huge", 1000, DataState::Saved));
+        s.offer(&entry("x.log", 10, DataState::Saved));
+        let chosen: Vec<_> = s.chosen.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(chosen, ["a"]);
+        assert_eq!(s.eligible, 1);
+    }
+
+    #[test]
+    fn the_reservoir_stays_bounded() {
+        let settings = RestoreTest {
+            count: 3,
+            ..RestoreTest::default()
+        };
+        let mut s = Sampler::new(&settings);
+        for i in 0..1000 {
+            s.offer(&entry(&format!("f{i}"), 1, DataState::Saved));
+        }
+        assert_eq!((s.chosen.len(), s.eligible), (3, 1000));
+    }
+}

@@ -1,0 +1,260 @@
+//! Make one archive set: `dar -c` (hashing each slice as soon as dar moves on to the next),
+//! then `dar -t` and the restore test side by side, then the manifest, then publication.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::plan::Plan;
+use super::restore_test::{self, Sampler};
+use crate::config::Definition;
+use crate::error::{Error, Result};
+use crate::hashing::hash_file;
+use crate::progress::Progress;
+use crate::set::manifest::{
+    ArchiveInfo, BaseRef, Checks, FORMAT, FileEntry, RestoreTestRecord, SetInfo, ToolVersions,
+};
+use crate::set::staging::Staging;
+use crate::set::{Manifest, Role};
+use crate::tools::dar::{CreateOptions, Dar};
+use crate::tools::process::check_stop;
+
+/// What a published set cost and holds.
+#[derive(Debug, Serialize)]
+pub struct SetReport {
+    pub set: String,
+    pub level: String,
+    pub base: Option<String>,
+    pub path: PathBuf,
+    pub size: u64,
+    pub slices: u32,
+    pub saved_files: u64,
+    pub seconds: f64,
+    /// Wall time of each phase, in the order they started (some overlap).
+    pub phases: Vec<(String, f64)>,
+    pub restore_test: RestoreTestRecord,
+    /// Files dar could not save properly, and sampled files changed since the backup.
+    pub warnings: Vec<String>,
+}
+
+pub struct Phases(Vec<(String, f64)>);
+
+impl Phases {
+    fn record(&mut self, name: &str, took: Duration) {
+        self.0.push((name.to_owned(), took.as_secs_f64()));
+    }
+}
+
+/// dar path masks for `exclude` (a mask without '/' matches a name at any depth) and `prune`.
+pub fn prune_masks(definition: &Definition) -> Vec<String> {
+    let mut masks = Vec::new();
+    for m in &definition.exclude {
+        masks.push(m.clone());
+        if !m.contains('/') {
+            masks.push(format!("*/{m}"));
+        }
+    }
+    masks.extend(definition.prune.iter().map(|p| p.as_str().to_owned()));
+    masks
+}
+
+pub fn make_set(
+    definition: &Definition,
+    plan: Plan,
+    definition_dir: &Path,
+    dar: &Dar,
+    progress: &dyn Progress,
+) -> Result<SetReport> {
+    let began = Instant::now();
+    let mut phases = Phases(Vec::new());
+    let source = definition.source.path();
+    let name = plan.name.to_string();
+    let staging = Staging::create(definition_dir, &name)?;
+    let archive = staging.path().join(plan.name.archive_basename());
+    let catalogue = staging.path().join(plan.name.catalogue_basename());
+    let reference = match &plan.base {
+        Some(base) => {
+            let cat = base.dir.join(&base.manifest.archive.catalogue);
+            let first = slice_path(&cat, 1);
+            if !first.is_file() {
+                return Err(Error::Failed(format!(
+                    "the base set's catalogue {} is missing: cannot make a {} against it",
+                    first.display(),
+                    plan.name.level
+                )));
+            }
+            Some(cat)
+        }
+        None => None,
+    };
+    let include: Vec<String> = definition
+        .include
+        .iter()
+        .map(|p| p.as_str().to_owned())
+        .collect();
+    let masks = prune_masks(definition);
+    let compression = definition.compression.to_string();
+    let comment = format!("darvault set {name}");
+    let options = CreateOptions {
+        archive: &archive,
+        catalogue: &catalogue,
+        reference: reference.as_deref(),
+        source,
+        compression: &compression,
+        slice_size: definition.slice_size.0,
+        include: &include,
+        prune_masks: &masks,
+        no_compress: &definition.no_compress,
+        cache_directory_tagging: definition.cache_directory_tagging,
+        comment: &comment,
+        timeout: definition.timeout.0,
+    };
+
+    // dar -c, with the slices it has finished hashed on the side meanwhile.
+    let started = SystemTime::now();
+    let t = Instant::now();
+    let task = progress.start(&format!("{name}: dar -c"), None);
+    let dar_done = AtomicBool::new(false);
+    let (created, slices) = std::thread::scope(|scope| {
+        let hasher = scope.spawn(|| hash_slices(&archive, &dar_done));
+        let created = dar.create(&options, |p| {
+            task.advance(std::fs::symlink_metadata(p).map(|m| m.len()).unwrap_or(0))
+        });
+        dar_done.store(true, Ordering::Relaxed);
+        (created, hasher.join().expect("slice hasher"))
+    });
+    let created = created?;
+    let mut files = slices?;
+    phases.record("dar -c", t.elapsed());
+    if files.is_empty() {
+        return Err(Error::Failed("dar -c produced no slice".into()));
+    }
+
+    // dar -t, and the listing + restore test, side by side.
+    let scratch = staging.scratch("restore-test")?;
+    let (tested, sampled) = std::thread::scope(|scope| {
+        let tester = scope.spawn(|| {
+            let t = Instant::now();
+            dar.test(&archive).map(|_| t.elapsed())
+        });
+        let t = Instant::now();
+        let sampled = (|| {
+            let mut sampler = Sampler::new(&definition.restore_test);
+            dar.list(&archive, |e| sampler.offer(&e))?;
+            restore_test::run(dar, &archive, source, &scratch, sampler, started)
+        })()
+        .map(|o| (o, t.elapsed()));
+        (tester.join().expect("dar -t thread"), sampled)
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    phases.record("dar -t", tested?);
+    let (restore, took) = sampled?;
+    phases.record("restore test", took);
+    check_stop()?;
+
+    let t = Instant::now();
+    let cat_file = slice_path(&catalogue, 1);
+    files.push(entry(&cat_file, Role::Catalogue)?);
+    let slice_count = files.iter().filter(|f| f.role == Role::Slice).count() as u32;
+    let mut warnings = created.warnings.clone();
+    warnings.extend(
+        restore
+            .changed
+            .iter()
+            .map(|p| format!("restore test: {p} changed in the source after the backup started")),
+    );
+    let manifest = Manifest {
+        format: FORMAT,
+        darvault_version: env!("CARGO_PKG_VERSION").into(),
+        set: SetInfo {
+            name: name.clone(),
+            definition: definition.name().to_string(),
+            level: plan.name.level,
+            created: jiff::Timestamp::try_from(started).unwrap_or_else(|_| jiff::Timestamp::now()),
+            host: crate::host_name(),
+            chain: plan.chain.clone(),
+            base: plan.base.as_ref().map(|b| BaseRef {
+                name: b.manifest.set.name.clone(),
+                manifest_sha256: b.manifest_sha256.clone(),
+            }),
+        },
+        archive: ArchiveInfo {
+            basename: plan.name.archive_basename(),
+            slices: slice_count,
+            slice_size: definition.slice_size.0,
+            compression: compression.clone(),
+            encrypted: false,
+            catalogue: plan.name.catalogue_basename(),
+            saved_files: created.saved_inodes,
+        },
+        tools: ToolVersions {
+            dar: dar.version.clone(),
+        },
+        checks: Checks {
+            dar_test: "passed".into(),
+            restore_test: restore.record.clone(),
+            warnings: created.failed_inodes + created.changed_inodes,
+        },
+        files,
+    };
+    manifest.write(staging.path())?;
+    let path = staging.publish()?;
+    phases.record("manifest + publish", t.elapsed());
+    Ok(SetReport {
+        set: name,
+        level: plan.name.level.to_string(),
+        base: plan.base.map(|b| b.manifest.set.name),
+        path,
+        size: manifest.total_size(),
+        slices: slice_count,
+        saved_files: created.saved_inodes,
+        seconds: began.elapsed().as_secs_f64(),
+        phases: phases.0,
+        restore_test: restore.record,
+        warnings,
+    })
+}
+
+/// `<basename>.<n>.dar`
+pub fn slice_path(basename: &Path, n: u32) -> PathBuf {
+    let mut s = basename.as_os_str().to_owned();
+    s.push(format!(".{n}.dar"));
+    PathBuf::from(s)
+}
+
+fn entry(path: &Path, role: Role) -> Result<FileEntry> {
+    let (size, sha256) = hash_file(path)?;
+    Ok(FileEntry {
+        path: path
+            .file_name()
+            .expect("a file")
+            .to_string_lossy()
+            .into_owned(),
+        size,
+        sha256,
+        role,
+    })
+}
+
+/// Hash slice N as soon as slice N+1 exists (dar has moved on and never returns to it), and
+/// the rest once dar has finished: the slices are read while still in the page cache, on the
+/// core dar's single-threaded compression leaves free.
+fn hash_slices(archive: &Path, dar_done: &AtomicBool) -> Result<Vec<FileEntry>> {
+    let mut files = Vec::new();
+    let mut next = 1;
+    loop {
+        let finished = dar_done.load(Ordering::Relaxed);
+        let current = slice_path(archive, next);
+        if slice_path(archive, next + 1).exists() || (finished && current.exists()) {
+            files.push(entry(&current, Role::Slice)?);
+            next += 1;
+        } else if finished {
+            return Ok(files);
+        } else {
+            check_stop()?;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The command-line surface (see docs/cli.md and the product contract).
+
+pub mod logging;
+pub mod progress;
+pub mod render;
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    everything done and proven
+  1    an operation failed
+  2    usage or configuration error, or a required tool is missing (nothing was done)
+  3    partial success: some definitions failed, the others succeeded
+  4    an audit found damage that was not repaired
+  5    an audit found damage that cannot be repaired
+  6    done, with warnings (e.g. some source files could not be read)
+  7    another darvault run holds the repository lock
+  130  interrupted (nothing half-done was published)";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "darvault",
+    version,
+    about = "Long-term archival backups with dar: FULL/DIFF/INCR archive sets that prove, carry and repair themselves",
+    after_help = EXIT_CODES,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Config file [default: $DARVAULT_CONFIG, else $XDG_CONFIG_HOME/darvault/config.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the result as JSON on stdout (logs still go to stderr)
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More detail on stderr (-v: info, -vv: debug)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors on stderr, no progress bars
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented default config (never overwrites an existing file)
+    Init {
+        /// Where backups will be written
+        #[arg(long, value_name = "DIR")]
+        repository: Option<PathBuf>,
+    },
+    /// Run the main job on sample data in a scratch directory and narrate it
+    Demo {
+        /// Run in this (new or empty) directory and keep it [default: a temporary one]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Make a FULL, DIFF or INCR archive set for every definition (or the named ones)
+    #[command(after_help = EXIT_CODES)]
+    Backup(BackupArgs),
+    /// Show the sets and chains a copy holds
+    List {
+        /// A copy's root directory [default: the configured repository]
+        copy: Option<PathBuf>,
+        /// Only this definition (repeatable)
+        #[arg(short = 'd', long = "definition", value_name = "DEF")]
+        definitions: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("level").required(true).args(["full", "diff", "incr"])))]
+pub struct BackupArgs {
+    /// A complete archive: the start of a new chain
+    #[arg(long)]
+    pub full: bool,
+    /// What changed since the newest FULL
+    #[arg(long)]
+    pub diff: bool,
+    /// What changed since the newest set of the chain (or since the newest DIFF, with
+    /// `incr_base = "diff"` in the definition)
+    #[arg(long)]
+    pub incr: bool,
+    /// Only this definition (repeatable) [default: all]
+    #[arg(short = 'd', long = "definition", value_name = "DEF")]
+    pub definitions: Vec<String>,
+}

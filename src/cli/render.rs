@@ -1,0 +1,91 @@
+//! Human-readable reports on stdout (`--json` prints the same reports as JSON instead).
+
+use darvault::backup::{self, Outcome};
+use darvault::config::human_bytes;
+use darvault::list::Listing;
+
+pub fn json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("reports serialize")
+    );
+}
+
+pub fn backup(report: &backup::Report) {
+    for d in &report.definitions {
+        match &d.result {
+            Outcome::Published(s) => {
+                let phases: Vec<String> = s
+                    .phases
+                    .iter()
+                    .map(|(name, secs)| format!("{name} {secs:.1}s"))
+                    .collect();
+                println!(
+                    "{}: published {} — {}, {} slice(s), {} files saved, {:.1}s ({})",
+                    d.definition,
+                    s.set,
+                    human_bytes(s.size),
+                    s.slices,
+                    s.saved_files,
+                    s.seconds,
+                    phases.join(", ")
+                );
+                let rt = &s.restore_test;
+                if rt.outcome == "nothing eligible" {
+                    println!(
+                        "  restore test: no file stored in this archive was eligible for sampling"
+                    );
+                } else {
+                    println!(
+                        "  restore test {}: {} of {} eligible files compared with the source",
+                        rt.outcome, rt.compared, rt.eligible
+                    );
+                }
+                for w in &s.warnings {
+                    println!("  warning: {w}");
+                }
+            }
+            Outcome::Failed { error, .. } => println!("{}: FAILED: {error}", d.definition),
+        }
+    }
+    let published = report
+        .definitions
+        .iter()
+        .filter(|d| matches!(d.result, Outcome::Published(_)))
+        .count();
+    println!(
+        "{} backup: {published} of {} definition(s) published",
+        report.level,
+        report.definitions.len()
+    );
+}
+
+pub fn listing(listing: &Listing) {
+    if listing.definitions.is_empty() {
+        println!("no sets in {}", listing.copy.display());
+    }
+    for d in &listing.definitions {
+        println!(
+            "{}  ({})",
+            d.definition,
+            listing.copy.join(&d.definition).display()
+        );
+        for s in &d.sets {
+            let indent = match s.level.as_str() {
+                "FULL" => "",
+                "DIFF" => "  ",
+                _ => "    ",
+            };
+            println!(
+                "  {indent}{:<40} {:>10}  {} slice(s)  created {}",
+                s.name,
+                human_bytes(s.size),
+                s.slices,
+                s.created
+            );
+        }
+        for p in &d.problems {
+            println!("  ! {p}");
+        }
+    }
+}

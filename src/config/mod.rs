@@ -1,0 +1,428 @@
+//! The configuration: schema, the embedded commented default, and loading with errors that
+//! name the file, the line and the key.
+
+mod values;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use values::{
+    AbsPath, ByteSize, Compression, DefinitionName, Duration, Pattern, RelPath, human_bytes,
+};
+
+use crate::error::{Error, Result};
+
+/// The commented default configuration; `darvault init` writes it, and it is the reference.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub repository: AbsPath,
+    pub state_dir: Option<AbsPath>,
+    #[serde(default)]
+    pub tools: Tools,
+    #[serde(default, rename = "definition")]
+    pub definitions: Vec<Definition>,
+    /// The file this was read from (for messages).
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tools {
+    pub dar: Option<AbsPath>,
+    pub dar_static: Option<AbsPath>,
+    pub par2: Option<AbsPath>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    pub name: toml::Spanned<DefinitionName>,
+    pub source: AbsPath,
+    #[serde(default)]
+    pub include: Vec<RelPath>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub prune: Vec<RelPath>,
+    #[serde(default = "yes")]
+    pub cache_directory_tagging: bool,
+    #[serde(default = "default_compression")]
+    pub compression: Compression,
+    #[serde(default = "default_no_compress")]
+    pub no_compress: Vec<String>,
+    #[serde(default = "default_slice_size")]
+    pub slice_size: ByteSize,
+    #[serde(default)]
+    pub redundancy: Redundancy,
+    #[serde(default)]
+    pub incr_base: IncrBase,
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+    pub encryption: Option<Encryption>,
+    #[serde(default)]
+    pub restore_test: RestoreTest,
+}
+
+impl Definition {
+    pub fn name(&self) -> &DefinitionName {
+        self.name.get_ref()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redundancy {
+    #[serde(default = "ten")]
+    pub full: Percent,
+    #[serde(default = "five")]
+    pub diff: Percent,
+    #[serde(default = "five")]
+    pub incr: Percent,
+}
+
+impl Default for Redundancy {
+    fn default() -> Self {
+        Redundancy {
+            full: ten(),
+            diff: five(),
+            incr: five(),
+        }
+    }
+}
+
+/// A PAR2 redundancy in percent, 1..=100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u32")]
+pub struct Percent(pub u32);
+
+impl TryFrom<u32> for Percent {
+    type Error = String;
+    fn try_from(n: u32) -> std::result::Result<Self, String> {
+        if (1..=100).contains(&n) {
+            Ok(Percent(n))
+        } else {
+            Err(format!("redundancy {n}: use a percentage from 1 to 100"))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IncrBase {
+    /// The newest set of the chain: a true incremental.
+    #[default]
+    Latest,
+    /// The newest DIFF (or the FULL): cumulative since the last DIFF, as the seed tool did.
+    Diff,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encryption {
+    pub passphrase_env: Option<String>,
+    pub passphrase_file: Option<AbsPath>,
+    pub passphrase_command: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreTest {
+    #[serde(default = "default_sample_count")]
+    pub count: usize,
+    #[serde(default = "zero_size")]
+    pub min_size: ByteSize,
+    #[serde(default = "default_max_sample")]
+    pub max_size: ByteSize,
+    #[serde(default)]
+    pub exclude_prefixes: Vec<String>,
+    #[serde(default)]
+    pub exclude_suffixes: Vec<String>,
+    #[serde(default)]
+    pub exclude_regex: Vec<Pattern>,
+}
+
+impl Default for RestoreTest {
+    fn default() -> Self {
+        RestoreTest {
+            count: default_sample_count(),
+            min_size: zero_size(),
+            max_size: default_max_sample(),
+            exclude_prefixes: Vec::new(),
+            exclude_suffixes: Vec::new(),
+            exclude_regex: Vec::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn ten() -> Percent {
+    Percent(10)
+}
+fn five() -> Percent {
+    Percent(5)
+}
+fn default_compression() -> Compression {
+    Compression {
+        algorithm: "zstd".into(),
+        level: Some(3),
+    }
+}
+fn default_no_compress() -> Vec<String> {
+    // Kept in one place: the list the embedded default config shows.
+    #[derive(Deserialize)]
+    struct Shown {
+        definition: Vec<ShownDefinition>,
+    }
+    #[derive(Deserialize)]
+    struct ShownDefinition {
+        no_compress: Vec<String>,
+    }
+    let shown: Shown = toml::from_str(DEFAULT_CONFIG).expect("the embedded default config parses");
+    shown
+        .definition
+        .into_iter()
+        .next()
+        .map(|d| d.no_compress)
+        .unwrap_or_default()
+}
+fn default_slice_size() -> ByteSize {
+    ByteSize(1 << 30)
+}
+fn default_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(7 * 86400))
+}
+fn default_sample_count() -> usize {
+    5
+}
+fn zero_size() -> ByteSize {
+    ByteSize(0)
+}
+fn default_max_sample() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+impl Config {
+    /// Where the config is looked for when `--config` is not given.
+    pub fn default_path() -> PathBuf {
+        if let Some(p) = std::env::var_os("DARVAULT_CONFIG") {
+            return PathBuf::from(p);
+        }
+        crate::paths::config_home()
+            .join("darvault")
+            .join("config.toml")
+    }
+
+    pub fn load(file: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Config(format!(
+                    "no config file at {}: write one with `darvault init` (or pass --config FILE)",
+                    file.display()
+                ))
+            } else {
+                Error::Config(format!("cannot read config {}: {e}", file.display()))
+            }
+        })?;
+        Config::parse(&text, file)
+    }
+
+    pub fn parse(text: &str, file: &Path) -> Result<Config> {
+        let mut config: Config = toml::from_str(text)
+            .map_err(|e| Error::Config(format!("{}: {}", file.display(), e.to_string().trim())))?;
+        config.file = file.to_owned();
+        config.validate(text)?;
+        Ok(config)
+    }
+
+    /// Rules that span several keys (single values validate themselves while parsing).
+    fn validate(&self, text: &str) -> Result<()> {
+        let at = |span: std::ops::Range<usize>, msg: String| {
+            let line = text[..span.start.min(text.len())].lines().count().max(1);
+            Error::Config(format!("{}:{line}: {msg}", self.file.display()))
+        };
+        if self.definitions.is_empty() {
+            return Err(Error::Config(format!(
+                "{}: no [[definition]]: add one with a name and a source",
+                self.file.display()
+            )));
+        }
+        for (i, d) in self.definitions.iter().enumerate() {
+            if self.definitions[..i].iter().any(|o| o.name() == d.name()) {
+                return Err(at(
+                    d.name.span(),
+                    format!(
+                        "key `name`: definition {:?} is defined twice",
+                        d.name().as_str()
+                    ),
+                ));
+            }
+            if d.restore_test.min_size > d.restore_test.max_size {
+                return Err(at(
+                    d.name.span(),
+                    format!(
+                        "definition {:?}: restore_test.min_size is larger than max_size",
+                        d.name().as_str()
+                    ),
+                ));
+            }
+            if d.slice_size.0 < 64 * 1024 {
+                return Err(at(
+                    d.name.span(),
+                    format!(
+                        "definition {:?}: slice_size must be at least 64K",
+                        d.name().as_str()
+                    ),
+                ));
+            }
+            if let Some(e) = &d.encryption {
+                let sources = [
+                    e.passphrase_env.is_some(),
+                    e.passphrase_file.is_some(),
+                    e.passphrase_command.is_some(),
+                ];
+                if sources.iter().filter(|s| **s).count() != 1 {
+                    return Err(at(
+                        d.name.span(),
+                        format!(
+                            "definition {:?}: [definition.encryption] needs exactly one of \
+                             passphrase_env, passphrase_file, passphrase_command",
+                            d.name().as_str()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The definitions named on the command line (all when none are named).
+    pub fn select(&self, names: &[String]) -> Result<Vec<&Definition>> {
+        if names.is_empty() {
+            return Ok(self.definitions.iter().collect());
+        }
+        names
+            .iter()
+            .map(|n| {
+                self.definitions
+                    .iter()
+                    .find(|d| d.name().as_str() == n)
+                    .ok_or_else(|| {
+                        let known: Vec<&str> =
+                            self.definitions.iter().map(|d| d.name().as_str()).collect();
+                        Error::Usage(format!(
+                            "no definition named {n:?} in {} (known: {})",
+                            self.file.display(),
+                            known.join(", ")
+                        ))
+                    })
+            })
+            .collect()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .as_ref()
+            .map(|p| p.path().to_owned())
+            .unwrap_or_else(crate::paths::default_state_dir)
+    }
+}
+
+/// Write the commented default config to `file`, never overwriting one that exists.
+pub fn write_default(file: &Path, repository: Option<&Path>) -> Result<()> {
+    let mut text = DEFAULT_CONFIG.to_owned();
+    if let Some(repo) = repository {
+        text = text.replacen(
+            "repository = \"/srv/backups\"",
+            &format!("repository = {}", toml_string(&repo.display().to_string())),
+            1,
+        );
+    }
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).map_err(Error::io("cannot create", dir))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(file)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::Usage(format!(
+                    "{} exists already: not overwriting it (remove it first to start anew)",
+                    file.display()
+                ))
+            } else {
+                Error::io("cannot write", file)(e)
+            }
+        })?;
+    std::io::Write::write_all(&mut f, text.as_bytes()).map_err(Error::io("cannot write", file))
+}
+
+/// A TOML basic string literal.
+pub fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("/etc/darvault.toml"))
+    }
+
+    #[test]
+    fn the_embedded_default_is_valid_and_shows_the_defaults() {
+        let c = parse(DEFAULT_CONFIG).unwrap();
+        let d = &c.definitions[0];
+        assert_eq!(d.compression, default_compression());
+        assert_eq!(d.slice_size, default_slice_size());
+        assert_eq!(d.restore_test.max_size, default_max_sample());
+        assert_eq!(d.timeout, default_timeout());
+        assert_eq!(d.redundancy.full, Percent(10));
+        assert!(d.cache_directory_tagging);
+    }
+
+    #[test]
+    fn a_minimal_config_is_enough() {
+        let c = parse(
+            "repository = \"/srv/backups\"\n[[definition]]\nname = \"photos\"\nsource = \"/home/me/Pictures\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.definitions[0].name().as_str(), "photos");
+        assert!(!c.definitions[0].no_compress.is_empty());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let err = parse("repository = \"/srv\"\n[[definition]]\nname = \"a\"\nsource = \"/x\"\ncompresion = \"zstd\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/etc/darvault.toml")
+                && err.contains("line 5")
+                && err.contains("compresion"),
+            "{err}"
+        );
+        let err = parse("repository = \"/srv\"\n[[definition]]\nname = \"a\"\nsource = \"/x\"\ncompression = \"zstd:40\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 5") && err.contains("compression"),
+            "{err}"
+        );
+        let err = parse("repository = \"/srv\"\n[[definition]]\nname = \"a\"\nsource = \"/x\"\n[[definition]]\nname = \"a\"\nsource = \"/y\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("darvault.toml:6") && err.contains("twice"),
+            "{err}"
+        );
+    }
+}

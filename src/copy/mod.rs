@@ -1,0 +1,132 @@
+//! A copy is any place that holds archive sets in the common layout
+//! `<root>/<definition>/<set>/`. The repository is one; so is a USB disk mounted anywhere.
+//! A set is recognised by its MANIFEST.toml only: staging leftovers and stray files are
+//! reported, never taken for sets.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::hashing::sha256_hex;
+use crate::set::{MANIFEST, Manifest, SetName, staging};
+
+/// A copy on a local (or locally mounted) filesystem.
+pub struct LocalCopy {
+    root: PathBuf,
+}
+
+/// A published set found on a copy.
+#[derive(Debug, Clone)]
+pub struct FoundSet {
+    pub dir: PathBuf,
+    pub name: SetName,
+    pub manifest: Manifest,
+    /// SHA-256 of the MANIFEST.toml bytes as read (what a DIFF/INCR records for its base).
+    pub manifest_sha256: String,
+}
+
+/// Everything found under one definition's folder.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Sets in the order they were made (oldest first).
+    pub sets: Vec<FoundSet>,
+    /// Things that look like sets but are not usable, and why.
+    pub problems: Vec<String>,
+}
+
+impl LocalCopy {
+    pub fn new(root: &Path) -> LocalCopy {
+        LocalCopy {
+            root: root.to_owned(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn definition_dir(&self, definition: &str) -> PathBuf {
+        self.root.join(definition)
+    }
+
+    /// The definitions that have a folder on this copy.
+    pub fn definitions(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+            Err(e) => return Err(Error::io("cannot read", &self.root)(e)),
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.path().is_dir() && !name.starts_with('.') {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// The published sets of one definition, oldest first.
+    pub fn sets(&self, definition: &str) -> Result<Found> {
+        let dir = self.definition_dir(definition);
+        let mut found = Found::default();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+            Err(e) => return Err(Error::io("cannot read", &dir)(e)),
+        };
+        for e in entries.flatten() {
+            let file_name = e.file_name().to_string_lossy().into_owned();
+            let path = e.path();
+            if staging::is_staging(&file_name) {
+                found.problems.push(format!(
+                    "{}: unfinished set (staging leftover)",
+                    path.display()
+                ));
+                continue;
+            }
+            let Ok(name) = file_name.parse::<SetName>() else {
+                continue;
+            };
+            match read_set(&path, name) {
+                Ok(set) if set.manifest.set.definition == definition => found.sets.push(set),
+                Ok(set) => found.problems.push(format!(
+                    "{}: its manifest says it belongs to {:?}",
+                    path.display(),
+                    set.manifest.set.definition
+                )),
+                Err(e) => found.problems.push(format!("{}: {e}", path.display())),
+            }
+        }
+        found.sets.sort_by(|a, b| {
+            (a.manifest.set.created, &a.dir).cmp(&(b.manifest.set.created, &b.dir))
+        });
+        Ok(found)
+    }
+}
+
+fn read_set(dir: &Path, name: SetName) -> Result<FoundSet> {
+    let p = dir.join(MANIFEST);
+    let bytes = std::fs::read(&p).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Failed(format!("no {MANIFEST}: not a finished set"))
+        } else {
+            Error::io("cannot read", &p)(e)
+        }
+    })?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::Failed(format!("{MANIFEST} is not UTF-8 (damaged?)")))?;
+    let manifest = Manifest::parse(&text)?;
+    if manifest.set.name != name.to_string() {
+        return Err(Error::Failed(format!(
+            "{MANIFEST} names the set {:?}, not its folder's name",
+            manifest.set.name
+        )));
+    }
+    Ok(FoundSet {
+        dir: dir.to_owned(),
+        name,
+        manifest_sha256: sha256_hex(text.as_bytes()),
+        manifest,
+    })
+}

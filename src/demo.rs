@@ -1,0 +1,175 @@
+//! `darvault demo`: the main job on sample data in a scratch directory, narrated step by step.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::backup;
+use crate::config::{Config, toml_string};
+use crate::error::{Error, Result, exit};
+use crate::list;
+use crate::progress::Progress;
+use crate::set::Level;
+
+/// Sample data: documents (compressible), "photos" (incompressible), nested folders, awkward
+/// names, a hard link, a symlink, an empty folder and a cache folder that is skipped.
+pub fn make_sample_data(dir: &Path, seed: u64) -> Result<()> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let words = [
+        "archive", "proof", "photo", "family", "letter", "tax", "holiday", "garden",
+    ];
+    let w = |p: &Path, bytes: &[u8]| -> Result<()> {
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).map_err(Error::io("cannot create", parent))?;
+        }
+        fs::write(p, bytes).map_err(Error::io("cannot write", p))
+    };
+    for i in 0..24 {
+        let len = rng.usize(200..20_000);
+        let text: Vec<&str> = (0..len).map(|_| words[rng.usize(..words.len())]).collect();
+        w(
+            &dir.join(format!("documents/year-{}/note-{i:02}.txt", 2019 + i % 6)),
+            text.join(" ").as_bytes(),
+        )?;
+    }
+    for i in 0..6 {
+        let mut bytes = vec![0u8; rng.usize(100_000..400_000)];
+        rng.fill(&mut bytes);
+        w(&dir.join(format!("photos/IMG_{:04}.jpg", 1000 + i)), &bytes)?;
+    }
+    w(
+        &dir.join("odd names/with spaces & $ymbols;|'\".txt"),
+        b"awkward\n",
+    )?;
+    w(&dir.join("odd names/caf\u{e9} \u{2615}.txt"), b"unicode\n")?;
+    w(
+        &dir.join("odd names/new\nline.txt"),
+        b"a newline in a name\n",
+    )?;
+    w(
+        &dir.join("cache/CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55\n",
+    )?;
+    w(&dir.join("cache/skipped.bin"), b"caches are skipped\n")?;
+    fs::create_dir_all(dir.join("empty folder")).map_err(Error::io("cannot create", dir))?;
+    let original = dir.join("documents/year-2019/note-00.txt");
+    fs::hard_link(&original, dir.join("documents/hard link to note-00.txt"))
+        .map_err(Error::io("cannot link", &original))?;
+    std::os::unix::fs::symlink("year-2020/note-01.txt", dir.join("documents/latest-note"))
+        .map_err(Error::io("cannot link", dir))?;
+    Ok(())
+}
+
+/// Change the sample data as a week of use would: edit, add, delete.
+pub fn change_sample_data(dir: &Path, round: u32) -> Result<()> {
+    let edit = dir.join(format!("documents/year-2020/note-{:02}.txt", 1 + round * 6));
+    let mut text = fs::read(&edit).map_err(Error::io("cannot read", &edit))?;
+    text.extend_from_slice(format!("\nedited in round {round}\n").as_bytes());
+    fs::write(&edit, text).map_err(Error::io("cannot write", &edit))?;
+    let added = dir.join(format!("photos/IMG_2{round:03}.jpg"));
+    let mut bytes = vec![0u8; 150_000];
+    fastrand::Rng::with_seed(u64::from(round)).fill(&mut bytes);
+    fs::write(&added, bytes).map_err(Error::io("cannot write", &added))?;
+    let gone = dir.join(format!("documents/year-2021/note-{:02}.txt", 2 + round * 6));
+    fs::remove_file(&gone).map_err(Error::io("cannot remove", &gone))?;
+    Ok(())
+}
+
+/// Run the demo in `dir` (created; it must be empty or new). `say` narrates each step.
+pub fn run(dir: &Path, progress: &dyn Progress, say: &mut dyn FnMut(&str)) -> Result<u8> {
+    fs::create_dir_all(dir).map_err(Error::io("cannot create", dir))?;
+    if fs::read_dir(dir)
+        .map_err(Error::io("cannot read", dir))?
+        .next()
+        .is_some()
+    {
+        return Err(Error::Usage(format!(
+            "{} is not empty: give the demo a new or empty directory",
+            dir.display()
+        )));
+    }
+    let data = dir.join("data");
+    let repository = dir.join("repository");
+    let config_path = dir.join("config.toml");
+    make_sample_data(&data, 7)?;
+    say(&format!("1. Made sample data in {}", data.display()));
+    let config_text = format!(
+        "repository = {}\nstate_dir = {}\n\n[[definition]]\nname = \"demo\"\nsource = {}\nslice_size = \"512K\"\n\n[definition.restore_test]\ncount = 3\n",
+        toml_string(&repository.display().to_string()),
+        toml_string(&dir.join("state").display().to_string()),
+        toml_string(&data.display().to_string()),
+    );
+    fs::write(&config_path, &config_text).map_err(Error::io("cannot write", &config_path))?;
+    say(&format!(
+        "2. Wrote a config to {}:\n{}",
+        config_path.display(),
+        indent(&config_text)
+    ));
+    let config = Config::load(&config_path)?;
+
+    let mut worst = exit::OK;
+    let steps: [(Level, Option<u32>); 3] = [
+        (Level::Full, None),
+        (Level::Diff, Some(1)),
+        (Level::Incr, Some(2)),
+    ];
+    for (i, (level, change_round)) in steps.into_iter().enumerate() {
+        if let Some(round) = change_round {
+            change_sample_data(&data, round)?;
+            say(&format!(
+                "{}. Changed the data: edited a note, added a photo, deleted a note",
+                3 + 2 * i - 1
+            ));
+        }
+        let report = backup::run(&config, level, &[], progress)?;
+        worst = worst.max(report.exit_code());
+        for d in &report.definitions {
+            match &d.result {
+                backup::Outcome::Published(s) => say(&format!(
+                    "{}. backup --{}: published {} ({} slices, {} files saved; dar -t passed; restore test {}: {} files compared)",
+                    3 + 2 * i,
+                    level.as_str().to_lowercase(),
+                    s.set,
+                    s.slices,
+                    s.saved_files,
+                    s.restore_test.outcome,
+                    s.restore_test.compared
+                )),
+                backup::Outcome::Failed { error, .. } => say(&format!(
+                    "backup --{} failed: {error}",
+                    level.as_str().to_lowercase()
+                )),
+            }
+        }
+    }
+    let listing = list::list(&repository, &[])?;
+    for d in &listing.definitions {
+        say(&format!(
+            "8. The repository now holds the chain of {:?}:",
+            d.definition
+        ));
+        for s in &d.sets {
+            say(&format!(
+                "     {}  {} bytes  base: {}",
+                s.name,
+                s.size,
+                s.base.as_deref().unwrap_or("-")
+            ));
+        }
+    }
+    let newest: Option<PathBuf> = listing
+        .definitions
+        .first()
+        .and_then(|d| d.sets.last())
+        .map(|s| repository.join("demo").join(&s.name));
+    if let Some(set) = newest {
+        say(&format!(
+            "   Each set proves itself: cd {} && sha256sum -c SHA256SUMS",
+            set.display()
+        ));
+    }
+    Ok(worst)
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("     {l}\n")).collect()
+}

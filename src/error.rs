@@ -1,0 +1,78 @@
+//! The errors darvault expects, and the exit codes they and run outcomes map to.
+
+use std::path::{Path, PathBuf};
+
+/// Documented exit codes (see `darvault --help` and docs/exit-codes.md).
+pub mod exit {
+    /// Everything done and proven.
+    pub const OK: u8 = 0;
+    /// An operation failed (for a multi-definition run: every one of them failed).
+    pub const FAILED: u8 = 1;
+    /// Usage or configuration error: nothing was done.
+    pub const USAGE: u8 = 2;
+    /// Partial success: some definitions or destinations failed, the others succeeded.
+    pub const PARTIAL: u8 = 3;
+    /// An audit found damage that was not repaired (repairable).
+    pub const DAMAGE_LEFT: u8 = 4;
+    /// An audit found damage that cannot be repaired.
+    pub const UNREPAIRABLE: u8 = 5;
+    /// Done, with warnings (e.g. some source files could not be read and are not in the set).
+    pub const WARNINGS: u8 = 6;
+    /// Another darvault run holds the repository lock.
+    pub const BUSY: u8 = 7;
+    /// Interrupted by SIGINT/SIGTERM; nothing half-done was published.
+    pub const INTERRUPTED: u8 = 130;
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration file is missing, unreadable or invalid (message names file, line, key).
+    #[error("{0}")]
+    Config(String),
+    /// The command line asks for something that cannot be done as asked.
+    #[error("{0}")]
+    Usage(String),
+    /// A required external program is not installed.
+    #[error("`{tool}` was not found: {hint}")]
+    MissingTool { tool: String, hint: String },
+    /// Another run holds the lock.
+    #[error("another darvault run is using {}: {holder}", path.display())]
+    Busy { path: PathBuf, holder: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An external program failed; `detail` carries the tail of its stderr.
+    #[error("{tool} failed ({status}){detail}")]
+    Tool {
+        tool: String,
+        status: String,
+        detail: String,
+    },
+    /// An operation could not be completed (the message says why).
+    #[error("{0}")]
+    Failed(String),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) | Error::Usage(_) | Error::MissingTool { .. } => exit::USAGE,
+            Error::Busy { .. } => exit::BUSY,
+            Error::Interrupted => exit::INTERRUPTED,
+            Error::Io { .. } | Error::Tool { .. } | Error::Failed(_) => exit::FAILED,
+        }
+    }
+
+    /// Wrap an I/O error with what was being done and to which path.
+    pub fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+        let context = format!("{what} {}", path.display());
+        move |source| Error::Io { context, source }
+    }
+}

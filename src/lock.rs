@@ -1,0 +1,52 @@
+//! One writer per repository: a second concurrent run exits at once with a clear message.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+pub const LOCK_FILE: &str = ".darvault.lock";
+
+/// Held for as long as it lives; the kernel drops the lock if the process dies, even by kill -9.
+pub struct RepositoryLock {
+    _file: File,
+}
+
+pub fn lock_repository(repository: &Path) -> Result<RepositoryLock> {
+    std::fs::create_dir_all(repository).map_err(Error::io("cannot create", repository))?;
+    let path: PathBuf = repository.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(Error::io("cannot open", &path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "a run that has just started".to_owned(),
+                h => h.to_owned(),
+            };
+            return Err(Error::Busy { path, holder });
+        }
+        Err(TryLockError::Error(e)) => return Err(Error::io("cannot lock", &path)(e)),
+    }
+    let who = format!(
+        "pid {} on {} since {}",
+        std::process::id(),
+        crate::host_name(),
+        jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or(jiff::Timestamp::now())
+    );
+    // Best effort: the lock is what matters, the text only helps the message above.
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = file.write_all(who.as_bytes());
+    Ok(RepositoryLock { _file: file })
+}

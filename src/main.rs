@@ -1,0 +1,89 @@
+//! darvault's command line: parse, dispatch, map the outcome to an exit code.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, render};
+use darvault::config::{self, Config};
+use darvault::error::{Error, exit};
+use darvault::set::Level;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("darvault: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<u8, Error> {
+    darvault::tools::process::install_stop_handler()
+        .map_err(|e| Error::Failed(format!("cannot install signal handlers: {e}")))?;
+    let config_path = cli.config.clone().unwrap_or_else(Config::default_path);
+    let progress = cli::progress::Terminal::new(cli.quiet || cli.json);
+    match &cli.command {
+        Command::Init { repository } => {
+            config::write_default(&config_path, repository.as_deref())?;
+            println!(
+                "wrote {}: edit the repository and the definitions, then run `darvault backup --full`",
+                config_path.display()
+            );
+            Ok(exit::OK)
+        }
+        Command::Demo { dir } => {
+            let _log = cli::logging::init(cli.verbose, cli.quiet, None);
+            let temp;
+            let dir = match dir {
+                Some(d) => d.clone(),
+                None => {
+                    temp = tempfile::Builder::new()
+                        .prefix("darvault-demo.")
+                        .tempdir()
+                        .map_err(|e| {
+                            Error::Failed(format!("cannot make a temporary directory: {e}"))
+                        })?;
+                    temp.path().to_owned()
+                }
+            };
+            darvault::demo::run(&dir, &progress, &mut |line| println!("{line}"))
+        }
+        Command::Backup(args) => {
+            let config = Config::load(&config_path)?;
+            let _log = cli::logging::init(cli.verbose, cli.quiet, Some(&config.state_dir()));
+            let level = if args.full {
+                Level::Full
+            } else if args.diff {
+                Level::Diff
+            } else {
+                Level::Incr
+            };
+            let report = darvault::backup::run(&config, level, &args.definitions, &progress)?;
+            if cli.json {
+                render::json(&report);
+            } else {
+                render::backup(&report);
+            }
+            Ok(report.exit_code())
+        }
+        Command::List { copy, definitions } => {
+            let _log = cli::logging::init(cli.verbose, cli.quiet, None);
+            let root = match copy {
+                Some(p) => p.clone(),
+                None => Config::load(&config_path)?.repository.path().to_owned(),
+            };
+            let listing = darvault::list::list(&root, definitions)?;
+            if cli.json {
+                render::json(&listing);
+            } else {
+                render::listing(&listing);
+            }
+            Ok(exit::OK)
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Progress reporting without UI: the core reports through this trait; the command line draws
+//! bars on a terminal or writes periodic log lines, and tests or `--json` runs stay silent.
+
+pub trait Progress: Send + Sync {
+    /// A unit of long work begins; `total` is in bytes when known.
+    fn start(&self, label: &str, total: Option<u64>) -> Box<dyn Task>;
+}
+
+pub trait Task: Send + Sync {
+    fn advance(&self, bytes: u64);
+}
+
+/// Reports nothing.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn start(&self, _: &str, _: Option<u64>) -> Box<dyn Task> {
+        Box::new(Silent)
+    }
+}
+
+impl Task for Silent {
+    fn advance(&self, _: u64) {}
+}

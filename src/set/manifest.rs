@@ -1,0 +1,262 @@
+//! MANIFEST.toml: what a set is, what it depends on, and every file in it with its size and
+//! SHA-256 — enough for anyone to prove the set years from now with a text editor and
+//! `sha256sum`. SHA256SUMS lists every file including MANIFEST.toml, so `sha256sum -c` alone
+//! proves a set, and damage to either file is detected by the other.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Level, MANIFEST, Role, SHA256SUMS};
+use crate::error::{Error, Result};
+
+/// Version of the manifest schema; readers refuse versions newer than they know.
+pub const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Schema version of this file.
+    pub format: u32,
+    pub darvault_version: String,
+    pub set: SetInfo,
+    pub archive: ArchiveInfo,
+    pub tools: ToolVersions,
+    pub checks: Checks,
+    #[serde(rename = "file", default)]
+    pub files: Vec<FileEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetInfo {
+    pub name: String,
+    pub definition: String,
+    pub level: Level,
+    /// When the set was started (UTC).
+    pub created: jiff::Timestamp,
+    pub host: String,
+    /// The sets this one needs, oldest (the FULL) first; empty for a FULL.
+    #[serde(default)]
+    pub chain: Vec<String>,
+    /// The set this DIFF/INCR was made against, and the SHA-256 of its MANIFEST.toml.
+    pub base: Option<BaseRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaseRef {
+    pub name: String,
+    pub manifest_sha256: String,
+}
+
+/// The dar options a restore needs to know about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveInfo {
+    /// dar's basename: slices are `<basename>.<N>.dar`.
+    pub basename: String,
+    pub slices: u32,
+    pub slice_size: u64,
+    pub compression: String,
+    pub encrypted: bool,
+    /// Basename of the isolated catalogue (`<catalogue>.1.dar`).
+    pub catalogue: String,
+    /// Inodes dar saved in this archive.
+    pub saved_files: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolVersions {
+    pub dar: String,
+}
+
+/// What was proven before the set was published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checks {
+    /// `dar -t` of the archive: "passed".
+    pub dar_test: String,
+    pub restore_test: RestoreTestRecord,
+    /// Source files dar could not read or saw change (the set lacks or may hold a torn copy).
+    #[serde(default)]
+    pub warnings: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoreTestRecord {
+    /// "passed", or "nothing eligible" when no file qualified for sampling.
+    pub outcome: String,
+    /// Files whose data is stored in this archive and that qualified for sampling.
+    pub eligible: u64,
+    /// Files extracted and compared with the source.
+    pub compared: u64,
+    /// Sampled files that had changed in the source after dar read them (not comparable).
+    pub changed_since: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Relative to the set directory, '/'-separated.
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub role: Role,
+}
+
+impl Manifest {
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string(self).expect("a manifest always serializes");
+        format!(
+            "# darvault archive set manifest (format {FORMAT}).\n\
+             # Every file of this set except this one and SHA256SUMS, with its size and SHA-256.\n\
+             # Check the whole set with: sha256sum -c SHA256SUMS   (run inside this directory)\n\n{body}"
+        )
+    }
+
+    /// Parse a manifest read from a copy. A copy is untrusted input: paths that could point
+    /// outside the set are refused.
+    pub fn parse(text: &str) -> Result<Manifest> {
+        let m: Manifest =
+            toml::from_str(text).map_err(|e| Error::Failed(format!("invalid {MANIFEST}: {e}")))?;
+        if m.format > FORMAT {
+            return Err(Error::Failed(format!(
+                "{MANIFEST} has format {} but this darvault reads up to {FORMAT}: upgrade darvault",
+                m.format
+            )));
+        }
+        for f in &m.files {
+            if !is_safe_relative(&f.path) || f.path == MANIFEST || f.path == SHA256SUMS {
+                return Err(Error::Failed(format!(
+                    "{MANIFEST} lists an unsafe path {:?}: refusing it",
+                    f.path
+                )));
+            }
+        }
+        Ok(m)
+    }
+
+    pub fn read(set_dir: &Path) -> Result<Manifest> {
+        let p = set_dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&p).map_err(Error::io("cannot read", &p))?;
+        Manifest::parse(&text)
+    }
+
+    /// Write MANIFEST.toml, then SHA256SUMS over every file and the manifest itself.
+    /// Returns the SHA-256 of MANIFEST.toml (what a later set records as its base).
+    pub fn write(&self, set_dir: &Path) -> Result<String> {
+        let text = self.to_toml();
+        let manifest_sha = crate::hashing::sha256_hex(text.as_bytes());
+        write_synced(&set_dir.join(MANIFEST), text.as_bytes())?;
+        let mut sums = String::new();
+        for f in &self.files {
+            sums.push_str(&sums_line(&f.sha256, &f.path));
+        }
+        sums.push_str(&sums_line(&manifest_sha, MANIFEST));
+        write_synced(&set_dir.join(SHA256SUMS), sums.as_bytes())?;
+        Ok(manifest_sha)
+    }
+
+    pub fn slices(&self) -> impl Iterator<Item = &FileEntry> {
+        self.files.iter().filter(|f| f.role == Role::Slice)
+    }
+
+    pub fn total_size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// One `sha256sum` line. Names with a newline or backslash use the escaped form coreutils
+/// reads (a leading backslash), so `sha256sum -c` accepts every name.
+fn sums_line(sha: &str, path: &str) -> String {
+    if path.contains(['\n', '\\']) {
+        let escaped = path.replace('\\', "\\\\").replace('\n', "\\n");
+        format!("\\{sha}  {escaped}\n")
+    } else {
+        format!("{sha}  {path}\n")
+    }
+}
+
+/// A relative '/'-separated path with no `..`, no empty or `.` parts and no leading '/'.
+pub fn is_safe_relative(p: &str) -> bool {
+    !p.is_empty()
+        && !p.starts_with('/')
+        && !p.contains('\0')
+        && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::File::create(path).map_err(Error::io("cannot create", path))?;
+    f.write_all(bytes)
+        .map_err(Error::io("cannot write", path))?;
+    f.sync_all().map_err(Error::io("cannot sync", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn sample() -> Manifest {
+        Manifest {
+            format: FORMAT,
+            darvault_version: "0.1.0".into(),
+            set: SetInfo {
+                name: "docs_DIFF_2026-01-02_030405".into(),
+                definition: "docs".into(),
+                level: Level::Diff,
+                created: "2026-01-02T02:04:05Z".parse().unwrap(),
+                host: "box".into(),
+                chain: vec!["docs_FULL_2026-01-01_030405".into()],
+                base: Some(BaseRef {
+                    name: "docs_FULL_2026-01-01_030405".into(),
+                    manifest_sha256: "ab".repeat(32),
+                }),
+            },
+            archive: ArchiveInfo {
+                basename: "docs_DIFF_2026-01-02_030405".into(),
+                slices: 1,
+                slice_size: 1 << 30,
+                compression: "zstd:3".into(),
+                encrypted: false,
+                catalogue: "docs_DIFF_2026-01-02_030405.catalog".into(),
+                saved_files: 3,
+            },
+            tools: ToolVersions {
+                dar: "2.7.8".into(),
+            },
+            checks: Checks {
+                dar_test: "passed".into(),
+                restore_test: RestoreTestRecord {
+                    outcome: "passed".into(),
+                    eligible: 3,
+                    compared: 3,
+                    changed_since: 0,
+                },
+                warnings: 0,
+            },
+            files: vec![FileEntry {
+                path: "docs_DIFF_2026-01-02_030405.1.dar".into(),
+                size: 42,
+                sha256: "cd".repeat(32),
+                role: Role::Slice,
+            }],
+        }
+    }
+
+    #[test]
+    fn parses_back_into_the_same_values() {
+        let m = sample();
+        assert_eq!(Manifest::parse(&m.to_toml()).unwrap(), m);
+    }
+
+    #[test]
+    fn refuses_paths_outside_the_set() {
+        for bad in ["../x", "/etc/passwd", "a/../../b", "", "a//b", "./a"] {
+            let mut m = sample();
+            m.files[0].path = bad.into();
+            assert!(Manifest::parse(&m.to_toml()).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn sums_lines_escape_newlines() {
+        assert_eq!(sums_line("00", "a\nb"), "\\00  a\\nb\n");
+        assert_eq!(sums_line("00", "a b"), "00  a b\n");
+    }
+}

@@ -1,0 +1,392 @@
+//! dar, supervised: create, test, list (XML) and extract. Every run gets `-Q` (no terminal: a
+//! question aborts instead of hanging) and `-N` (no ~/.darrc or /etc/darrc changing behaviour).
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use quick_xml::events::{BytesStart, Event};
+
+use super::process::{Finished, Spec, find_executable};
+use crate::error::{Error, Result};
+
+const INSTALL_HINT: &str = "install dar (Debian/Ubuntu: apt-get install dar dar-static)";
+
+/// dar exit codes that still leave a usable archive: 5 (some files could not be read) and
+/// 11 (some files changed while being saved).
+const CREATE_WITH_WARNINGS: [i32; 2] = [5, 11];
+
+#[derive(Debug, Clone)]
+pub struct Dar {
+    pub path: PathBuf,
+    pub version: String,
+}
+
+/// What `dar -c` is asked to do.
+pub struct CreateOptions<'a> {
+    /// `<dir>/<basename>`: slices become `<basename>.<N>.dar`.
+    pub archive: &'a Path,
+    /// `<dir>/<basename>` of the isolated catalogue made on the fly (`-@`).
+    pub catalogue: &'a Path,
+    /// The base's isolated catalogue for a DIFF/INCR (`-A`).
+    pub reference: Option<&'a Path>,
+    pub source: &'a Path,
+    pub compression: &'a str,
+    pub slice_size: u64,
+    pub include: &'a [String],
+    /// dar path masks relative to the source (`-P`).
+    pub prune_masks: &'a [String],
+    /// File name masks stored without compression (`-Z`, case-insensitive).
+    pub no_compress: &'a [String],
+    pub cache_directory_tagging: bool,
+    pub comment: &'a str,
+    pub timeout: Duration,
+}
+
+/// dar's own account of a `dar -c` run.
+#[derive(Debug, Default, Clone)]
+pub struct CreateReport {
+    pub saved_inodes: u64,
+    pub failed_inodes: u64,
+    pub changed_inodes: u64,
+    pub deleted_recorded: u64,
+    /// Lines in which dar named files it could not save properly (exit 5 or 11).
+    pub warnings: Vec<String>,
+}
+
+/// One entry of an archive listing.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Relative to the source root, '/'-separated.
+    pub path: String,
+    pub kind: EntryKind,
+    /// Whether the data is stored in this archive ("saved"), only referenced, or the entry
+    /// records a deletion.
+    pub data: DataState,
+    pub size: u64,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+    /// dar saw the file change while reading it.
+    pub dirty: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Directory,
+    Symlink,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataState {
+    Saved,
+    Referenced,
+    Deleted,
+    Other,
+}
+
+impl Dar {
+    /// Find dar (an explicit path or PATH) and read its version.
+    pub fn locate(explicit: Option<&Path>) -> Result<Dar> {
+        let path = find_executable("dar", explicit, INSTALL_HINT)?;
+        Dar::at(path)
+    }
+
+    pub fn at(path: PathBuf) -> Result<Dar> {
+        let (finished, out) = Spec::new(&path).arg("--version").output()?;
+        let text = format!("{out}\n{}", finished.stderr);
+        let version = text
+            .split_whitespace()
+            .skip_while(|w| *w != "version")
+            .nth(1)
+            .map(|v| v.trim_end_matches(',').to_owned())
+            .ok_or_else(|| {
+                Error::Failed(format!(
+                    "{} does not look like dar: {}",
+                    path.display(),
+                    text.trim()
+                ))
+            })?;
+        Ok(Dar { path, version })
+    }
+
+    fn spec(&self) -> Spec {
+        let mut s = Spec::new(&self.path);
+        s.args(["-Q", "-N"]);
+        s
+    }
+
+    /// `dar -c`; `on_file` is called with each path dar adds (for progress).
+    pub fn create(
+        &self,
+        o: &CreateOptions,
+        mut on_file: impl FnMut(&Path),
+    ) -> Result<CreateReport> {
+        let mut s = self.spec();
+        s.arg("-c")
+            .arg(o.archive)
+            .arg("-R")
+            .arg(o.source)
+            .arg(format!("-z{}", o.compression))
+            .arg("-s")
+            .arg(o.slice_size.to_string())
+            .arg("-@")
+            .arg(o.catalogue)
+            .arg("--user-comment")
+            .arg(o.comment)
+            .arg("-vt")
+            .timeout(Some(o.timeout));
+        if let Some(r) = o.reference {
+            s.arg("-A").arg(r);
+        }
+        if o.cache_directory_tagging {
+            s.arg("--cache-directory-tagging");
+        }
+        for g in o.include {
+            s.arg("-g").arg(g);
+        }
+        for p in o.prune_masks {
+            s.arg("-P").arg(p);
+        }
+        if !o.no_compress.is_empty() {
+            // -an/-acase switch case sensitivity for the masks that follow them.
+            s.arg("-an");
+            for z in o.no_compress {
+                s.arg("-Z").arg(z);
+            }
+            s.arg("-acase");
+        }
+        let (finished, mut report) = s.run(|out| {
+            let mut report = CreateReport::default();
+            for line in out.split(b'\n').map_while(|l| l.ok()) {
+                let line = String::from_utf8_lossy(&line);
+                if let Some(p) = line.strip_prefix("Adding file to archive: ") {
+                    on_file(Path::new(p));
+                } else {
+                    parse_counter(&line, &mut report);
+                }
+            }
+            report
+        })?;
+        match finished.code() {
+            Some(0) => {}
+            Some(c) if CREATE_WITH_WARNINGS.contains(&c) => {
+                report.warnings = finished
+                    .stderr
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if report.warnings.is_empty() {
+                    report.warnings.push(format!("dar exited with code {c}"));
+                }
+            }
+            _ => return Err(finished.failure()),
+        }
+        Ok(report)
+    }
+
+    /// `dar -t`: reads every slice and checks every file's CRC.
+    pub fn test(&self, archive: &Path) -> Result<Finished> {
+        let mut s = self.spec();
+        s.arg("-t").arg(archive);
+        s.output()?.0.expect(&[0])
+    }
+
+    /// Stream the archive's listing; `on_entry` sees every entry in archive order.
+    pub fn list(&self, archive: &Path, mut on_entry: impl FnMut(Entry)) -> Result<()> {
+        let mut s = self.spec();
+        s.arg("-l").arg(archive).args(["-Txml", "-ay"]);
+        let (finished, parsed) = s.run(|out| parse_listing(out, &mut on_entry))?;
+        finished.expect(&[0])?;
+        parsed
+    }
+
+    /// Extract `paths` (relative to the source) into `target`, ignoring ownership so that
+    /// restores work without root.
+    pub fn extract(&self, archive: &Path, target: &Path, paths: &[String]) -> Result<Finished> {
+        let mut s = self.spec();
+        s.arg("-x")
+            .arg(archive)
+            .arg("-R")
+            .arg(target)
+            .args(["-O", "--fsa-scope", "none", "-wa"]);
+        for p in paths {
+            s.arg("-g").arg(p);
+        }
+        s.output()?.0.expect(&[0])
+    }
+}
+
+fn parse_counter(line: &str, report: &mut CreateReport) {
+    let line = line.trim();
+    let Some((n, rest)) = line.split_once(' ') else {
+        return;
+    };
+    let Ok(n) = n.parse::<u64>() else {
+        return;
+    };
+    if rest.starts_with("inode(s) saved") {
+        report.saved_inodes = n;
+    } else if rest.starts_with("inode(s) failed to be saved") {
+        report.failed_inodes = n;
+    } else if rest.starts_with("inode(s) changed at the moment of the backup") {
+        report.changed_inodes = n;
+    } else if rest.starts_with("inode(s) recorded as deleted") {
+        report.deleted_recorded = n;
+    }
+}
+
+fn parse_listing(out: &mut dyn BufRead, on_entry: &mut dyn FnMut(Entry)) -> Result<()> {
+    let mut reader = quick_xml::Reader::from_reader(out);
+    let mut buf = Vec::new();
+    let mut dirs: Vec<String> = Vec::new();
+    // The entry whose <Attributes/> comes next, and whether it is a directory.
+    let mut pending: Option<Entry> = None;
+    let bad = |e: &dyn std::fmt::Display| Error::Failed(format!("unreadable dar listing: {e}"));
+    loop {
+        let event = reader.read_event_into(&mut buf).map_err(|e| bad(&e))?;
+        match event {
+            Event::Start(e) | Event::Empty(e) if e.name().as_ref() == "Attributes" => {
+                if let Some(mut entry) = pending.take() {
+                    for a in e.attributes().flatten() {
+                        let v = attribute(&a).map_err(|e| bad(&e))?;
+                        match a.key.as_ref() {
+                            "data" => entry.data = data_state(&v),
+                            "mtime" => entry.mtime = v.parse().unwrap_or(0),
+                            _ => {}
+                        }
+                    }
+                    on_entry(entry);
+                }
+            }
+            Event::Start(e) => {
+                if let Some(entry) = start_entry(&e, &dirs).map_err(|e| bad(&e))? {
+                    if entry.kind == EntryKind::Directory {
+                        dirs.push(entry.path.clone());
+                    }
+                    pending = Some(entry);
+                }
+            }
+            Event::Empty(e) => {
+                // An element without children has no <Attributes/>: report it as it stands.
+                if let Some(entry) = start_entry(&e, &dirs).map_err(|e| bad(&e))? {
+                    on_entry(entry);
+                }
+            }
+            Event::End(e) if e.name().as_ref() == "Directory" => {
+                dirs.pop();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    Ok(())
+}
+
+/// An entry element (anything but Catalog and Attributes) begins.
+fn start_entry(e: &BytesStart, dirs: &[String]) -> std::result::Result<Option<Entry>, String> {
+    let kind = match e.name().as_ref() {
+        "Catalog" | "Attributes" => return Ok(None),
+        "Directory" => EntryKind::Directory,
+        "File" => EntryKind::File,
+        "Symlink" => EntryKind::Symlink,
+        _ => EntryKind::Other,
+    };
+    let mut name = None;
+    let mut size = 0;
+    let mut dirty = false;
+    for a in e.attributes().flatten() {
+        let v = attribute(&a)?;
+        match a.key.as_ref() {
+            "name" => name = Some(v),
+            "size" => size = v.parse().unwrap_or(0),
+            "dirty" => dirty = v == "yes",
+            _ => {}
+        }
+    }
+    let name = name.ok_or("an entry without a name")?;
+    let path = match dirs.last() {
+        Some(parent) => format!("{parent}/{name}"),
+        None => name,
+    };
+    Ok(Some(Entry {
+        path,
+        kind,
+        data: DataState::Other,
+        size,
+        mtime: 0,
+        dirty,
+    }))
+}
+
+/// An attribute's text with entities resolved but without XML's whitespace normalization:
+/// dar writes names raw, and a newline in a file name must stay a newline.
+fn attribute(a: &quick_xml::events::attributes::Attribute) -> std::result::Result<String, String> {
+    quick_xml::escape::unescape(&a.value)
+        .map(|v| v.into_owned())
+        .map_err(|e| e.to_string())
+}
+
+fn data_state(v: &str) -> DataState {
+    match v {
+        "saved" => DataState::Saved,
+        "referenced" => DataState::Referenced,
+        "deleted" => DataState::Deleted,
+        _ => DataState::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LISTING: &str = r#"<?xml version="1.0" ?>
+<!DOCTYPE Catalog SYSTEM "dar-catalog.dtd">
+<Catalog format="1.2">
+<Directory name="d1">
+<Attributes data="referenced" metadata="absent" user="root" group="root" permissions=" drwxr-xr-x" atime="1" mtime="2" ctime="3" />
+	<File name="big.bin" size="300000" stored="300000" crc="fa04633e" dirty="no" sparse="no" delta_sig="no" patch_base_crc="" patch_result_crc="">
+	<Attributes data="saved" metadata="absent" user="root" group="root" permissions=" -rw-r--r--" atime="1577836800" mtime="1577836800" ctime="1795564815" />
+	</File>
+</Directory>
+<File name="we ird$&amp;;|&apos;&quot;name">
+<Attributes data="deleted" metadata="absent" user="" group="" permissions="" atime="" mtime="1795564815" ctime="" />
+</File>
+<Symlink name="sym" target="">
+<Attributes data="referenced" metadata="absent" user="root" group="root" permissions=" lrwxrwxrwx" atime="1" mtime="2" ctime="3" />
+</Symlink>
+</Catalog>"#;
+
+    #[test]
+    fn parses_paths_states_and_escapes() {
+        let mut entries = Vec::new();
+        parse_listing(&mut LISTING.as_bytes(), &mut |e| entries.push(e)).unwrap();
+        let paths: Vec<_> = entries.iter().map(|e| (e.path.as_str(), e.data)).collect();
+        assert_eq!(
+            paths,
+            [
+                ("d1", DataState::Referenced),
+                ("d1/big.bin", DataState::Saved),
+                ("we ird$&;|'\"name", DataState::Deleted),
+                ("sym", DataState::Referenced),
+            ]
+        );
+        assert_eq!(entries[1].size, 300000);
+        assert_eq!(entries[1].mtime, 1577836800);
+    }
+
+    #[test]
+    fn reads_dar_counters() {
+        let mut r = CreateReport::default();
+        for l in [
+            " 6 inode(s) saved",
+            " 2 inode(s) failed to be saved (filesystem error)",
+        ] {
+            parse_counter(l, &mut r);
+        }
+        assert_eq!((r.saved_inodes, r.failed_inodes), (6, 2));
+    }
+}

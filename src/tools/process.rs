@@ -1,0 +1,377 @@
+//! One supervisor for every external program darvault runs.
+//!
+//! Each child runs in its own process group (so a terminal's Ctrl-C reaches darvault, not dar,
+//! and darvault decides how to stop it), with `LC_ALL=C` (parseable messages), stdin closed
+//! (a question can never hang a run), stderr read on its own thread (a full pipe can never
+//! block the child), and a watchdog that sends SIGTERM then SIGKILL to the whole group on
+//! timeout or when darvault itself is asked to stop.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// How long a child gets between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+/// How much of a child's stderr is kept for error messages.
+const STDERR_TAIL: usize = 8 * 1024;
+
+static STOP_REQUESTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+fn stop_flag() -> &'static Arc<AtomicBool> {
+    STOP_REQUESTED.get_or_init(|| Arc::new(AtomicBool::new(false)))
+}
+
+/// Turn SIGINT and SIGTERM into a flag that every long loop and every child watchdog checks,
+/// so that a stop request cleans up instead of leaving half-written files behind.
+pub fn install_stop_handler() -> std::io::Result<()> {
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(stop_flag()))?;
+    }
+    Ok(())
+}
+
+/// Err(Interrupted) once a stop was requested; call it between units of work.
+pub fn check_stop() -> Result<()> {
+    if stop_flag().load(Ordering::Relaxed) {
+        Err(Error::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+/// A command to run under supervision.
+pub struct Spec {
+    program: PathBuf,
+    args: Vec<OsString>,
+    timeout: Option<Duration>,
+    current_dir: Option<PathBuf>,
+}
+
+impl Spec {
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        Spec {
+            program: program.into(),
+            args: Vec::new(),
+            timeout: None,
+            current_dir: None,
+        }
+    }
+
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(&mut self, args: I) -> &mut Self {
+        for a in args {
+            self.arg(a);
+        }
+        self
+    }
+
+    pub fn timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn current_dir(&mut self, dir: &Path) -> &mut Self {
+        self.current_dir = Some(dir.to_owned());
+        self
+    }
+
+    fn name(&self) -> String {
+        self.program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.program.display().to_string())
+    }
+
+    /// A printable form of the command line, for logs.
+    pub fn display(&self) -> String {
+        let mut s = self.program.display().to_string();
+        for a in &self.args {
+            s.push(' ');
+            s.push_str(&a.to_string_lossy());
+        }
+        s
+    }
+
+    /// Run to completion, handing stdout to `consume` as it arrives (on this thread).
+    /// Returns how the program ended and what `consume` returned; the exit code is not judged
+    /// here: each tool has its own meaning for it.
+    pub fn run<R>(&self, consume: impl FnOnce(&mut dyn BufRead) -> R) -> Result<(Finished, R)> {
+        check_stop()?;
+        tracing::debug!(command = %self.display(), "running");
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child if
+        // this thread dies (even by kill -9), so no orphaned dar keeps writing into a staging
+        // directory that the next run will clean. Every spawn waits in its spawning thread.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
+        }
+        let mut child = command.spawn().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::MissingTool {
+                    tool: self.program.display().to_string(),
+                    hint: "install it (see the README) or set its path under [tools]".into(),
+                }
+            } else {
+                Error::io("cannot start", &self.program)(e)
+            }
+        })?;
+        let name = self.name();
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let stderr_reader = thread::spawn({
+            let name = name.clone();
+            move || read_stderr(stderr, &name)
+        });
+        let done = Arc::new(AtomicBool::new(false));
+        let watchdog = spawn_watchdog(child.id(), self.timeout, Arc::clone(&done));
+
+        let mut stdout = BufReader::with_capacity(64 * 1024, child.stdout.take().expect("piped"));
+        let consumed = consume(&mut stdout);
+        // Whatever the consumer left unread must still be drained or the child may block.
+        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+        let status = wait(&mut child, &self.program)?;
+        done.store(true, Ordering::Relaxed);
+        let stop = watchdog.join().expect("watchdog thread");
+        let stderr_tail = stderr_reader.join().expect("stderr thread");
+        match stop {
+            Some(WhyStopped::StopRequested) => return Err(Error::Interrupted),
+            Some(WhyStopped::Timeout(t)) => {
+                return Err(Error::Tool {
+                    tool: name,
+                    status: format!("timed out after {}s", t.as_secs()),
+                    detail: tail_detail(&stderr_tail),
+                });
+            }
+            None => {}
+        }
+        tracing::debug!(tool = %name, status = %status, "finished");
+        Ok((
+            Finished {
+                tool: name,
+                status,
+                stderr: stderr_tail,
+            },
+            consumed,
+        ))
+    }
+
+    /// Run, collecting stdout as text (for short outputs such as version strings).
+    pub fn output(&self) -> Result<(Finished, String)> {
+        self.run(|out| {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        })
+    }
+}
+
+/// How a supervised program ended.
+pub struct Finished {
+    pub tool: String,
+    pub status: ExitStatus,
+    /// The last few KiB of what it wrote to stderr.
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// The error to report when this exit is not acceptable to the caller.
+    pub fn failure(&self) -> Error {
+        let status = match (self.status.code(), self.status.signal()) {
+            (Some(c), _) => format!("exit code {c}"),
+            (None, Some(s)) => format!("killed by signal {s}"),
+            _ => "unknown status".into(),
+        };
+        Error::Tool {
+            tool: self.tool.clone(),
+            status,
+            detail: tail_detail(&self.stderr),
+        }
+    }
+
+    /// Ok when the exit code is one of `ok`, else the failure.
+    pub fn expect(self, ok: &[i32]) -> Result<Finished> {
+        match self.code() {
+            Some(c) if ok.contains(&c) => Ok(self),
+            _ => Err(self.failure()),
+        }
+    }
+}
+
+fn tail_detail(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        String::new()
+    } else {
+        let start = lines.len().saturating_sub(6);
+        format!(": {}", lines[start..].join(" | "))
+    }
+}
+
+fn read_stderr(stderr: impl Read, tool: &str) -> String {
+    let mut tail = String::new();
+    for line in BufReader::new(stderr).split(b'\n').map_while(|l| l.ok()) {
+        let line = String::from_utf8_lossy(&line);
+        tracing::debug!(tool, "stderr: {line}");
+        tail.push_str(&line);
+        tail.push('\n');
+        if tail.len() > 2 * STDERR_TAIL {
+            let cut = tail.len() - STDERR_TAIL;
+            let cut = (cut..tail.len())
+                .find(|&i| tail.is_char_boundary(i))
+                .unwrap_or(0);
+            tail.drain(..cut);
+        }
+    }
+    tail
+}
+
+enum WhyStopped {
+    StopRequested,
+    Timeout(Duration),
+}
+
+fn spawn_watchdog(
+    pid: u32,
+    timeout: Option<Duration>,
+    done: Arc<AtomicBool>,
+) -> thread::JoinHandle<Option<WhyStopped>> {
+    let started = Instant::now();
+    thread::spawn(move || {
+        let why = loop {
+            if done.load(Ordering::Relaxed) {
+                return None;
+            }
+            if stop_flag().load(Ordering::Relaxed) {
+                break WhyStopped::StopRequested;
+            }
+            if let Some(t) = timeout.filter(|t| started.elapsed() > *t) {
+                break WhyStopped::Timeout(t);
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        signal_group(pid, libc::SIGTERM);
+        let term_sent = Instant::now();
+        while !done.load(Ordering::Relaxed) {
+            if term_sent.elapsed() > KILL_GRACE {
+                signal_group(pid, libc::SIGKILL);
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Some(why)
+    })
+}
+
+fn signal_group(pid: u32, signal: i32) {
+    // The child leads its own group (process_group(0)), so its pid is the group id.
+    // SAFETY: killpg only sends a signal; a stale group id at worst yields ESRCH.
+    unsafe {
+        libc::killpg(pid as libc::pid_t, signal);
+    }
+}
+
+fn wait(child: &mut Child, program: &Path) -> Result<ExitStatus> {
+    child.wait().map_err(Error::io("waiting for", program))
+}
+
+/// Find an executable: an explicit path, else the first match on PATH that is a real binary.
+/// Scripts are skipped on purpose: a wrapper (such as a Python shim) cannot be carried into a
+/// set's bundle and may hide which engine really runs.
+pub fn find_executable(name: &str, explicit: Option<&Path>, hint: &str) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok(p.to_owned())
+        } else {
+            Err(Error::MissingTool {
+                tool: p.display().to_string(),
+                hint: "the path configured under [tools] does not exist".into(),
+            })
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut script = None;
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(name);
+        if is_executable(&candidate) {
+            if is_script(&candidate) {
+                script.get_or_insert(candidate);
+            } else {
+                return Ok(candidate);
+            }
+        }
+    }
+    script.ok_or_else(|| Error::MissingTool {
+        tool: name.into(),
+        hint: hint.into(),
+    })
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+fn is_script(p: &Path) -> bool {
+    let mut head = [0u8; 2];
+    std::fs::File::open(p)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map(|_| &head == b"#!")
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_exit_code_and_stderr_tail() {
+        let mut spec = Spec::new("/bin/sh");
+        spec.args(["-c", "echo out; echo oops >&2; exit 3"]);
+        let (finished, out) = spec.output().unwrap();
+        assert_eq!(out, "out\n");
+        assert_eq!(finished.code(), Some(3));
+        assert!(finished.failure().to_string().contains("oops"));
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_group() {
+        let mut spec = Spec::new("/bin/sh");
+        spec.args(["-c", "sleep 30 & sleep 30"])
+            .timeout(Some(Duration::from_millis(200)));
+        // Returns at all only if the background sleep, which holds stdout open, was killed too.
+        let err = spec.output().err().expect("timed out");
+        assert!(err.to_string().contains("timed out"), "{err}");
+    }
+}

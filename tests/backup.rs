@@ -1,0 +1,402 @@
+//! The backup cycle with the real binary and real dar.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::*;
+
+fn definition(env: &Env, name: &str, extra: &str) -> String {
+    format!(
+        "[[definition]]\nname = {name:?}\nsource = {:?}\nslice_size = \"128K\"\n{extra}\n[definition.restore_test]\ncount = 50\n",
+        env.path(&format!("src-{name}")).display().to_string()
+    )
+}
+
+#[test]
+fn full_diff_incr_chain_restores_every_state_exactly() {
+    let env = Env::new();
+    let src = env.path("src-docs");
+    awkward_tree(&src);
+    env.config(&definition(&env, "docs", ""));
+
+    let out = env.run(&["backup", "--full"]);
+    assert_eq!(code(&out), 0);
+    let state_full = snapshot(&src);
+
+    // A week of changes: edit, delete, add, chmod; the hard-linked pair stays untouched.
+    write(&src.join("plain.txt"), b"plain, edited\n");
+    fs::remove_file(src.join("meta/new\nline.txt")).unwrap();
+    fs::remove_dir_all(src.join("empty/nested empty")).unwrap();
+    write(&src.join("added/after full.txt"), b"new\n");
+    fs::set_permissions(src.join("modes/private"), fs::Permissions::from_mode(0o640)).unwrap();
+    let out = env.run(&["backup", "--diff"]);
+    assert_eq!(
+        code(&out),
+        0,
+        "DIFF with hard links in the source must pass its restore test"
+    );
+    let state_diff = snapshot(&src);
+
+    write(&src.join("added/after diff.txt"), b"newer\n");
+    fs::remove_file(src.join("added/after full.txt")).unwrap();
+    fs::rename(src.join("dir with spaces"), src.join("renamed dir")).unwrap();
+    let out = env.run(&["backup", "--incr"]);
+    assert_eq!(code(&out), 0);
+    let state_incr = snapshot(&src);
+
+    let sets = env.sets("docs");
+    let levels: Vec<String> = sets
+        .iter()
+        .map(|s| name_of(s).split('_').nth(1).unwrap().to_owned())
+        .collect();
+    assert_eq!(levels, ["FULL", "DIFF", "INCR"]);
+    for set in &sets {
+        sha256sum_check(set);
+    }
+    for (upto, expected) in [(1, &state_full), (2, &state_diff), (3, &state_incr)] {
+        let target = env.path(&format!("restore-{upto}"));
+        extract_chain(&sets[..upto], &target);
+        assert_same_tree(expected, &snapshot(&target));
+    }
+
+    // The chain is written down in each manifest, and the DIFF records the FULL as its base.
+    let diff_manifest = fs::read_to_string(sets[1].join("MANIFEST.toml")).unwrap();
+    assert!(
+        diff_manifest.contains(&format!("chain = [\"{}\"]", name_of(&sets[0]))),
+        "{diff_manifest}"
+    );
+    let incr_manifest = fs::read_to_string(sets[2].join("MANIFEST.toml")).unwrap();
+    assert!(incr_manifest.contains(&format!("name = \"{}\"", name_of(&sets[1]))));
+
+    // list shows the chain, also as JSON.
+    let out = env.run(&["list"]);
+    assert!(stdout(&out).contains(&name_of(&sets[2])));
+    let out = env.run(&["--json", "list", "-d", "docs"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["definitions"][0]["sets"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        v["definitions"][0]["sets"][2]["base"],
+        serde_json::json!(name_of(&sets[1]))
+    );
+}
+
+#[test]
+fn a_diff_can_be_made_after_the_base_slices_moved_away() {
+    let env = Env::new();
+    awkward_tree(&env.path("src-docs"));
+    env.config(&definition(&env, "docs", ""));
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let full = env.sets("docs")[0].clone();
+    for e in fs::read_dir(&full).unwrap().flatten() {
+        let n = name_of(&e.path());
+        if n.ends_with(".dar") && !n.contains(".catalog.") {
+            fs::remove_file(e.path()).unwrap();
+        }
+    }
+    write(&env.path("src-docs/plain.txt"), b"changed\n");
+    assert_eq!(
+        code(&env.run(&["backup", "--diff"])),
+        0,
+        "the isolated catalogue is the reference"
+    );
+}
+
+#[test]
+fn incr_since_the_last_diff_when_asked() {
+    let env = Env::new();
+    awkward_tree(&env.path("src-docs"));
+    env.config(&definition(&env, "docs", "incr_base = \"diff\""));
+    for level in ["--full", "--diff", "--incr", "--incr"] {
+        write(&env.path("src-docs/plain.txt"), level.as_bytes());
+        assert_eq!(code(&env.run(&["backup", level])), 0);
+    }
+    let sets = env.sets("docs");
+    let second_incr = fs::read_to_string(sets[3].join("MANIFEST.toml")).unwrap();
+    assert!(
+        second_incr.contains(&format!("[set.base]\nname = \"{}\"", name_of(&sets[1]))),
+        "{second_incr}"
+    );
+}
+
+#[test]
+fn diff_or_incr_without_a_base_is_refused_and_writes_nothing() {
+    let env = Env::new();
+    awkward_tree(&env.path("src-docs"));
+    env.config(&definition(&env, "docs", ""));
+    for level in ["--diff", "--incr"] {
+        let out = env.run(&["backup", level]);
+        assert_eq!(code(&out), 1);
+        assert!(
+            stdout(&out).contains("run `darvault backup --full -d docs` first"),
+            "{}",
+            stdout(&out)
+        );
+        assert!(env.sets("docs").is_empty());
+        let leftovers: Vec<_> = fs::read_dir(env.repo().join("docs"))
+            .map(|r| r.flatten().count())
+            .into_iter()
+            .collect();
+        assert!(leftovers.iter().all(|n| *n == 0), "nothing may be written");
+    }
+}
+
+#[test]
+fn a_failing_definition_does_not_stop_the_others() {
+    let env = Env::new();
+    awkward_tree(&env.path("src-good"));
+    env.config(&format!(
+        "{}{}",
+        definition(&env, "missing", ""),
+        definition(&env, "good", "")
+    ));
+    let out = env.run(&["--json", "backup", "--full"]);
+    assert_eq!(code(&out), 3, "partial success");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["definitions"][0]["outcome"], "failed");
+    assert!(
+        v["definitions"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing or not a directory")
+    );
+    assert_eq!(v["definitions"][1]["outcome"], "published");
+    assert_eq!(env.sets("good").len(), 1);
+
+    // Only the named definition runs with -d.
+    let out = env.run(&["backup", "--full", "-d", "good"]);
+    assert_eq!(code(&out), 0);
+    let out = env.run(&["backup", "--full", "-d", "nosuch"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("no definition named \"nosuch\""));
+}
+
+#[test]
+fn a_second_concurrent_run_is_refused() {
+    let env = Env::new();
+    awkward_tree(&env.path("src-docs"));
+    env.config(&definition(&env, "docs", ""));
+    fs::create_dir_all(env.repo()).unwrap();
+    let holder = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(env.repo().join(".darvault.lock"))
+        .unwrap();
+    holder.lock().unwrap();
+    let out = env.run(&["backup", "--full"]);
+    assert_eq!(code(&out), 7);
+    assert!(
+        stderr(&out).contains("another darvault run is using"),
+        "{}",
+        stderr(&out)
+    );
+    drop(holder);
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+}
+
+#[test]
+fn an_invalid_config_names_file_line_and_key() {
+    let env = Env::new();
+    env.config("[[definition]]\nname = \"docs\"\nsource = \"/tmp\"\nslice_size = \"12 parsecs\"\n");
+    let out = env.run(&["backup", "--full"]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("config.toml") && err.contains("line 6") && err.contains("slice_size"),
+        "{err}"
+    );
+
+    env.config("[[definition]]\nname = \"docs\"\nsource = \"/tmp\"\nretention = 3\n");
+    let err = stderr(&env.run(&["backup", "--full"]));
+    assert!(err.contains("line 6") && err.contains("retention"), "{err}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_darvault"))
+        .env("DARVAULT_CONFIG", "/nonexistent/darvault.toml")
+        .arg("list")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("darvault init"));
+}
+
+#[test]
+fn init_writes_a_commented_config_and_never_overwrites() {
+    let env = Env::new();
+    let out = env.run(&["init", "--repository", "/srv/my backups"]);
+    assert_eq!(code(&out), 0);
+    let text = fs::read_to_string(env.path("config.toml")).unwrap();
+    assert!(text.contains("repository = \"/srv/my backups\"") && text.contains("# "));
+    let out = env.run(&["init"]);
+    assert_eq!(code(&out), 2);
+    assert_eq!(fs::read_to_string(env.path("config.toml")).unwrap(), text);
+}
+
+/// A dar stand-in that runs the real dar, then does something to the source or its exit.
+fn dar_wrapper(env: &Env, after_create: &str) -> String {
+    let script = env.path("dar-wrapper.sh");
+    let real = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v dar"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncreate=no\nfor a in \"$@\"; do [ \"$a\" = -c ] && create=yes; done\n{real_dar} \"$@\"\nrc=$?\nif [ $create = yes ]; then\n{after_create}\nfi\nexit $rc\n",
+            real_dar = real.trim()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    format!("[tools]\ndar = {:?}\n\n", script.display().to_string())
+}
+
+#[test]
+fn the_restore_test_reports_a_source_changed_after_the_backup() {
+    let env = Env::new();
+    let src = env.path("src-docs");
+    write(&src.join("only.txt"), b"the one file that can be sampled\n");
+    let tools = dar_wrapper(
+        &env,
+        &format!(
+            "echo tampered > '{p}'; chmod 600 '{p}'",
+            p = src.join("only.txt").display()
+        ),
+    );
+    let text = format!(
+        "repository = {:?}\n{tools}{}",
+        env.repo().display().to_string(),
+        definition(&env, "docs", "")
+    );
+    fs::write(env.path("config.toml"), text).unwrap();
+    let out = env.run(&["backup", "--full"]);
+    assert_eq!(code(&out), 6, "published with a warning");
+    assert!(
+        stdout(&out).contains("only.txt changed in the source after the backup started"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn dar_reporting_unsaved_files_keeps_the_set_with_a_warning() {
+    let env = Env::new();
+    awkward_tree(&env.path("src-docs"));
+    let tools = dar_wrapper(
+        &env,
+        "echo 'Error while saving /x/locked.db: Permission denied' >&2; exit 5",
+    );
+    let text = format!(
+        "repository = {:?}\n{tools}{}",
+        env.repo().display().to_string(),
+        definition(&env, "docs", "")
+    );
+    fs::write(env.path("config.toml"), text).unwrap();
+    let out = env.run(&["backup", "--full"]);
+    assert_eq!(code(&out), 6);
+    assert!(
+        stdout(&out).contains("locked.db: Permission denied"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(env.sets("docs").len(), 1);
+
+    let tools = dar_wrapper(&env, "exit 4");
+    let text = format!(
+        "repository = {:?}\n{tools}{}",
+        env.repo().display().to_string(),
+        definition(&env, "docs", "")
+    );
+    fs::write(env.path("config.toml"), text).unwrap();
+    let out = env.run(&["backup", "--full"]);
+    assert_eq!(code(&out), 1, "dar exit 4 publishes nothing");
+    assert_eq!(env.sets("docs").len(), 1);
+}
+
+#[test]
+fn kill_9_during_dar_leaves_no_published_set_and_the_next_run_converges() {
+    let env = Env::new();
+    awkward_tree(&env.path("src-docs"));
+    let marker = env.path("dar-running");
+    // The stand-in writes a first slice, then hangs as if compressing a large file.
+    let tools = dar_wrapper(
+        &env,
+        &format!("touch '{}'; exec sleep 600", marker.display()),
+    );
+    let text = format!(
+        "repository = {:?}\n{tools}{}",
+        env.repo().display().to_string(),
+        definition(&env, "docs", "")
+    );
+    fs::write(env.path("config.toml"), text).unwrap();
+    let mut child = env.cmd().args(["backup", "--full"]).spawn().unwrap();
+    while !marker.exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        env.sets("docs").is_empty(),
+        "a killed run must not leave a published set"
+    );
+    let leftovers: Vec<String> = fs::read_dir(env.repo().join("docs"))
+        .unwrap()
+        .flatten()
+        .map(|e| name_of(&e.path()))
+        .collect();
+    assert!(
+        leftovers.iter().all(|n| n.starts_with(".staging.")),
+        "{leftovers:?}"
+    );
+    let out = env.run(&["list"]);
+    assert!(
+        stdout(&out).contains("unfinished set"),
+        "list reports the leftover, not a set"
+    );
+
+    env.config(&definition(&env, "docs", ""));
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let names: Vec<String> = fs::read_dir(env.repo().join("docs"))
+        .unwrap()
+        .flatten()
+        .map(|e| name_of(&e.path()))
+        .collect();
+    assert_eq!(names.len(), 1, "stale staging was cleaned: {names:?}");
+    sha256sum_check(&env.sets("docs")[0]);
+}
+
+#[test]
+fn excludes_prunes_includes_and_cache_tags() {
+    let env = Env::new();
+    let src = env.path("src-docs");
+    write(&src.join("keep/a.txt"), b"a");
+    write(&src.join("keep/b.tmp"), b"b");
+    write(&src.join("keep/deep/cache/c"), b"c");
+    write(&src.join("keep/skip-me/d"), b"d");
+    write(
+        &src.join("keep/browser/CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55\n",
+    );
+    write(&src.join("keep/browser/e"), b"e");
+    write(&src.join("other/f"), b"f");
+    env.config(&definition(
+        &env,
+        "docs",
+        "include = [\"keep\"]\nexclude = [\"*.tmp\", \"cache\"]\nprune = [\"keep/skip-me\"]",
+    ));
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let target = env.path("restored");
+    extract_chain(&env.sets("docs"), &target);
+    let got: Vec<String> = snapshot(&target)
+        .into_iter()
+        .filter(|(_, n)| matches!(n, Node::File { .. }))
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(got, ["keep/a.txt"]);
+}

@@ -1,0 +1,246 @@
+//! Shared harness: the real darvault binary in an isolated environment on temp dirs, and
+//! helpers to build awkward source trees and compare them exactly.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Env {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            tmp: tempfile::Builder::new()
+                .prefix("darvault-test.")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.path("repo")
+    }
+
+    /// `darvault` with HOME and XDG dirs inside the temp dir and the config given.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_darvault"));
+        c.env("HOME", self.path("home"))
+            .env("XDG_CONFIG_HOME", self.path("home/.config"))
+            .env("XDG_STATE_HOME", self.path("home/.local/state"))
+            .env_remove("DARVAULT_CONFIG")
+            .env_remove("RUST_LOG")
+            .arg("--config")
+            .arg(self.path("config.toml"));
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd().args(args).output().unwrap();
+        eprintln!(
+            "$ darvault {}\n--- stdout\n{}--- stderr\n{}--- exit {:?}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            out.status.code()
+        );
+        out
+    }
+
+    /// Write config.toml: the repository plus the given definitions' TOML.
+    pub fn config(&self, definitions: &str) {
+        let text = format!(
+            "repository = {:?}\n\n{definitions}",
+            self.repo().display().to_string()
+        );
+        fs::write(self.path("config.toml"), text).unwrap();
+    }
+
+    /// The published sets of a definition, oldest first (by name: same-day names sort by time).
+    pub fn sets(&self, definition: &str) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(self.repo().join(definition))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.retain(|p| p.join("MANIFEST.toml").is_file() && !name_of(p).starts_with('.'));
+        v.sort_by_key(|p| set_time(p));
+        v
+    }
+}
+
+pub fn name_of(p: &Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+fn set_time(p: &Path) -> String {
+    let manifest = fs::read_to_string(p.join("MANIFEST.toml")).unwrap();
+    manifest
+        .lines()
+        .find(|l| l.starts_with("created = "))
+        .unwrap()
+        .to_owned()
+}
+
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn write(p: &Path, content: &[u8]) {
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, content).unwrap();
+}
+
+/// A tree with the entries backups get wrong: hard links, symlinks (also dangling), empty
+/// dirs, spaces, unicode, shell metacharacters and a newline in names, odd permissions.
+pub fn awkward_tree(root: &Path) {
+    write(&root.join("plain.txt"), b"plain\n");
+    write(
+        &root.join("dir with spaces/file with spaces.txt"),
+        b"spaces\n",
+    );
+    write(
+        &root.join("unicode/\u{e9}t\u{e9} \u{1f600} \u{65e5}\u{672c}.txt"),
+        "unicode\n".as_bytes(),
+    );
+    write(
+        &root.join("meta/a $ & ; | ' \" b.txt"),
+        b"shell metacharacters\n",
+    );
+    write(&root.join("meta/new\nline.txt"), b"newline in name\n");
+    let mut big = vec![0u8; 300_000];
+    fastrand::Rng::with_seed(1).fill(&mut big);
+    write(&root.join("data/random.bin"), &big);
+    write(&root.join("data/hardlinked.txt"), b"one inode, two names\n");
+    fs::hard_link(
+        root.join("data/hardlinked.txt"),
+        root.join("data/second name.txt"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../plain.txt", root.join("data/link to plain")).unwrap();
+    std::os::unix::fs::symlink("nowhere/at all", root.join("data/dangling")).unwrap();
+    fs::create_dir_all(root.join("empty/nested empty")).unwrap();
+    write(&root.join("modes/private"), b"secret\n");
+    fs::set_permissions(
+        root.join("modes/private"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    write(&root.join("modes/script.sh"), b"#!/bin/sh\n");
+    fs::set_permissions(
+        root.join("modes/script.sh"),
+        fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+}
+
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub enum Node {
+    Dir {
+        mode: u32,
+    },
+    File {
+        sha: String,
+        mode: u32,
+        mtime: i64,
+        links: u64,
+    },
+    Symlink {
+        target: PathBuf,
+    },
+}
+
+/// Everything that must survive a backup and restore, keyed by relative path.
+pub fn snapshot(root: &Path) -> BTreeMap<String, Node> {
+    let mut map = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let e = e.unwrap();
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let m = e.path().symlink_metadata().unwrap();
+        let node = if m.file_type().is_symlink() {
+            Node::Symlink {
+                target: fs::read_link(e.path()).unwrap(),
+            }
+        } else if m.is_dir() {
+            Node::Dir {
+                mode: m.mode() & 0o7777,
+            }
+        } else {
+            Node::File {
+                sha: darvault::hashing::sha256_hex(&fs::read(e.path()).unwrap()),
+                mode: m.mode() & 0o7777,
+                mtime: m.mtime(),
+                links: m.nlink(),
+            }
+        };
+        map.insert(rel, node);
+    }
+    map
+}
+
+/// Restore a chain with plain dar (no darvault): FULL, then each DIFF/INCR over it.
+pub fn extract_chain(sets: &[PathBuf], target: &Path) {
+    fs::create_dir_all(target).unwrap();
+    for set in sets {
+        let base = set.join(name_of(set));
+        let out = Command::new("dar")
+            .args(["-Q", "-N", "-x"])
+            .arg(&base)
+            .arg("-R")
+            .arg(target)
+            .args(["-O", "-w", "--fsa-scope", "none"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dar -x {} failed: {}",
+            base.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+pub fn assert_same_tree(expected: &BTreeMap<String, Node>, actual: &BTreeMap<String, Node>) {
+    for (k, v) in expected {
+        assert_eq!(actual.get(k), Some(v), "entry {k:?} differs after restore");
+    }
+    for k in actual.keys() {
+        assert!(
+            expected.contains_key(k),
+            "restore has an extra entry {k:?} (a deletion was not honoured)"
+        );
+    }
+}
+
+pub fn sha256sum_check(set: &Path) {
+    let out = Command::new("sha256sum")
+        .args(["-c", "--quiet", "SHA256SUMS"])
+        .current_dir(set)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sha256sum -c failed in {}: {}",
+        set.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
