@@ -400,3 +400,108 @@ fn excludes_prunes_includes_and_cache_tags() {
         .collect();
     assert_eq!(got, ["keep/a.txt"]);
 }
+
+#[test]
+fn encrypted_sets_keep_the_passphrase_off_command_lines_manifests_and_logs() {
+    let env = Env::new();
+    let src = env.path("src-vault");
+    awkward_tree(&src);
+    let secret = "correct horse $battery #staple";
+    let argv_log = env.path("dar-argv.log");
+    let tools = dar_wrapper(&env, "true");
+    // Record every argument list dar is started with.
+    let script = env.path("dar-wrapper.sh");
+    let text = fs::read_to_string(&script).unwrap().replacen(
+        "create=no\n",
+        &format!(
+            "create=no\nprintf '%s\\n' \"$*\" >> '{}'\n",
+            argv_log.display()
+        ),
+        1,
+    );
+    fs::write(&script, text).unwrap();
+    let config = format!(
+        "repository = {:?}\n{tools}{}[definition.encryption]\npassphrase_env = \"VAULT_PASS\"\n",
+        env.repo().display().to_string(),
+        definition(&env, "vault", "")
+    );
+    fs::write(env.path("config.toml"), config).unwrap();
+
+    let out = env.run(&["backup", "--full"]);
+    assert_eq!(
+        code(&out),
+        2,
+        "no passphrase in the environment: a usage error"
+    );
+    assert!(
+        stdout(&out).contains("$VAULT_PASS is not set"),
+        "{}",
+        stdout(&out)
+    );
+
+    let full = env
+        .cmd()
+        .env("VAULT_PASS", secret)
+        .args(["-vv", "backup", "--full"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&full), 0, "{}", stderr(&full));
+    write(&src.join("plain.txt"), b"changed\n");
+    let diff = env
+        .cmd()
+        .env("VAULT_PASS", secret)
+        .args(["backup", "--diff"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&diff), 0, "{}", stderr(&diff));
+
+    let sets = env.sets("vault");
+    let first = sets[0].join(format!("{}", name_of(&sets[0])));
+    let plain_test = std::process::Command::new("dar")
+        .args(["-Q", "-N", "-t"])
+        .arg(&first)
+        .output()
+        .unwrap();
+    assert!(
+        !plain_test.status.success(),
+        "the archive must not be readable without the key"
+    );
+    let keyed = std::process::Command::new("dar")
+        .args(["-Q", "-N", "-t"])
+        .arg(&first)
+        .arg("-K")
+        .arg(format!("aes:{secret}"))
+        .output()
+        .unwrap();
+    assert!(
+        keyed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&keyed.stderr)
+    );
+    assert!(
+        fs::read_to_string(sets[0].join("MANIFEST.toml"))
+            .unwrap()
+            .contains("encrypted = true")
+    );
+
+    let mut seen = vec![
+        fs::read_to_string(&argv_log).unwrap(),
+        stdout(&full),
+        stderr(&full),
+        stderr(&diff),
+    ];
+    for set in &sets {
+        seen.push(fs::read_to_string(set.join("MANIFEST.toml")).unwrap());
+    }
+    for log in walkdir::WalkDir::new(env.path("home"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+    {
+        seen.push(fs::read_to_string(log.path()).unwrap_or_default());
+    }
+    assert!(seen[0].contains(" -c "), "the wrapper saw the runs");
+    for text in &seen {
+        assert!(!text.contains("battery"), "the passphrase leaked: {text}");
+    }
+}

@@ -15,6 +15,7 @@ use crate::error::{Error, Result, exit};
 use crate::progress::Progress;
 use crate::set::{Level, staging};
 use crate::tools::dar::Dar;
+use crate::tools::secret::Passphrase;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -142,6 +143,24 @@ fn back_up_one(
     for problem in &found.problems {
         tracing::warn!("{problem}");
     }
+    let key = match &definition.encryption {
+        Some(e) => Some(Passphrase::resolve(e, name)?),
+        None => None,
+    };
     let plan = plan::plan(definition, level, &found.sets, jiff::ZonedDateTime::now())?;
-    run::make_set(definition, plan, &dir, dar, progress)
+    if let Some(base) = &plan.base
+        && base.manifest.archive.encrypted != key.is_some()
+    {
+        return Err(Error::Failed(format!(
+            "{name}: the base set {} is {}encrypted but the definition now {} encryption: make a new FULL",
+            base.name,
+            if base.manifest.archive.encrypted {
+                ""
+            } else {
+                "not "
+            },
+            if key.is_some() { "asks for" } else { "has no" },
+        )));
+    }
+    run::make_set(definition, plan, &dir, dar, key.as_ref(), progress)
 }

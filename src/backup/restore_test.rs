@@ -15,6 +15,14 @@ use crate::config::RestoreTest;
 use crate::error::{Error, Result};
 use crate::set::manifest::RestoreTestRecord;
 use crate::tools::dar::{Dar, DataState, Entry, EntryKind};
+use crate::tools::secret::Passphrase;
+
+/// The archive under test and how to read it.
+pub struct Archive<'a> {
+    pub dar: &'a Dar,
+    pub path: &'a Path,
+    pub key: Option<&'a Passphrase>,
+}
 
 /// Reservoir sampling over the listing: memory stays bounded by the sample size however many
 /// files the archive holds.
@@ -78,8 +86,7 @@ pub struct Outcome {
 /// Extract the sample into `scratch` and compare. `started` is when `dar -c` began: a source
 /// file changed after it is not evidence against the archive.
 pub fn run(
-    dar: &Dar,
-    archive: &Path,
+    archive: &Archive,
     source: &Path,
     scratch: &Path,
     sampler: Sampler,
@@ -100,7 +107,9 @@ pub fn run(
         });
     }
     let paths: Vec<String> = sample.iter().map(|e| e.path.clone()).collect();
-    dar.extract(archive, scratch, &paths)?;
+    archive
+        .dar
+        .extract(archive.path, archive.key, scratch, &paths)?;
     let started = started
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i128)

@@ -20,6 +20,7 @@ use crate::set::staging::Staging;
 use crate::set::{Manifest, Role};
 use crate::tools::dar::{CreateOptions, Dar};
 use crate::tools::process::check_stop;
+use crate::tools::secret::Passphrase;
 
 /// What a published set cost and holds.
 #[derive(Debug, Serialize)]
@@ -65,6 +66,7 @@ pub fn make_set(
     plan: Plan,
     definition_dir: &Path,
     dar: &Dar,
+    key: Option<&Passphrase>,
     progress: &dyn Progress,
 ) -> Result<SetReport> {
     let began = Instant::now();
@@ -110,6 +112,7 @@ pub fn make_set(
         cache_directory_tagging: definition.cache_directory_tagging,
         comment: &comment,
         timeout: definition.timeout.0,
+        key,
     };
 
     // dar -c, with the slices it has finished hashed on the side meanwhile.
@@ -137,13 +140,18 @@ pub fn make_set(
     let (tested, sampled) = std::thread::scope(|scope| {
         let tester = scope.spawn(|| {
             let t = Instant::now();
-            dar.test(&archive).map(|_| t.elapsed())
+            dar.test(&archive, key).map(|_| t.elapsed())
         });
         let t = Instant::now();
         let sampled = (|| {
             let mut sampler = Sampler::new(&definition.restore_test);
-            dar.list(&archive, |e| sampler.offer(&e))?;
-            restore_test::run(dar, &archive, source, &scratch, sampler, started)
+            dar.list(&archive, key, |e| sampler.offer(&e))?;
+            let archive = restore_test::Archive {
+                dar,
+                path: &archive,
+                key,
+            };
+            restore_test::run(&archive, source, &scratch, sampler, started)
         })()
         .map(|o| (o, t.elapsed()));
         (tester.join().expect("dar -t thread"), sampled)
@@ -185,7 +193,7 @@ pub fn make_set(
             slices: slice_count,
             slice_size: definition.slice_size.0,
             compression: compression.clone(),
-            encrypted: false,
+            encrypted: key.is_some(),
             catalogue: plan.name.catalogue_basename(),
             saved_files: created.saved_inodes,
         },

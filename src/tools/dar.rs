@@ -8,6 +8,7 @@ use std::time::Duration;
 use quick_xml::events::{BytesStart, Event};
 
 use super::process::{Finished, Spec, find_executable};
+use super::secret::Passphrase;
 use crate::error::{Error, Result};
 
 const INSTALL_HINT: &str = "install dar (Debian/Ubuntu: apt-get install dar dar-static)";
@@ -41,6 +42,8 @@ pub struct CreateOptions<'a> {
     pub cache_directory_tagging: bool,
     pub comment: &'a str,
     pub timeout: Duration,
+    /// Encrypt the archive and its catalogue (and read the reference) with this key.
+    pub key: Option<&'a Passphrase>,
 }
 
 /// dar's own account of a `dar -c` run.
@@ -111,10 +114,19 @@ impl Dar {
         Ok(Dar { path, version })
     }
 
-    fn spec(&self) -> Spec {
+    /// A dar command line; with a key, `key_flags` (-K, -J, -$) get it through an in-memory
+    /// options file.
+    fn spec(&self, key: Option<&Passphrase>, key_flags: &[&str]) -> Result<Spec> {
         let mut s = Spec::new(&self.path);
         s.args(["-Q", "-N"]);
-        s
+        if let Some(key) = key {
+            let options: Vec<String> = key_flags
+                .iter()
+                .map(|f| format!("{f} {}", key.dar_key()))
+                .collect();
+            s.options_file("-B", &(options.join("\n") + "\n"))?;
+        }
+        Ok(s)
     }
 
     /// `dar -c`; `on_file` is called with each path dar adds (for progress).
@@ -123,7 +135,11 @@ impl Dar {
         o: &CreateOptions,
         mut on_file: impl FnMut(&Path),
     ) -> Result<CreateReport> {
-        let mut s = self.spec();
+        let mut key_flags = vec!["-K", "-$"];
+        if o.reference.is_some() {
+            key_flags.push("-J");
+        }
+        let mut s = self.spec(o.key, &key_flags)?;
         s.arg("-c")
             .arg(o.archive)
             .arg("-R")
@@ -188,15 +204,20 @@ impl Dar {
     }
 
     /// `dar -t`: reads every slice and checks every file's CRC.
-    pub fn test(&self, archive: &Path) -> Result<Finished> {
-        let mut s = self.spec();
+    pub fn test(&self, archive: &Path, key: Option<&Passphrase>) -> Result<Finished> {
+        let mut s = self.spec(key, &["-K"])?;
         s.arg("-t").arg(archive);
         s.output()?.0.expect(&[0])
     }
 
     /// Stream the archive's listing; `on_entry` sees every entry in archive order.
-    pub fn list(&self, archive: &Path, mut on_entry: impl FnMut(Entry)) -> Result<()> {
-        let mut s = self.spec();
+    pub fn list(
+        &self,
+        archive: &Path,
+        key: Option<&Passphrase>,
+        mut on_entry: impl FnMut(Entry),
+    ) -> Result<()> {
+        let mut s = self.spec(key, &["-K"])?;
         s.arg("-l").arg(archive).args(["-Txml", "-ay"]);
         let (finished, parsed) = s.run(|out| parse_listing(out, &mut on_entry))?;
         finished.expect(&[0])?;
@@ -205,8 +226,14 @@ impl Dar {
 
     /// Extract `paths` (relative to the source) into `target`, ignoring ownership so that
     /// restores work without root.
-    pub fn extract(&self, archive: &Path, target: &Path, paths: &[String]) -> Result<Finished> {
-        let mut s = self.spec();
+    pub fn extract(
+        &self,
+        archive: &Path,
+        key: Option<&Passphrase>,
+        target: &Path,
+        paths: &[String],
+    ) -> Result<Finished> {
+        let mut s = self.spec(key, &["-K"])?;
         s.arg("-x")
             .arg(archive)
             .arg("-R")

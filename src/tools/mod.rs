@@ -2,3 +2,4 @@
 
 pub mod dar;
 pub mod process;
+pub mod secret;

@@ -8,6 +8,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -53,6 +54,8 @@ pub struct Spec {
     args: Vec<OsString>,
     timeout: Option<Duration>,
     current_dir: Option<PathBuf>,
+    /// In-memory files the child inherits (see `options_file`).
+    inherited: Vec<OwnedFd>,
 }
 
 impl Spec {
@@ -62,6 +65,7 @@ impl Spec {
             args: Vec::new(),
             timeout: None,
             current_dir: None,
+            inherited: Vec::new(),
         }
     }
 
@@ -80,6 +84,15 @@ impl Spec {
     pub fn timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
         self.timeout = timeout;
         self
+    }
+
+    /// Pass `text` as an options file that exists only in memory: `<flag> /dev/fd/N`.
+    /// Used for secrets, which must never appear in the argument list `ps` shows.
+    pub fn options_file(&mut self, flag: &str, text: &str) -> Result<&mut Self> {
+        let fd = super::secret::memory_file(text)?;
+        self.arg(flag).arg(format!("/dev/fd/{}", fd.as_raw_fd()));
+        self.inherited.push(fd);
+        Ok(self)
     }
 
     pub fn current_dir(&mut self, dir: &Path) -> &mut Self {
@@ -121,10 +134,17 @@ impl Spec {
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child if
         // this thread dies (even by kill -9), so no orphaned dar keeps writing into a staging
         // directory that the next run will clean. Every spawn waits in its spawning thread.
+        // The in-memory option files are opened with close-on-exec; only this child keeps them.
+        let inherited: Vec<i32> = self.inherited.iter().map(|fd| fd.as_raw_fd()).collect();
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
                     return Err(std::io::Error::last_os_error());
+                }
+                for fd in &inherited {
+                    if libc::fcntl(*fd, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
