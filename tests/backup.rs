@@ -456,7 +456,7 @@ fn encrypted_sets_keep_the_passphrase_off_command_lines_manifests_and_logs() {
     assert_eq!(code(&diff), 0, "{}", stderr(&diff));
 
     let sets = env.sets("vault");
-    let first = sets[0].join(format!("{}", name_of(&sets[0])));
+    let first = sets[0].join(name_of(&sets[0]));
     let plain_test = std::process::Command::new("dar")
         .args(["-Q", "-N", "-t"])
         .arg(&first)
