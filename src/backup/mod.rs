@@ -14,7 +14,7 @@ use crate::copy::LocalCopy;
 use crate::error::{Error, Result, exit};
 use crate::progress::Progress;
 use crate::set::{Level, staging};
-use crate::tools::dar::Dar;
+use crate::tools::Tools;
 use crate::tools::secret::Passphrase;
 
 #[derive(Debug, Serialize)]
@@ -81,7 +81,7 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<Report> {
     let definitions = config.select(names)?;
-    let dar = Dar::locate(config.tools.dar.as_ref().map(|p| p.path()))?;
+    let tools = Tools::locate(&config.tools)?;
     let repository = LocalCopy::new(config.repository.path());
     let _lock = crate::lock::lock_repository(repository.root())?;
     let mut report = Report {
@@ -91,7 +91,7 @@ pub fn run(
     for definition in definitions {
         let name = definition.name().to_string();
         tracing::info!(definition = %name, %level, "backup starting");
-        let result = match back_up_one(definition, level, &repository, &dar, progress) {
+        let result = match back_up_one(definition, level, &repository, &tools, progress) {
             Ok(set) => {
                 tracing::info!(definition = %name, set = %set.set, seconds = set.seconds, "published");
                 Outcome::Published(set)
@@ -121,7 +121,7 @@ fn back_up_one(
     definition: &Definition,
     level: Level,
     repository: &LocalCopy,
-    dar: &Dar,
+    tools: &Tools,
     progress: &dyn Progress,
 ) -> Result<SetReport> {
     let source = definition.source.path();
@@ -162,5 +162,5 @@ fn back_up_one(
             if key.is_some() { "asks for" } else { "has no" },
         )));
     }
-    run::make_set(definition, plan, &dir, dar, key.as_ref(), progress)
+    run::make_set(definition, plan, repository, tools, key.as_ref(), progress)
 }

@@ -10,15 +10,20 @@ use serde::Serialize;
 use super::plan::Plan;
 use super::restore_test::{self, Sampler};
 use crate::config::Definition;
+use crate::copy::LocalCopy;
 use crate::error::{Error, Result};
 use crate::hashing::hash_file;
 use crate::progress::Progress;
+use crate::set::Level;
+use crate::set::bundle::{self, RestoreText};
 use crate::set::manifest::{
     ArchiveInfo, BaseRef, Checks, FORMAT, FileEntry, RestoreTestRecord, SetInfo, ToolVersions,
 };
 use crate::set::staging::Staging;
 use crate::set::{Manifest, Role};
-use crate::tools::dar::{CreateOptions, Dar};
+use crate::tools::Tools;
+use crate::tools::dar::CreateOptions;
+use crate::tools::par2;
 use crate::tools::process::check_stop;
 use crate::tools::secret::Passphrase;
 
@@ -64,12 +69,14 @@ pub fn prune_masks(definition: &Definition) -> Vec<String> {
 pub fn make_set(
     definition: &Definition,
     plan: Plan,
-    definition_dir: &Path,
-    dar: &Dar,
+    repository: &LocalCopy,
+    tools: &Tools,
     key: Option<&Passphrase>,
     progress: &dyn Progress,
 ) -> Result<SetReport> {
     let began = Instant::now();
+    let dar = &tools.dar;
+    let definition_dir = &repository.definition_dir(definition.name().as_str());
     let mut phases = Phases(Vec::new());
     let source = definition.source.path();
     let name = plan.name.to_string();
@@ -135,12 +142,32 @@ pub fn make_set(
         return Err(Error::Failed("dar -c produced no slice".into()));
     }
 
-    // dar -t, and the listing + restore test, side by side.
+    let cat_file = slice_path(&catalogue, 1);
+    let cat_entry = entry(&cat_file, Role::Catalogue)?;
+    let slice_list: Vec<(String, u64)> = files.iter().map(|f| (f.path.clone(), f.size)).collect();
+    let groups = par2::plan_groups(
+        &name,
+        &slice_list,
+        &[(cat_entry.path.clone(), cat_entry.size)],
+        definition.slice_size.0,
+        redundancy(definition, plan.name.level),
+    );
+    files.push(cat_entry);
+
+    // dar -t, PAR2 and the listing + restore test, side by side. PAR2 is computed before the
+    // checks have passed, but nothing is published unless they all do.
     let scratch = staging.scratch("restore-test")?;
-    let (tested, sampled) = std::thread::scope(|scope| {
+    let (tested, protected, sampled) = std::thread::scope(|scope| {
         let tester = scope.spawn(|| {
             let t = Instant::now();
             dar.test(&archive, key).map(|_| t.elapsed())
+        });
+        let protector = scope.spawn(|| {
+            let t = Instant::now();
+            for g in &groups {
+                tools.par2.create(staging.path(), g)?;
+            }
+            Ok::<_, Error>(t.elapsed())
         });
         let t = Instant::now();
         let sampled = (|| {
@@ -154,17 +181,56 @@ pub fn make_set(
             restore_test::run(&archive, source, &scratch, sampler, started)
         })()
         .map(|o| (o, t.elapsed()));
-        (tester.join().expect("dar -t thread"), sampled)
+        (
+            tester.join().expect("dar -t thread"),
+            protector.join().expect("par2 thread"),
+            sampled,
+        )
     });
     let _ = std::fs::remove_dir_all(&scratch);
     phases.record("dar -t", tested?);
     let (restore, took) = sampled?;
     phases.record("restore test", took);
+    phases.record("par2 create", protected?);
     check_stop()?;
 
     let t = Instant::now();
-    let cat_file = slice_path(&catalogue, 1);
-    files.push(entry(&cat_file, Role::Catalogue)?);
+    for g in &groups {
+        for f in par2::files_of(staging.path(), g)? {
+            files.push(entry(&staging.path().join(f), Role::Par2)?);
+        }
+    }
+    let created_at = jiff::Timestamp::try_from(started).unwrap_or_else(|_| jiff::Timestamp::now());
+    let mut chain = plan.chain.clone();
+    chain.push(name.clone());
+    let par2_indexes: Vec<String> = groups.iter().map(|g| g.index.clone()).collect();
+    let turbo = tools.par2.engine == par2::Engine::Turbo;
+    let restore_text = RestoreText {
+        set: &name,
+        definition: definition.name().as_str(),
+        level: plan.name.level.as_str(),
+        created: &created_at
+            .round(jiff::Unit::Second)
+            .unwrap_or(created_at)
+            .to_string(),
+        dar_version: &dar.version,
+        chain: &chain,
+        par2_indexes: &par2_indexes,
+        par2_bundled: turbo,
+        encrypted: key.is_some(),
+    }
+    .render();
+    let mut binaries: Vec<(&str, &Path)> = vec![("dar_static", &tools.dar_static)];
+    if turbo {
+        binaries.push(("par2", &tools.par2.path));
+    }
+    let store = repository.root().join(".darvault").join("bundle");
+    files.extend(bundle::write(
+        staging.path(),
+        &store,
+        &binaries,
+        &restore_text,
+    )?);
     let slice_count = files.iter().filter(|f| f.role == Role::Slice).count() as u32;
     let mut warnings = created.warnings.clone();
     warnings.extend(
@@ -180,7 +246,7 @@ pub fn make_set(
             name: name.clone(),
             definition: definition.name().to_string(),
             level: plan.name.level,
-            created: jiff::Timestamp::try_from(started).unwrap_or_else(|_| jiff::Timestamp::now()),
+            created: created_at,
             host: crate::host_name(),
             chain: plan.chain.clone(),
             base: plan.base.as_ref().map(|b| BaseRef {
@@ -199,12 +265,14 @@ pub fn make_set(
         },
         tools: ToolVersions {
             dar: dar.version.clone(),
+            par2: tools.par2.describe(),
         },
         checks: Checks {
             dar_test: "passed".into(),
             restore_test: restore.record.clone(),
             warnings: created.failed_inodes + created.changed_inodes,
         },
+        par2: groups,
         files,
     };
     manifest.write(staging.path())?;
@@ -223,6 +291,15 @@ pub fn make_set(
         restore_test: restore.record,
         warnings,
     })
+}
+
+fn redundancy(definition: &Definition, level: Level) -> u32 {
+    let r = &definition.redundancy;
+    match level {
+        Level::Full => r.full.0,
+        Level::Diff => r.diff.0,
+        Level::Incr => r.incr.0,
+    }
 }
 
 /// `<basename>.<n>.dar`

@@ -23,6 +23,9 @@ pub struct Manifest {
     pub archive: ArchiveInfo,
     pub tools: ToolVersions,
     pub checks: Checks,
+    /// The PAR2 sets protecting the slices and the catalogue.
+    #[serde(rename = "par2", default)]
+    pub par2: Vec<crate::tools::par2::Group>,
     #[serde(rename = "file", default)]
     pub files: Vec<FileEntry>,
 }
@@ -66,6 +69,7 @@ pub struct ArchiveInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolVersions {
     pub dar: String,
+    pub par2: String,
 }
 
 /// What was proven before the set was published.
@@ -119,6 +123,15 @@ impl Manifest {
             return Err(Error::Failed(format!(
                 "{MANIFEST} has format {} but this darvault reads up to {FORMAT}: upgrade darvault",
                 m.format
+            )));
+        }
+        let par2_names = m
+            .par2
+            .iter()
+            .flat_map(|g| g.covers.iter().chain([&g.index]));
+        if let Some(bad) = par2_names.into_iter().find(|p| !is_safe_relative(p)) {
+            return Err(Error::Failed(format!(
+                "{MANIFEST} lists an unsafe PAR2 path {bad:?}: refusing it"
             )));
         }
         for f in &m.files {
@@ -219,6 +232,7 @@ mod tests {
             },
             tools: ToolVersions {
                 dar: "2.7.8".into(),
+                par2: "par2cmdline-turbo 1.4.0".into(),
             },
             checks: Checks {
                 dar_test: "passed".into(),
@@ -230,6 +244,13 @@ mod tests {
                 },
                 warnings: 0,
             },
+            par2: crate::tools::par2::plan_groups(
+                "docs_DIFF_2026-01-02_030405",
+                &[("docs_DIFF_2026-01-02_030405.1.dar".into(), 42)],
+                &[],
+                1 << 30,
+                5,
+            ),
             files: vec![FileEntry {
                 path: "docs_DIFF_2026-01-02_030405.1.dar".into(),
                 size: 42,

@@ -1,5 +1,6 @@
 //! The archive set: its name, its level, its files, and how it goes from staging to published.
 
+pub mod bundle;
 pub mod manifest;
 pub mod staging;
 

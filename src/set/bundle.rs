@@ -1,0 +1,151 @@
+//! Each set carries its own restore kit in `bundle/`: a static dar, the static par2 when the
+//! engine is par2cmdline-turbo, and RESTORE.txt with plain steps for this set and its chain.
+//! A set directory copied alone is complete; on the repository the binaries are stored once
+//! (`.darvault/bundle/<sha256>`) and hard-linked into each set where the filesystem allows.
+
+use std::path::{Path, PathBuf};
+
+use super::Role;
+use super::manifest::FileEntry;
+use crate::error::{Error, Result};
+use crate::hashing::{hash_file, sha256_hex};
+
+pub const DIR: &str = "bundle";
+const TEMPLATE: &str = include_str!("../../static-bundle/RESTORE.txt");
+
+/// What the RESTORE.txt of a set says.
+pub struct RestoreText<'a> {
+    pub set: &'a str,
+    pub definition: &'a str,
+    pub level: &'a str,
+    pub created: &'a str,
+    pub dar_version: &'a str,
+    /// The sets to restore in order, this one last.
+    pub chain: &'a [String],
+    pub par2_indexes: &'a [String],
+    pub par2_bundled: bool,
+    pub encrypted: bool,
+}
+
+impl RestoreText<'_> {
+    pub fn render(&self) -> String {
+        let key = if self.encrypted { " -K aes:" } else { "" };
+        let par2 = if self.par2_bundled {
+            "bundle/par2"
+        } else {
+            "par2"
+        };
+        let chain_list: String = self
+            .chain
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("    {}. {s}\n", i + 1))
+            .collect();
+        let extract = |extra: &str| -> String {
+            self.chain
+                .iter()
+                .map(|s| {
+                    format!(
+                        "    bundle/dar_static -x ../{s}/{s} -R /path/to/target -O -w{extra}{key}\n"
+                    )
+                })
+                .collect()
+        };
+        let repair: String = self
+            .par2_indexes
+            .iter()
+            .map(|i| format!("    {par2} repair -B . {i}\n"))
+            .collect();
+        TEMPLATE
+            .replace("{{SET}}", self.set)
+            .replace("{{DEFINITION}}", self.definition)
+            .replace("{{LEVEL}}", self.level)
+            .replace("{{CREATED}}", self.created)
+            .replace("{{DAR_VERSION}}", self.dar_version)
+            .replace(
+                "{{ENCRYPTION}}",
+                if self.encrypted {
+                    "\nTHE ARCHIVE IS ENCRYPTED (AES-256). Every dar command below ends with\n\
+                     -K aes: and dar asks for the passphrase. Without it nothing can be restored.\n"
+                } else {
+                    ""
+                },
+            )
+            .replace(
+                "{{PAR2_BUNDLED}}",
+                if self.par2_bundled {
+                    " and a static par2 (the repair tool)"
+                } else {
+                    "; for repairs install par2 (Debian/Ubuntu: apt-get install par2)"
+                },
+            )
+            .replace("{{PAR2_REPAIR}}", &repair)
+            .replace("{{CHAIN_LIST}}", &chain_list)
+            .replace("{{CHAIN_COMMANDS}}", &extract(""))
+            .replace(
+                "{{ONE_FILE_COMMANDS}}",
+                &extract(" -g 'Documents/letter.odt'"),
+            )
+            .replace("{{KEY}}", key)
+            .replace(
+                "{{GPG_NOTE}}",
+                if self.encrypted {
+                    " (darvault encrypts with AES, not gpg)"
+                } else {
+                    ""
+                },
+            )
+    }
+}
+
+/// Write `bundle/` into `set_dir`: the binaries (hard-linked from `store` when possible) and
+/// RESTORE.txt. Returns their manifest entries.
+pub fn write(
+    set_dir: &Path,
+    store: &Path,
+    binaries: &[(&str, &Path)],
+    restore_text: &str,
+) -> Result<Vec<FileEntry>> {
+    let dir = set_dir.join(DIR);
+    std::fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
+    let mut entries = Vec::new();
+    for (name, source) in binaries {
+        let (size, sha256) = hash_file(source)?;
+        let stored = store_once(store, source, &sha256)?;
+        let target = dir.join(name);
+        if std::fs::hard_link(&stored, &target).is_err() {
+            std::fs::copy(&stored, &target).map_err(Error::io("cannot copy", &target))?;
+        }
+        entries.push(FileEntry {
+            path: format!("{DIR}/{name}"),
+            size,
+            sha256,
+            role: Role::Bundle,
+        });
+    }
+    let text_path = dir.join("RESTORE.txt");
+    super::manifest::write_synced(&text_path, restore_text.as_bytes())?;
+    entries.push(FileEntry {
+        path: format!("{DIR}/RESTORE.txt"),
+        size: restore_text.len() as u64,
+        sha256: sha256_hex(restore_text.as_bytes()),
+        role: Role::Bundle,
+    });
+    Ok(entries)
+}
+
+/// Keep one read-only, executable copy of each binary in the store.
+fn store_once(store: &Path, source: &Path, sha256: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let stored = store.join(sha256);
+    if stored.is_file() && hash_file(&stored)?.1 == sha256 {
+        return Ok(stored);
+    }
+    std::fs::create_dir_all(store).map_err(Error::io("cannot create", store))?;
+    let partial = store.join(format!(".{sha256}.partial"));
+    std::fs::copy(source, &partial).map_err(Error::io("cannot copy", source))?;
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o555))
+        .map_err(Error::io("cannot set permissions on", &partial))?;
+    std::fs::rename(&partial, &stored).map_err(Error::io("cannot store", &stored))?;
+    Ok(stored)
+}

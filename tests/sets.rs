@@ -1,0 +1,245 @@
+//! Self-proving sets: PAR2, MANIFEST.toml, SHA256SUMS and the bundle, checked with tools we
+//! did not write (sha256sum, Debian's par2 0.8.1, the bundled dar_static).
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn config(env: &Env, extra: &str) {
+    env.config(&format!(
+        "{extra}[[definition]]\nname = \"docs\"\nsource = {:?}\nslice_size = \"128K\"\nredundancy = {{ full = 10, diff = 5, incr = 5 }}\n",
+        env.path("src").display().to_string()
+    ));
+}
+
+/// A FULL, a DIFF and an INCR of the awkward tree; returns the sets and the final state.
+fn chain(env: &Env) -> (Vec<PathBuf>, std::collections::BTreeMap<String, Node>) {
+    let src = env.path("src");
+    awkward_tree(&src);
+    config(env, "");
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    write(&src.join("plain.txt"), b"changed once\n");
+    assert_eq!(code(&env.run(&["backup", "--diff"])), 0);
+    fs::remove_file(src.join("modes/script.sh")).unwrap();
+    write(&src.join("new/file.txt"), b"new\n");
+    assert_eq!(code(&env.run(&["backup", "--incr"])), 0);
+    (env.sets("docs"), snapshot(&src))
+}
+
+fn par2_cmd(par2: &str, set: &Path, verb: &str, index: &str) -> std::process::Output {
+    Command::new(par2)
+        .args([verb, "-q", "-B", "."])
+        .arg(index)
+        .current_dir(set)
+        .output()
+        .unwrap()
+}
+
+fn index_of(set: &Path) -> String {
+    format!("{}.par2", name_of(set))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn every_set_verifies_with_independent_tools() {
+    let env = Env::new();
+    let (sets, _) = chain(&env);
+    for set in &sets {
+        sha256sum_check(set);
+        let out = par2_cmd("/usr/bin/par2", set, "verify", &index_of(set));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "Debian par2 verify of {}: {}",
+            set.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let out = Command::new(set.join("bundle/dar_static"))
+            .args(["-Q", "-N", "-t"])
+            .arg(name_of(set))
+            .current_dir(set)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "bundle/dar_static -t {}",
+            set.display()
+        );
+        let manifest = fs::read_to_string(set.join("MANIFEST.toml")).unwrap();
+        assert!(manifest.contains("par2 = \"par2cmdline-turbo 1.4.0\""));
+        assert!(
+            !manifest.contains(&env.tmp.path().display().to_string()),
+            "no absolute path in a manifest"
+        );
+        assert!(
+            manifest.lines().all(|l| !l.contains("= \"/")),
+            "no absolute path in a manifest"
+        );
+        for listed in [
+            "bundle/dar_static",
+            "bundle/par2",
+            "bundle/RESTORE.txt",
+            ".catalog.1.dar",
+            ".1.dar",
+        ] {
+            assert!(manifest.contains(listed), "{listed} listed in the manifest");
+        }
+    }
+    // The bundle's binaries are stored once and hard-linked into each set.
+    let links = fs::metadata(sets[0].join("bundle/dar_static"))
+        .unwrap()
+        .nlink();
+    assert!(
+        links > sets.len() as u64,
+        "dar_static hard-linked across sets ({links} links)"
+    );
+}
+
+#[test]
+fn par2_repairs_flipped_bytes_and_a_lost_slice_but_not_more_than_it_can() {
+    let env = Env::new();
+    let (sets, _) = chain(&env);
+    let full = &sets[0];
+    let slices: Vec<PathBuf> = (1..)
+        .map(|n| full.join(format!("{}.{n}.dar", name_of(full))))
+        .take_while(|p| p.exists())
+        .collect();
+    assert!(
+        slices.len() >= 2,
+        "the FULL must be a multi-slice set for this test"
+    );
+
+    // Flipped bytes in one slice: repaired byte-identical.
+    let work = env.path("flip");
+    copy_dir(full, &work);
+    let victim = work.join(name_of(&slices[0]));
+    let original = fs::read(&victim).unwrap();
+    let mut damaged = original.clone();
+    for b in &mut damaged[1000..1100] {
+        *b ^= 0xff;
+    }
+    fs::write(&victim, &damaged).unwrap();
+    assert_eq!(
+        par2_cmd("/usr/bin/par2", &work, "verify", &index_of(full))
+            .status
+            .code(),
+        Some(1),
+        "repairable"
+    );
+    assert_eq!(
+        par2_cmd("par2", &work, "repair", &index_of(full))
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(fs::read(&victim).unwrap(), original);
+
+    // A whole slice deleted from a small multi-slice set: repairable.
+    let work = env.path("lost");
+    copy_dir(full, &work);
+    let lost = work.join(name_of(&slices[1]));
+    let original = fs::read(&lost).unwrap();
+    fs::remove_file(&lost).unwrap();
+    assert_eq!(
+        par2_cmd("par2", &work, "repair", &index_of(full))
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(fs::read(&lost).unwrap(), original);
+
+    // Beyond the redundancy: par2 says so, and nothing pretends otherwise.
+    let work = env.path("beyond");
+    copy_dir(full, &work);
+    for s in &slices {
+        fs::remove_file(work.join(name_of(s))).unwrap();
+    }
+    let out = par2_cmd("par2", &work, "repair", &index_of(full));
+    assert_eq!(out.status.code(), Some(2), "not repairable");
+}
+
+#[test]
+fn the_chain_restores_with_only_the_bundled_dar_in_a_clean_environment() {
+    let env = Env::new();
+    let (sets, state) = chain(&env);
+    let target = env.path("restored");
+    fs::create_dir_all(&target).unwrap();
+    let last = sets.last().unwrap();
+    // Follow RESTORE.txt's step 4 commands, run from inside the newest set, with env -i and a
+    // PATH holding no dar at all (only gpg: dar_static asks a question at start-up on a
+    // machine without it, which RESTORE.txt tells a person to answer with y).
+    let bin = env.path("bin-without-dar");
+    fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/gpg", bin.join("gpg")).unwrap();
+    let text = fs::read_to_string(last.join("bundle/RESTORE.txt")).unwrap();
+    let commands: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("bundle/dar_static -x") && !l.contains(" -g "))
+        .collect();
+    assert_eq!(
+        commands.len(),
+        sets.len(),
+        "RESTORE.txt lists the whole chain"
+    );
+    for c in commands {
+        let c = c.replace("/path/to/target", &target.display().to_string());
+        let out = Command::new("/usr/bin/env")
+            .arg("-i")
+            .arg(format!("PATH={}", bin.display()))
+            .args(["/bin/sh", "-c"])
+            .arg(format!("{c} -Q"))
+            .current_dir(last)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{c}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_same_tree(&state, &snapshot(&target));
+}
+
+#[test]
+fn debian_par2_works_as_a_slower_fallback() {
+    let env = Env::new();
+    awkward_tree(&env.path("src"));
+    config(&env, "[tools]\npar2 = \"/usr/bin/par2\"\n\n");
+    let out = env.run(&["backup", "--full"]);
+    assert_eq!(code(&out), 0);
+    assert!(
+        stderr(&out).contains("par2cmdline-turbo"),
+        "a warning points to the faster engine"
+    );
+    let set = &env.sets("docs")[0];
+    let manifest = fs::read_to_string(set.join("MANIFEST.toml")).unwrap();
+    assert!(
+        manifest.contains("par2 = \"par2cmdline 0.8.1\""),
+        "{manifest}"
+    );
+    assert!(
+        !set.join("bundle/par2").exists(),
+        "only a static par2 goes into the bundle"
+    );
+    assert!(
+        fs::read_to_string(set.join("bundle/RESTORE.txt"))
+            .unwrap()
+            .contains("apt-get install par2")
+    );
+    sha256sum_check(set);
+}
