@@ -159,7 +159,8 @@ pub fn plan_groups(
                 block_size,
                 source_blocks,
                 recovery_blocks,
-                redundancy_percent: ((recovery_blocks * 100 + source_blocks / 2) / source_blocks.max(1)) as u32,
+                redundancy_percent: ((recovery_blocks * 100 + source_blocks / 2)
+                    / source_blocks.max(1)) as u32,
             }
         })
         .collect()
