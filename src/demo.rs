@@ -92,11 +92,13 @@ pub fn run(dir: &Path, progress: &dyn Progress, say: &mut dyn FnMut(&str)) -> Re
     let config_path = dir.join("config.toml");
     make_sample_data(&data, 7)?;
     say(&format!("1. Made sample data in {}", data.display()));
+    let offsite = dir.join("offsite-disk");
     let config_text = format!(
-        "repository = {}\nstate_dir = {}\n\n[[definition]]\nname = \"demo\"\nsource = {}\nslice_size = \"512K\"\n\n[definition.restore_test]\ncount = 3\n",
+        "repository = {}\nstate_dir = {}\n\n[[definition]]\nname = \"demo\"\nsource = {}\nslice_size = \"512K\"\n\n[definition.restore_test]\ncount = 3\n\n[[destination]]\nname = \"offsite\"\nkind = \"fs\"\nroot = {}\n",
         toml_string(&repository.display().to_string()),
         toml_string(&dir.join("state").display().to_string()),
         toml_string(&data.display().to_string()),
+        toml_string(&offsite.display().to_string()),
     );
     fs::write(&config_path, &config_text).map_err(Error::io("cannot write", &config_path))?;
     say(&format!(
@@ -141,7 +143,10 @@ pub fn run(dir: &Path, progress: &dyn Progress, say: &mut dyn FnMut(&str)) -> Re
             }
         }
     }
-    let listing = list::list(&repository, &[])?;
+    let listing = list::list(
+        &crate::copy::Copy::Local(crate::copy::LocalCopy::new(&repository)),
+        &[],
+    )?;
     for d in &listing.definitions {
         say(&format!(
             "8. The repository now holds the chain of {:?}:",
@@ -156,11 +161,27 @@ pub fn run(dir: &Path, progress: &dyn Progress, say: &mut dyn FnMut(&str)) -> Re
             ));
         }
     }
+    let replicated = crate::replicate::run(&config, &[], &[], progress)?;
+    worst = worst.max(replicated.exit_code());
+    for d in &replicated.destinations {
+        match &d.result {
+            crate::replicate::Outcome::Done(s) => say(&format!(
+                "9. replicate: {} set(s), {} files sent to {:?} ({}), each hashed on the way and checked against its manifest",
+                s.sent.len(),
+                s.files_sent,
+                d.destination,
+                offsite.display()
+            )),
+            crate::replicate::Outcome::Failed { error, .. } => {
+                say(&format!("replicate failed: {error}"))
+            }
+        }
+    }
     let newest: Option<PathBuf> = listing
         .definitions
         .first()
         .and_then(|d| d.sets.last())
-        .map(|s| repository.join("demo").join(&s.name));
+        .map(|s| offsite.join("demo").join(&s.name));
     if let Some(set) = newest {
         say(&format!(
             "   Each set proves itself: cd {} && sha256sum -c SHA256SUMS",

@@ -36,7 +36,7 @@ pub fn hash_file(path: &Path) -> Result<(u64, String)> {
     Ok((size, hex(&hasher.finalize())))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -11,7 +11,9 @@ pub mod list;
 pub mod lock;
 pub mod paths;
 pub mod progress;
+pub mod replicate;
 pub mod set;
+pub mod state;
 pub mod tools;
 
 pub use error::{Error, Result};

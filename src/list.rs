@@ -1,15 +1,13 @@
 //! `darvault list`: the sets and chains a copy holds.
 
-use std::path::{Path, PathBuf};
-
 use serde::Serialize;
 
-use crate::copy::LocalCopy;
+use crate::copy::Copy;
 use crate::error::Result;
 
 #[derive(Debug, Serialize)]
 pub struct Listing {
-    pub copy: PathBuf,
+    pub copy: String,
     pub definitions: Vec<DefinitionListing>,
 }
 
@@ -32,16 +30,15 @@ pub struct SetLine {
     pub files: usize,
 }
 
-/// List the sets under `root` for the named definitions (all found when `names` is empty).
-pub fn list(root: &Path, names: &[String]) -> Result<Listing> {
-    let copy = LocalCopy::new(root);
+/// List the sets of a copy for the named definitions (all found when `names` is empty).
+pub fn list(copy: &Copy, names: &[String]) -> Result<Listing> {
     let definitions = if names.is_empty() {
         copy.definitions()?
     } else {
         names.to_vec()
     };
     let mut listing = Listing {
-        copy: root.to_owned(),
+        copy: copy.label(),
         definitions: Vec::new(),
     };
     for definition in definitions {

@@ -9,13 +9,20 @@ use crate::error::{Error, Result};
 pub const LOCK_FILE: &str = ".darvault.lock";
 
 /// Held for as long as it lives; the kernel drops the lock if the process dies, even by kill -9.
-pub struct RepositoryLock {
+pub struct Lock {
     _file: File,
 }
 
-pub fn lock_repository(repository: &Path) -> Result<RepositoryLock> {
-    std::fs::create_dir_all(repository).map_err(Error::io("cannot create", repository))?;
-    let path: PathBuf = repository.join(LOCK_FILE);
+pub fn lock_repository(repository: &Path) -> Result<Lock> {
+    lock_path(&repository.join(LOCK_FILE))
+}
+
+/// Take an exclusive lock on `path` (created if needed), or fail at once with who holds it.
+pub fn lock_path(path: &Path) -> Result<Lock> {
+    let path: PathBuf = path.to_owned();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(Error::io("cannot create", dir))?;
+    }
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -48,5 +55,5 @@ pub fn lock_repository(repository: &Path) -> Result<RepositoryLock> {
     let _ = file.set_len(0);
     let _ = file.rewind();
     let _ = file.write_all(who.as_bytes());
-    Ok(RepositoryLock { _file: file })
+    Ok(Lock { _file: file })
 }

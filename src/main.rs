@@ -71,13 +71,43 @@ fn run(cli: &Cli) -> Result<u8, Error> {
             }
             Ok(report.exit_code())
         }
+        Command::Replicate(args) => {
+            let config = Config::load(&config_path)?;
+            let _log = cli::logging::init(cli.verbose, cli.quiet, Some(&config.state_dir()));
+            let report = darvault::replicate::run(
+                &config,
+                &args.destinations,
+                &args.definitions,
+                &progress,
+            )?;
+            if cli.json {
+                render::json(&report);
+            } else {
+                render::replicate(&report);
+            }
+            Ok(report.exit_code())
+        }
         Command::List { copy, definitions } => {
             let _log = cli::logging::init(cli.verbose, cli.quiet, None);
-            let root = match copy {
-                Some(p) => p.clone(),
-                None => Config::load(&config_path)?.repository.path().to_owned(),
+            // A destination name wins over a directory of the same name; a path needs no
+            // config at all (an old disk found in a drawer).
+            let config = match (Config::load(&config_path), copy) {
+                (Ok(c), _) => Some(c),
+                (Err(_), Some(c)) if std::path::Path::new(c).is_dir() => None,
+                (Err(e), _) => return Err(e),
             };
-            let listing = darvault::list::list(&root, definitions)?;
+            let spec = match copy {
+                Some(c) => c.clone(),
+                None => config
+                    .as_ref()
+                    .expect("loaded above")
+                    .repository
+                    .path()
+                    .display()
+                    .to_string(),
+            };
+            let copy = darvault::copy::Copy::open(&spec, config.as_ref())?;
+            let listing = darvault::list::list(&copy, definitions)?;
             if cli.json {
                 render::json(&listing);
             } else {

@@ -23,7 +23,14 @@ pub fn init(
         _ => "debug",
     };
     // RUST_LOG, when set, overrides -v/-q for stderr.
-    let stderr_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // Storage retries are expected on flaky links: shown with -v, not by default.
+    let quiet_retries = if verbose == 0 {
+        ",opendal::layers::retry=error"
+    } else {
+        ""
+    };
+    let stderr_filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level}{quiet_retries}")));
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)

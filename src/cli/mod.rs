@@ -62,14 +62,28 @@ pub enum Command {
     /// Make a FULL, DIFF or INCR archive set for every definition (or the named ones)
     #[command(after_help = EXIT_CODES)]
     Backup(BackupArgs),
+    /// Copy the published sets a destination lacks (verified, resumable, never deletes)
+    #[command(after_help = EXIT_CODES)]
+    Replicate(ReplicateArgs),
     /// Show the sets and chains a copy holds
     List {
-        /// A copy's root directory [default: the configured repository]
-        copy: Option<PathBuf>,
+        /// A copy: a directory (/media/usb/darvault) or a destination name [default: the
+        /// configured repository]
+        copy: Option<String>,
         /// Only this definition (repeatable)
         #[arg(short = 'd', long = "definition", value_name = "DEF")]
         definitions: Vec<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ReplicateArgs {
+    /// Only this destination (repeatable) [default: all]
+    #[arg(long = "to", value_name = "DEST")]
+    pub destinations: Vec<String>,
+    /// Only this definition (repeatable) [default: all]
+    #[arg(short = 'd', long = "definition", value_name = "DEF")]
+    pub definitions: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 use darvault::backup::{self, Outcome};
 use darvault::config::human_bytes;
 use darvault::list::Listing;
+use darvault::replicate;
 
 pub fn json<T: serde::Serialize>(value: &T) {
     println!(
@@ -62,14 +63,10 @@ pub fn backup(report: &backup::Report) {
 
 pub fn listing(listing: &Listing) {
     if listing.definitions.is_empty() {
-        println!("no sets in {}", listing.copy.display());
+        println!("no sets in {}", listing.copy);
     }
     for d in &listing.definitions {
-        println!(
-            "{}  ({})",
-            d.definition,
-            listing.copy.join(&d.definition).display()
-        );
+        println!("{}  (in {})", d.definition, listing.copy);
         for s in &d.sets {
             let indent = match s.level.as_str() {
                 "FULL" => "",
@@ -86,6 +83,30 @@ pub fn listing(listing: &Listing) {
         }
         for p in &d.problems {
             println!("  ! {p}");
+        }
+    }
+}
+
+pub fn replicate(report: &replicate::Report) {
+    for d in &report.destinations {
+        match &d.result {
+            replicate::Outcome::Done(s) => {
+                println!(
+                    "{}: {} set(s) sent ({} files, {}), {} already there, {:.1}s",
+                    d.destination,
+                    s.sent.len(),
+                    s.files_sent,
+                    human_bytes(s.bytes_sent),
+                    s.present,
+                    s.seconds
+                );
+                for name in &s.sent {
+                    println!("  sent {name}");
+                }
+            }
+            replicate::Outcome::Failed { error, .. } => {
+                println!("{}: FAILED: {error}", d.destination)
+            }
         }
     }
 }

@@ -25,6 +25,8 @@ pub struct Config {
     pub tools: Tools,
     #[serde(default, rename = "definition")]
     pub definitions: Vec<Definition>,
+    #[serde(default, rename = "destination")]
+    pub destinations: Vec<Destination>,
     /// The file this was read from (for messages).
     #[serde(skip)]
     pub file: PathBuf,
@@ -71,6 +73,91 @@ pub struct Definition {
 impl Definition {
     pub fn name(&self) -> &DefinitionName {
         self.name.get_ref()
+    }
+}
+
+/// A copy named in the config: the target of `replicate`. Keys darvault does not know are
+/// passed to the OpenDAL service as they are, so any service OpenDAL supports is a config
+/// entry. A key ending in `_env` or `_file` names where a secret is read from instead of
+/// holding it (`secret_access_key_env = "S3_SECRET"` sets `secret_access_key`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Destination {
+    pub name: toml::Spanned<DefinitionName>,
+    /// The OpenDAL service: fs, sftp, s3, webdav, gcs, azblob, b2…
+    pub kind: String,
+    /// fs only: refuse unless the root is on a mounted filesystem other than `/`'s.
+    #[serde(default)]
+    pub require_mount: bool,
+    /// Refuse unless this file exists at the root (a marker put on the disk once).
+    pub require_marker: Option<String>,
+    /// Files sent at once [default: 1 for fs (disks are slowest with several writers), 4 else].
+    pub concurrency: Option<usize>,
+    /// Bytes per second, e.g. "10M" [default: unlimited].
+    pub bandwidth_limit: Option<ByteSize>,
+    /// Largest file for services that take a file in one piece (webdav): above it, refuse
+    /// rather than hold the file in memory [default: 1G].
+    pub max_single_write: Option<ByteSize>,
+    /// How often a failed request is tried again, with growing pauses [default: 5].
+    pub retries: Option<usize>,
+    /// Read every file back after sending it and compare its SHA-256 [default: false].
+    #[serde(default)]
+    pub verify_readback: bool,
+    /// Everything else: OpenDAL options (root, endpoint, bucket, user, key…).
+    #[serde(flatten)]
+    pub options: std::collections::BTreeMap<String, toml::Value>,
+}
+
+impl Destination {
+    pub fn name(&self) -> &str {
+        self.name.get_ref().as_str()
+    }
+
+    /// The options for OpenDAL, with `*_env` and `*_file` references resolved.
+    pub fn service_options(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for (key, value) in &self.options {
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_) => {
+                    value.to_string()
+                }
+                _ => {
+                    return Err(Error::Config(format!(
+                        "destination {:?}: option `{key}` must be a string, number or boolean",
+                        self.name()
+                    )));
+                }
+            };
+            if let Some(base) = key.strip_suffix("_env") {
+                let secret = std::env::var(&text).map_err(|_| {
+                    Error::Usage(format!(
+                        "destination {:?}: ${text} is not set (named by `{key}`)",
+                        self.name()
+                    ))
+                })?;
+                out.push((base.to_owned(), secret));
+            } else if let Some(base) = key.strip_suffix("_file") {
+                let path = AbsPath::try_from(text.clone()).map_err(Error::Config)?;
+                let secret = std::fs::read_to_string(path.path()).map_err(|e| {
+                    Error::Usage(format!(
+                        "destination {:?}: cannot read {text} (named by `{key}`): {e}",
+                        self.name()
+                    ))
+                })?;
+                out.push((
+                    base.to_owned(),
+                    secret.lines().next().unwrap_or("").to_owned(),
+                ));
+            } else {
+                out.push((key.clone(), text));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The configured root (for messages and fs checks), if any.
+    pub fn root(&self) -> Option<&str> {
+        self.options.get("root").and_then(|v| v.as_str())
     }
 }
 
@@ -253,6 +340,32 @@ impl Config {
                 self.file.display()
             )));
         }
+        for (i, d) in self.destinations.iter().enumerate() {
+            if self.destinations[..i].iter().any(|o| o.name() == d.name()) {
+                return Err(at(
+                    d.name.span(),
+                    format!("key `name`: destination {:?} is defined twice", d.name()),
+                ));
+            }
+            if d.require_mount && d.kind != "fs" {
+                return Err(at(
+                    d.name.span(),
+                    format!(
+                        "destination {:?}: require_mount applies to kind = \"fs\" only",
+                        d.name()
+                    ),
+                ));
+            }
+            if d.kind == "fs" && d.root().is_none_or(|r| !r.starts_with('/')) {
+                return Err(at(
+                    d.name.span(),
+                    format!(
+                        "destination {:?}: an fs destination needs an absolute `root`",
+                        d.name()
+                    ),
+                ));
+            }
+        }
         for (i, d) in self.definitions.iter().enumerate() {
             if self.definitions[..i].iter().any(|o| o.name() == d.name()) {
                 return Err(at(
@@ -300,6 +413,36 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The destinations named on the command line (all when none are named).
+    pub fn select_destinations(&self, names: &[String]) -> Result<Vec<&Destination>> {
+        if names.is_empty() {
+            if self.destinations.is_empty() {
+                return Err(Error::Usage(format!(
+                    "no [[destination]] in {}: add one (see `darvault init`)",
+                    self.file.display()
+                )));
+            }
+            return Ok(self.destinations.iter().collect());
+        }
+        names
+            .iter()
+            .map(|n| {
+                self.destination(n).ok_or_else(|| {
+                    let known: Vec<&str> = self.destinations.iter().map(|d| d.name()).collect();
+                    Error::Usage(format!(
+                        "no destination named {n:?} in {} (known: {})",
+                        self.file.display(),
+                        known.join(", ")
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    pub fn destination(&self, name: &str) -> Option<&Destination> {
+        self.destinations.iter().find(|d| d.name() == name)
     }
 
     /// The definitions named on the command line (all when none are named).

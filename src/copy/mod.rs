@@ -3,11 +3,66 @@
 //! A set is recognised by its MANIFEST.toml only: staging leftovers and stray files are
 //! reported, never taken for sets.
 
+mod remote;
+
 use std::path::{Path, PathBuf};
+
+pub use remote::{RemoteCopy, storage_error};
 
 use crate::error::{Error, Result};
 use crate::hashing::sha256_hex;
 use crate::set::{MANIFEST, Manifest, SetName, staging};
+
+/// Any copy: a local path, or a destination reached through OpenDAL. Verbs that read copies
+/// (list, audit, restore) work on this and never need to know which it is.
+pub enum Copy {
+    Local(LocalCopy),
+    Remote(RemoteCopy, tokio::runtime::Runtime),
+}
+
+impl Copy {
+    /// A destination named in the config, else a path that exists.
+    pub fn open(spec: &str, config: Option<&crate::config::Config>) -> Result<Copy> {
+        if let Some(dest) = config.and_then(|c| c.destination(spec)) {
+            return Ok(Copy::Remote(
+                RemoteCopy::open(dest)?,
+                crate::replicate::runtime()?,
+            ));
+        }
+        let path = Path::new(spec);
+        if path.is_dir() {
+            let root = path
+                .canonicalize()
+                .map_err(Error::io("cannot resolve", path))?;
+            return Ok(Copy::Local(LocalCopy::new(&root)));
+        }
+        Err(Error::Usage(format!(
+            "{spec:?} is neither a directory nor a destination named in the config"
+        )))
+    }
+
+    /// How the copy is shown to people.
+    pub fn label(&self) -> String {
+        match self {
+            Copy::Local(l) => l.root().display().to_string(),
+            Copy::Remote(r, _) => format!("destination {}", r.name),
+        }
+    }
+
+    pub fn definitions(&self) -> Result<Vec<String>> {
+        match self {
+            Copy::Local(l) => l.definitions(),
+            Copy::Remote(r, rt) => rt.block_on(r.definitions()),
+        }
+    }
+
+    pub fn sets(&self, definition: &str) -> Result<Found> {
+        match self {
+            Copy::Local(l) => l.sets(definition),
+            Copy::Remote(r, rt) => rt.block_on(r.sets(definition)),
+        }
+    }
+}
 
 /// A copy on a local (or locally mounted) filesystem.
 pub struct LocalCopy {
@@ -17,6 +72,7 @@ pub struct LocalCopy {
 /// A published set found on a copy.
 #[derive(Debug, Clone)]
 pub struct FoundSet {
+    /// The set's directory: absolute on a local copy, `<definition>/<set>` on a remote one.
     pub dir: PathBuf,
     pub name: SetName,
     pub manifest: Manifest,
@@ -98,10 +154,38 @@ impl LocalCopy {
                 Err(e) => found.problems.push(format!("{}: {e}", path.display())),
             }
         }
-        found.sets.sort_by(|a, b| {
+        found.sort();
+        Ok(found)
+    }
+}
+
+impl Found {
+    /// Oldest first, by the creation time the manifests record.
+    fn sort(&mut self) {
+        self.sets.sort_by(|a, b| {
             (a.manifest.set.created, &a.dir).cmp(&(b.manifest.set.created, &b.dir))
         });
-        Ok(found)
+    }
+}
+
+impl FoundSet {
+    /// A set from its MANIFEST.toml bytes, checked against the folder's name.
+    pub fn from_manifest(dir: PathBuf, name: SetName, bytes: &[u8]) -> Result<FoundSet> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| Error::Failed(format!("{MANIFEST} is not UTF-8 (damaged?)")))?;
+        let manifest = Manifest::parse(text)?;
+        if manifest.set.name != name.to_string() {
+            return Err(Error::Failed(format!(
+                "{MANIFEST} names the set {:?}, not its folder's name",
+                manifest.set.name
+            )));
+        }
+        Ok(FoundSet {
+            dir,
+            name,
+            manifest_sha256: sha256_hex(bytes),
+            manifest,
+        })
     }
 }
 
@@ -114,19 +198,5 @@ fn read_set(dir: &Path, name: SetName) -> Result<FoundSet> {
             Error::io("cannot read", &p)(e)
         }
     })?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| Error::Failed(format!("{MANIFEST} is not UTF-8 (damaged?)")))?;
-    let manifest = Manifest::parse(&text)?;
-    if manifest.set.name != name.to_string() {
-        return Err(Error::Failed(format!(
-            "{MANIFEST} names the set {:?}, not its folder's name",
-            manifest.set.name
-        )));
-    }
-    Ok(FoundSet {
-        dir: dir.to_owned(),
-        name,
-        manifest_sha256: sha256_hex(text.as_bytes()),
-        manifest,
-    })
+    FoundSet::from_manifest(dir.to_owned(), name, &bytes)
 }

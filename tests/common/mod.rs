@@ -244,3 +244,85 @@ pub fn sha256sum_check(set: &Path) {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// Endpoints of the servers `scripts/test-servers start` runs (scripts/test starts them).
+pub fn servers() -> std::collections::HashMap<String, String> {
+    let dir = std::env::var("DARVAULT_TEST_SERVERS_DIR")
+        .unwrap_or_else(|_| "/tmp/darvault-test-servers".into());
+    let file = Path::new(&dir).join("servers.env");
+    let text = fs::read_to_string(&file).unwrap_or_else(|_| {
+        panic!("{} is missing: start the test servers with `scripts/test-servers start` (scripts/test does)", file.display())
+    });
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// A `[[destination]]` of the given kind on the shared test servers, under a root unique to
+/// `tag`; also returns where the copy can be read as plain files (None for S3).
+pub fn destination(kind: &str, tag: &str, extra: &str) -> (String, Option<PathBuf>) {
+    let s = servers();
+    let unique = format!("{tag}-{}", std::process::id());
+    let (options, local) = match kind {
+        "sftp" => (
+            format!(
+                "endpoint = {:?}\nuser = {:?}\nkey = {:?}\nknown_hosts_strategy = \"accept\"\nroot = {:?}\n",
+                s["SFTP_ENDPOINT"],
+                s["SFTP_USER"],
+                s["SFTP_KEY"],
+                format!("{}/{unique}", s["SFTP_ROOT"])
+            ),
+            Some(PathBuf::from(format!("{}/{unique}", s["SFTP_ROOT"]))),
+        ),
+        "s3" => (
+            format!(
+                "endpoint = {:?}\nbucket = {:?}\nregion = \"us-east-1\"\naccess_key_id = {:?}\nsecret_access_key = {:?}\nroot = \"/{unique}\"\n",
+                s["S3_ENDPOINT"], s["S3_BUCKET"], s["S3_ACCESS_KEY"], s["S3_SECRET_KEY"]
+            ),
+            None,
+        ),
+        "webdav" => (
+            format!(
+                "endpoint = {:?}\nusername = {:?}\npassword = {:?}\nroot = \"/{unique}\"\n",
+                s["WEBDAV_ENDPOINT"], s["WEBDAV_USER"], s["WEBDAV_PASSWORD"]
+            ),
+            Some(PathBuf::from(format!("{}/{unique}", s["WEBDAV_ROOT"]))),
+        ),
+        other => panic!("no test server for {other}"),
+    };
+    (
+        format!("[[destination]]\nname = \"{kind}\"\nkind = \"{kind}\"\n{options}{extra}\n"),
+        local,
+    )
+}
+
+/// Download an S3 prefix of the test server with rclone (a client we did not write).
+pub fn download_s3(prefix: &str, target: &Path) {
+    let s = servers();
+    let out = Command::new("rclone")
+        .args(["copy", &format!("t:{}/{prefix}", s["S3_BUCKET"])])
+        .arg(target)
+        .env_remove("AWS_CA_BUNDLE")
+        .env("RCLONE_CONFIG_T_TYPE", "s3")
+        .env("RCLONE_CONFIG_T_PROVIDER", "Other")
+        .env("RCLONE_CONFIG_T_ENDPOINT", &s["S3_ENDPOINT"])
+        .env("RCLONE_CONFIG_T_ACCESS_KEY_ID", &s["S3_ACCESS_KEY"])
+        .env("RCLONE_CONFIG_T_SECRET_ACCESS_KEY", &s["S3_SECRET_KEY"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rclone copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,169 @@
+//! A copy reached through an OpenDAL operator: an SFTP server, an S3 bucket, a WebDAV share,
+//! a USB disk (fs)… built from a `[[destination]]` entry, with retries and timeouts sized for
+//! multi-GB objects.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use opendal::Operator;
+use opendal::layers::{RetryLayer, TimeoutLayer};
+
+use super::{Found, FoundSet};
+use crate::config::Destination;
+use crate::error::{Error, Result};
+use crate::set::{MANIFEST, SetName, staging};
+
+/// The whole of one request (a part upload, a stat) may take this long before it is retried.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// No byte moving for this long counts as a stall.
+const IO_TIMEOUT: Duration = Duration::from_secs(120);
+const RETRIES: usize = 5;
+
+pub struct RemoteCopy {
+    pub name: String,
+    pub op: Operator,
+}
+
+/// Map an OpenDAL error, saying whether a later retry could help.
+pub fn storage_error(what: &str, e: opendal::Error) -> Error {
+    let hint = if e.is_temporary() {
+        " (temporary: a later run may succeed)"
+    } else {
+        ""
+    };
+    Error::Failed(format!("{what}: {e}{hint}"))
+}
+
+impl RemoteCopy {
+    /// Build the operator. Refuses an fs destination whose disk is not there before anything
+    /// can be written (an unplugged USB disk must never fill the root filesystem).
+    pub fn open(dest: &Destination) -> Result<RemoteCopy> {
+        if dest.kind == "fs" {
+            check_fs(dest)?;
+        }
+        let op = Operator::via_iter(&dest.kind, dest.service_options()?)
+            .map_err(|e| {
+                Error::Config(format!(
+                    "destination {:?} (kind {:?}): {e}",
+                    dest.name(),
+                    dest.kind
+                ))
+            })?
+            // Timeout inside retry: a stalled request is cut, then tried again.
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(OPERATION_TIMEOUT)
+                    .with_io_timeout(IO_TIMEOUT),
+            )
+            .layer(
+                RetryLayer::new()
+                    .with_max_times(dest.retries.unwrap_or(RETRIES))
+                    .with_jitter(),
+            );
+        Ok(RemoteCopy {
+            name: dest.name().to_owned(),
+            op,
+        })
+    }
+
+    pub async fn check_marker(&self, dest: &Destination) -> Result<()> {
+        if let Some(marker) = &dest.require_marker {
+            self.op.stat(marker).await.map_err(|_| {
+                Error::Failed(format!(
+                    "destination {:?}: the marker file {marker:?} is not there: is this the right disk (or bucket), and is it mounted? Nothing was written",
+                    dest.name()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    pub async fn definitions(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .op
+            .list("/")
+            .await
+            .map_err(|e| storage_error(&format!("cannot list {}", self.name), e))?
+            .into_iter()
+            .filter(|e| e.metadata().is_dir())
+            .map(|e| e.name().trim_end_matches('/').to_owned())
+            .filter(|n| !n.is_empty() && !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    pub async fn sets(&self, definition: &str) -> Result<Found> {
+        let mut found = Found::default();
+        let entries = match self.op.list(&format!("{definition}/")).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(found),
+            Err(e) => {
+                return Err(storage_error(
+                    &format!("cannot list {}/{definition}", self.name),
+                    e,
+                ));
+            }
+        };
+        for e in entries {
+            let dir_name = e.name().trim_end_matches('/').to_owned();
+            let location = format!("{definition}/{dir_name}");
+            if staging::is_staging(&dir_name) {
+                found
+                    .problems
+                    .push(format!("{location}: unfinished set (staging leftover)"));
+                continue;
+            }
+            let Ok(name) = dir_name.parse::<SetName>() else {
+                continue;
+            };
+            match self.op.read(&format!("{location}/{MANIFEST}")).await {
+                Ok(bytes) => {
+                    match FoundSet::from_manifest(location.clone().into(), name, &bytes.to_vec()) {
+                        Ok(set) => found.sets.push(set),
+                        Err(err) => found.problems.push(format!("{location}: {err}")),
+                    }
+                }
+                Err(err) if err.kind() == opendal::ErrorKind::NotFound => found
+                    .problems
+                    .push(format!("{location}: no {MANIFEST}: an incomplete copy")),
+                Err(err) => {
+                    return Err(storage_error(
+                        &format!("cannot read {location}/{MANIFEST}"),
+                        err,
+                    ));
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+}
+
+/// `require_mount`: the root (or its nearest existing ancestor) must be on another filesystem
+/// than `/`, i.e. on a mounted disk; `require_marker` is checked by `check_marker`.
+fn check_fs(dest: &Destination) -> Result<()> {
+    let root = Path::new(dest.root().unwrap_or("/"));
+    if !dest.require_mount {
+        return Ok(());
+    }
+    let existing = root
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let dev = |p: &Path| {
+        p.metadata()
+            .map(|m| m.dev())
+            .map_err(Error::io("cannot stat", p))
+    };
+    if dev(existing)? == dev(Path::new("/"))? {
+        return Err(Error::Failed(format!(
+            "destination {:?}: {} is not on a mounted disk (is the USB disk plugged in and mounted?): nothing was written",
+            dest.name(),
+            root.display()
+        )));
+    }
+    Ok(())
+}

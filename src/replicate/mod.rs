@@ -1,0 +1,264 @@
+//! `darvault replicate`: copy every published set that a destination does not hold yet.
+//!
+//! Per set, its files go first (slices, PAR2, catalogue, bundle) and then SHA256SUMS and
+//! MANIFEST.toml, the manifest last: a copy without a manifest is never taken for a set.
+//! Each file is hashed while it streams out and must match the manifest (a file damaged in
+//! the repository is never spread), and the destination must report the right size after
+//! close. What was sent and verified is recorded in the state database, so a re-run after a
+//! kill, a crash or a lost server sends only what is missing. Nothing is ever deleted.
+
+mod send;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::{Config, Destination, human_bytes};
+use crate::copy::{FoundSet, LocalCopy, RemoteCopy, storage_error};
+use crate::error::{Error, Result, exit};
+use crate::progress::{Progress, Task};
+use crate::set::{MANIFEST, SHA256SUMS};
+use crate::state::State;
+
+pub use send::Limiter;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub destinations: Vec<DestinationOutcome>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DestinationOutcome {
+    pub destination: String,
+    #[serde(flatten)]
+    pub result: Outcome,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "outcome", rename_all = "lowercase")]
+pub enum Outcome {
+    Done(Summary),
+    Failed { error: String, exit_code: u8 },
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    /// Sets sent (completed) by this run.
+    pub sent: Vec<String>,
+    /// Sets the destination held already.
+    pub present: usize,
+    pub files_sent: u64,
+    pub bytes_sent: u64,
+    pub seconds: f64,
+}
+
+impl Report {
+    pub fn exit_code(&self) -> u8 {
+        let failed: Vec<u8> = self
+            .destinations
+            .iter()
+            .filter_map(|d| match &d.result {
+                Outcome::Failed { exit_code, .. } => Some(*exit_code),
+                Outcome::Done(_) => None,
+            })
+            .collect();
+        if failed.contains(&exit::INTERRUPTED) {
+            exit::INTERRUPTED
+        } else if failed.is_empty() {
+            exit::OK
+        } else if failed.len() < self.destinations.len() {
+            exit::PARTIAL
+        } else if failed.iter().all(|c| *c == failed[0]) {
+            failed[0]
+        } else {
+            exit::FAILED
+        }
+    }
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Failed(format!("cannot start the I/O runtime: {e}")))
+}
+
+/// Replicate the named definitions (all when empty) to the named destinations (all when
+/// empty). Destinations are handled one after another; one failing never stops the others.
+pub fn run(
+    config: &Config,
+    destinations: &[String],
+    definitions: &[String],
+    progress: &dyn Progress,
+) -> Result<Report> {
+    let destinations = config.select_destinations(destinations)?;
+    let repository = LocalCopy::new(config.repository.path());
+    let mut sets = Vec::new();
+    for d in config.select(definitions)? {
+        let found = repository.sets(d.name().as_str())?;
+        for p in &found.problems {
+            tracing::warn!("{p}");
+        }
+        sets.extend(found.sets);
+    }
+    let state = Arc::new(State::open(&config.state_dir())?);
+    let rt = runtime()?;
+    let mut report = Report {
+        destinations: Vec::new(),
+    };
+    for dest in destinations {
+        let outcome = rt.block_on(to_destination(config, dest, &sets, &state, progress));
+        let result = match outcome.map_err(|e| with_hint(dest, e)) {
+            Ok(summary) => Outcome::Done(summary),
+            Err(e) => {
+                tracing::error!(destination = dest.name(), "replication failed: {e}");
+                Outcome::Failed {
+                    error: e.to_string(),
+                    exit_code: e.exit_code(),
+                }
+            }
+        };
+        let interrupted =
+            matches!(&result, Outcome::Failed { exit_code, .. } if *exit_code == exit::INTERRUPTED);
+        report.destinations.push(DestinationOutcome {
+            destination: dest.name().to_owned(),
+            result,
+        });
+        if interrupted {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+/// SFTP reports a refused key as a failed connection: say what to check.
+fn with_hint(dest: &Destination, e: Error) -> Error {
+    match e {
+        Error::Failed(msg) if dest.kind == "sftp" && msg.contains("failed to connect") => {
+            Error::Failed(format!(
+                "{msg}: ssh could not connect or log in; check endpoint, user and key (ssh -i KEY -p PORT USER@HOST should work without a password)"
+            ))
+        }
+        e => e,
+    }
+}
+
+/// Object stores have no folders; a marker object would only be clutter.
+fn is_object_store(kind: &str) -> bool {
+    matches!(kind, "s3" | "gcs" | "azblob" | "b2" | "oss" | "cos" | "obs")
+}
+
+/// Where a set lives on every copy: `<definition>/<set name>`.
+fn set_path(set: &FoundSet) -> String {
+    format!("{}/{}", set.manifest.set.definition, set.manifest.set.name)
+}
+
+async fn to_destination(
+    config: &Config,
+    dest: &Destination,
+    sets: &[FoundSet],
+    state: &Arc<State>,
+    progress: &dyn Progress,
+) -> Result<Summary> {
+    let began = Instant::now();
+    let remote = RemoteCopy::open(dest)?;
+    remote.check_marker(dest).await?;
+    let _lock = crate::lock::lock_path(
+        &config
+            .state_dir()
+            .join("locks")
+            .join(format!("replicate-{}.lock", dest.name())),
+    )?;
+    let info = remote.op.info();
+    let one_shot = !info.capability().write_can_multi;
+    let single_write_cap = dest.max_single_write.map(|b| b.0).unwrap_or(1 << 30);
+    let concurrency = dest
+        .concurrency
+        .unwrap_or(if dest.kind == "fs" { 1 } else { 4 })
+        .max(1);
+
+    // Plan: which sets are complete already, and how many bytes the rest need.
+    let mut todo = Vec::new();
+    let mut summary = Summary::default();
+    let mut total = 0u64;
+    for set in sets {
+        if is_present(&remote, dest.name(), set, state).await? {
+            summary.present += 1;
+            continue;
+        }
+        if one_shot
+            && let Some(big) = set
+                .manifest
+                .files
+                .iter()
+                .find(|f| f.size > single_write_cap)
+        {
+            return Err(Error::Failed(format!(
+                "destination {:?}: {} takes each file in one piece (held in memory), and {}/{} is {} (max_single_write = {}): use smaller slices for this definition, or raise max_single_write",
+                dest.name(),
+                dest.kind,
+                set_path(set),
+                big.path,
+                human_bytes(big.size),
+                human_bytes(single_write_cap)
+            )));
+        }
+        total += set.manifest.total_size();
+        todo.push(set);
+    }
+    let task: Arc<dyn Task> =
+        Arc::from(progress.start(&format!("replicate to {}", dest.name()), Some(total)));
+    let limiter = Arc::new(Limiter::new(dest.bandwidth_limit.map(|b| b.0)));
+    for set in todo {
+        let job = send::SetJob {
+            op: remote.op.clone(),
+            destination: dest.name().to_owned(),
+            set: set.clone(),
+            remote_dir: set_path(set),
+            state: Arc::clone(state),
+            limiter: Arc::clone(&limiter),
+            task: Arc::clone(&task),
+            concurrency,
+            readback: dest.verify_readback,
+            make_dirs: !is_object_store(&dest.kind),
+        };
+        let (files, bytes) = job.send_files().await?;
+        job.finish().await?;
+        tracing::info!(destination = dest.name(), set = %set.name, files, bytes, "replicated");
+        summary.files_sent += files;
+        summary.bytes_sent += bytes;
+        summary.sent.push(set.manifest.set.name.clone());
+    }
+    summary.seconds = began.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Complete on the destination: recorded as sent with this manifest, and the manifest is
+/// still there with its size (a wiped disk or bucket is noticed without reading data).
+async fn is_present(
+    remote: &RemoteCopy,
+    destination: &str,
+    set: &FoundSet,
+    state: &State,
+) -> Result<bool> {
+    if !state.is_complete(destination, &set.manifest.set.name, &set.manifest_sha256)? {
+        return Ok(false);
+    }
+    let manifest_len = std::fs::metadata(set.dir.join(MANIFEST))
+        .map(|m| m.len())
+        .ok();
+    match remote
+        .op
+        .stat(&format!("{}/{MANIFEST}", set_path(set)))
+        .await
+    {
+        Ok(meta) => Ok(Some(meta.content_length()) == manifest_len),
+        Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(storage_error(&format!("cannot check {}", set_path(set)), e)),
+    }
+}
+
+/// The two files that describe a set, sent after everything they describe.
+pub const DESCRIPTORS: [&str; 2] = [SHA256SUMS, MANIFEST];

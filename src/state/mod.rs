@@ -1,0 +1,163 @@
+//! The state database (`<state dir>/state.db`, SQLite): what was replicated where, so that a
+//! re-run sends only what is missing. Schema changes are numbered migrations, applied in order
+//! and recorded in `PRAGMA user_version`.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::{Error, Result};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: replication progress per destination.
+    "CREATE TABLE replicated_file (
+         destination TEXT NOT NULL,
+         set_name    TEXT NOT NULL,
+         path        TEXT NOT NULL,
+         sha256      TEXT NOT NULL,
+         size        INTEGER NOT NULL,
+         sent_at     TEXT NOT NULL,
+         PRIMARY KEY (destination, set_name, path)
+     );
+     CREATE TABLE replicated_set (
+         destination     TEXT NOT NULL,
+         set_name        TEXT NOT NULL,
+         manifest_sha256 TEXT NOT NULL,
+         completed_at    TEXT NOT NULL,
+         PRIMARY KEY (destination, set_name)
+     );",
+];
+
+/// Shared between concurrent uploads: one connection behind a lock (writes are tiny).
+pub struct State {
+    conn: Mutex<Connection>,
+}
+
+fn db_error(e: rusqlite::Error) -> Error {
+    Error::Failed(format!("state database: {e}"))
+}
+
+impl State {
+    pub fn open(state_dir: &Path) -> Result<State> {
+        std::fs::create_dir_all(state_dir).map_err(Error::io("cannot create", state_dir))?;
+        let path = state_dir.join("state.db");
+        let mut conn = Connection::open(&path).map_err(db_error)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(db_error)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_error)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(db_error)?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(Error::Failed(format!(
+                "{} was written by a newer darvault (schema {version}): upgrade darvault",
+                path.display()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction().map_err(db_error)?;
+            tx.execute_batch(sql).map_err(db_error)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(db_error)?;
+            tx.commit().map_err(db_error)?;
+        }
+        Ok(State {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        f(&self.conn.lock().expect("state lock")).map_err(db_error)
+    }
+
+    pub fn file_sent(
+        &self,
+        destination: &str,
+        set: &str,
+        path: &str,
+        sha256: &str,
+        size: u64,
+    ) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO replicated_file VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![destination, set, path, sha256, size as i64, now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Whether this exact file (by SHA-256) was sent and verified before.
+    pub fn was_sent(&self, destination: &str, set: &str, path: &str, sha256: &str) -> Result<bool> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT 1 FROM replicated_file WHERE destination = ?1 AND set_name = ?2 AND path = ?3 AND sha256 = ?4",
+                params![destination, set, path, sha256],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+        })
+    }
+
+    pub fn set_complete(&self, destination: &str, set: &str, manifest_sha256: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO replicated_set VALUES (?1, ?2, ?3, ?4)",
+                params![destination, set, manifest_sha256, now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn is_complete(&self, destination: &str, set: &str, manifest_sha256: &str) -> Result<bool> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT 1 FROM replicated_set WHERE destination = ?1 AND set_name = ?2 AND manifest_sha256 = ?3",
+                params![destination, set, manifest_sha256],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+        })
+    }
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_remembers() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path()).unwrap();
+        s.file_sent("usb", "a_FULL_2026-01-01_000000", "x.1.dar", "ab", 3)
+            .unwrap();
+        drop(s);
+        let s = State::open(dir.path()).unwrap();
+        assert!(
+            s.was_sent("usb", "a_FULL_2026-01-01_000000", "x.1.dar", "ab")
+                .unwrap()
+        );
+        assert!(
+            !s.was_sent("usb", "a_FULL_2026-01-01_000000", "x.1.dar", "cd")
+                .unwrap()
+        );
+        assert!(
+            !s.is_complete("usb", "a_FULL_2026-01-01_000000", "m")
+                .unwrap()
+        );
+        s.set_complete("usb", "a_FULL_2026-01-01_000000", "m")
+            .unwrap();
+        assert!(
+            s.is_complete("usb", "a_FULL_2026-01-01_000000", "m")
+                .unwrap()
+        );
+    }
+}
