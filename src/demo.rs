@@ -143,10 +143,7 @@ pub fn run(dir: &Path, progress: &dyn Progress, say: &mut dyn FnMut(&str)) -> Re
             }
         }
     }
-    let listing = list::list(
-        &crate::copy::Copy::Local(crate::copy::LocalCopy::new(&repository)),
-        &[],
-    )?;
+    let listing = list::list(&crate::copy::repository(&config)?, &[])?;
     for d in &listing.definitions {
         say(&format!(
             "8. The repository now holds the chain of {:?}:",
@@ -174,6 +171,59 @@ pub fn run(dir: &Path, progress: &dyn Progress, say: &mut dyn FnMut(&str)) -> Re
             )),
             crate::replicate::Outcome::Failed { error, .. } => {
                 say(&format!("replicate failed: {error}"))
+            }
+        }
+    }
+    // Bitrot on the offsite disk: flip bytes in a slice of the FULL, audit, repair.
+    if let Some(full) = listing.definitions.first().and_then(|d| d.sets.first()) {
+        let slice = offsite
+            .join("demo")
+            .join(&full.name)
+            .join(format!("{}.2.dar", full.name));
+        let mut bytes = fs::read(&slice).map_err(Error::io("cannot read", &slice))?;
+        for b in bytes.iter_mut().skip(1000).take(64) {
+            *b ^= 0xff;
+        }
+        fs::write(&slice, bytes).map_err(Error::io("cannot write", &slice))?;
+        say(&format!(
+            "10. Flipped 64 bytes in {} on the offsite disk (bitrot)",
+            slice.display()
+        ));
+        let state = crate::state::State::open(&config.state_dir())?;
+        let offsite_name = ["offsite".to_owned()];
+        for (step, repair) in [(11, false), (12, true)] {
+            let options = crate::audit::Options {
+                repair,
+                ..Default::default()
+            };
+            let report =
+                crate::audit::run(Some(&config), &offsite_name, &options, &state, progress)?;
+            let files: Vec<String> = report
+                .copies
+                .iter()
+                .flat_map(|c| c.sets.iter())
+                .flat_map(|s| s.files.iter())
+                .map(|f| {
+                    let from = f
+                        .repaired_from
+                        .as_deref()
+                        .map(|r| format!(" from {r}"))
+                        .unwrap_or_default();
+                    format!("{} {} -> {}{from}", f.path, f.found, f.status.as_str())
+                })
+                .collect();
+            say(&format!(
+                "{step}. audit offsite{}: exit code {}: {}",
+                if repair { " --repair" } else { "" },
+                report.exit_code(),
+                if files.is_empty() {
+                    "every file matches its manifest".to_owned()
+                } else {
+                    files.join("; ")
+                }
+            ));
+            if repair {
+                worst = worst.max(report.exit_code());
             }
         }
     }

@@ -1,6 +1,7 @@
 //! darvault: long-term archival backups with dar whose integrity can be proven, carried and
 //! repaired anywhere. The library owns every operation; the command line only presents.
 
+pub mod audit;
 pub mod backup;
 pub mod config;
 pub mod copy;

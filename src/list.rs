@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::copy::Copy;
+use crate::copy::RemoteCopy;
 use crate::error::Result;
 
 #[derive(Debug, Serialize)]
@@ -31,9 +31,13 @@ pub struct SetLine {
 }
 
 /// List the sets of a copy for the named definitions (all found when `names` is empty).
-pub fn list(copy: &Copy, names: &[String]) -> Result<Listing> {
+pub fn list(copy: &RemoteCopy, names: &[String]) -> Result<Listing> {
+    crate::replicate::runtime()?.block_on(list_async(copy, names))
+}
+
+async fn list_async(copy: &RemoteCopy, names: &[String]) -> Result<Listing> {
     let definitions = if names.is_empty() {
-        copy.definitions()?
+        copy.definitions().await?
     } else {
         names.to_vec()
     };
@@ -42,7 +46,7 @@ pub fn list(copy: &Copy, names: &[String]) -> Result<Listing> {
         definitions: Vec::new(),
     };
     for definition in definitions {
-        let found = copy.sets(&definition)?;
+        let found = copy.sets(&definition).await?;
         if found.sets.is_empty() && found.problems.is_empty() && names.is_empty() {
             continue;
         }

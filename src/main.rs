@@ -87,6 +87,39 @@ fn run(cli: &Cli) -> Result<u8, Error> {
             }
             Ok(report.exit_code())
         }
+        Command::Audit(args) => {
+            // An audit of a path needs no config at all (an old disk found in a drawer).
+            let config = match Config::load(&config_path) {
+                Ok(c) => Some(c),
+                Err(_)
+                    if !args.copies.is_empty()
+                        && args.copies.iter().all(|c| std::path::Path::new(c).is_dir()) =>
+                {
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            let state_dir = config
+                .as_ref()
+                .map(|c| c.state_dir())
+                .unwrap_or_else(darvault::paths::default_state_dir);
+            let _log = cli::logging::init(cli.verbose, cli.quiet, Some(&state_dir));
+            let state = darvault::state::State::open(&state_dir)?;
+            let options = darvault::audit::Options {
+                repair: args.repair,
+                deep: args.deep,
+                definitions: args.definitions.clone(),
+                portion: args.portion,
+            };
+            let report =
+                darvault::audit::run(config.as_ref(), &args.copies, &options, &state, &progress)?;
+            if cli.json {
+                render::json(&report);
+            } else {
+                render::audit(&report);
+            }
+            Ok(report.exit_code())
+        }
         Command::List { copy, definitions } => {
             let _log = cli::logging::init(cli.verbose, cli.quiet, None);
             // A destination name wins over a directory of the same name; a path needs no
@@ -106,7 +139,7 @@ fn run(cli: &Cli) -> Result<u8, Error> {
                     .display()
                     .to_string(),
             };
-            let copy = darvault::copy::Copy::open(&spec, config.as_ref())?;
+            let copy = darvault::copy::open(&spec, config.as_ref())?;
             let listing = darvault::list::list(&copy, definitions)?;
             if cli.json {
                 render::json(&listing);

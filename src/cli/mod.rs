@@ -65,6 +65,9 @@ pub enum Command {
     /// Copy the published sets a destination lacks (verified, resumable, never deletes)
     #[command(after_help = EXIT_CODES)]
     Replicate(ReplicateArgs),
+    /// Prove every set on a copy against its manifest, and repair damage in place
+    #[command(after_help = EXIT_CODES)]
+    Audit(AuditArgs),
     /// Show the sets and chains a copy holds
     List {
         /// A copy: a directory (/media/usb/darvault) or a destination name [default: the
@@ -74,6 +77,26 @@ pub enum Command {
         #[arg(short = 'd', long = "definition", value_name = "DEF")]
         definitions: Vec<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Copies to audit: directories (/media/usb/darvault) or destination names
+    /// [default: the repository and every destination]
+    pub copies: Vec<String>,
+    /// Repair damage: from another copy whose file matches the manifest, else with PAR2
+    #[arg(long)]
+    pub repair: bool,
+    /// Also run `par2 verify` and `dar -t` on every set
+    #[arg(long)]
+    pub deep: bool,
+    /// Only this definition (repeatable)
+    #[arg(short = 'd', long = "definition", value_name = "DEF")]
+    pub definitions: Vec<String>,
+    /// Audit only a share of the sets: n/m, daily/week or daily/month (all shares in turn
+    /// cover every set once)
+    #[arg(long, value_name = "SHARE")]
+    pub portion: Option<darvault::audit::Portion>,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! Human-readable reports on stdout (`--json` prints the same reports as JSON instead).
 
+use darvault::audit;
 use darvault::backup::{self, Outcome};
 use darvault::config::human_bytes;
 use darvault::list::Listing;
@@ -107,6 +108,50 @@ pub fn replicate(report: &replicate::Report) {
             replicate::Outcome::Failed { error, .. } => {
                 println!("{}: FAILED: {error}", d.destination)
             }
+        }
+    }
+}
+
+pub fn audit(report: &audit::Report) {
+    for c in &report.copies {
+        if let Some(e) = &c.error {
+            println!("{}: FAILED: {e}", c.copy);
+            continue;
+        }
+        let tally: Vec<String> = audit::tally(c)
+            .iter()
+            .map(|(s, n)| format!("{n} {}", s.as_str()))
+            .collect();
+        let bytes: u64 = c.sets.iter().map(|s| s.bytes_checked).sum();
+        println!(
+            "{}: {} set(s) audited ({}), {}",
+            c.copy,
+            c.sets.len(),
+            human_bytes(bytes),
+            if tally.is_empty() {
+                "nothing to audit".to_owned()
+            } else {
+                tally.join(", ")
+            }
+        );
+        for s in &c.sets {
+            if s.status != audit::Status::Ok || !s.files.is_empty() || !s.deep.is_empty() {
+                println!("  {} [{}]", s.location, s.status.as_str());
+            }
+            for f in &s.files {
+                let from = f
+                    .repaired_from
+                    .as_deref()
+                    .map(|r| format!(", repaired from {r}"))
+                    .unwrap_or_default();
+                println!("    {}: {} -> {}{from}", f.path, f.found, f.status.as_str());
+            }
+            for d in &s.deep {
+                println!("    {d}");
+            }
+        }
+        for p in &c.problems {
+            println!("  ! {p}");
         }
     }
 }

@@ -7,61 +7,37 @@ mod remote;
 
 use std::path::{Path, PathBuf};
 
-pub use remote::{RemoteCopy, storage_error};
+pub use remote::{RemoteCopy, hash_stored, storage_error};
 
 use crate::error::{Error, Result};
 use crate::hashing::sha256_hex;
 use crate::set::{MANIFEST, Manifest, SetName, staging};
 
-/// Any copy: a local path, or a destination reached through OpenDAL. Verbs that read copies
-/// (list, audit, restore) work on this and never need to know which it is.
-pub enum Copy {
-    Local(LocalCopy),
-    Remote(RemoteCopy, tokio::runtime::Runtime),
+/// Open a copy by what the user typed: a destination named in the config, `repository`, or
+/// a directory (which needs no config at all: an old disk found in a drawer).
+pub fn open(spec: &str, config: Option<&crate::config::Config>) -> Result<RemoteCopy> {
+    if let Some(dest) = config.and_then(|c| c.destination(spec)) {
+        return RemoteCopy::open(dest);
+    }
+    if spec == "repository"
+        && let Some(c) = config
+    {
+        return repository(c);
+    }
+    let path = Path::new(spec);
+    if path.is_dir() {
+        return RemoteCopy::for_path(path);
+    }
+    Err(Error::Usage(format!(
+        "{spec:?} is neither a directory nor a destination named in the config"
+    )))
 }
 
-impl Copy {
-    /// A destination named in the config, else a path that exists.
-    pub fn open(spec: &str, config: Option<&crate::config::Config>) -> Result<Copy> {
-        if let Some(dest) = config.and_then(|c| c.destination(spec)) {
-            return Ok(Copy::Remote(
-                RemoteCopy::open(dest)?,
-                crate::replicate::runtime()?,
-            ));
-        }
-        let path = Path::new(spec);
-        if path.is_dir() {
-            let root = path
-                .canonicalize()
-                .map_err(Error::io("cannot resolve", path))?;
-            return Ok(Copy::Local(LocalCopy::new(&root)));
-        }
-        Err(Error::Usage(format!(
-            "{spec:?} is neither a directory nor a destination named in the config"
-        )))
-    }
-
-    /// How the copy is shown to people.
-    pub fn label(&self) -> String {
-        match self {
-            Copy::Local(l) => l.root().display().to_string(),
-            Copy::Remote(r, _) => format!("destination {}", r.name),
-        }
-    }
-
-    pub fn definitions(&self) -> Result<Vec<String>> {
-        match self {
-            Copy::Local(l) => l.definitions(),
-            Copy::Remote(r, rt) => rt.block_on(r.definitions()),
-        }
-    }
-
-    pub fn sets(&self, definition: &str) -> Result<Found> {
-        match self {
-            Copy::Local(l) => l.sets(definition),
-            Copy::Remote(r, rt) => rt.block_on(r.sets(definition)),
-        }
-    }
+/// The configured repository, as a copy named "repository".
+pub fn repository(config: &crate::config::Config) -> Result<RemoteCopy> {
+    let mut r = RemoteCopy::for_path(config.repository.path())?;
+    r.name = "repository".into();
+    Ok(r)
 }
 
 /// A copy on a local (or locally mounted) filesystem.

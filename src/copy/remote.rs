@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use opendal::Operator;
 use opendal::layers::{RetryLayer, TimeoutLayer};
+use sha2::{Digest, Sha256};
 
 use super::{Found, FoundSet};
 use crate::config::Destination;
@@ -23,7 +24,12 @@ const RETRIES: usize = 5;
 pub struct RemoteCopy {
     pub name: String,
     pub op: Operator,
+    /// Where the bytes are when the copy is on a local filesystem (repository, USB path).
+    pub local_root: Option<std::path::PathBuf>,
 }
+
+/// Bytes per read when hashing a stored file.
+const READ_CHUNK: u64 = 8 << 20;
 
 /// Map an OpenDAL error, saying whether a later retry could help.
 pub fn storage_error(what: &str, e: opendal::Error) -> Error {
@@ -61,10 +67,78 @@ impl RemoteCopy {
                     .with_max_times(dest.retries.unwrap_or(RETRIES))
                     .with_jitter(),
             );
+        let local_root = (dest.kind == "fs")
+            .then(|| dest.root().map(std::path::PathBuf::from))
+            .flatten();
         Ok(RemoteCopy {
             name: dest.name().to_owned(),
             op,
+            local_root,
         })
+    }
+
+    /// How the copy is shown to people.
+    pub fn label(&self) -> String {
+        match &self.local_root {
+            Some(root) if root.display().to_string() == self.name => self.name.clone(),
+            _ => format!("destination {}", self.name),
+        }
+    }
+
+    /// A copy at a local path (a repository, a mounted disk found in a drawer): no config.
+    pub fn for_path(path: &Path) -> Result<RemoteCopy> {
+        let root = path
+            .canonicalize()
+            .map_err(Error::io("cannot open", path))?;
+        let op = Operator::via_iter("fs", [("root".to_owned(), root.display().to_string())])
+            .map_err(|e| storage_error(&format!("cannot open {}", root.display()), e))?;
+        Ok(RemoteCopy {
+            name: root.display().to_string(),
+            op,
+            local_root: Some(root),
+        })
+    }
+
+    /// Size and SHA-256 of a stored file in one streaming read; None when it is missing.
+    pub async fn hash(&self, path: &str) -> Result<Option<(u64, String)>> {
+        let failed = |e| storage_error(&format!("cannot read {path} on {}", self.name), e);
+        let size = match self.op.stat(path).await {
+            Ok(m) => m.content_length(),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(failed(e)),
+        };
+        Ok(Some((size, hash_stored(&self.op, path, size).await?)))
+    }
+
+    /// A small file's bytes (a manifest); None when it is missing.
+    pub async fn read_small(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        match self.op.read(path).await {
+            Ok(b) => Ok(Some(b.to_vec())),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(storage_error(
+                &format!("cannot read {path} on {}", self.name),
+                e,
+            )),
+        }
+    }
+
+    /// Every entry under `dir`, recursively: (path relative to the copy root, is a directory).
+    pub async fn walk(&self, dir: &str) -> Result<Vec<(String, bool)>> {
+        let entries = match self.op.list_with(dir).recursive(true).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(storage_error(&format!("cannot list {}", self.name), e)),
+        };
+        Ok(entries
+            .into_iter()
+            .map(|e| {
+                (
+                    e.path().trim_end_matches('/').to_owned(),
+                    e.metadata().is_dir(),
+                )
+            })
+            .filter(|(p, _)| !p.is_empty())
+            .collect())
     }
 
     pub async fn check_marker(&self, dest: &Destination) -> Result<()> {
@@ -140,6 +214,23 @@ impl RemoteCopy {
         found.sort();
         Ok(found)
     }
+}
+
+/// SHA-256 of `size` bytes of a stored file, read in chunks (memory stays bounded).
+pub async fn hash_stored(op: &Operator, path: &str, size: u64) -> Result<String> {
+    let failed = |e| storage_error(&format!("cannot read {path}"), e);
+    let reader = op.reader(path).await.map_err(failed)?;
+    let mut hasher = Sha256::new();
+    let mut offset = 0;
+    while offset < size {
+        crate::tools::process::check_stop()?;
+        let end = (offset + READ_CHUNK).min(size);
+        for chunk in reader.read(offset..end).await.map_err(failed)? {
+            hasher.update(&chunk);
+        }
+        offset = end;
+    }
+    Ok(crate::hashing::hex(&hasher.finalize()))
 }
 
 /// `require_mount`: the root (or its nearest existing ancestor) must be on another filesystem

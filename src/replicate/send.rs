@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::DESCRIPTORS;
-use crate::copy::{FoundSet, storage_error};
+use crate::copy::{FoundSet, hash_stored, storage_error};
 use crate::error::{Error, Result};
 use crate::hashing::{hex, sha256_hex};
 use crate::progress::Task;
@@ -264,24 +264,11 @@ async fn send(
             u.size
         )));
     }
-    if readback {
-        let failed = |e| storage_error(&format!("cannot read back {}", u.remote), e);
-        let reader = op.reader(&u.remote).await.map_err(failed)?;
-        let mut h = Sha256::new();
-        let mut offset = 0u64;
-        while offset < u.size {
-            let end = (offset + CHUNK as u64).min(u.size);
-            for chunk in reader.read(offset..end).await.map_err(failed)? {
-                h.update(&chunk);
-            }
-            offset = end;
-        }
-        if hex(&h.finalize()) != u.sha256 {
-            return Err(Error::Failed(format!(
-                "{} read back differs from what was sent",
-                u.remote
-            )));
-        }
+    if readback && hash_stored(op, &u.remote, u.size).await? != u.sha256 {
+        return Err(Error::Failed(format!(
+            "{} read back differs from what was sent",
+            u.remote
+        )));
     }
     Ok(())
 }

@@ -157,13 +157,22 @@ impl Manifest {
         let text = self.to_toml();
         let manifest_sha = crate::hashing::sha256_hex(text.as_bytes());
         write_synced(&set_dir.join(MANIFEST), text.as_bytes())?;
+        write_synced(
+            &set_dir.join(SHA256SUMS),
+            self.sums_text(&manifest_sha).as_bytes(),
+        )?;
+        Ok(manifest_sha)
+    }
+
+    /// The exact SHA256SUMS of this set, given the SHA-256 of its MANIFEST.toml: derivable,
+    /// so a damaged SHA256SUMS can be rewritten from an intact manifest.
+    pub fn sums_text(&self, manifest_sha: &str) -> String {
         let mut sums = String::new();
         for f in &self.files {
             sums.push_str(&sums_line(&f.sha256, &f.path));
         }
-        sums.push_str(&sums_line(&manifest_sha, MANIFEST));
-        write_synced(&set_dir.join(SHA256SUMS), sums.as_bytes())?;
-        Ok(manifest_sha)
+        sums.push_str(&sums_line(manifest_sha, MANIFEST));
+        sums
     }
 
     pub fn slices(&self) -> impl Iterator<Item = &FileEntry> {
@@ -173,6 +182,13 @@ impl Manifest {
     pub fn total_size(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }
+}
+
+/// The SHA-256 a SHA256SUMS text records for MANIFEST.toml, if it is readable.
+pub fn manifest_sha_in_sums(sums: &str) -> Option<&str> {
+    sums.lines()
+        .find_map(|l| l.strip_suffix(&format!("  {MANIFEST}")))
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// One `sha256sum` line. Names with a newline or backslash use the escaped form coreutils

@@ -27,6 +27,24 @@ const MIGRATIONS: &[&str] = &[
          completed_at    TEXT NOT NULL,
          PRIMARY KEY (destination, set_name)
      );",
+    // 2: audits: when each set was last proven on each copy, and every repair.
+    "CREATE TABLE audited_set (
+         copy       TEXT NOT NULL,
+         set_name   TEXT NOT NULL,
+         audited_at TEXT NOT NULL,
+         status     TEXT NOT NULL,
+         proven_at  TEXT,
+         PRIMARY KEY (copy, set_name)
+     );
+     CREATE TABLE repair (
+         copy        TEXT NOT NULL,
+         set_name    TEXT NOT NULL,
+         path        TEXT NOT NULL,
+         old_sha256  TEXT,
+         new_sha256  TEXT NOT NULL,
+         source      TEXT NOT NULL,
+         repaired_at TEXT NOT NULL
+     );",
 ];
 
 /// Shared between concurrent uploads: one connection behind a lock (writes are tiny).
@@ -121,6 +139,53 @@ impl State {
             )
             .optional()
             .map(|r| r.is_some())
+        })
+    }
+}
+
+impl State {
+    /// Record an audit of a set on a copy; `proven` when every file matched its manifest.
+    pub fn audited(&self, copy: &str, set: &str, status: &str, proven: bool) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO audited_set (copy, set_name, audited_at, status, proven_at)
+                 VALUES (?1, ?2, ?3, ?4, CASE WHEN ?5 THEN ?3 END)
+                 ON CONFLICT (copy, set_name) DO UPDATE SET audited_at = ?3, status = ?4,
+                     proven_at = CASE WHEN ?5 THEN ?3 ELSE proven_at END",
+                params![copy, set, now(), status, proven],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// When the set was last proven on the copy (RFC 3339), if ever.
+    pub fn last_proven(&self, copy: &str, set: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT proven_at FROM audited_set WHERE copy = ?1 AND set_name = ?2",
+                params![copy, set],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+        })
+    }
+
+    pub fn repaired(
+        &self,
+        copy: &str,
+        set: &str,
+        path: &str,
+        old: Option<&str>,
+        new: &str,
+        source: &str,
+    ) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO repair VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![copy, set, path, old, new, source, now()],
+            )
+            .map(|_| ())
         })
     }
 }

@@ -116,6 +116,39 @@ impl Par2 {
     }
 }
 
+/// What `par2 verify` or `par2 repair` concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// All covered files are intact (verify), or were repaired (repair).
+    Intact,
+    /// Damage that the recovery data can repair (verify only).
+    Repairable,
+    /// More damage than the recovery data covers.
+    NotRepairable,
+}
+
+impl Par2 {
+    /// `par2 verify` (`repair = false`) or `par2 repair` of the PAR2 set `index` in `dir`.
+    /// Never `-p`: repair keeps the PAR2 files; damaged originals are left as `<name>.1`.
+    pub fn check(&self, dir: &Path, index: &str, repair: bool) -> Result<Verdict> {
+        let mut s = Spec::new(&self.path);
+        s.current_dir(dir)
+            .arg(if repair { "repair" } else { "verify" })
+            .arg("-q")
+            .arg("-B")
+            .arg(dir)
+            .arg("--")
+            .arg(dir.join(index));
+        let (finished, _) = s.output()?;
+        match finished.code() {
+            Some(0) => Ok(Verdict::Intact),
+            Some(1) if !repair => Ok(Verdict::Repairable),
+            Some(2) | Some(4) | Some(5) => Ok(Verdict::NotRepairable),
+            _ => Err(finished.failure()),
+        }
+    }
+}
+
 /// Plan the PAR2 groups of an archive. `slices` are (file name, size) in slice order; `extra`
 /// files (the catalogue) join the last group.
 pub fn plan_groups(

@@ -1,0 +1,382 @@
+//! Proving the sets of one copy: discovery, the manifest, every file's size and SHA-256, the
+//! derivable SHA256SUMS, stray files; repairs and deep checks where asked.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::repair;
+use super::{CopyReport, FileReport, Options, SetReport, Status};
+use crate::config::Config;
+use crate::copy::RemoteCopy;
+use crate::error::Result;
+use crate::hashing::sha256_hex;
+use crate::progress::{Progress, Task};
+use crate::set::manifest::{FileEntry, manifest_sha_in_sums};
+use crate::set::{MANIFEST, Manifest, SHA256SUMS, SetName, staging};
+use crate::state::State;
+
+/// Files hashed at once on local disks (one reader is fastest on a spinning disk).
+const LOCAL_READERS: usize = 1;
+const REMOTE_READERS: usize = 4;
+
+pub(super) async fn audit_copy(
+    copy: &Arc<RemoteCopy>,
+    others: &[Arc<RemoteCopy>],
+    config: Option<&Config>,
+    options: &Options,
+    state: &State,
+    progress: &dyn Progress,
+    report: &mut CopyReport,
+) -> Result<()> {
+    let entries = copy.walk("/").await?;
+    let files: BTreeSet<&str> = entries
+        .iter()
+        .filter(|e| !e.1)
+        .map(|e| e.0.as_str())
+        .collect();
+    let mut set_dirs: BTreeSet<String> = files
+        .iter()
+        .filter(|p| **p == MANIFEST || p.ends_with(&format!("/{MANIFEST}")))
+        .map(|p| parent(p).to_owned())
+        .collect();
+    for (path, is_dir) in &entries {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if *is_dir && staging::is_staging(name) {
+            report.problems.push(format!(
+                "{path}: unfinished set (staging leftover), not a set"
+            ));
+        } else if *is_dir && name.parse::<SetName>().is_ok() && !set_dirs.contains(path.as_str()) {
+            // Looks like a set but has no manifest: damaged, or an interrupted copy.
+            set_dirs.insert(path.clone());
+        } else if !*is_dir
+            && !path.split('/').any(|c| c.starts_with('.'))
+            && !set_dirs.iter().any(|d| path.starts_with(&format!("{d}/")))
+            && !set_dirs.iter().any(|d| d.starts_with(&format!("{path}/")))
+        {
+            report
+                .problems
+                .push(format!("{path}: stray file, not part of any set"));
+        }
+    }
+    let mut selected: Vec<(Option<String>, String)> = Vec::new();
+    for dir in set_dirs {
+        let name = dir.rsplit('/').next().unwrap_or(&dir).to_owned();
+        let definition = name.parse::<SetName>().ok().map(|n| n.definition);
+        if !options.definitions.is_empty()
+            && !definition
+                .as_ref()
+                .is_some_and(|d| options.definitions.contains(d))
+        {
+            continue;
+        }
+        if options.portion.is_some_and(|p| !p.includes(&name)) {
+            continue;
+        }
+        selected.push((state.last_proven(&copy.name, &name)?, dir));
+    }
+    // Oldest-proven first (never proven before all), so an interrupted audit still progresses.
+    selected.sort();
+    let task: Arc<dyn Task> = Arc::from(progress.start(&format!("audit {}", copy.name), None));
+    for (_, dir) in selected {
+        let in_dir: Vec<&str> = files
+            .iter()
+            .filter_map(|p| p.strip_prefix(&format!("{dir}/")))
+            .collect();
+        let set = audit_set(copy, others, &dir, &in_dir, config, options, state, &task).await?;
+        let proven = matches!(set.status, Status::Ok | Status::Repaired);
+        state.audited(&copy.name, &set.set, set.status.as_str(), proven)?;
+        report.sets.push(set);
+    }
+    Ok(())
+}
+
+fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map(|(p, _)| p).unwrap_or("")
+}
+
+/// Join a set-relative path to the set's location on the copy.
+fn at(location: &str, path: &str) -> String {
+    if location.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{location}/{path}")
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn audit_set(
+    copy: &Arc<RemoteCopy>,
+    others: &[Arc<RemoteCopy>],
+    location: &str,
+    in_dir: &[&str],
+    config: Option<&Config>,
+    options: &Options,
+    state: &State,
+    task: &Arc<dyn Task>,
+) -> Result<SetReport> {
+    let name = location.rsplit('/').next().unwrap_or(location).to_owned();
+    let mut report = SetReport {
+        set: name.clone(),
+        location: location.to_owned(),
+        status: Status::Ok,
+        files: Vec::new(),
+        files_checked: 0,
+        bytes_checked: 0,
+        deep: Vec::new(),
+    };
+    let sums = copy
+        .read_small(&at(location, SHA256SUMS))
+        .await?
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    let recorded = sums
+        .as_deref()
+        .and_then(manifest_sha_in_sums)
+        .map(str::to_owned);
+
+    // The manifest: trusted when it parses, names this set and matches SHA256SUMS.
+    let Some((manifest, manifest_sha)) = trusted_manifest(
+        copy,
+        others,
+        location,
+        &name,
+        recorded.as_deref(),
+        options,
+        state,
+        &mut report,
+    )
+    .await?
+    else {
+        report.status = Status::Unrepairable;
+        return Ok(report);
+    };
+
+    // Every file: size and SHA-256, a few at a time.
+    let damaged = hash_files(copy, location, &manifest, task, &mut report).await?;
+
+    // SHA256SUMS is derivable from an intact manifest.
+    let expected_sums = manifest.sums_text(&manifest_sha);
+    if sums.as_deref() != Some(expected_sums.as_str()) {
+        let found = if sums.is_none() { "missing" } else { "damaged" };
+        let status = if options.repair {
+            repair::put_bytes(copy, &at(location, SHA256SUMS), expected_sums.as_bytes()).await?;
+            state.repaired(
+                &copy.name,
+                &name,
+                SHA256SUMS,
+                sums.as_deref().map(|s| sha256_hex(s.as_bytes())).as_deref(),
+                &sha256_hex(expected_sums.as_bytes()),
+                "manifest",
+            )?;
+            Status::Repaired
+        } else {
+            Status::DamagedRepairable
+        };
+        report.files.push(FileReport {
+            path: SHA256SUMS.into(),
+            found: found.into(),
+            status,
+            repaired_from: (status == Status::Repaired).then(|| "manifest".into()),
+        });
+    }
+
+    // Stray files inside the set folder (a par2 `.1` leftover, a partial upload).
+    let listed: HashSet<&str> = manifest
+        .files
+        .iter()
+        .map(|f| f.path.as_str())
+        .chain([MANIFEST, SHA256SUMS])
+        .collect();
+    for f in in_dir.iter().filter(|f| !listed.contains(*f)) {
+        report.files.push(FileReport {
+            path: (*f).to_owned(),
+            found: "stray file (not in the manifest); left in place".into(),
+            status: Status::Ok,
+            repaired_from: None,
+        });
+    }
+
+    if !damaged.is_empty() {
+        let fixed =
+            repair::repair_files(copy, others, location, &manifest, &damaged, options.repair)
+                .await?;
+        for (entry, found, outcome) in fixed {
+            if let repair::Outcome::Repaired { source, old_sha } = &outcome {
+                state.repaired(
+                    &copy.name,
+                    &name,
+                    &entry.path,
+                    old_sha.as_deref(),
+                    &entry.sha256,
+                    source,
+                )?;
+            }
+            report.files.push(FileReport {
+                path: entry.path.clone(),
+                found,
+                status: outcome.status(),
+                repaired_from: outcome.source(),
+            });
+        }
+    }
+    report.status = report
+        .files
+        .iter()
+        .map(|f| f.status)
+        .max()
+        .unwrap_or(Status::Ok);
+
+    if options.deep && report.status <= Status::Repaired {
+        report.deep = repair::deep_checks(copy, location, &manifest, config).await?;
+        if report.deep.iter().any(|d| d.contains("FAILED")) {
+            report.status = Status::Unrepairable;
+        }
+    }
+    Ok(report)
+}
+
+/// The set's manifest and its SHA-256, healed from another copy when damaged or missing.
+#[allow(clippy::too_many_arguments)]
+async fn trusted_manifest(
+    copy: &RemoteCopy,
+    others: &[Arc<RemoteCopy>],
+    location: &str,
+    name: &str,
+    recorded: Option<&str>,
+    options: &Options,
+    state: &State,
+    report: &mut SetReport,
+) -> Result<Option<(Manifest, String)>> {
+    let bytes = copy.read_small(&at(location, MANIFEST)).await?;
+    let parsed = bytes.as_deref().and_then(|b| parse_for(b, name));
+    let sha = bytes.as_deref().map(sha256_hex);
+    match (&parsed, recorded) {
+        (Some(m), Some(r)) if sha.as_deref() == Some(r) => {
+            return Ok(Some((m.clone(), r.to_owned())));
+        }
+        (Some(m), None) => return Ok(Some((m.clone(), sha.unwrap_or_default()))),
+        _ => {}
+    }
+    // Damaged, missing, or at odds with SHA256SUMS: another copy may hold the true one.
+    let healthy = repair::manifest_from_copies(others, location, name, recorded).await?;
+    let found = if bytes.is_none() {
+        "missing"
+    } else {
+        "damaged"
+    };
+    match healthy {
+        Some((source, good)) => {
+            let status = if options.repair {
+                repair::put_bytes(copy, &at(location, MANIFEST), &good).await?;
+                state.repaired(
+                    &copy.name,
+                    name,
+                    MANIFEST,
+                    sha.as_deref(),
+                    &sha256_hex(&good),
+                    &source,
+                )?;
+                Status::Repaired
+            } else {
+                Status::DamagedRepairable
+            };
+            report.files.push(FileReport {
+                path: MANIFEST.into(),
+                found: found.into(),
+                status,
+                repaired_from: (status == Status::Repaired).then(|| format!("copy {source}")),
+            });
+            let m = parse_for(&good, name).expect("checked when found");
+            Ok(Some((m, sha256_hex(&good))))
+        }
+        // No other copy to arbitrate: a manifest that parses wins over SHA256SUMS (which is
+        // then rewritten from it); one that does not parse cannot be trusted.
+        None => match parsed {
+            Some(m) => Ok(Some((m, sha.unwrap_or_default()))),
+            None => {
+                report.files.push(FileReport {
+                    path: MANIFEST.into(),
+                    found: found.into(),
+                    status: Status::Unrepairable,
+                    repaired_from: None,
+                });
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// A manifest that parses (refusing unsafe paths) and describes the set of this name.
+pub(super) fn parse_for(bytes: &[u8], name: &str) -> Option<Manifest> {
+    let m = Manifest::parse(std::str::from_utf8(bytes).ok()?).ok()?;
+    (m.set.name == name).then_some(m)
+}
+
+/// Hash every file the manifest lists; returns the damaged or missing ones with what was found.
+async fn hash_files(
+    copy: &Arc<RemoteCopy>,
+    location: &str,
+    manifest: &Manifest,
+    task: &Arc<dyn Task>,
+    report: &mut SetReport,
+) -> Result<Vec<(FileEntry, String, Option<String>)>> {
+    let readers = if copy.local_root.is_some() {
+        LOCAL_READERS
+    } else {
+        REMOTE_READERS
+    };
+    let semaphore = Arc::new(Semaphore::new(readers));
+    let mut running = JoinSet::new();
+    for entry in manifest.files.iter().cloned() {
+        let (copy, task) = (Arc::clone(copy), Arc::clone(task));
+        let path = at(location, &entry.path);
+        let permit = Arc::clone(&semaphore)
+            .acquire_owned()
+            .await
+            .expect("semaphore open");
+        running.spawn(async move {
+            let _permit = permit;
+            let found = examine(&copy, &path, &entry).await;
+            task.advance(entry.size);
+            (entry, found)
+        });
+    }
+    let mut damaged = Vec::new();
+    while let Some(joined) = running.join_next().await {
+        let (entry, found) = joined.expect("hash task");
+        report.files_checked += 1;
+        report.bytes_checked += entry.size;
+        if let Some((what, old_sha)) = found? {
+            damaged.push((entry, what, old_sha));
+        }
+    }
+    damaged.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    Ok(damaged)
+}
+
+/// None when the file is intact, else what is wrong with it and the SHA-256 found.
+async fn examine(
+    copy: &RemoteCopy,
+    path: &str,
+    entry: &FileEntry,
+) -> Result<Option<(String, Option<String>)>> {
+    if let Some(root) = &copy.local_root {
+        // A copy is untrusted: a symlink could point anywhere.
+        if std::fs::symlink_metadata(root.join(path)).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Ok(Some(("a symlink (refused)".into(), None)));
+        }
+    }
+    Ok(match copy.hash(path).await? {
+        None => Some(("missing".into(), None)),
+        Some((size, sha)) if size != entry.size => Some((
+            format!("damaged ({size} bytes, {} expected)", entry.size),
+            Some(sha),
+        )),
+        Some((_, sha)) if sha != entry.sha256 => {
+            Some(("damaged (SHA-256 differs)".into(), Some(sha)))
+        }
+        Some(_) => None,
+    })
+}

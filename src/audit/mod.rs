@@ -1,0 +1,200 @@
+//! `darvault audit`: prove every set on a copy against its manifest, and repair in place.
+//!
+//! A copy is untrusted input: sets are found by their MANIFEST.toml at any depth, manifest
+//! paths that could point outside their set are refused, symlinks inside a set are refused,
+//! staging leftovers and stray files are reported and never taken for sets. Damage is healed
+//! from another copy whose file matches the manifest hash (exact and cheap), else by PAR2 in a
+//! scratch directory, and the result must match the manifest hash before it is put back.
+
+mod check;
+mod portion;
+mod repair;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+pub use portion::Portion;
+
+use crate::config::Config;
+use crate::copy::RemoteCopy;
+use crate::error::{Error, Result, exit};
+use crate::progress::Progress;
+use crate::state::State;
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub repair: bool,
+    pub deep: bool,
+    pub definitions: Vec<String>,
+    pub portion: Option<Portion>,
+}
+
+/// What was found of a file (or of a set, the worst of its files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Ok,
+    Repaired,
+    DamagedRepairable,
+    Unrepairable,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Repaired => "repaired",
+            Status::DamagedRepairable => "damaged-repairable",
+            Status::Unrepairable => "unrepairable",
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub copies: Vec<CopyReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CopyReport {
+    pub copy: String,
+    pub sets: Vec<SetReport>,
+    /// Staging leftovers, stray files, unreadable folders: reported, never taken for sets.
+    pub problems: Vec<String>,
+    /// Set when the copy could not be audited at all.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SetReport {
+    pub set: String,
+    /// The set's folder relative to the copy root.
+    pub location: String,
+    pub status: Status,
+    /// Only the files that were not simply ok (all files are checked).
+    pub files: Vec<FileReport>,
+    pub files_checked: usize,
+    pub bytes_checked: u64,
+    /// `par2 verify` and `dar -t` results with --deep.
+    pub deep: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    pub path: String,
+    /// What was found: "damaged", "missing", "symlink (refused)"…
+    pub found: String,
+    pub status: Status,
+    /// Where the fix came from ("copy <name>", "par2", "manifest").
+    pub repaired_from: Option<String>,
+}
+
+impl Report {
+    /// 0 all proven (after repairs); 4 damage left that could be repaired; 5 damage that
+    /// cannot be repaired; 1/3 when copies could not be audited at all.
+    pub fn exit_code(&self) -> u8 {
+        let worst = self
+            .copies
+            .iter()
+            .flat_map(|c| c.sets.iter().map(|s| s.status))
+            .max()
+            .unwrap_or(Status::Ok);
+        let failed = self.copies.iter().filter(|c| c.error.is_some()).count();
+        match worst {
+            Status::Unrepairable => exit::UNREPAIRABLE,
+            Status::DamagedRepairable => exit::DAMAGE_LEFT,
+            _ if failed == self.copies.len() && failed > 0 => exit::FAILED,
+            _ if failed > 0 => exit::PARTIAL,
+            _ => exit::OK,
+        }
+    }
+}
+
+/// Audit the copies named (paths or destination names), or every configured copy (the
+/// repository and each destination) when none is named.
+pub fn run(
+    config: Option<&Config>,
+    copies: &[String],
+    options: &Options,
+    state: &State,
+    progress: &dyn Progress,
+) -> Result<Report> {
+    let rt = crate::replicate::runtime()?;
+    let all = all_copies(config)?;
+    let targets: Vec<Arc<RemoteCopy>> = if copies.is_empty() {
+        if all.is_empty() {
+            return Err(Error::Usage(
+                "name a copy to audit (a path or a destination)".into(),
+            ));
+        }
+        all.clone()
+    } else {
+        copies
+            .iter()
+            .map(|c| crate::copy::open(c, config).map(Arc::new))
+            .collect::<Result<_>>()?
+    };
+    let mut report = Report { copies: Vec::new() };
+    for copy in &targets {
+        // Healing sources: every other configured copy.
+        let others: Vec<Arc<RemoteCopy>> = all
+            .iter()
+            .filter(|o| o.name != copy.name)
+            .cloned()
+            .collect();
+        let mut copy_report = CopyReport {
+            copy: copy.name.clone(),
+            sets: Vec::new(),
+            problems: Vec::new(),
+            error: None,
+        };
+        let outcome = rt.block_on(check::audit_copy(
+            copy,
+            &others,
+            config,
+            options,
+            state,
+            progress,
+            &mut copy_report,
+        ));
+        if let Err(e) = outcome {
+            if matches!(e, Error::Interrupted) {
+                return Err(e);
+            }
+            copy_report.error = Some(e.to_string());
+        }
+        report.copies.push(copy_report);
+    }
+    Ok(report)
+}
+
+/// The repository and every destination of the config, by name.
+fn all_copies(config: Option<&Config>) -> Result<Vec<Arc<RemoteCopy>>> {
+    let Some(config) = config else {
+        return Ok(Vec::new());
+    };
+    let mut copies = Vec::new();
+    let repo = config.repository.path();
+    if repo.is_dir() {
+        copies.push(Arc::new(crate::copy::repository(config)?));
+    }
+    for d in &config.destinations {
+        match RemoteCopy::open(d) {
+            Ok(c) => copies.push(Arc::new(c)),
+            // An unplugged disk is simply not a healing source today.
+            Err(e) => tracing::info!("destination {} is not available: {e}", d.name()),
+        }
+    }
+    Ok(copies)
+}
+
+/// Sets per status, for summaries.
+pub fn tally(report: &CopyReport) -> BTreeMap<Status, usize> {
+    let mut t = BTreeMap::new();
+    for s in &report.sets {
+        *t.entry(s.status).or_insert(0) += 1;
+    }
+    t
+}

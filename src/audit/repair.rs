@@ -1,0 +1,422 @@
+//! Repairs in place: from a healthy copy (exact, cheap), else PAR2 in a scratch directory.
+//! Every result must match the manifest's SHA-256 before it replaces anything, and it is
+//! written under a temporary name and moved into place (object stores replace atomically).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::Status;
+use super::check::parse_for;
+use crate::config::Config;
+use crate::copy::{RemoteCopy, storage_error};
+use crate::error::{Error, Result};
+use crate::hashing::{hex, sha256_hex};
+use crate::set::manifest::FileEntry;
+use crate::set::{MANIFEST, Manifest, Role};
+use crate::tools::dar::Dar;
+use crate::tools::par2::{Group, Par2, Verdict};
+use crate::tools::process::check_stop;
+use crate::tools::secret::Passphrase;
+
+const CHUNK: u64 = 8 << 20;
+const TEMP_SUFFIX: &str = ".darvault-repair";
+
+pub(super) enum Outcome {
+    Repaired {
+        source: String,
+        old_sha: Option<String>,
+    },
+    Repairable,
+    Unrepairable,
+}
+
+impl Outcome {
+    pub(super) fn status(&self) -> Status {
+        match self {
+            Outcome::Repaired { .. } => Status::Repaired,
+            Outcome::Repairable => Status::DamagedRepairable,
+            Outcome::Unrepairable => Status::Unrepairable,
+        }
+    }
+
+    pub(super) fn source(&self) -> Option<String> {
+        match self {
+            Outcome::Repaired { source, .. } => Some(source.clone()),
+            _ => None,
+        }
+    }
+}
+
+fn at(location: &str, path: &str) -> String {
+    if location.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{location}/{path}")
+    }
+}
+
+/// Where a set's file may be on another copy: the standard layout, or the same location.
+fn candidates(manifest: &Manifest, location: &str, path: &str) -> Vec<String> {
+    let standard = format!("{}/{}/{path}", manifest.set.definition, manifest.set.name);
+    let same = at(location, path);
+    if standard == same {
+        vec![standard]
+    } else {
+        vec![standard, same]
+    }
+}
+
+/// Repair (or, with `repair = false`, judge) the damaged files of a set.
+/// `damaged` holds (entry, what was found, the SHA-256 found if any).
+pub(super) async fn repair_files(
+    copy: &RemoteCopy,
+    others: &[Arc<RemoteCopy>],
+    location: &str,
+    manifest: &Manifest,
+    damaged: &[(FileEntry, String, Option<String>)],
+    repair: bool,
+) -> Result<Vec<(FileEntry, String, Outcome)>> {
+    let mut results = Vec::new();
+    let mut for_par2 = Vec::new();
+    for (entry, found, old_sha) in damaged {
+        match healthy_source(others, manifest, location, entry).await? {
+            Some((source, path)) => {
+                let outcome = if repair {
+                    copy_verified(&source, &path, copy, &at(location, &entry.path), entry).await?;
+                    Outcome::Repaired {
+                        source: format!("copy {}", source.name),
+                        old_sha: old_sha.clone(),
+                    }
+                } else {
+                    Outcome::Repairable
+                };
+                results.push((entry.clone(), found.clone(), outcome));
+            }
+            None => for_par2.push((entry, found, old_sha)),
+        }
+    }
+    for group in &manifest.par2 {
+        let in_group: Vec<_> = for_par2
+            .iter()
+            .filter(|(e, _, _)| covered(manifest, group, &e.path))
+            .collect();
+        if in_group.is_empty() {
+            continue;
+        }
+        let scratch = tempfile::Builder::new()
+            .prefix("darvault-repair.")
+            .tempdir()
+            .map_err(|e| Error::Failed(format!("cannot make a scratch directory: {e}")))?;
+        gather(copy, location, manifest, group, scratch.path()).await?;
+        let par2 = par2_tool(copy, location)?;
+        let verdict =
+            tokio::task::block_in_place(|| par2.check(scratch.path(), &group.index, repair))?;
+        let scratch_copy = RemoteCopy::for_path(scratch.path())?;
+        for (entry, found, old_sha) in in_group {
+            let outcome = match (repair, verdict) {
+                (true, Verdict::Intact) if is_group_source(group, &entry.path) => {
+                    // par2 rebuilt it in scratch: it must match the manifest to go back.
+                    copy_verified(
+                        &scratch_copy,
+                        &entry.path,
+                        copy,
+                        &at(location, &entry.path),
+                        entry,
+                    )
+                    .await?;
+                    Outcome::Repaired {
+                        source: "par2".into(),
+                        old_sha: (*old_sha).clone(),
+                    }
+                }
+                (false, Verdict::Repairable) if is_group_source(group, &entry.path) => {
+                    Outcome::Repairable
+                }
+                // Recovery volumes themselves are not rebuilt by par2: only a copy can heal them.
+                _ => Outcome::Unrepairable,
+            };
+            results.push(((*entry).clone(), (*found).clone(), outcome));
+        }
+    }
+    for (entry, found, _) in &for_par2 {
+        if !results.iter().any(|(e, _, _)| e.path == entry.path) {
+            results.push(((*entry).clone(), (*found).clone(), Outcome::Unrepairable));
+        }
+    }
+    results.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    Ok(results)
+}
+
+fn is_group_source(group: &Group, path: &str) -> bool {
+    group.covers.iter().any(|c| c == path)
+}
+
+/// The files a PAR2 group consists of: the files it protects, its index and its volumes.
+fn group_files<'a>(manifest: &'a Manifest, group: &Group) -> Vec<&'a FileEntry> {
+    let stem = group.index.trim_end_matches(".par2");
+    manifest
+        .files
+        .iter()
+        .filter(|f| {
+            is_group_source(group, &f.path)
+                || (f.role == Role::Par2
+                    && (f.path == group.index
+                        || (f.path.starts_with(&format!("{stem}.vol"))
+                            && f.path.ends_with(".par2"))))
+        })
+        .collect()
+}
+
+fn covered(manifest: &Manifest, group: &Group, path: &str) -> bool {
+    group_files(manifest, group).iter().any(|f| f.path == path)
+}
+
+/// Put a group's files into `scratch`: hard links for a local copy (par2 only reads them and
+/// renames a damaged one away), downloads for a remote one. Missing files stay missing.
+async fn gather(
+    copy: &RemoteCopy,
+    location: &str,
+    manifest: &Manifest,
+    group: &Group,
+    scratch: &Path,
+) -> Result<()> {
+    for f in group_files(manifest, group) {
+        let target = scratch.join(&f.path);
+        if let Some(root) = &copy.local_root {
+            let source = root.join(at(location, &f.path));
+            if source.is_file() && std::fs::hard_link(&source, &target).is_err() {
+                std::fs::copy(&source, &target).map_err(Error::io("cannot copy", &source))?;
+            }
+        } else {
+            download(copy, &at(location, &f.path), &target).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Stream a stored file to a local path (skipped when it is missing).
+async fn download(copy: &RemoteCopy, path: &str, target: &Path) -> Result<()> {
+    let size = match copy.op.stat(path).await {
+        Ok(m) => m.content_length(),
+        Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(storage_error(&format!("cannot read {path}"), e)),
+    };
+    let failed = |e| storage_error(&format!("cannot read {path}"), e);
+    let reader = copy.op.reader(path).await.map_err(failed)?;
+    let mut out = tokio::fs::File::create(target)
+        .await
+        .map_err(Error::io("cannot create", target))?;
+    let mut offset = 0;
+    while offset < size {
+        check_stop()?;
+        let end = (offset + CHUNK).min(size);
+        for chunk in reader.read(offset..end).await.map_err(failed)? {
+            out.write_all(&chunk)
+                .await
+                .map_err(Error::io("cannot write", target))?;
+        }
+        offset = end;
+    }
+    out.flush().await.map_err(Error::io("cannot write", target))
+}
+
+/// A copy (other than the one audited) holding this file intact.
+async fn healthy_source(
+    others: &[Arc<RemoteCopy>],
+    manifest: &Manifest,
+    location: &str,
+    entry: &FileEntry,
+) -> Result<Option<(Arc<RemoteCopy>, String)>> {
+    for other in others {
+        for path in candidates(manifest, location, &entry.path) {
+            // A copy that cannot be read today is simply not a source.
+            if let Ok(Some((size, sha))) = other.hash(&path).await
+                && size == entry.size
+                && sha == entry.sha256
+            {
+                return Ok(Some((Arc::clone(other), path)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Another copy's MANIFEST.toml for this set: the one SHA256SUMS records if it is known,
+/// else any that parses and names the set. Returns (copy name, bytes).
+pub(super) async fn manifest_from_copies(
+    others: &[Arc<RemoteCopy>],
+    location: &str,
+    name: &str,
+    recorded: Option<&str>,
+) -> Result<Option<(String, Vec<u8>)>> {
+    let standard = name
+        .parse::<crate::set::SetName>()
+        .map(|n| format!("{}/{name}/{MANIFEST}", n.definition))
+        .ok();
+    for other in others {
+        for path in standard.iter().cloned().chain([at(location, MANIFEST)]) {
+            let Ok(Some(bytes)) = other.read_small(&path).await else {
+                continue;
+            };
+            let fits = match recorded {
+                Some(r) => sha256_hex(&bytes) == r,
+                None => true,
+            };
+            if fits && parse_for(&bytes, name).is_some() {
+                return Ok(Some((other.name.clone(), bytes)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Write `path` on `copy` under a temporary name and move it into place; where the service
+/// cannot rename (object stores), a single PUT replaces the object atomically anyway.
+fn temp_path(copy: &RemoteCopy, path: &str) -> String {
+    if copy.op.info().capability().rename {
+        format!("{path}{TEMP_SUFFIX}")
+    } else {
+        path.to_owned()
+    }
+}
+
+async fn move_into_place(copy: &RemoteCopy, temp: &str, path: &str) -> Result<()> {
+    if temp != path {
+        copy.op
+            .rename(temp, path)
+            .await
+            .map_err(|e| storage_error(&format!("cannot move {temp} into place"), e))?;
+    }
+    Ok(())
+}
+
+/// Write small bytes (a manifest, SHA256SUMS) in place, safely.
+pub(super) async fn put_bytes(copy: &RemoteCopy, path: &str, bytes: &[u8]) -> Result<()> {
+    let temp = temp_path(copy, path);
+    copy.op
+        .write(&temp, bytes.to_vec())
+        .await
+        .map_err(|e| storage_error(&format!("cannot write {temp}"), e))?;
+    move_into_place(copy, &temp, path).await
+}
+
+/// Stream `src_path` from one copy to `dst_path` on another, hashing on the way: only bytes
+/// that match the manifest entry are moved into place.
+async fn copy_verified(
+    src: &RemoteCopy,
+    src_path: &str,
+    dst: &RemoteCopy,
+    dst_path: &str,
+    entry: &FileEntry,
+) -> Result<()> {
+    let failed_read = |e| storage_error(&format!("cannot read {src_path} on {}", src.name), e);
+    let reader = src.op.reader(src_path).await.map_err(failed_read)?;
+    let temp = temp_path(dst, dst_path);
+    let failed_write = |e| storage_error(&format!("cannot write {temp} on {}", dst.name), e);
+    let mut writer = dst
+        .op
+        .writer_with(&temp)
+        .chunk(CHUNK as usize)
+        .await
+        .map_err(failed_write)?;
+    let mut hasher = Sha256::new();
+    let mut offset = 0;
+    while offset < entry.size {
+        check_stop()?;
+        let end = (offset + CHUNK).min(entry.size);
+        let buf = reader.read(offset..end).await.map_err(failed_read)?;
+        for chunk in buf.clone() {
+            hasher.update(&chunk);
+        }
+        writer.write(buf).await.map_err(failed_write)?;
+        offset = end;
+    }
+    if hex(&hasher.finalize()) != entry.sha256 {
+        let _ = writer.abort().await;
+        return Err(Error::Failed(format!(
+            "{src_path} on {} changed while being copied: nothing was replaced",
+            src.name
+        )));
+    }
+    writer.close().await.map_err(failed_write)?;
+    move_into_place(dst, &temp, dst_path).await
+}
+
+/// The par2 to use: the system's, else the one the set carries.
+fn par2_tool(copy: &RemoteCopy, location: &str) -> Result<Par2> {
+    Par2::locate(None).or_else(|e| match &copy.local_root {
+        Some(root) if root.join(at(location, "bundle/par2")).is_file() => {
+            Par2::locate(Some(&root.join(at(location, "bundle/par2"))))
+        }
+        _ => Err(e),
+    })
+}
+
+/// `par2 verify` of every group and `dar -t` of the archive, on the copy's own bytes (a
+/// remote copy is downloaded to a scratch directory first).
+pub(super) async fn deep_checks(
+    copy: &RemoteCopy,
+    location: &str,
+    manifest: &Manifest,
+    config: Option<&Config>,
+) -> Result<Vec<String>> {
+    let scratch;
+    let dir = match &copy.local_root {
+        Some(root) => root.join(location),
+        None => {
+            scratch = tempfile::Builder::new()
+                .prefix("darvault-deep.")
+                .tempdir()
+                .map_err(|e| Error::Failed(format!("cannot make a scratch directory: {e}")))?;
+            std::fs::create_dir_all(scratch.path().join("bundle"))
+                .map_err(Error::io("cannot create", scratch.path()))?;
+            for f in &manifest.files {
+                download(copy, &at(location, &f.path), &scratch.path().join(&f.path)).await?;
+            }
+            scratch.path().to_owned()
+        }
+    };
+    let mut lines = Vec::new();
+    let par2 = par2_tool(copy, location)?;
+    for group in &manifest.par2 {
+        let verdict = tokio::task::block_in_place(|| par2.check(&dir, &group.index, false))?;
+        lines.push(match verdict {
+            Verdict::Intact => format!("par2 verify {}: ok", group.index),
+            v => format!("par2 verify {}: FAILED ({v:?})", group.index),
+        });
+    }
+    let dar = Dar::locate(None).or_else(|e| {
+        let bundled = dir.join("bundle/dar_static");
+        if bundled.is_file() {
+            Dar::at(bundled)
+        } else {
+            Err(e)
+        }
+    })?;
+    let key = match (manifest.archive.encrypted, config) {
+        (false, _) => None,
+        (true, Some(c)) => c
+            .definitions
+            .iter()
+            .find(|d| d.name().as_str() == manifest.set.definition)
+            .and_then(|d| d.encryption.as_ref())
+            .map(|e| Passphrase::resolve(e, &manifest.set.definition))
+            .transpose()?,
+        (true, None) => None,
+    };
+    if manifest.archive.encrypted && key.is_none() {
+        lines.push("dar -t: skipped (encrypted, and no passphrase is configured for it)".into());
+    } else {
+        let archive = dir.join(&manifest.archive.basename);
+        lines.push(
+            match tokio::task::block_in_place(|| dar.test(&archive, key.as_ref())) {
+                Ok(_) => format!("dar -t ({}): ok", dar.path.display()),
+                Err(e) => format!("dar -t: FAILED ({e})"),
+            },
+        );
+    }
+    Ok(lines)
+}

@@ -1,0 +1,395 @@
+//! Audit and repair in place, on local paths (with and without a config) and on S3 and SFTP
+//! copies, with real par2 and dar.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn definition(env: &Env) -> String {
+    format!(
+        "[[definition]]\nname = \"docs\"\nsource = {:?}\nslice_size = \"128K\"\n\n",
+        env.path("src").display().to_string()
+    )
+}
+
+/// A repository with FULL and DIFF sets (the FULL has several slices), replicated to `usb`.
+fn repository_and_usb(env: &Env, extra_destinations: &str) -> PathBuf {
+    let src = env.path("src");
+    awkward_tree(&src);
+    let mut media = vec![0u8; 1_500_000];
+    fastrand::Rng::with_seed(3).fill(&mut media);
+    write(&src.join("media/clip.mp4"), &media);
+    let usb = env.path("usb");
+    env.config(&format!(
+        "{}[[destination]]\nname = \"usb\"\nkind = \"fs\"\nroot = {:?}\n\n{extra_destinations}",
+        definition(env),
+        usb.display().to_string()
+    ));
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    write(&src.join("plain.txt"), b"changed\n");
+    assert_eq!(code(&env.run(&["backup", "--diff"])), 0);
+    assert_eq!(code(&env.run(&["replicate"])), 0);
+    usb
+}
+
+fn full_on(copy: &Path) -> PathBuf {
+    let dir = copy.join("docs");
+    let mut sets: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| name_of(p).contains("_FULL_"))
+        .collect();
+    sets.sort();
+    sets.pop().unwrap()
+}
+
+fn flip(path: &Path, at: u64) {
+    let mut bytes = fs::read(path).unwrap();
+    let at = (at as usize).min(bytes.len() - 1);
+    bytes[at] ^= 0x5a;
+    fs::write(path, bytes).unwrap();
+}
+
+fn audit(env: &Env, args: &[&str]) -> (i32, serde_json::Value) {
+    let mut all = vec!["--json", "audit"];
+    all.extend_from_slice(args);
+    let out = env.run(&all);
+    (
+        code(&out),
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("not JSON: {}", stdout(&out))),
+    )
+}
+
+/// Audit with no config at all: a disk found in a drawer.
+fn audit_without_config(env: &Env, copy: &Path, args: &[&str]) -> (i32, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_darvault"))
+        .env("HOME", env.path("home"))
+        .env("XDG_STATE_HOME", env.path("home/.local/state"))
+        .env("XDG_CONFIG_HOME", env.path("nowhere"))
+        .args(["--json", "audit"])
+        .arg(copy)
+        .args(args)
+        .output()
+        .unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    (
+        code(&out),
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("not JSON: {}", stdout(&out))),
+    )
+}
+
+fn file_statuses(report: &serde_json::Value) -> Vec<(String, String, String)> {
+    let mut v = Vec::new();
+    for c in report["copies"].as_array().unwrap() {
+        for s in c["sets"].as_array().unwrap() {
+            for f in s["files"].as_array().unwrap() {
+                v.push((
+                    f["path"].as_str().unwrap().to_owned(),
+                    f["status"].as_str().unwrap().to_owned(),
+                    f["repaired_from"].as_str().unwrap_or("").to_owned(),
+                ));
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn a_healthy_copy_is_proven_with_or_without_a_config() {
+    let env = Env::new();
+    let usb = repository_and_usb(&env, "");
+    let (code, report) = audit(&env, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        report["copies"].as_array().unwrap().len(),
+        2,
+        "repository and usb by default"
+    );
+    let (code, report) = audit_without_config(&env, &usb, &["--deep"]);
+    assert_eq!(code, 0, "{report}");
+    let sets = report["copies"][0]["sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 2);
+    for s in sets {
+        let deep: Vec<&str> = s["deep"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap())
+            .collect();
+        assert!(
+            deep.iter()
+                .any(|d| d.starts_with("par2 verify") && d.ends_with("ok")),
+            "{deep:?}"
+        );
+        assert!(
+            deep.iter()
+                .any(|d| d.starts_with("dar -t") && d.ends_with("ok")),
+            "{deep:?}"
+        );
+    }
+}
+
+#[test]
+fn damage_anywhere_is_named_and_healed_from_a_healthy_copy() {
+    let env = Env::new();
+    let usb = repository_and_usb(&env, "");
+    let full = full_on(&usb);
+    let n = name_of(&full);
+    let volume = fs::read_dir(&full)
+        .unwrap()
+        .flatten()
+        .map(|e| name_of(&e.path()))
+        .filter(|f| f.contains(".vol"))
+        .min()
+        .unwrap();
+    let victims = [
+        format!("{n}.2.dar"),
+        volume,
+        format!("{n}.catalog.1.dar"),
+        "bundle/dar_static".to_owned(),
+        "MANIFEST.toml".to_owned(),
+    ];
+    for v in &victims {
+        assert!(full.join(v).exists(), "{v} exists in the set");
+        flip(&full.join(v), 4000);
+    }
+    let (code, report) = audit(&env, &["usb"]);
+    assert_eq!(code, 4, "damage left, repairable: {report}");
+    let found = file_statuses(&report);
+    for v in &victims {
+        assert!(
+            found
+                .iter()
+                .any(|(p, s, _)| p == v && s == "damaged-repairable"),
+            "{v} not named: {found:?}"
+        );
+    }
+    let (code, report) = audit(&env, &["usb", "--repair"]);
+    assert_eq!(code, 0, "{report}");
+    for (path, status, from) in file_statuses(&report) {
+        assert_eq!(
+            (status.as_str(), from.as_str()),
+            ("repaired", "copy repository"),
+            "{path}"
+        );
+    }
+    sha256sum_check(&full);
+    let leftovers: Vec<String> = fs::read_dir(&full)
+        .unwrap()
+        .flatten()
+        .map(|e| name_of(&e.path()))
+        .filter(|n| n.ends_with(".1") || n.contains("darvault-repair"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Repairs are recorded in the state database.
+    let db = rusqlite::Connection::open(env.path("home/.local/state/darvault/state.db")).unwrap();
+    let repairs: i64 = db
+        .query_row("SELECT count(*) FROM repair WHERE copy = 'usb'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(repairs, victims.len() as i64);
+}
+
+#[test]
+fn without_another_copy_par2_repairs_what_its_redundancy_allows() {
+    let env = Env::new();
+    let usb = repository_and_usb(&env, "");
+    let full = full_on(&usb);
+    let n = name_of(&full);
+    // Bytes flipped in one slice, a lost slice in the other case, and a truncated catalogue.
+    flip(&full.join(format!("{n}.1.dar")), 9000);
+    let (code, report) = audit_without_config(&env, &usb, &["--repair"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        file_statuses(&report),
+        [(format!("{n}.1.dar"), "repaired".into(), "par2".into())]
+    );
+    sha256sum_check(&full);
+
+    fs::remove_file(full.join(format!("{n}.2.dar"))).unwrap();
+    let (code, _) = audit_without_config(&env, &usb, &[]);
+    assert_eq!(
+        code, 4,
+        "a lost slice of a small multi-slice set is repairable"
+    );
+    let (code, _) = audit_without_config(&env, &usb, &["--repair"]);
+    assert_eq!(code, 0);
+    sha256sum_check(&full);
+
+    let catalogue = full.join(format!("{n}.catalog.1.dar"));
+    let len = fs::metadata(&catalogue).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&catalogue)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let (code, report) = audit_without_config(&env, &usb, &["--repair"]);
+    assert_eq!(code, 0, "{report}");
+    sha256sum_check(&full);
+}
+
+#[test]
+fn damage_beyond_the_redundancy_is_unrepairable_and_nothing_is_made_worse() {
+    let env = Env::new();
+    let usb = repository_and_usb(&env, "");
+    let full = full_on(&usb);
+    let n = name_of(&full);
+    // Two whole slices lost: one slice's worth of recovery data cannot bring both back.
+    fs::remove_file(full.join(format!("{n}.1.dar"))).unwrap();
+    flip(&full.join(format!("{n}.2.dar")), 100);
+    fs::remove_file(full.join(format!("{n}.3.dar"))).unwrap();
+    let before = snapshot(&full);
+    let (code, report) = audit_without_config(&env, &usb, &["--repair"]);
+    assert_eq!(code, 5, "{report}");
+    assert_eq!(
+        report["copies"][0]["sets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["status"] == "unrepairable")
+            .count(),
+        1
+    );
+    assert_eq!(
+        before,
+        snapshot(&full),
+        "an unrepairable set is left exactly as it was"
+    );
+}
+
+#[test]
+fn a_hostile_manifest_strays_and_leftovers_are_refused_or_reported() {
+    let env = Env::new();
+    let usb = repository_and_usb(&env, "");
+    let full = full_on(&usb);
+    // A manifest pointing outside its set is refused, never followed.
+    let manifest = fs::read_to_string(full.join("MANIFEST.toml")).unwrap();
+    let n = name_of(&full);
+    let hostile = manifest.replacen(
+        &format!("path = \"{n}.1.dar\""),
+        "path = \"../../../etc/passwd\"",
+        1,
+    );
+    assert_ne!(hostile, manifest);
+    fs::write(full.join("MANIFEST.toml"), hostile).unwrap();
+    write(
+        &usb.join("docs/.staging.docs_FULL_2026-01-01_000000/x.1.dar"),
+        b"half",
+    );
+    write(&usb.join("notes.txt"), b"a stray file");
+    write(&full.join(format!("{n}.1.dar.1")), b"a par2 leftover");
+    let (code, report) = audit_without_config(&env, &usb, &[]);
+    assert_eq!(code, 5, "{report}");
+    let problems = report["copies"][0]["problems"].to_string();
+    assert!(
+        problems.contains("staging leftover") && problems.contains("notes.txt"),
+        "{problems}"
+    );
+    let statuses = file_statuses(&report);
+    assert!(
+        statuses
+            .iter()
+            .any(|(p, s, _)| p == "MANIFEST.toml" && s == "unrepairable"),
+        "{statuses:?}"
+    );
+    // With the repository as a healthy copy, the manifest comes back.
+    let (code, report) = audit(&env, &["usb", "--repair"]);
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        file_statuses(&report)
+            .iter()
+            .any(|(p, s, _)| p.ends_with(".dar.1") && s == "ok"),
+        "the leftover is reported"
+    );
+    sha256sum_check(&full);
+}
+
+#[test]
+fn portions_cover_every_set_once() {
+    let env = Env::new();
+    let usb = repository_and_usb(&env, "");
+    let mut seen = Vec::new();
+    for n in 1..=3 {
+        let share = format!("{n}/3");
+        let (code, report) = audit_without_config(&env, &usb, &["--portion", &share]);
+        assert_eq!(code, 0);
+        for s in report["copies"][0]["sets"].as_array().unwrap() {
+            seen.push(s["set"].as_str().unwrap().to_owned());
+        }
+    }
+    seen.sort();
+    assert_eq!(seen.len(), 2);
+    seen.dedup();
+    assert_eq!(seen.len(), 2, "each set exactly once");
+}
+
+#[test]
+fn remote_copies_are_repaired_in_place() {
+    let env = Env::new();
+    let (s3, _) = destination("s3", "audit", "");
+    let (sftp, sftp_dir) = destination("sftp", "audit", "");
+    repository_and_usb(&env, &format!("{s3}{sftp}"));
+    // S3: replace an object with damaged bytes (through rclone, a client we did not write),
+    // then heal it from the repository.
+    let full = full_on(&env.repo());
+    let n = name_of(&full);
+    let damaged = env.path("damaged.dar");
+    fs::copy(full.join(format!("{n}.2.dar")), &damaged).unwrap();
+    flip(&damaged, 5000);
+    let s = servers();
+    let status = Command::new("rclone")
+        .args(["copyto"])
+        .arg(&damaged)
+        .arg(format!(
+            "t:{}/audit-{}/docs/{n}/{n}.2.dar",
+            s["S3_BUCKET"],
+            std::process::id()
+        ))
+        .env_remove("AWS_CA_BUNDLE")
+        .env("RCLONE_CONFIG_T_TYPE", "s3")
+        .env("RCLONE_CONFIG_T_PROVIDER", "Other")
+        .env("RCLONE_CONFIG_T_ENDPOINT", &s["S3_ENDPOINT"])
+        .env("RCLONE_CONFIG_T_ACCESS_KEY_ID", &s["S3_ACCESS_KEY"])
+        .env("RCLONE_CONFIG_T_SECRET_ACCESS_KEY", &s["S3_SECRET_KEY"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (code, report) = audit(&env, &["s3"]);
+    assert_eq!(code, 4, "{report}");
+    let (code, report) = audit(&env, &["s3", "--repair"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        file_statuses(&report),
+        [(
+            format!("{n}.2.dar"),
+            "repaired".into(),
+            "copy repository".into()
+        )]
+    );
+    let downloaded = env.path("s3-after");
+    download_s3(&format!("audit-{}", std::process::id()), &downloaded);
+    sha256sum_check(&downloaded.join("docs").join(&n));
+
+    // SFTP with no healthy copy anywhere: PAR2 repair over the wire, the remote file replaced.
+    let on_server = sftp_dir.unwrap().join("docs").join(&n);
+    flip(&on_server.join(format!("{n}.3.dar")), 1000);
+    fs::remove_dir_all(env.repo()).unwrap();
+    env.config(&format!("{}{sftp}", definition(&env)));
+    let (code, report) = audit(&env, &["sftp", "--repair"]);
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        file_statuses(&report).contains(&(format!("{n}.3.dar"), "repaired".into(), "par2".into())),
+        "{report}"
+    );
+    sha256sum_check(&on_server);
+}
