@@ -18,9 +18,15 @@ use super::process::{Spec, find_executable};
 use crate::error::{Error, Result};
 
 const INSTALL_HINT: &str = "install par2cmdline-turbo (scripts/setup does) or Debian's par2";
-/// par2 allows at most 32768 source blocks per set; fewer blocks are faster.
-const TARGET_BLOCKS: u64 = 8000;
+/// par2 allows at most 32768 source blocks per set, and time grows with the block count:
+/// measured with turbo on a 290 MB slice, 64 KiB blocks took 1.58 s, 1 MiB blocks 0.53 s.
 const MAX_BLOCKS: u64 = 32768;
+/// Blocks per group at most (larger groups get larger blocks).
+const MAX_USEFUL_BLOCKS: u64 = 4000;
+/// Blocks per group at least (small sets keep a fine repair granularity).
+const MIN_USEFUL_BLOCKS: u64 = 200;
+/// The block size that is fast where the two bounds above allow it.
+const FAST_BLOCK: u64 = 1 << 20;
 const MIN_BLOCK: u64 = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,13 +205,13 @@ pub fn plan_groups(
         .collect()
 }
 
-/// A power of two (at least 4 KiB) that divides the slice size, giving about TARGET_BLOCKS
-/// blocks, and never more than par2's limit.
+/// A power of two (at least 4 KiB) that divides the slice size: 1 MiB where that gives between
+/// MIN_USEFUL_BLOCKS and MAX_USEFUL_BLOCKS blocks, else the nearest bound; never more blocks
+/// than par2 allows.
 fn block_size(bytes: u64, slice_size: u64) -> u64 {
-    let mut bs = bytes
-        .div_ceil(TARGET_BLOCKS)
-        .next_power_of_two()
-        .max(MIN_BLOCK);
+    let for_max = bytes.div_ceil(MAX_USEFUL_BLOCKS).next_power_of_two();
+    let for_min = bytes.div_ceil(MIN_USEFUL_BLOCKS).next_power_of_two();
+    let mut bs = for_max.max(FAST_BLOCK.min(for_min)).max(MIN_BLOCK);
     while bs > MIN_BLOCK && !slice_size.is_multiple_of(bs) {
         bs /= 2;
     }
