@@ -158,6 +158,25 @@ pub fn run(dir: &Path, progress: &dyn Progress, say: &mut dyn FnMut(&str)) -> Re
             ));
         }
     }
+    if let Some(full) = crate::copy::LocalCopy::new(&repository)
+        .sets("demo")?
+        .sets
+        .first()
+    {
+        say(&format!("   {} holds:", full.manifest.set.name));
+        for f in &full.manifest.files {
+            say(&format!(
+                "     {:<52} {:>9} bytes  {:?}  sha256 {}…",
+                f.path,
+                f.size,
+                f.role,
+                &f.sha256[..16]
+            ));
+        }
+        say(
+            "     MANIFEST.toml, SHA256SUMS (which sha256sum -c checks: every file and the manifest)",
+        );
+    }
     let replicated = crate::replicate::run(&config, &[], &[], progress)?;
     worst = worst.max(replicated.exit_code());
     for d in &replicated.destinations {

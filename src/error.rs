@@ -22,6 +22,23 @@ pub mod exit {
     pub const BUSY: u8 = 7;
     /// Interrupted by SIGINT/SIGTERM; nothing half-done was published.
     pub const INTERRUPTED: u8 = 130;
+
+    /// The code of a run over `total` independent units (definitions, destinations) of which
+    /// those in `failed` failed with these codes: OK when none failed, PARTIAL when some did,
+    /// their common code (or FAILED) when all did; an interruption wins over everything.
+    pub fn of_units(failed: &[u8], total: usize) -> u8 {
+        if failed.contains(&INTERRUPTED) {
+            INTERRUPTED
+        } else if failed.is_empty() {
+            OK
+        } else if failed.len() < total {
+            PARTIAL
+        } else if failed.iter().all(|c| *c == failed[0]) {
+            failed[0]
+        } else {
+            FAILED
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -346,23 +346,13 @@ fn remote_copies_are_repaired_in_place() {
     let damaged = env.path("damaged.dar");
     fs::copy(full.join(format!("{n}.2.dar")), &damaged).unwrap();
     flip(&damaged, 5000);
-    let s = servers();
-    let status = Command::new("rclone")
-        .args(["copyto"])
-        .arg(&damaged)
-        .arg(format!(
-            "t:{}/audit-{}/docs/{n}/{n}.2.dar",
-            s["S3_BUCKET"],
-            std::process::id()
-        ))
-        .env_remove("AWS_CA_BUNDLE")
-        .env("RCLONE_CONFIG_T_TYPE", "s3")
-        .env("RCLONE_CONFIG_T_PROVIDER", "Other")
-        .env("RCLONE_CONFIG_T_ENDPOINT", &s["S3_ENDPOINT"])
-        .env("RCLONE_CONFIG_T_ACCESS_KEY_ID", &s["S3_ACCESS_KEY"])
-        .env("RCLONE_CONFIG_T_SECRET_ACCESS_KEY", &s["S3_SECRET_KEY"])
-        .status()
-        .unwrap();
+    let status = rclone_s3(&[
+        "copyto",
+        &damaged.display().to_string(),
+        &format!("t:audit-{}/docs/{n}/{n}.2.dar", std::process::id()),
+    ])
+    .status()
+    .unwrap();
     assert!(status.success());
     let (code, report) = audit(&env, &["s3"]);
     assert_eq!(code, 4, "{report}");
@@ -392,4 +382,36 @@ fn remote_copies_are_repaired_in_place() {
         "{report}"
     );
     sha256sum_check(&on_server);
+}
+
+#[test]
+fn a_chain_missing_its_full_is_reported_broken() {
+    let env = Env::new();
+    let usb = repository_and_usb(&env, "");
+    fs::remove_dir_all(full_on(&usb)).unwrap();
+    let (code, report) = audit_without_config(&env, &usb, &[]);
+    assert_eq!(code, 5, "{report}");
+    let sets = report["copies"][0]["sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 1);
+    assert!(
+        sets[0]["chain_broken"].as_str().unwrap().contains("_FULL_"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_destination_with_repair_auto_is_repaired_without_asking() {
+    let env = Env::new();
+    let usb = repository_and_usb(&env, "");
+    let text = fs::read_to_string(env.path("config.toml")).unwrap();
+    fs::write(
+        env.path("config.toml"),
+        text.replace("kind = \"fs\"\n", "kind = \"fs\"\nrepair = \"auto\"\n"),
+    )
+    .unwrap();
+    let full = full_on(&usb);
+    flip(&full.join(format!("{}.1.dar", name_of(&full))), 2000);
+    let (code, report) = audit(&env, &["usb"]);
+    assert_eq!(code, 0, "{report}");
+    sha256sum_check(&full);
 }

@@ -18,10 +18,6 @@ use crate::set::manifest::{FileEntry, manifest_sha_in_sums};
 use crate::set::{MANIFEST, Manifest, SHA256SUMS, SetName, staging};
 use crate::state::State;
 
-/// Files hashed at once on local disks (one reader is fastest on a spinning disk).
-const LOCAL_READERS: usize = 1;
-const REMOTE_READERS: usize = 4;
-
 pub(super) async fn audit_copy(
     copy: &Arc<RemoteCopy>,
     others: &[Arc<RemoteCopy>],
@@ -61,6 +57,10 @@ pub(super) async fn audit_copy(
                 .push(format!("{path}: stray file, not part of any set"));
         }
     }
+    let present: HashSet<String> = set_dirs
+        .iter()
+        .map(|d| d.rsplit('/').next().unwrap_or(d).to_owned())
+        .collect();
     let mut selected: Vec<(Option<String>, String)> = Vec::new();
     for dir in set_dirs {
         let name = dir.rsplit('/').next().unwrap_or(&dir).to_owned();
@@ -90,7 +90,33 @@ pub(super) async fn audit_copy(
         state.audited(&copy.name, &set.set, set.status.as_str(), proven)?;
         report.sets.push(set);
     }
+    mark_broken_chains(&present, report);
     Ok(())
+}
+
+/// A set whose chain needs a set that is not on the copy, or that cannot be repaired, can no
+/// longer be restored from this copy: say which.
+fn mark_broken_chains(present: &HashSet<String>, report: &mut CopyReport) {
+    let unusable: HashSet<String> = report
+        .sets
+        .iter()
+        .filter(|s| s.status == Status::Unrepairable)
+        .map(|s| s.set.clone())
+        .collect();
+    for set in &mut report.sets {
+        let missing: Vec<&str> = set
+            .chain
+            .iter()
+            .filter(|c| !present.contains(*c) || unusable.contains(*c))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            set.chain_broken = Some(format!(
+                "cannot be restored from this copy: it needs {} (missing or unrepairable)",
+                missing.join(", ")
+            ));
+        }
+    }
 }
 
 fn parent(path: &str) -> &str {
@@ -126,6 +152,8 @@ async fn audit_set(
         files_checked: 0,
         bytes_checked: 0,
         deep: Vec::new(),
+        chain: Vec::new(),
+        chain_broken: None,
     };
     let sums = copy
         .read_small(&at(location, SHA256SUMS))
@@ -152,6 +180,8 @@ async fn audit_set(
         report.status = Status::Unrepairable;
         return Ok(report);
     };
+
+    report.chain = manifest.set.chain.clone();
 
     // Every file: size and SHA-256, a few at a time.
     let damaged = hash_files(copy, location, &manifest, task, &mut report).await?;
@@ -322,12 +352,7 @@ async fn hash_files(
     task: &Arc<dyn Task>,
     report: &mut SetReport,
 ) -> Result<Vec<(FileEntry, String, Option<String>)>> {
-    let readers = if copy.local_root.is_some() {
-        LOCAL_READERS
-    } else {
-        REMOTE_READERS
-    };
-    let semaphore = Arc::new(Semaphore::new(readers));
+    let semaphore = Arc::new(Semaphore::new(copy.readers));
     let mut running = JoinSet::new();
     for entry in manifest.files.iter().cloned() {
         let (copy, task) = (Arc::clone(copy), Arc::clone(task));

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 pub use portion::Portion;
 
-use crate::config::Config;
+use crate::config::{Config, RepairPolicy};
 use crate::copy::RemoteCopy;
 use crate::error::{Error, Result, exit};
 use crate::progress::Progress;
@@ -79,6 +79,10 @@ pub struct SetReport {
     pub bytes_checked: u64,
     /// `par2 verify` and `dar -t` results with --deep.
     pub deep: Vec<String>,
+    /// The sets this one needs, FULL first.
+    pub chain: Vec<String>,
+    /// Set when a set of the chain is missing from the copy or unrepairable.
+    pub chain_broken: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,7 +102,14 @@ impl Report {
         let worst = self
             .copies
             .iter()
-            .flat_map(|c| c.sets.iter().map(|s| s.status))
+            .flat_map(|c| c.sets.iter())
+            .map(|s| {
+                if s.chain_broken.is_some() {
+                    Status::Unrepairable
+                } else {
+                    s.status
+                }
+            })
             .max()
             .unwrap_or(Status::Ok);
         let failed = self.copies.iter().filter(|c| c.error.is_some()).count();
@@ -150,11 +161,15 @@ pub fn run(
             problems: Vec::new(),
             error: None,
         };
+        let options = Options {
+            repair: options.repair || may_repair(copy),
+            ..options.clone()
+        };
         let outcome = rt.block_on(check::audit_copy(
             copy,
             &others,
             config,
-            options,
+            &options,
             state,
             progress,
             &mut copy_report,
@@ -168,6 +183,26 @@ pub fn run(
         report.copies.push(copy_report);
     }
     Ok(report)
+}
+
+/// The destination's `repair` policy, when --repair is not given: "auto" repairs, "ask"
+/// asks on a terminal (and does not repair without one), "never" reports only.
+fn may_repair(copy: &RemoteCopy) -> bool {
+    use std::io::{BufRead, IsTerminal, Write};
+    match copy.repair {
+        RepairPolicy::Never => false,
+        RepairPolicy::Auto => true,
+        RepairPolicy::Ask => {
+            if !std::io::stdin().is_terminal() {
+                return false;
+            }
+            eprint!("Repair damage found on {} in place? [y/N] ", copy.name);
+            let _ = std::io::stderr().flush();
+            let mut answer = String::new();
+            let _ = std::io::stdin().lock().read_line(&mut answer);
+            matches!(answer.trim(), "y" | "Y" | "yes")
+        }
+    }
 }
 
 /// The repository and every destination of the config, by name.

@@ -49,24 +49,15 @@ impl Report {
                 Outcome::Published(_) => None,
             })
             .collect();
-        if failed.contains(&exit::INTERRUPTED) {
-            exit::INTERRUPTED
-        } else if failed.len() == self.definitions.len() && !failed.is_empty() {
-            if failed.iter().all(|c| *c == failed[0]) {
-                failed[0]
-            } else {
-                exit::FAILED
-            }
-        } else if !failed.is_empty() {
-            exit::PARTIAL
-        } else if self
+        let code = exit::of_units(&failed, self.definitions.len());
+        let warned = self
             .definitions
             .iter()
-            .any(|d| matches!(&d.result, Outcome::Published(s) if !s.warnings.is_empty()))
-        {
+            .any(|d| matches!(&d.result, Outcome::Published(s) if !s.warnings.is_empty()));
+        if code == exit::OK && warned {
             exit::WARNINGS
         } else {
-            exit::OK
+            code
         }
     }
 }

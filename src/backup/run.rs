@@ -151,6 +151,7 @@ pub fn make_set(
         &[(cat_entry.path.clone(), cat_entry.size)],
         definition.slice_size.0,
         redundancy(definition, plan.name.level),
+        definition.par2_whole_slice_max.0,
     );
     files.push(cat_entry);
 

@@ -135,8 +135,15 @@ pub fn audit(report: &audit::Report) {
             }
         );
         for s in &c.sets {
-            if s.status != audit::Status::Ok || !s.files.is_empty() || !s.deep.is_empty() {
+            if s.status != audit::Status::Ok
+                || !s.files.is_empty()
+                || !s.deep.is_empty()
+                || s.chain_broken.is_some()
+            {
                 println!("  {} [{}]", s.location, s.status.as_str());
+            }
+            if let Some(broken) = &s.chain_broken {
+                println!("    chain broken: {broken}");
             }
             for f in &s.files {
                 let from = f

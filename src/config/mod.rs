@@ -61,6 +61,8 @@ pub struct Definition {
     pub slice_size: ByteSize,
     #[serde(default)]
     pub redundancy: Redundancy,
+    #[serde(default = "default_whole_slice_max")]
+    pub par2_whole_slice_max: ByteSize,
     #[serde(default)]
     pub incr_base: IncrBase,
     #[serde(default = "default_timeout")]
@@ -97,6 +99,10 @@ pub struct Destination {
     /// Largest file for services that take a file in one piece (webdav): above it, refuse
     /// rather than hold the file in memory [default: 1G].
     pub max_single_write: Option<ByteSize>,
+    /// What `darvault audit` does with damage on this copy when --repair is not given:
+    /// "never" (report only), "ask" (on a terminal) or "auto" [default: never].
+    #[serde(default)]
+    pub repair: RepairPolicy,
     /// How often a failed request is tried again, with growing pauses [default: 5].
     pub retries: Option<usize>,
     /// Read every file back after sending it and compare its SHA-256 [default: false].
@@ -159,6 +165,15 @@ impl Destination {
     pub fn root(&self) -> Option<&str> {
         self.options.get("root").and_then(|v| v.as_str())
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RepairPolicy {
+    #[default]
+    Never,
+    Ask,
+    Auto,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -278,6 +293,9 @@ fn default_no_compress() -> Vec<String> {
         .next()
         .map(|d| d.no_compress)
         .unwrap_or_default()
+}
+fn default_whole_slice_max() -> ByteSize {
+    ByteSize(64 << 20)
 }
 fn default_slice_size() -> ByteSize {
     ByteSize(1 << 30)
@@ -529,6 +547,7 @@ mod tests {
         assert_eq!(d.restore_test.max_size, default_max_sample());
         assert_eq!(d.timeout, default_timeout());
         assert_eq!(d.redundancy.full, Percent(10));
+        assert_eq!(d.par2_whole_slice_max, default_whole_slice_max());
         assert!(d.cache_directory_tagging);
     }
 

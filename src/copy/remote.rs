@@ -26,6 +26,10 @@ pub struct RemoteCopy {
     pub op: Operator,
     /// Where the bytes are when the copy is on a local filesystem (repository, USB path).
     pub local_root: Option<std::path::PathBuf>,
+    /// Files read at once (a spinning USB disk is fastest with one reader).
+    pub readers: usize,
+    /// What an audit may do with damage here without --repair.
+    pub repair: crate::config::RepairPolicy,
 }
 
 /// Bytes per read when hashing a stored file.
@@ -74,6 +78,11 @@ impl RemoteCopy {
             name: dest.name().to_owned(),
             op,
             local_root,
+            readers: dest
+                .concurrency
+                .unwrap_or(if dest.kind == "fs" { 1 } else { 4 })
+                .max(1),
+            repair: dest.repair,
         })
     }
 
@@ -96,6 +105,8 @@ impl RemoteCopy {
             name: root.display().to_string(),
             op,
             local_root: Some(root),
+            readers: 1,
+            repair: crate::config::RepairPolicy::Never,
         })
     }
 

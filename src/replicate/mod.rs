@@ -63,17 +63,7 @@ impl Report {
                 Outcome::Done(_) => None,
             })
             .collect();
-        if failed.contains(&exit::INTERRUPTED) {
-            exit::INTERRUPTED
-        } else if failed.is_empty() {
-            exit::OK
-        } else if failed.len() < self.destinations.len() {
-            exit::PARTIAL
-        } else if failed.iter().all(|c| *c == failed[0]) {
-            failed[0]
-        } else {
-            exit::FAILED
-        }
+        exit::of_units(&failed, self.destinations.len())
     }
 }
 

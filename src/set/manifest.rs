@@ -266,6 +266,7 @@ mod tests {
                 &[],
                 1 << 30,
                 5,
+                64 << 20,
             ),
             files: vec![FileEntry {
                 path: "docs_DIFF_2026-01-02_030405.1.dar".into(),

@@ -5,10 +5,11 @@
 //! Layout (see docs/sets.md): the slices of an archive are split into groups of consecutive
 //! slices, `ceil(100 / redundancy)` slices per group, one PAR2 set per group. At the configured
 //! percentage a full group then carries about one slice of recovery data, so it survives the
-//! loss of a whole slice; a smaller group (the last one, or a small archive) gets at least one
-//! slice's worth of recovery data when it has two slices or more. Memory stays bounded by the
-//! slice size whatever the archive size, and the block size divides the slice size so a lost
-//! slice is a whole number of blocks.
+//! loss of a whole slice; a smaller group (the last one, or a small archive) of two slices or
+//! more gets at least one slice's worth of recovery data when slices are small (at most
+//! `par2_whole_slice_max`), so that small sets survive a lost slice without tripling the
+//! cost of large ones. Memory stays bounded by the slice size whatever the archive size, and
+//! the block size divides the slice size so a lost slice is a whole number of blocks.
 
 use std::path::{Path, PathBuf};
 
@@ -103,7 +104,9 @@ impl Par2 {
 
     /// Create the PAR2 set for `group` inside `dir` (which holds the covered files).
     pub fn create(&self, dir: &Path, group: &Group) -> Result<()> {
-        let memory_mb = (group.recovery_blocks * group.block_size).div_ceil(1 << 20) + 64;
+        // Enough memory for one pass where that is at most 1 GiB; beyond, par2 makes passes.
+        let memory_mb =
+            ((group.recovery_blocks * group.block_size).div_ceil(1 << 20) + 64).min(1024);
         let mut s = Spec::new(&self.path);
         s.current_dir(dir)
             .arg("create")
@@ -163,6 +166,7 @@ pub fn plan_groups(
     extra: &[(String, u64)],
     slice_size: u64,
     percent: u32,
+    whole_slice_max: u64,
 ) -> Vec<Group> {
     let per_group = 100u32.div_ceil(percent.max(1)) as usize;
     let chunks: Vec<&[(String, u64)]> = slices.chunks(per_group.max(1)).collect();
@@ -179,13 +183,9 @@ pub fn plan_groups(
             let block_size = block_size(bytes, slice_size);
             let source_blocks: u64 = files.iter().map(|f| f.1.div_ceil(block_size).max(1)).sum();
             let mut recovery_blocks = (source_blocks * u64::from(percent)).div_ceil(100).max(1);
-            if chunk.len() >= 2 {
-                let largest = chunk
-                    .iter()
-                    .map(|f| f.1.div_ceil(block_size))
-                    .max()
-                    .unwrap_or(0);
-                recovery_blocks = recovery_blocks.max(largest);
+            let largest = chunk.iter().map(|f| f.1).max().unwrap_or(0);
+            if chunk.len() >= 2 && largest <= whole_slice_max {
+                recovery_blocks = recovery_blocks.max(largest.div_ceil(block_size));
             }
             let index = if count == 1 {
                 format!("{set_name}.par2")
@@ -255,6 +255,7 @@ mod tests {
             &[("s.catalog.1.dar".into(), 2000)],
             1 << 20,
             10,
+            64 << 20,
         );
         assert_eq!(g.len(), 1);
         assert_eq!(g[0].covers.len(), 4);
@@ -265,7 +266,14 @@ mod tests {
     #[test]
     fn large_archives_are_split_so_memory_stays_bounded() {
         let slice = 1u64 << 30;
-        let g = plan_groups("s", &slices(124, slice, slice / 2), &[], slice, 10);
+        let g = plan_groups(
+            "s",
+            &slices(124, slice, slice / 2),
+            &[],
+            slice,
+            10,
+            64 << 20,
+        );
         assert_eq!(g.len(), 13);
         assert_eq!(g[0].covers.len(), 10);
         assert!(g.iter().all(|g| g.source_blocks <= MAX_BLOCKS));
@@ -277,7 +285,29 @@ mod tests {
 
     #[test]
     fn one_slice_gets_the_plain_percentage() {
-        let g = plan_groups("s", &slices(1, 1 << 30, 5_000_000), &[], 1 << 30, 5);
+        let g = plan_groups(
+            "s",
+            &slices(1, 1 << 30, 5_000_000),
+            &[],
+            1 << 30,
+            5,
+            64 << 20,
+        );
         assert_eq!(g[0].redundancy_percent, 5);
+    }
+
+    #[test]
+    fn large_slices_in_a_small_group_keep_the_plain_percentage() {
+        let slice = 1u64 << 30;
+        let g = plan_groups("s", &slices(3, slice, slice / 4), &[], slice, 10, 64 << 20);
+        assert_eq!(
+            g[0].redundancy_percent, 10,
+            "no whole-slice bump for 1 GiB slices"
+        );
+        let g = plan_groups("s", &slices(3, slice, slice / 4), &[], slice, 10, slice);
+        assert!(
+            g[0].recovery_blocks * g[0].block_size >= slice,
+            "unless asked for"
+        );
     }
 }

@@ -297,20 +297,33 @@ pub fn destination(kind: &str, tag: &str, extra: &str) -> (String, Option<PathBu
     )
 }
 
-/// Download an S3 prefix of the test server with rclone (a client we did not write).
-pub fn download_s3(prefix: &str, target: &Path) {
+/// rclone (a client we did not write) with the test S3 server as remote `t:`, bucket included:
+/// `t:<prefix>` is a prefix of the test bucket.
+pub fn rclone_s3(args: &[&str]) -> Command {
     let s = servers();
-    let out = Command::new("rclone")
-        .args(["copy", &format!("t:{}/{prefix}", s["S3_BUCKET"])])
-        .arg(target)
-        .env_remove("AWS_CA_BUNDLE")
-        .env("RCLONE_CONFIG_T_TYPE", "s3")
-        .env("RCLONE_CONFIG_T_PROVIDER", "Other")
-        .env("RCLONE_CONFIG_T_ENDPOINT", &s["S3_ENDPOINT"])
-        .env("RCLONE_CONFIG_T_ACCESS_KEY_ID", &s["S3_ACCESS_KEY"])
-        .env("RCLONE_CONFIG_T_SECRET_ACCESS_KEY", &s["S3_SECRET_KEY"])
-        .output()
-        .unwrap();
+    let mut c = Command::new("rclone");
+    c.args(
+        args.iter()
+            .map(|a| a.replace("t:", &format!("t:{}/", s["S3_BUCKET"]))),
+    )
+    .env_remove("AWS_CA_BUNDLE")
+    .env("RCLONE_CONFIG_T_TYPE", "s3")
+    .env("RCLONE_CONFIG_T_PROVIDER", "Other")
+    .env("RCLONE_CONFIG_T_ENDPOINT", &s["S3_ENDPOINT"])
+    .env("RCLONE_CONFIG_T_ACCESS_KEY_ID", &s["S3_ACCESS_KEY"])
+    .env("RCLONE_CONFIG_T_SECRET_ACCESS_KEY", &s["S3_SECRET_KEY"]);
+    c
+}
+
+/// Download an S3 prefix of the test server.
+pub fn download_s3(prefix: &str, target: &Path) {
+    let out = rclone_s3(&[
+        "copy",
+        &format!("t:{prefix}"),
+        &target.display().to_string(),
+    ])
+    .output()
+    .unwrap();
     assert!(
         out.status.success(),
         "rclone copy: {}",
