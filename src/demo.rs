@@ -246,6 +246,31 @@ pub fn run(dir: &Path, progress: &dyn Progress, say: &mut dyn FnMut(&str)) -> Re
             }
         }
     }
+    // Restore a file as it was at the FULL, from the offsite copy: the note edited since, and
+    // the one deleted since (absent as of today).
+    if let Some(full) = listing.definitions.first().and_then(|d| d.sets.first()) {
+        let target = dir.join("restored");
+        let edited = "documents/year-2020/note-07.txt";
+        let deleted = "documents/year-2021/note-08.txt";
+        let request = crate::restore::Request {
+            from: Some("offsite".into()),
+            definition: "demo".into(),
+            as_of: Some(full.created.clone()),
+            target: target.clone(),
+            paths: vec![edited.into(), deleted.into()],
+            overwrite: false,
+        };
+        let report = crate::restore::run(Some(&config), &request)?;
+        let size = |p: &Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        say(&format!(
+            "13. restore --from offsite --as-of {} {edited} {deleted}: from {} into {}:\n     {edited}: {} bytes then, {} bytes today; {deleted}: restored as it was (deleted since)",
+            full.created,
+            report.chain.join(" + "),
+            target.display(),
+            size(&target.join(edited)),
+            size(&data.join(edited)),
+        ));
+    }
     let newest: Option<PathBuf> = listing
         .definitions
         .first()

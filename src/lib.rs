@@ -13,6 +13,7 @@ pub mod lock;
 pub mod paths;
 pub mod progress;
 pub mod replicate;
+pub mod restore;
 pub mod set;
 pub mod state;
 pub mod tools;

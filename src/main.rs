@@ -120,6 +120,37 @@ fn run(cli: &Cli) -> Result<u8, Error> {
             }
             Ok(report.exit_code())
         }
+        Command::Restore(args) => {
+            // Restoring from a path needs no config at all (a machine that never saw darvault).
+            let config = match Config::load(&config_path) {
+                Ok(c) => Some(c),
+                Err(_)
+                    if args
+                        .from
+                        .as_deref()
+                        .is_some_and(|f| std::path::Path::new(f).is_dir()) =>
+                {
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            let _log = cli::logging::init(cli.verbose, cli.quiet, None);
+            let request = darvault::restore::Request {
+                from: args.from.clone(),
+                definition: args.definition.clone(),
+                as_of: args.as_of.clone(),
+                target: args.target.clone(),
+                paths: args.paths.clone(),
+                overwrite: args.overwrite,
+            };
+            let report = darvault::restore::run(config.as_ref(), &request)?;
+            if cli.json {
+                render::json(&report);
+            } else {
+                render::restore(&report);
+            }
+            Ok(exit::OK)
+        }
         Command::List { copy, definitions } => {
             let _log = cli::logging::init(cli.verbose, cli.quiet, None);
             // A destination name wins over a directory of the same name; a path needs no

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
 use super::Status;
 use super::check::parse_for;
@@ -191,36 +190,10 @@ async fn gather(
                 std::fs::copy(&source, &target).map_err(Error::io("cannot copy", &source))?;
             }
         } else {
-            download(copy, &at(location, &f.path), &target).await?;
+            copy.download(&at(location, &f.path), &target).await?;
         }
     }
     Ok(())
-}
-
-/// Stream a stored file to a local path (skipped when it is missing).
-async fn download(copy: &RemoteCopy, path: &str, target: &Path) -> Result<()> {
-    let size = match copy.op.stat(path).await {
-        Ok(m) => m.content_length(),
-        Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(storage_error(&format!("cannot read {path}"), e)),
-    };
-    let failed = |e| storage_error(&format!("cannot read {path}"), e);
-    let reader = copy.op.reader(path).await.map_err(failed)?;
-    let mut out = tokio::fs::File::create(target)
-        .await
-        .map_err(Error::io("cannot create", target))?;
-    let mut offset = 0;
-    while offset < size {
-        check_stop()?;
-        let end = (offset + CHUNK).min(size);
-        for chunk in reader.read(offset..end).await.map_err(failed)? {
-            out.write_all(&chunk)
-                .await
-                .map_err(Error::io("cannot write", target))?;
-        }
-        offset = end;
-    }
-    out.flush().await.map_err(Error::io("cannot write", target))
 }
 
 /// A copy (other than the one audited) holding this file intact.
@@ -374,7 +347,8 @@ pub(super) async fn deep_checks(
             std::fs::create_dir_all(scratch.path().join("bundle"))
                 .map_err(Error::io("cannot create", scratch.path()))?;
             for f in &manifest.files {
-                download(copy, &at(location, &f.path), &scratch.path().join(&f.path)).await?;
+                copy.download(&at(location, &f.path), &scratch.path().join(&f.path))
+                    .await?;
             }
             scratch.path().to_owned()
         }

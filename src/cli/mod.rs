@@ -68,6 +68,9 @@ pub enum Command {
     /// Prove every set on a copy against its manifest, and repair damage in place
     #[command(after_help = EXIT_CODES)]
     Audit(AuditArgs),
+    /// Restore the whole tree, or some paths, as they were at a time, from any copy
+    #[command(after_help = EXIT_CODES)]
+    Restore(RestoreArgs),
     /// Show the sets and chains a copy holds
     List {
         /// A copy: a directory (/media/usb/darvault) or a destination name [default: the
@@ -77,6 +80,28 @@ pub enum Command {
         #[arg(short = 'd', long = "definition", value_name = "DEF")]
         definitions: Vec<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Paths inside the backed-up folder (files or folders) [default: everything]
+    pub paths: Vec<String>,
+    /// The copy to restore from: a directory or a destination name [default: the repository]
+    #[arg(long, value_name = "COPY")]
+    pub from: Option<String>,
+    /// The definition whose sets to restore
+    #[arg(short = 'd', long = "definition", value_name = "DEF")]
+    pub definition: String,
+    /// As of this time: RFC 3339, a local date or date-time (a date means its end), or
+    /// "3 weeks ago" [default: the newest set]
+    #[arg(long, value_name = "WHEN")]
+    pub as_of: Option<String>,
+    /// Where to restore (new or empty unless --overwrite)
+    #[arg(long, value_name = "DIR")]
+    pub target: PathBuf,
+    /// Restore into a folder that is not empty, replacing what is there
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Args)]

@@ -162,3 +162,18 @@ pub fn audit(report: &audit::Report) {
         }
     }
 }
+
+pub fn restore(report: &darvault::restore::Report) {
+    println!(
+        "restored {} as of {} from {} into {} ({:.1}s): {}",
+        report.definition,
+        report.as_of,
+        report.copy,
+        report.target.display(),
+        report.seconds,
+        report.chain.join(" + ")
+    );
+    for p in &report.absent {
+        println!("  {p}: absent as of that time (deleted before, or never backed up)");
+    }
+}

@@ -121,6 +121,33 @@ impl RemoteCopy {
         Ok(Some((size, hash_stored(&self.op, path, size).await?)))
     }
 
+    /// Stream a stored file to a local path (nothing is written when it is missing).
+    pub async fn download(&self, path: &str, target: &Path) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let failed = |e| storage_error(&format!("cannot read {path} on {}", self.name), e);
+        let size = match self.op.stat(path).await {
+            Ok(m) => m.content_length(),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(failed(e)),
+        };
+        let reader = self.op.reader(path).await.map_err(failed)?;
+        let mut out = tokio::fs::File::create(target)
+            .await
+            .map_err(Error::io("cannot create", target))?;
+        let mut offset = 0;
+        while offset < size {
+            crate::tools::process::check_stop()?;
+            let end = (offset + READ_CHUNK).min(size);
+            for chunk in reader.read(offset..end).await.map_err(failed)? {
+                out.write_all(&chunk)
+                    .await
+                    .map_err(Error::io("cannot write", target))?;
+            }
+            offset = end;
+        }
+        out.flush().await.map_err(Error::io("cannot write", target))
+    }
+
     /// A small file's bytes (a manifest); None when it is missing.
     pub async fn read_small(&self, path: &str) -> Result<Option<Vec<u8>>> {
         match self.op.read(path).await {
