@@ -122,41 +122,42 @@ pub fn make_set(
         key,
     };
 
-    // dar -c, with the slices it has finished hashed on the side meanwhile.
-    let started = SystemTime::now();
-    let t = Instant::now();
-    let task = progress.start(&format!("{name}: dar -c"), None);
-    let dar_done = AtomicBool::new(false);
-    let (created, slices) = std::thread::scope(|scope| {
-        let hasher = scope.spawn(|| hash_slices(&archive, &dar_done));
-        let created = dar.create(&options, |p| {
-            task.advance(std::fs::symlink_metadata(p).map(|m| m.len()).unwrap_or(0))
-        });
-        dar_done.store(true, Ordering::Relaxed);
-        (created, hasher.join().expect("slice hasher"))
-    });
-    let created = created?;
-    let mut files = slices?;
-    phases.record("dar -c", t.elapsed());
-    if files.is_empty() {
-        return Err(Error::Failed("dar -c produced no slice".into()));
-    }
-
-    let cat_file = slice_path(&catalogue, 1);
-    let cat_entry = entry(&cat_file, Role::Catalogue)?;
-    let slice_list: Vec<(String, u64)> = files.iter().map(|f| (f.path.clone(), f.size)).collect();
-    let groups = par2::plan_groups(
-        &name,
-        &slice_list,
-        &[(cat_entry.path.clone(), cat_entry.size)],
+    // dar -c, with the slices it has finished hashed (and, when large, protected by PAR2) on
+    // the side meanwhile.
+    let layout = par2::Layout::new(
         definition.slice_size.0,
         redundancy(definition, plan.name.level),
         definition.par2_whole_slice_max.0,
     );
-    files.push(cat_entry);
+    let started = SystemTime::now();
+    let t = Instant::now();
+    let task = progress.start(&format!("{name}: dar -c"), None);
+    let dar_done = AtomicBool::new(false);
+    let early = EarlyWork {
+        archive: &archive,
+        set_name: &name,
+        dir: staging.path(),
+        layout: &layout,
+        par2: &tools.par2,
+    };
+    let (created, finished) = std::thread::scope(|scope| {
+        let worker = scope.spawn(|| early.run(&dar_done));
+        let created = dar.create(&options, |p| {
+            task.advance(std::fs::symlink_metadata(p).map(|m| m.len()).unwrap_or(0))
+        });
+        dar_done.store(true, Ordering::Relaxed);
+        (created, worker.join().expect("slice worker"))
+    });
+    let created = created?;
+    let (mut files, early_groups) = finished?;
+    phases.record("dar -c", t.elapsed());
+    if !slice_path(&archive, 1).is_file() {
+        return Err(Error::Failed("dar -c produced no slice".into()));
+    }
 
-    // dar -t, PAR2 and the listing + restore test, side by side. PAR2 is computed before the
-    // checks have passed, but nothing is published unless they all do.
+    // dar -t, the rest of the hashing and PAR2, and the listing + restore test, side by side.
+    // PAR2 is computed before the checks have passed, but nothing is published unless they
+    // all do.
     let scratch = staging.scratch("restore-test")?;
     let (tested, protected, sampled) = std::thread::scope(|scope| {
         let tester = scope.spawn(|| {
@@ -165,10 +166,24 @@ pub fn make_set(
         });
         let protector = scope.spawn(|| {
             let t = Instant::now();
-            for g in &groups {
+            let mut n = files.len() as u32 + 1;
+            while slice_path(&archive, n).is_file() {
+                files.push(entry(&slice_path(&archive, n), Role::Slice)?);
+                n += 1;
+            }
+            let cat_entry = entry(&slice_path(&catalogue, 1), Role::Catalogue)?;
+            let slice_list: Vec<(String, u64)> =
+                files.iter().map(|f| (f.path.clone(), f.size)).collect();
+            let groups = layout.plan(
+                &name,
+                &slice_list,
+                &[(cat_entry.path.clone(), cat_entry.size)],
+            );
+            files.push(cat_entry);
+            for g in groups.iter().filter(|g| !early_groups.contains(g)) {
                 tools.par2.create(staging.path(), g)?;
             }
-            Ok::<_, Error>(t.elapsed())
+            Ok::<_, Error>((groups, t.elapsed()))
         });
         let t = Instant::now();
         let sampled = (|| {
@@ -192,7 +207,8 @@ pub fn make_set(
     phases.record("dar -t", tested?);
     let (restore, took) = sampled?;
     phases.record("restore test", took);
-    phases.record("par2 create", protected?);
+    let (groups, took) = protected?;
+    phases.record("hash + par2 after dar -c", took);
     check_stop()?;
 
     let t = Instant::now();
@@ -324,23 +340,40 @@ fn entry(path: &Path, role: Role) -> Result<FileEntry> {
     })
 }
 
-/// Hash slice N as soon as slice N+1 exists (dar has moved on and never returns to it), and
-/// the rest once dar has finished: the slices are read while still in the page cache, on the
-/// core dar's single-threaded compression leaves free.
-fn hash_slices(archive: &Path, dar_done: &AtomicBool) -> Result<Vec<FileEntry>> {
-    let mut files = Vec::new();
-    let mut next = 1;
-    loop {
-        let finished = dar_done.load(Ordering::Relaxed);
-        let current = slice_path(archive, next);
-        if slice_path(archive, next + 1).exists() || (finished && current.exists()) {
-            files.push(entry(&current, Role::Slice)?);
-            next += 1;
-        } else if finished {
-            return Ok(files);
-        } else {
-            check_stop()?;
-            std::thread::sleep(Duration::from_millis(100));
+/// What can be done to a slice as soon as dar has moved on to the next one (dar never returns
+/// to a finished slice): hash it while it is still in the page cache and, with large slices,
+/// make its PAR2 set; on the core dar's single-threaded compression leaves free.
+struct EarlyWork<'a> {
+    archive: &'a Path,
+    set_name: &'a str,
+    dir: &'a Path,
+    layout: &'a par2::Layout,
+    par2: &'a par2::Par2,
+}
+
+impl EarlyWork<'_> {
+    /// Runs until dar is done; the last slice is left to the next phase.
+    fn run(&self, dar_done: &AtomicBool) -> Result<(Vec<FileEntry>, Vec<par2::Group>)> {
+        let (mut files, mut groups) = (Vec::new(), Vec::new());
+        let mut n = 1;
+        while !dar_done.load(Ordering::Relaxed) {
+            if slice_path(self.archive, n + 1).exists() {
+                let slice = entry(&slice_path(self.archive, n), Role::Slice)?;
+                if let Some(g) = self.layout.early_group(
+                    self.set_name,
+                    n as usize,
+                    &(slice.path.clone(), slice.size),
+                ) {
+                    self.par2.create(self.dir, &g)?;
+                    groups.push(g);
+                }
+                files.push(slice);
+                n += 1;
+            } else {
+                check_stop()?;
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
+        Ok((files, groups))
     }
 }

@@ -260,13 +260,10 @@ mod tests {
                 },
                 warnings: 0,
             },
-            par2: crate::tools::par2::plan_groups(
+            par2: crate::tools::par2::Layout::new(1 << 30, 5, 64 << 20).plan(
                 "docs_DIFF_2026-01-02_030405",
                 &[("docs_DIFF_2026-01-02_030405.1.dar".into(), 42)],
                 &[],
-                1 << 30,
-                5,
-                64 << 20,
             ),
             files: vec![FileEntry {
                 path: "docs_DIFF_2026-01-02_030405.1.dar".into(),

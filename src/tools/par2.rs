@@ -2,14 +2,14 @@
 //! that also goes into each set's bundle), par2cmdline accepted with a warning. `-p` (which
 //! deletes the PAR2 files after a repair) is never used.
 //!
-//! Layout (see docs/sets.md): the slices of an archive are split into groups of consecutive
-//! slices, `ceil(100 / redundancy)` slices per group, one PAR2 set per group. At the configured
-//! percentage a full group then carries about one slice of recovery data, so it survives the
-//! loss of a whole slice; a smaller group (the last one, or a small archive) of two slices or
-//! more gets at least one slice's worth of recovery data when slices are small (at most
-//! `par2_whole_slice_max`), so that small sets survive a lost slice without tripling the
-//! cost of large ones. Memory stays bounded by the slice size whatever the archive size, and
-//! the block size divides the slice size so a lost slice is a whole number of blocks.
+//! Layout (see docs/sets.md). Small slices (at most `par2_whole_slice_max`): groups of
+//! `ceil(100 / redundancy)` consecutive slices, one PAR2 set per group, each with at least one
+//! slice of recovery data, so every group survives the loss of a whole slice. Large slices:
+//! one PAR2 set per slice at the configured percentage (bitrot repair; a lost slice is healed
+//! from another copy), made as soon as dar has finished the slice, on the core dar's
+//! single-threaded compression leaves free. Memory stays bounded by the slice size whatever
+//! the archive size, and the block size divides the slice size so a lost slice is a whole
+//! number of blocks.
 
 use std::path::{Path, PathBuf};
 
@@ -158,51 +158,94 @@ impl Par2 {
     }
 }
 
-/// Plan the PAR2 groups of an archive. `slices` are (file name, size) in slice order; `extra`
-/// files (the catalogue) join the last group.
-pub fn plan_groups(
-    set_name: &str,
-    slices: &[(String, u64)],
-    extra: &[(String, u64)],
-    slice_size: u64,
+/// How the slices of an archive are protected (see the module comment and docs/sets.md).
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
     percent: u32,
-    whole_slice_max: u64,
-) -> Vec<Group> {
-    let per_group = 100u32.div_ceil(percent.max(1)) as usize;
-    let chunks: Vec<&[(String, u64)]> = slices.chunks(per_group.max(1)).collect();
-    let count = chunks.len();
-    chunks
-        .into_iter()
-        .enumerate()
-        .map(|(i, chunk)| {
-            let mut files: Vec<(String, u64)> = chunk.to_vec();
-            if i + 1 == count {
-                files.extend(extra.iter().cloned());
-            }
-            let bytes: u64 = files.iter().map(|f| f.1).sum();
-            let block_size = block_size(bytes, slice_size);
-            let source_blocks: u64 = files.iter().map(|f| f.1.div_ceil(block_size).max(1)).sum();
-            let mut recovery_blocks = (source_blocks * u64::from(percent)).div_ceil(100).max(1);
-            let largest = chunk.iter().map(|f| f.1).max().unwrap_or(0);
-            if chunk.len() >= 2 && largest <= whole_slice_max {
-                recovery_blocks = recovery_blocks.max(largest.div_ceil(block_size));
-            }
-            let index = if count == 1 {
-                format!("{set_name}.par2")
-            } else {
-                format!("{set_name}.part{:02}.par2", i + 1)
-            };
-            Group {
-                index,
-                covers: files.into_iter().map(|f| f.0).collect(),
-                block_size,
-                source_blocks,
-                recovery_blocks,
-                redundancy_percent: ((recovery_blocks * 100 + source_blocks / 2)
-                    / source_blocks.max(1)) as u32,
-            }
+    slice_size: u64,
+    /// Large slices: one PAR2 set per slice, made as soon as dar has finished the slice.
+    per_slice: bool,
+    /// Small slices: slices per group, so that a full group survives a lost slice.
+    per_group: usize,
+}
+
+impl Layout {
+    pub fn new(slice_size: u64, percent: u32, whole_slice_max: u64) -> Layout {
+        Layout {
+            percent: percent.max(1),
+            slice_size,
+            per_slice: slice_size > whole_slice_max,
+            per_group: 100u32.div_ceil(percent.max(1)) as usize,
+        }
+    }
+
+    /// The PAR2 set of slice `n` (1-based), when it can be made before dar has finished the
+    /// archive: with large slices, for every slice but the last (which carries the catalogue).
+    pub fn early_group(&self, set_name: &str, n: usize, slice: &(String, u64)) -> Option<Group> {
+        self.per_slice.then(|| {
+            self.group(
+                format!("{set_name}.part{n:02}.par2"),
+                vec![slice.clone()],
+                false,
+            )
         })
-        .collect()
+    }
+
+    /// Every PAR2 set of the archive. `slices` in order; `extra` (the catalogue) joins the last.
+    pub fn plan(
+        &self,
+        set_name: &str,
+        slices: &[(String, u64)],
+        extra: &[(String, u64)],
+    ) -> Vec<Group> {
+        let size = if self.per_slice { 1 } else { self.per_group };
+        let chunks: Vec<&[(String, u64)]> = slices.chunks(size).collect();
+        let count = chunks.len();
+        chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, chunk)| {
+                let mut files = chunk.to_vec();
+                if i + 1 == count {
+                    files.extend(extra.iter().cloned());
+                }
+                let index = if count == 1 {
+                    format!("{set_name}.par2")
+                } else {
+                    format!("{set_name}.part{:02}.par2", i + 1)
+                };
+                // Small slices: a group of two or more survives the loss of a whole slice.
+                let bump = !self.per_slice && chunk.len() >= 2;
+                self.group(index, files, bump)
+            })
+            .collect()
+    }
+
+    fn group(&self, index: String, files: Vec<(String, u64)>, whole_slice: bool) -> Group {
+        let bytes: u64 = files.iter().map(|f| f.1).sum();
+        let block_size = block_size(bytes, self.slice_size);
+        let source_blocks: u64 = files.iter().map(|f| f.1.div_ceil(block_size).max(1)).sum();
+        let mut recovery_blocks = (source_blocks * u64::from(self.percent))
+            .div_ceil(100)
+            .max(1);
+        if whole_slice {
+            let largest = files
+                .iter()
+                .map(|f| f.1.div_ceil(block_size))
+                .max()
+                .unwrap_or(0);
+            recovery_blocks = recovery_blocks.max(largest);
+        }
+        Group {
+            index,
+            covers: files.into_iter().map(|f| f.0).collect(),
+            block_size,
+            source_blocks,
+            recovery_blocks,
+            redundancy_percent: ((recovery_blocks * 100 + source_blocks / 2) / source_blocks.max(1))
+                as u32,
+        }
+    }
 }
 
 /// A power of two (at least 4 KiB) that divides the slice size: 1 MiB where that gives between
@@ -249,65 +292,60 @@ mod tests {
 
     #[test]
     fn a_small_multi_slice_set_survives_a_lost_slice() {
-        let g = plan_groups(
+        let layout = Layout::new(1 << 20, 10, 64 << 20);
+        let g = layout.plan(
             "s",
             &slices(3, 1 << 20, 300_000),
             &[("s.catalog.1.dar".into(), 2000)],
-            1 << 20,
-            10,
-            64 << 20,
         );
         assert_eq!(g.len(), 1);
+        assert_eq!(g[0].index, "s.par2");
         assert_eq!(g[0].covers.len(), 4);
         assert_eq!((1u64 << 20) % g[0].block_size, 0, "slices are whole blocks");
         assert!(g[0].recovery_blocks >= (1 << 20) / g[0].block_size);
     }
 
     #[test]
-    fn large_archives_are_split_so_memory_stays_bounded() {
-        let slice = 1u64 << 30;
-        let g = plan_groups(
-            "s",
-            &slices(124, slice, slice / 2),
-            &[],
-            slice,
-            10,
-            64 << 20,
-        );
-        assert_eq!(g.len(), 13);
+    fn full_groups_of_small_slices_survive_a_lost_slice_at_no_extra_cost() {
+        let slice = 64u64 << 20;
+        let g = Layout::new(slice, 10, 64 << 20).plan("s", &slices(25, slice, slice / 2), &[]);
+        assert_eq!(g.len(), 3);
         assert_eq!(g[0].covers.len(), 10);
-        assert!(g.iter().all(|g| g.source_blocks <= MAX_BLOCKS));
-        // A full group's percentage already covers one slice: no extra cost.
         assert_eq!(g[0].redundancy_percent, 10);
         assert!(g[0].recovery_blocks * g[0].block_size >= slice);
         assert_eq!(g[0].index, "s.part01.par2");
     }
 
     #[test]
-    fn one_slice_gets_the_plain_percentage() {
-        let g = plan_groups(
-            "s",
-            &slices(1, 1 << 30, 5_000_000),
-            &[],
-            1 << 30,
-            5,
-            64 << 20,
+    fn large_slices_get_one_set_each_that_can_be_made_early() {
+        let slice = 1u64 << 30;
+        let layout = Layout::new(slice, 10, 64 << 20);
+        let all = slices(124, slice, slice / 2);
+        let g = layout.plan("s", &all, &[("s.catalog.1.dar".into(), 9000)]);
+        assert_eq!(g.len(), 124);
+        assert!(
+            g.iter()
+                .all(|g| g.source_blocks <= MAX_BLOCKS && g.redundancy_percent == 10)
         );
-        assert_eq!(g[0].redundancy_percent, 5);
+        assert_eq!(g[123].covers.len(), 2, "the catalogue joins the last slice");
+        assert_eq!(
+            layout.early_group("s", 1, &all[0]).as_ref(),
+            Some(&g[0]),
+            "made early, the same set"
+        );
+        assert!(
+            Layout::new(1 << 20, 10, 64 << 20)
+                .early_group("s", 1, &all[0])
+                .is_none()
+        );
     }
 
     #[test]
-    fn large_slices_in_a_small_group_keep_the_plain_percentage() {
-        let slice = 1u64 << 30;
-        let g = plan_groups("s", &slices(3, slice, slice / 4), &[], slice, 10, 64 << 20);
+    fn one_slice_gets_the_plain_percentage() {
+        let g = Layout::new(1 << 30, 5, 64 << 20).plan("s", &slices(1, 1 << 30, 5_000_000), &[]);
         assert_eq!(
-            g[0].redundancy_percent, 10,
-            "no whole-slice bump for 1 GiB slices"
-        );
-        let g = plan_groups("s", &slices(3, slice, slice / 4), &[], slice, 10, slice);
-        assert!(
-            g[0].recovery_blocks * g[0].block_size >= slice,
-            "unless asked for"
+            (g[0].index.as_str(), g[0].redundancy_percent),
+            ("s.par2", 5)
         );
     }
 }
