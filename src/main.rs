@@ -22,6 +22,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--json` prints the report as JSON, else as text.
+fn present<T: serde::Serialize>(json: bool, report: &T, human: fn(&T)) {
+    if json {
+        render::json(report);
+    } else {
+        human(report);
+    }
+}
+
+/// The config, which a command that was given a directory can do without (a disk found in
+/// a drawer, a machine that never saw darvault): then a missing or broken config is ignored.
+fn config_unless_path(config_path: &std::path::Path, paths: &[&str]) -> Result<Option<Config>, Error> {
+    match Config::load(config_path) {
+        Ok(c) => Ok(Some(c)),
+        Err(_) if !paths.is_empty() && paths.iter().all(|p| std::path::Path::new(p).is_dir()) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn run(cli: &Cli) -> Result<u8, Error> {
     darvault::tools::process::install_stop_handler()
         .map_err(|e| Error::Failed(format!("cannot install signal handlers: {e}")))?;
@@ -64,11 +83,7 @@ fn run(cli: &Cli) -> Result<u8, Error> {
                 Level::Incr
             };
             let report = darvault::backup::run(&config, level, &args.definitions, &progress)?;
-            if cli.json {
-                render::json(&report);
-            } else {
-                render::backup(&report);
-            }
+            present(cli.json, &report, render::backup);
             Ok(report.exit_code())
         }
         Command::Replicate(args) => {
@@ -80,25 +95,12 @@ fn run(cli: &Cli) -> Result<u8, Error> {
                 &args.definitions,
                 &progress,
             )?;
-            if cli.json {
-                render::json(&report);
-            } else {
-                render::replicate(&report);
-            }
+            present(cli.json, &report, render::replicate);
             Ok(report.exit_code())
         }
         Command::Audit(args) => {
-            // An audit of a path needs no config at all (an old disk found in a drawer).
-            let config = match Config::load(&config_path) {
-                Ok(c) => Some(c),
-                Err(_)
-                    if !args.copies.is_empty()
-                        && args.copies.iter().all(|c| std::path::Path::new(c).is_dir()) =>
-                {
-                    None
-                }
-                Err(e) => return Err(e),
-            };
+            let copies: Vec<&str> = args.copies.iter().map(String::as_str).collect();
+            let config = config_unless_path(&config_path, &copies)?;
             let state_dir = config
                 .as_ref()
                 .map(|c| c.state_dir())
@@ -113,27 +115,12 @@ fn run(cli: &Cli) -> Result<u8, Error> {
             };
             let report =
                 darvault::audit::run(config.as_ref(), &args.copies, &options, &state, &progress)?;
-            if cli.json {
-                render::json(&report);
-            } else {
-                render::audit(&report);
-            }
+            present(cli.json, &report, render::audit);
             Ok(report.exit_code())
         }
         Command::Restore(args) => {
-            // Restoring from a path needs no config at all (a machine that never saw darvault).
-            let config = match Config::load(&config_path) {
-                Ok(c) => Some(c),
-                Err(_)
-                    if args
-                        .from
-                        .as_deref()
-                        .is_some_and(|f| std::path::Path::new(f).is_dir()) =>
-                {
-                    None
-                }
-                Err(e) => return Err(e),
-            };
+            let from: Vec<&str> = args.from.iter().map(String::as_str).collect();
+            let config = config_unless_path(&config_path, &from)?;
             let _log = cli::logging::init(cli.verbose, cli.quiet, None);
             let request = darvault::restore::Request {
                 from: args.from.clone(),
@@ -144,22 +131,14 @@ fn run(cli: &Cli) -> Result<u8, Error> {
                 overwrite: args.overwrite,
             };
             let report = darvault::restore::run(config.as_ref(), &request)?;
-            if cli.json {
-                render::json(&report);
-            } else {
-                render::restore(&report);
-            }
+            present(cli.json, &report, render::restore);
             Ok(exit::OK)
         }
         Command::List { copy, definitions } => {
             let _log = cli::logging::init(cli.verbose, cli.quiet, None);
-            // A destination name wins over a directory of the same name; a path needs no
-            // config at all (an old disk found in a drawer).
-            let config = match (Config::load(&config_path), copy) {
-                (Ok(c), _) => Some(c),
-                (Err(_), Some(c)) if std::path::Path::new(c).is_dir() => None,
-                (Err(e), _) => return Err(e),
-            };
+            // A destination name wins over a directory of the same name.
+            let copies: Vec<&str> = copy.iter().map(String::as_str).collect();
+            let config = config_unless_path(&config_path, &copies)?;
             let spec = match copy {
                 Some(c) => c.clone(),
                 None => config
@@ -172,11 +151,7 @@ fn run(cli: &Cli) -> Result<u8, Error> {
             };
             let copy = darvault::copy::open(&spec, config.as_ref())?;
             let listing = darvault::list::list(&copy, definitions)?;
-            if cli.json {
-                render::json(&listing);
-            } else {
-                render::listing(&listing);
-            }
+            present(cli.json, &listing, render::listing);
             Ok(exit::OK)
         }
     }
