@@ -33,10 +33,15 @@ fn present<T: serde::Serialize>(json: bool, report: &T, human: fn(&T)) {
 
 /// The config, which a command that was given a directory can do without (a disk found in
 /// a drawer, a machine that never saw darvault): then a missing or broken config is ignored.
-fn config_unless_path(config_path: &std::path::Path, paths: &[&str]) -> Result<Option<Config>, Error> {
+fn config_unless_path(
+    config_path: &std::path::Path,
+    paths: &[&str],
+) -> Result<Option<Config>, Error> {
     match Config::load(config_path) {
         Ok(c) => Ok(Some(c)),
-        Err(_) if !paths.is_empty() && paths.iter().all(|p| std::path::Path::new(p).is_dir()) => Ok(None),
+        Err(_) if !paths.is_empty() && paths.iter().all(|p| std::path::Path::new(p).is_dir()) => {
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }
