@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::copy::RemoteCopy;
+use crate::copy::Store;
 use crate::error::Result;
 
 #[derive(Debug, Serialize)]
@@ -31,11 +31,11 @@ pub struct SetLine {
 }
 
 /// List the sets of a copy for the named definitions (all found when `names` is empty).
-pub fn list(copy: &RemoteCopy, names: &[String]) -> Result<Listing> {
+pub fn list(copy: &Store, names: &[String]) -> Result<Listing> {
     crate::replicate::runtime()?.block_on(list_async(copy, names))
 }
 
-async fn list_async(copy: &RemoteCopy, names: &[String]) -> Result<Listing> {
+async fn list_async(copy: &Store, names: &[String]) -> Result<Listing> {
     let definitions = if names.is_empty() {
         copy.definitions().await?
     } else {

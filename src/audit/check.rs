@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use super::repair;
 use super::{CopyReport, FileReport, Options, SetReport, Status};
 use crate::config::Config;
-use crate::copy::RemoteCopy;
+use crate::copy::Store;
 use crate::error::Result;
 use crate::hashing::sha256_hex;
 use crate::progress::{Progress, Task};
@@ -19,8 +19,8 @@ use crate::set::{MANIFEST, Manifest, SHA256SUMS, SetName, staging};
 use crate::state::State;
 
 pub(super) async fn audit_copy(
-    copy: &Arc<RemoteCopy>,
-    others: &[Arc<RemoteCopy>],
+    copy: &Arc<Store>,
+    others: &[Arc<Store>],
     config: Option<&Config>,
     options: &Options,
     state: &State,
@@ -134,8 +134,8 @@ fn at(location: &str, path: &str) -> String {
 
 #[allow(clippy::too_many_arguments)]
 async fn audit_set(
-    copy: &Arc<RemoteCopy>,
-    others: &[Arc<RemoteCopy>],
+    copy: &Arc<Store>,
+    others: &[Arc<Store>],
     location: &str,
     in_dir: &[&str],
     config: Option<&Config>,
@@ -270,8 +270,8 @@ async fn audit_set(
 /// The set's manifest and its SHA-256, healed from another copy when damaged or missing.
 #[allow(clippy::too_many_arguments)]
 async fn trusted_manifest(
-    copy: &RemoteCopy,
-    others: &[Arc<RemoteCopy>],
+    copy: &Store,
+    others: &[Arc<Store>],
     location: &str,
     name: &str,
     recorded: Option<&str>,
@@ -346,7 +346,7 @@ pub(super) fn parse_for(bytes: &[u8], name: &str) -> Option<Manifest> {
 
 /// Hash every file the manifest lists; returns the damaged or missing ones with what was found.
 async fn hash_files(
-    copy: &Arc<RemoteCopy>,
+    copy: &Arc<Store>,
     location: &str,
     manifest: &Manifest,
     task: &Arc<dyn Task>,
@@ -383,7 +383,7 @@ async fn hash_files(
 
 /// None when the file is intact, else what is wrong with it and the SHA-256 found.
 async fn examine(
-    copy: &RemoteCopy,
+    copy: &Store,
     path: &str,
     entry: &FileEntry,
 ) -> Result<Option<(String, Option<String>)>> {

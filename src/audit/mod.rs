@@ -18,7 +18,7 @@ use serde::Serialize;
 pub use portion::Portion;
 
 use crate::config::{Config, RepairPolicy};
-use crate::copy::RemoteCopy;
+use crate::copy::Store;
 use crate::error::{Error, Result, exit};
 use crate::progress::Progress;
 use crate::state::State;
@@ -134,7 +134,7 @@ pub fn run(
 ) -> Result<Report> {
     let rt = crate::replicate::runtime()?;
     let all = all_copies(config)?;
-    let targets: Vec<Arc<RemoteCopy>> = if copies.is_empty() {
+    let targets: Vec<Arc<Store>> = if copies.is_empty() {
         if all.is_empty() {
             return Err(Error::Usage(
                 "name a copy to audit (a path or a destination)".into(),
@@ -150,7 +150,7 @@ pub fn run(
     let mut report = Report { copies: Vec::new() };
     for copy in &targets {
         // Healing sources: every other configured copy.
-        let others: Vec<Arc<RemoteCopy>> = all
+        let others: Vec<Arc<Store>> = all
             .iter()
             .filter(|o| o.name != copy.name)
             .cloned()
@@ -187,7 +187,7 @@ pub fn run(
 
 /// The destination's `repair` policy, when --repair is not given: "auto" repairs, "ask"
 /// asks on a terminal (and does not repair without one), "never" reports only.
-fn may_repair(copy: &RemoteCopy) -> bool {
+fn may_repair(copy: &Store) -> bool {
     use std::io::{BufRead, IsTerminal, Write};
     match copy.repair {
         RepairPolicy::Never => false,
@@ -206,7 +206,7 @@ fn may_repair(copy: &RemoteCopy) -> bool {
 }
 
 /// The repository and every destination of the config, by name.
-fn all_copies(config: Option<&Config>) -> Result<Vec<Arc<RemoteCopy>>> {
+fn all_copies(config: Option<&Config>) -> Result<Vec<Arc<Store>>> {
     let Some(config) = config else {
         return Ok(Vec::new());
     };
@@ -216,7 +216,7 @@ fn all_copies(config: Option<&Config>) -> Result<Vec<Arc<RemoteCopy>>> {
         copies.push(Arc::new(crate::copy::repository(config)?));
     }
     for d in &config.destinations {
-        match RemoteCopy::open(d) {
+        match Store::open(d) {
             Ok(c) => copies.push(Arc::new(c)),
             // An unplugged disk is simply not a healing source today.
             Err(e) => tracing::info!("destination {} is not available: {e}", d.name()),

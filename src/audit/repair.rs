@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::Status;
 use super::check::parse_for;
 use crate::config::Config;
-use crate::copy::{RemoteCopy, storage_error};
+use crate::copy::{Store, storage_error};
 use crate::error::{Error, Result};
 use crate::hashing::{hex, sha256_hex};
 use crate::set::manifest::FileEntry;
@@ -71,8 +71,8 @@ fn candidates(manifest: &Manifest, location: &str, path: &str) -> Vec<String> {
 /// Repair (or, with `repair = false`, judge) the damaged files of a set.
 /// `damaged` holds (entry, what was found, the SHA-256 found if any).
 pub(super) async fn repair_files(
-    copy: &RemoteCopy,
-    others: &[Arc<RemoteCopy>],
+    copy: &Store,
+    others: &[Arc<Store>],
     location: &str,
     manifest: &Manifest,
     damaged: &[(FileEntry, String, Option<String>)],
@@ -113,7 +113,7 @@ pub(super) async fn repair_files(
         let par2 = par2_tool(copy, location)?;
         let verdict =
             tokio::task::block_in_place(|| par2.check(scratch.path(), &group.index, repair))?;
-        let scratch_copy = RemoteCopy::for_path(scratch.path())?;
+        let scratch_copy = Store::for_path(scratch.path())?;
         for (entry, found, old_sha) in in_group {
             let outcome = match (repair, verdict) {
                 (true, Verdict::Intact) if is_group_source(group, &entry.path) => {
@@ -176,7 +176,7 @@ fn covered(manifest: &Manifest, group: &Group, path: &str) -> bool {
 /// Put a group's files into `scratch`: hard links for a local copy (par2 only reads them and
 /// renames a damaged one away), downloads for a remote one. Missing files stay missing.
 async fn gather(
-    copy: &RemoteCopy,
+    copy: &Store,
     location: &str,
     manifest: &Manifest,
     group: &Group,
@@ -198,11 +198,11 @@ async fn gather(
 
 /// A copy (other than the one audited) holding this file intact.
 async fn healthy_source(
-    others: &[Arc<RemoteCopy>],
+    others: &[Arc<Store>],
     manifest: &Manifest,
     location: &str,
     entry: &FileEntry,
-) -> Result<Option<(Arc<RemoteCopy>, String)>> {
+) -> Result<Option<(Arc<Store>, String)>> {
     for other in others {
         for path in candidates(manifest, location, &entry.path) {
             // A copy that cannot be read today is simply not a source.
@@ -220,7 +220,7 @@ async fn healthy_source(
 /// Another copy's MANIFEST.toml for this set: the one SHA256SUMS records if it is known,
 /// else any that parses and names the set. Returns (copy name, bytes).
 pub(super) async fn manifest_from_copies(
-    others: &[Arc<RemoteCopy>],
+    others: &[Arc<Store>],
     location: &str,
     name: &str,
     recorded: Option<&str>,
@@ -248,7 +248,7 @@ pub(super) async fn manifest_from_copies(
 
 /// Write `path` on `copy` under a temporary name and move it into place; where the service
 /// cannot rename (object stores), a single PUT replaces the object atomically anyway.
-fn temp_path(copy: &RemoteCopy, path: &str) -> String {
+fn temp_path(copy: &Store, path: &str) -> String {
     if copy.op.info().capability().rename {
         format!("{path}{TEMP_SUFFIX}")
     } else {
@@ -256,7 +256,7 @@ fn temp_path(copy: &RemoteCopy, path: &str) -> String {
     }
 }
 
-async fn move_into_place(copy: &RemoteCopy, temp: &str, path: &str) -> Result<()> {
+async fn move_into_place(copy: &Store, temp: &str, path: &str) -> Result<()> {
     if temp != path {
         copy.op
             .rename(temp, path)
@@ -267,7 +267,7 @@ async fn move_into_place(copy: &RemoteCopy, temp: &str, path: &str) -> Result<()
 }
 
 /// Write small bytes (a manifest, SHA256SUMS) in place, safely.
-pub(super) async fn put_bytes(copy: &RemoteCopy, path: &str, bytes: &[u8]) -> Result<()> {
+pub(super) async fn put_bytes(copy: &Store, path: &str, bytes: &[u8]) -> Result<()> {
     let temp = temp_path(copy, path);
     copy.op
         .write(&temp, bytes.to_vec())
@@ -279,9 +279,9 @@ pub(super) async fn put_bytes(copy: &RemoteCopy, path: &str, bytes: &[u8]) -> Re
 /// Stream `src_path` from one copy to `dst_path` on another, hashing on the way: only bytes
 /// that match the manifest entry are moved into place.
 async fn copy_verified(
-    src: &RemoteCopy,
+    src: &Store,
     src_path: &str,
-    dst: &RemoteCopy,
+    dst: &Store,
     dst_path: &str,
     entry: &FileEntry,
 ) -> Result<()> {
@@ -319,7 +319,7 @@ async fn copy_verified(
 }
 
 /// The par2 to use: the system's, else the one the set carries.
-fn par2_tool(copy: &RemoteCopy, location: &str) -> Result<Par2> {
+fn par2_tool(copy: &Store, location: &str) -> Result<Par2> {
     Par2::locate(None).or_else(|e| match &copy.local_root {
         Some(root) if root.join(at(location, "bundle/par2")).is_file() => {
             Par2::locate(Some(&root.join(at(location, "bundle/par2"))))
@@ -331,7 +331,7 @@ fn par2_tool(copy: &RemoteCopy, location: &str) -> Result<Par2> {
 /// `par2 verify` of every group and `dar -t` of the archive, on the copy's own bytes (a
 /// remote copy is downloaded to a scratch directory first).
 pub(super) async fn deep_checks(
-    copy: &RemoteCopy,
+    copy: &Store,
     location: &str,
     manifest: &Manifest,
     config: Option<&Config>,

@@ -3,11 +3,11 @@
 //! A set is recognised by its MANIFEST.toml only: staging leftovers and stray files are
 //! reported, never taken for sets.
 
-mod remote;
+mod store;
 
 use std::path::{Path, PathBuf};
 
-pub use remote::{RemoteCopy, hash_stored, storage_error};
+pub use store::{Store, hash_stored, storage_error};
 
 use crate::error::{Error, Result};
 use crate::hashing::sha256_hex;
@@ -15,9 +15,9 @@ use crate::set::{MANIFEST, Manifest, SetName, staging};
 
 /// Open a copy by what the user typed: a destination named in the config, `repository`, or
 /// a directory (which needs no config at all: an old disk found in a drawer).
-pub fn open(spec: &str, config: Option<&crate::config::Config>) -> Result<RemoteCopy> {
+pub fn open(spec: &str, config: Option<&crate::config::Config>) -> Result<Store> {
     if let Some(dest) = config.and_then(|c| c.destination(spec)) {
-        return RemoteCopy::open(dest);
+        return Store::open(dest);
     }
     if spec == "repository"
         && let Some(c) = config
@@ -26,7 +26,7 @@ pub fn open(spec: &str, config: Option<&crate::config::Config>) -> Result<Remote
     }
     let path = Path::new(spec);
     if path.is_dir() {
-        return RemoteCopy::for_path(path);
+        return Store::for_path(path);
     }
     Err(Error::Usage(format!(
         "{spec:?} is neither a directory nor a destination named in the config"
@@ -34,8 +34,8 @@ pub fn open(spec: &str, config: Option<&crate::config::Config>) -> Result<Remote
 }
 
 /// The configured repository, as a copy named "repository".
-pub fn repository(config: &crate::config::Config) -> Result<RemoteCopy> {
-    let mut r = RemoteCopy::for_path(config.repository.path())?;
+pub fn repository(config: &crate::config::Config) -> Result<Store> {
+    let mut r = Store::for_path(config.repository.path())?;
     r.name = "repository".into();
     Ok(r)
 }

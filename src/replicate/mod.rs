@@ -15,7 +15,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::config::{Config, Destination, human_bytes};
-use crate::copy::{FoundSet, LocalCopy, RemoteCopy, storage_error};
+use crate::copy::{FoundSet, LocalCopy, Store, storage_error};
 use crate::error::{Error, Result, exit};
 use crate::progress::{Progress, Task};
 use crate::set::{MANIFEST, SHA256SUMS};
@@ -153,7 +153,7 @@ async fn to_destination(
     progress: &dyn Progress,
 ) -> Result<Summary> {
     let began = Instant::now();
-    let remote = RemoteCopy::open(dest)?;
+    let remote = Store::open(dest)?;
     remote.check_marker(dest).await?;
     let _lock = crate::lock::lock_path(
         &config
@@ -228,7 +228,7 @@ async fn to_destination(
 /// Complete on the destination: recorded as sent with this manifest, and the manifest is
 /// still there with its size (a wiped disk or bucket is noticed without reading data).
 async fn is_present(
-    remote: &RemoteCopy,
+    remote: &Store,
     destination: &str,
     set: &FoundSet,
     state: &State,

@@ -15,7 +15,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::copy::{FoundSet, RemoteCopy};
+use crate::copy::{FoundSet, Store};
 use crate::error::{Error, Result};
 use crate::set::Role;
 use crate::set::manifest::is_safe_relative;
@@ -185,7 +185,7 @@ fn chain_as_of(
 }
 
 /// The set's folder relative to the copy root.
-fn rel(copy: &RemoteCopy, set: &FoundSet) -> String {
+fn rel(copy: &Store, set: &FoundSet) -> String {
     match &copy.local_root {
         Some(root) => set
             .dir
@@ -200,7 +200,7 @@ fn rel(copy: &RemoteCopy, set: &FoundSet) -> String {
 /// Where dar can read the set: in place on a local copy, else downloaded (slices only).
 fn local_dir(
     rt: &tokio::runtime::Runtime,
-    copy: &RemoteCopy,
+    copy: &Store,
     set: &FoundSet,
     scratch: &Path,
 ) -> Result<PathBuf> {

@@ -1,6 +1,6 @@
-//! A copy reached through an OpenDAL operator: an SFTP server, an S3 bucket, a WebDAV share,
-//! a USB disk (fs)… built from a `[[destination]]` entry, with retries and timeouts sized for
-//! multi-GB objects.
+//! A copy as an OpenDAL store: an SFTP server, an S3 bucket, a WebDAV share, a local path,
+//! a USB disk (fs)… built from a `[[destination]]` entry (with retries and timeouts sized for
+//! multi-GB objects) or from a path given on the command line.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -21,7 +21,7 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const IO_TIMEOUT: Duration = Duration::from_secs(120);
 const RETRIES: usize = 5;
 
-pub struct RemoteCopy {
+pub struct Store {
     pub name: String,
     pub op: Operator,
     /// Where the bytes are when the copy is on a local filesystem (repository, USB path).
@@ -45,10 +45,10 @@ pub fn storage_error(what: &str, e: opendal::Error) -> Error {
     Error::Failed(format!("{what}: {e}{hint}"))
 }
 
-impl RemoteCopy {
+impl Store {
     /// Build the operator. Refuses an fs destination whose disk is not there before anything
     /// can be written (an unplugged USB disk must never fill the root filesystem).
-    pub fn open(dest: &Destination) -> Result<RemoteCopy> {
+    pub fn open(dest: &Destination) -> Result<Store> {
         if dest.kind == "fs" {
             check_fs(dest)?;
         }
@@ -74,7 +74,7 @@ impl RemoteCopy {
         let local_root = (dest.kind == "fs")
             .then(|| dest.root().map(std::path::PathBuf::from))
             .flatten();
-        Ok(RemoteCopy {
+        Ok(Store {
             name: dest.name().to_owned(),
             op,
             local_root,
@@ -95,13 +95,13 @@ impl RemoteCopy {
     }
 
     /// A copy at a local path (a repository, a mounted disk found in a drawer): no config.
-    pub fn for_path(path: &Path) -> Result<RemoteCopy> {
+    pub fn for_path(path: &Path) -> Result<Store> {
         let root = path
             .canonicalize()
             .map_err(Error::io("cannot open", path))?;
         let op = Operator::via_iter("fs", [("root".to_owned(), root.display().to_string())])
             .map_err(|e| storage_error(&format!("cannot open {}", root.display()), e))?;
-        Ok(RemoteCopy {
+        Ok(Store {
             name: root.display().to_string(),
             op,
             local_root: Some(root),
