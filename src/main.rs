@@ -139,6 +139,14 @@ fn run(cli: &Cli) -> Result<u8, Error> {
             present(cli.json, &report, render::restore);
             Ok(exit::OK)
         }
+        Command::Completions { shell } => {
+            cli::completions(*shell);
+            Ok(exit::OK)
+        }
+        Command::Man => {
+            cli::man().map_err(|e| Error::Failed(format!("cannot write the manual page: {e}")))?;
+            Ok(exit::OK)
+        }
         Command::List { copy, definitions } => {
             let _log = cli::logging::init(cli.verbose, cli.quiet, None);
             // A destination name wins over a directory of the same name.

@@ -71,6 +71,10 @@ pub enum Command {
     /// Restore the whole tree, or some paths, as they were at a time, from any copy
     #[command(after_help = EXIT_CODES)]
     Restore(RestoreArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff): darvault man | man -l -
+    Man,
     /// Show the sets and chains a copy holds
     List {
         /// A copy: a directory (/media/usb/darvault) or a destination name [default: the
@@ -150,4 +154,15 @@ pub struct BackupArgs {
     /// Only this definition (repeatable) [default: all]
     #[arg(short = 'd', long = "definition", value_name = "DEF")]
     pub definitions: Vec<String>,
+}
+
+/// Write the completion script for `shell` to stdout.
+pub fn completions(shell: clap_complete::Shell) {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "darvault", &mut std::io::stdout());
+}
+
+/// Write the manual page to stdout.
+pub fn man() -> std::io::Result<()> {
+    clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut std::io::stdout())
 }
