@@ -10,6 +10,7 @@ pub mod error;
 pub mod hashing;
 pub mod list;
 pub mod lock;
+pub mod parallel;
 pub mod paths;
 pub mod progress;
 pub mod replicate;

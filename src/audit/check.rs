@@ -4,15 +4,13 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
-
 use super::repair;
 use super::{CopyReport, FileReport, Options, SetReport, Status};
 use crate::config::Config;
 use crate::copy::Store;
 use crate::error::Result;
 use crate::hashing::sha256_hex;
+use crate::parallel::Bounded;
 use crate::progress::{Progress, Task};
 use crate::set::manifest::{FileEntry, manifest_sha_in_sums};
 use crate::set::{MANIFEST, Manifest, SHA256SUMS, SetName, staging};
@@ -352,25 +350,20 @@ async fn hash_files(
     task: &Arc<dyn Task>,
     report: &mut SetReport,
 ) -> Result<Vec<(FileEntry, String, Option<String>)>> {
-    let semaphore = Arc::new(Semaphore::new(copy.readers));
-    let mut running = JoinSet::new();
+    let mut running = Bounded::new(copy.readers);
     for entry in manifest.files.iter().cloned() {
         let (copy, task) = (Arc::clone(copy), Arc::clone(task));
         let path = at(location, &entry.path);
-        let permit = Arc::clone(&semaphore)
-            .acquire_owned()
-            .await
-            .expect("semaphore open");
-        running.spawn(async move {
-            let _permit = permit;
-            let found = examine(&copy, &path, &entry).await;
-            task.advance(entry.size);
-            (entry, found)
-        });
+        running
+            .spawn(async move {
+                let found = examine(&copy, &path, &entry).await;
+                task.advance(entry.size);
+                (entry, found)
+            })
+            .await;
     }
     let mut damaged = Vec::new();
-    while let Some(joined) = running.join_next().await {
-        let (entry, found) = joined.expect("hash task");
+    while let Some((entry, found)) = running.next().await {
         report.files_checked += 1;
         report.bytes_checked += entry.size;
         if let Some((what, old_sha)) = found? {

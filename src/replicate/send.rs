@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 use opendal::Operator;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use super::DESCRIPTORS;
 use crate::copy::{FoundSet, hash_stored, storage_error};
 use crate::error::{Error, Result};
 use crate::hashing::{hex, sha256_hex};
+use crate::parallel::Bounded;
 use crate::progress::Task;
 use crate::set::MANIFEST;
 use crate::state::State;
@@ -90,8 +89,7 @@ impl SetJob {
                     .map_err(|e| storage_error(&format!("cannot create {dir}"), e))?;
             }
         }
-        let semaphore = Arc::new(Semaphore::new(self.concurrency));
-        let mut running = JoinSet::new();
+        let mut running = Bounded::new(self.concurrency);
         let name = &self.set.manifest.set.name;
         for f in &self.set.manifest.files {
             let remote = format!("{}/{}", self.remote_dir, f.path);
@@ -121,20 +119,17 @@ impl SetJob {
                 f.path.clone(),
                 self.readback,
             );
-            let permit = Arc::clone(&semaphore)
-                .acquire_owned()
-                .await
-                .expect("semaphore open");
-            running.spawn(async move {
-                let _permit = permit;
-                send(&op, &upload, &limiter, task.as_ref(), readback).await?;
-                state.file_sent(&destination, &set, &path, &upload.sha256, upload.size)?;
-                Ok::<u64, Error>(upload.size)
-            });
+            running
+                .spawn(async move {
+                    send(&op, &upload, &limiter, task.as_ref(), readback).await?;
+                    state.file_sent(&destination, &set, &path, &upload.sha256, upload.size)?;
+                    Ok::<u64, Error>(upload.size)
+                })
+                .await;
         }
         let (mut files, mut bytes, mut first_error) = (0, 0, None);
-        while let Some(joined) = running.join_next().await {
-            match joined.expect("upload task") {
+        while let Some(sent) = running.next().await {
+            match sent {
                 Ok(size) => {
                     files += 1;
                     bytes += size;
