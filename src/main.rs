@@ -127,16 +127,44 @@ fn run(cli: &Cli) -> Result<u8, Error> {
             let from: Vec<&str> = args.from.iter().map(String::as_str).collect();
             let config = config_unless_path(&config_path, &from)?;
             let _log = cli::logging::init(cli.verbose, cli.quiet, None);
+            let Some(target) = args.target.clone().filter(|_| !args.list) else {
+                let request = darvault::restore::ListRequest {
+                    from: args.from.clone(),
+                    definition: args.definition.clone(),
+                    as_of: args.as_of.clone(),
+                    paths: args.paths.clone(),
+                };
+                let listing = darvault::restore::list(config.as_ref(), &request)?;
+                present(cli.json, &listing, render::as_of_listing);
+                return Ok(exit::OK);
+            };
             let request = darvault::restore::Request {
                 from: args.from.clone(),
                 definition: args.definition.clone(),
                 as_of: args.as_of.clone(),
-                target: args.target.clone(),
+                target,
                 paths: args.paths.clone(),
                 overwrite: args.overwrite,
             };
             let report = darvault::restore::run(config.as_ref(), &request)?;
             present(cli.json, &report, render::restore);
+            Ok(exit::OK)
+        }
+        Command::Find {
+            pattern,
+            from,
+            definitions,
+        } => {
+            let copies: Vec<&str> = from.iter().map(String::as_str).collect();
+            let config = config_unless_path(&config_path, &copies)?;
+            let _log = cli::logging::init(cli.verbose, cli.quiet, None);
+            let request = darvault::restore::FindRequest {
+                from: from.clone(),
+                definitions: definitions.clone(),
+                pattern: pattern.clone(),
+            };
+            let found = darvault::restore::find(config.as_ref(), &request)?;
+            present(cli.json, &found, render::found);
             Ok(exit::OK)
         }
         Command::Completions { shell } => {

@@ -75,6 +75,47 @@ fn every_point_in_time_restores_exactly_and_deletions_stay_deleted() {
         assert_same_tree(state, &snapshot(&target));
     }
 
+    // What existed as of the DIFF, from the index of the catalogues: the renamed file under
+    // its new name only, the deleted one gone.
+    let out = restore(&env, &["--list", "--as-of", &points[1].1]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Vec<&str> = listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    let files_then: Vec<&str> = points[1]
+        .0
+        .iter()
+        .filter(|(_, n)| !matches!(n, Node::Dir { .. }))
+        .map(|(p, _)| p.as_str())
+        .collect();
+    assert_eq!(listed, files_then);
+
+    // Every version of a name across the sets, oldest first, deletions included.
+    let out = env.run(&["--json", "find", "*.txt"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let renamed: Vec<&str> = found["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["path"] == "renamed.txt")
+        .map(|v| v["state"].as_str().unwrap())
+        .collect();
+    // Saved by the DIFF, changed in the INCR, in the second FULL; the last DIFF has it as is.
+    assert_eq!(renamed, ["saved", "saved", "saved"]);
+    let plain: Vec<&str> = found["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["path"] == "plain.txt")
+        .map(|v| v["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(plain, ["saved", "deleted", "saved"]);
+
     // One path, as of the FULL and as of the DIFF that deleted it: absent, never resurrected.
     let target = env.path("one-file-full");
     let out = restore(
@@ -87,7 +128,7 @@ fn every_point_in_time_restores_exactly_and_deletions_stay_deleted() {
             "modes/private",
         ],
     );
-    assert_eq!(code(&out), 0);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(fs::read(target.join("modes/private")).unwrap(), b"secret\n");
     let target = env.path("one-file-diff");
     let out = restore(
@@ -100,7 +141,7 @@ fn every_point_in_time_restores_exactly_and_deletions_stay_deleted() {
             "modes/private",
         ],
     );
-    assert_eq!(code(&out), 0);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["absent"], serde_json::json!(["modes/private"]));
     assert!(!target.join("modes/private").exists());
@@ -118,7 +159,7 @@ fn every_point_in_time_restores_exactly_and_deletions_stay_deleted() {
             "dir with spaces",
         ],
     );
-    assert_eq!(code(&out), 0);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(
         fs::read(target.join("renamed.txt")).unwrap(),
         b"renamed and edited\n"
@@ -213,7 +254,7 @@ fn unsafe_targets_and_damaged_sets_are_refused_before_anything_is_written() {
             "plain.txt",
         ],
     );
-    assert_eq!(code(&out), 0);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(busy.join("keep.txt").exists() && busy.join("plain.txt").exists());
 
     // A missing interior slice is caught before dar runs.
@@ -249,4 +290,80 @@ fn a_chain_restores_from_an_s3_copy() {
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_same_tree(&state, &snapshot(&target));
+}
+
+/// Bytes that do not compress (so slices fill up as they would with photos).
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn one_file_from_a_cloud_copy_downloads_only_the_sets_and_slices_that_hold_it() {
+    let env = Env::new();
+    let src = env.path("src");
+    for i in 0..8 {
+        write(&src.join(format!("media/clip{i}.bin")), &noise(i, 300_000));
+    }
+    write(&src.join("docs/note.txt"), b"first version\n");
+    let (s3, _) = destination("s3", "selective", "");
+    definition(&env, &s3);
+    backup(&env, "--full");
+    write(&src.join("docs/note.txt"), b"second version\n");
+    backup(&env, "--incr");
+    assert_eq!(code(&env.run(&["replicate"])), 0);
+    let sets = env.sets("docs");
+    let full_slices: u64 = fs::read_dir(&sets[0])
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".dar"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    let restore_one = |path: &str, target: &str| {
+        let target = env.path(target);
+        let out = restore(
+            &env,
+            &[
+                "--from",
+                "s3",
+                "--target",
+                &target.display().to_string(),
+                path,
+            ],
+        );
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (target, report)
+    };
+
+    // Changed in the INCR: the FULL's slices are not fetched at all.
+    let (target, report) = restore_one("docs/note.txt", "note");
+    assert_eq!(
+        fs::read(target.join("docs/note.txt")).unwrap(),
+        b"second version\n"
+    );
+    assert_eq!(report["applied"].as_array().unwrap().len(), 1);
+    assert_eq!(report["chain"].as_array().unwrap().len(), 2);
+    let downloaded = report["downloaded_bytes"].as_u64().unwrap();
+    assert!(
+        downloaded < full_slices / 4,
+        "{downloaded} bytes downloaded, the FULL's slices are {full_slices}"
+    );
+
+    // Only in the FULL: its first and last slices and those holding the file, not all.
+    let (target, report) = restore_one("media/clip3.bin", "clip");
+    assert!(fs::read(target.join("media/clip3.bin")).unwrap() == noise(3, 300_000));
+    assert_eq!(report["applied"].as_array().unwrap().len(), 1);
+    let downloaded = report["downloaded_bytes"].as_u64().unwrap();
+    assert!(
+        downloaded < full_slices * 3 / 4,
+        "{downloaded} bytes downloaded, the FULL's slices are {full_slices}"
+    );
 }

@@ -109,7 +109,7 @@ pub fn run(
     let paths: Vec<String> = sample.iter().map(|e| e.path.clone()).collect();
     archive
         .dar
-        .extract(archive.path, archive.key, scratch, &paths)?;
+        .extract(archive.path, None, archive.key, scratch, &paths)?;
     let started = started
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i128)

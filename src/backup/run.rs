@@ -188,7 +188,7 @@ pub fn make_set(
         let t = Instant::now();
         let sampled = (|| {
             let mut sampler = Sampler::new(&definition.restore_test);
-            dar.list(&archive, key, |e| sampler.offer(&e))?;
+            dar.list(&archive, key, &[], |e| sampler.offer(&e))?;
             let archive = restore_test::Archive {
                 dar,
                 path: &archive,

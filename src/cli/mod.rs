@@ -71,6 +71,18 @@ pub enum Command {
     /// Restore the whole tree, or some paths, as they were at a time, from any copy
     #[command(after_help = EXIT_CODES)]
     Restore(RestoreArgs),
+    /// Every version of the paths matching a pattern, across a copy's sets
+    Find {
+        /// A glob: without '/' it matches file names (*.jpg), with '/' whole paths
+        /// (photos/2019/*)
+        pattern: String,
+        /// The copy to search: a directory or a destination name [default: the repository]
+        #[arg(long, value_name = "COPY")]
+        from: Option<String>,
+        /// Only this definition (repeatable)
+        #[arg(short = 'd', long = "definition", value_name = "DEF")]
+        definitions: Vec<String>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff): darvault man | man -l -
@@ -101,8 +113,11 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "WHEN")]
     pub as_of: Option<String>,
     /// Where to restore (new or empty unless --overwrite)
-    #[arg(long, value_name = "DIR")]
-    pub target: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "list")]
+    pub target: Option<PathBuf>,
+    /// Do not restore: list what existed (under PATH) at that time, and which set holds it
+    #[arg(long, conflicts_with_all = ["target", "overwrite"])]
+    pub list: bool,
     /// Restore into a folder that is not empty, replacing what is there
     #[arg(long)]
     pub overwrite: bool,

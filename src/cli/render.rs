@@ -171,9 +171,73 @@ pub fn restore(report: &darvault::restore::Report) {
         report.copy,
         report.target.display(),
         report.seconds,
-        report.chain.join(" + ")
+        report.applied.join(" + ")
     );
+    if report.applied.len() < report.chain.len() {
+        println!(
+            "  {} of the chain's {} sets held the requested paths",
+            report.applied.len(),
+            report.chain.len()
+        );
+    }
+    if report.downloaded_bytes > 0 {
+        println!(
+            "  downloaded {:.1} MiB",
+            report.downloaded_bytes as f64 / (1 << 20) as f64
+        );
+    }
     for p in &report.absent {
         println!("  {p}: absent as of that time (deleted before, or never backed up)");
     }
+}
+
+fn local_time(seconds: i64) -> String {
+    jiff::Timestamp::from_second(seconds)
+        .map(|t| {
+            t.to_zoned_datetime(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%d %H:%M")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+pub fn as_of_listing(listing: &darvault::restore::Listing) {
+    for e in &listing.entries {
+        println!(
+            "{:>12}  {}  {}  [{}]",
+            e.size,
+            local_time(e.mtime),
+            e.path,
+            e.set
+        );
+    }
+    println!(
+        "{} entries of {} as of {} on {} ({})",
+        listing.entries.len(),
+        listing.definition,
+        listing.as_of,
+        listing.copy,
+        listing.chain.join(" + ")
+    );
+}
+
+pub fn found(found: &darvault::restore::Found) {
+    for v in &found.versions {
+        let what = match v.recorded.state.as_str() {
+            "deleted" => "deleted".to_owned(),
+            "metadata" => "metadata changed".to_owned(),
+            _ => format!(
+                "{} bytes, modified {}",
+                v.recorded.size,
+                local_time(v.recorded.mtime)
+            ),
+        };
+        println!("{}  {}  {what}  [{}]", v.created, v.recorded.path, v.set);
+    }
+    println!(
+        "{} version(s) matching {:?} on {}",
+        found.versions.len(),
+        found.pattern,
+        found.copy
+    );
 }

@@ -121,31 +121,37 @@ impl Store {
         Ok(Some((size, hash_stored(&self.op, path, size).await?)))
     }
 
-    /// Stream a stored file to a local path (nothing is written when it is missing).
-    pub async fn download(&self, path: &str, target: &Path) -> Result<()> {
+    /// Stream a stored file to a local path, hashing it on the way: its size and SHA-256, or
+    /// None (and nothing written) when it is missing.
+    pub async fn download(&self, path: &str, target: &Path) -> Result<Option<(u64, String)>> {
         use tokio::io::AsyncWriteExt;
         let failed = |e| storage_error(&format!("cannot read {path} on {}", self.name), e);
         let size = match self.op.stat(path).await {
             Ok(m) => m.content_length(),
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(failed(e)),
         };
         let reader = self.op.reader(path).await.map_err(failed)?;
         let mut out = tokio::fs::File::create(target)
             .await
             .map_err(Error::io("cannot create", target))?;
+        let mut hasher = Sha256::new();
         let mut offset = 0;
         while offset < size {
             crate::tools::process::check_stop()?;
             let end = (offset + READ_CHUNK).min(size);
             for chunk in reader.read(offset..end).await.map_err(failed)? {
+                hasher.update(&chunk);
                 out.write_all(&chunk)
                     .await
                     .map_err(Error::io("cannot write", target))?;
             }
             offset = end;
         }
-        out.flush().await.map_err(Error::io("cannot write", target))
+        out.flush()
+            .await
+            .map_err(Error::io("cannot write", target))?;
+        Ok(Some((size, crate::hashing::hex(&hasher.finalize()))))
     }
 
     /// A small file's bytes (a manifest); None when it is missing.

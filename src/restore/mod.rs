@@ -7,8 +7,11 @@
 //! directory, never a symlink. The FULL is extracted, then each DIFF/INCR over it: files that
 //! a later set records as deleted are removed, so nothing deleted is resurrected.
 
+pub mod index;
+pub mod select;
 pub mod when;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -17,10 +20,52 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::copy::{FoundSet, Store};
 use crate::error::{Error, Result};
-use crate::set::Role;
 use crate::set::manifest::is_safe_relative;
 use crate::tools::dar::Dar;
 use crate::tools::secret::Passphrase;
+
+/// `restore --list`: what existed under some paths at a time.
+pub struct ListRequest {
+    pub from: Option<String>,
+    pub definition: String,
+    pub as_of: Option<String>,
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Listing {
+    pub copy: String,
+    pub definition: String,
+    pub as_of: String,
+    pub chain: Vec<String>,
+    pub entries: Vec<index::Present>,
+}
+
+/// `darvault find PATTERN`: every version of matching paths across a copy's sets.
+pub struct FindRequest {
+    pub from: Option<String>,
+    /// Empty: every definition on the copy.
+    pub definitions: Vec<String>,
+    /// A glob; without '/' it matches file names, with '/' whole paths.
+    pub pattern: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Found {
+    pub copy: String,
+    pub pattern: String,
+    /// Oldest set first.
+    pub versions: Vec<Version>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Version {
+    pub definition: String,
+    pub set: String,
+    pub created: String,
+    #[serde(flatten)]
+    pub recorded: crate::state::Recorded,
+}
 
 pub struct Request {
     /// A destination name or a path [default: the repository].
@@ -39,8 +84,12 @@ pub struct Report {
     pub definition: String,
     /// The instant the restore is as of (UTC).
     pub as_of: String,
-    /// The sets applied, FULL first.
+    /// The chain as of that time, FULL first.
     pub chain: Vec<String>,
+    /// The sets extracted: all of the chain for a whole tree, those holding the paths else.
+    pub applied: Vec<String>,
+    /// Bytes fetched from a remote copy (0 for a local one: dar reads it in place).
+    pub downloaded_bytes: u64,
     pub target: PathBuf,
     /// Requested paths that did not exist at that time (deleted before, or never saved).
     pub absent: Vec<String>,
@@ -57,77 +106,97 @@ const SYSTEM_TREES: &[&str] = &[
     "/usr",
 ];
 
+/// The copy to read, named by --from, else the configured repository.
+fn open_copy(config: Option<&Config>, from: Option<&str>) -> Result<Store> {
+    match (from, config) {
+        (Some(c), _) => crate::copy::open(c, config),
+        (None, Some(c)) => crate::copy::repository(c),
+        (None, None) => Err(Error::Usage(
+            "no config: name the copy to read with --from (a path or a destination)".into(),
+        )),
+    }
+}
+
+fn sets_of(rt: &tokio::runtime::Runtime, copy: &Store, definition: &str) -> Result<Vec<FoundSet>> {
+    let found = rt.block_on(copy.sets(definition))?;
+    for p in &found.problems {
+        tracing::warn!("{p}");
+    }
+    Ok(found.sets)
+}
+
+fn as_of(when: Option<&str>) -> Result<jiff::Timestamp> {
+    match when {
+        Some(w) => when::parse(w, &jiff::ZonedDateTime::now()),
+        None => Ok(jiff::Timestamp::now()),
+    }
+}
+
+fn scratch_in(dir: &Path) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(".darvault-restore.")
+        .tempdir_in(dir)
+        .map_err(|e| {
+            Error::Failed(format!(
+                "cannot make a scratch directory in {}: {e}",
+                dir.display()
+            ))
+        })
+}
+
 pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {
     let began = Instant::now();
     let paths = clean_paths(&req.paths)?;
     let target = check_target(&req.target, req.overwrite)?;
-    let copy = match (&req.from, config) {
-        (Some(c), _) => crate::copy::open(c, config)?,
-        (None, Some(c)) => crate::copy::repository(c)?,
-        (None, None) => {
-            return Err(Error::Usage(
-                "no config: name the copy to restore from with --from (a path or a destination)"
-                    .into(),
-            ));
-        }
-    };
+    let copy = open_copy(config, req.from.as_deref())?;
     let rt = crate::replicate::runtime()?;
-    let found = rt.block_on(copy.sets(&req.definition))?;
-    for p in &found.problems {
-        tracing::warn!("{p}");
-    }
-    let as_of = match &req.as_of {
-        Some(w) => when::parse(w, &jiff::ZonedDateTime::now())?,
-        None => jiff::Timestamp::now(),
-    };
-    let chain = chain_as_of(&found.sets, as_of, &req.definition, &copy.name)?;
-
-    // Prove every slice and catalogue before extracting anything.
-    for set in &chain {
-        for f in set
-            .manifest
-            .files
-            .iter()
-            .filter(|f| matches!(f.role, Role::Slice | Role::Catalogue))
-        {
-            let path = format!("{}/{}", rel(&copy, set), f.path);
-            let ok = matches!(rt.block_on(copy.hash(&path))?, Some((size, sha)) if size == f.size && sha == f.sha256);
-            if !ok {
-                return Err(Error::Failed(format!(
-                    "{} on {} is damaged or missing ({}): repair it with `darvault audit {} --repair`, or restore --from another copy",
-                    set.manifest.set.name, copy.name, f.path, copy.name
-                )));
-            }
-        }
-    }
+    let sets = sets_of(&rt, &copy, &req.definition)?;
+    let as_of = as_of(req.as_of.as_deref())?;
+    let chain = chain_as_of(&sets, as_of, &req.definition, &copy.name)?;
     let key = passphrase(config, &chain, &req.definition)?;
-    let scratch = tempfile::Builder::new()
-        .prefix(".darvault-restore.")
-        .tempdir_in(target.parent().unwrap_or(Path::new("/tmp")))
-        .map_err(|e| {
-            Error::Failed(format!(
-                "cannot make a scratch directory beside the target: {e}"
-            ))
-        })?;
-    let dirs: Vec<PathBuf> = chain
-        .iter()
-        .map(|set| local_dir(&rt, &copy, set, scratch.path()))
-        .collect::<Result<_>>()?;
-    let dar = match config.and_then(|c| c.tools.dar.as_ref()) {
-        Some(p) => Dar::at(p.path().to_owned())?,
-        None => Dar::locate(None).or_else(|e| {
-            let bundled = dirs.last().map(|d| d.join("bundle/dar_static"));
-            match bundled {
-                Some(b) if b.is_file() => Dar::at(b),
-                _ => Err(e),
-            }
-        })?,
+    let scratch = scratch_in(target.parent().unwrap_or(Path::new("/tmp")))?;
+    let mut fetch = Fetch {
+        rt: &rt,
+        copy: &copy,
+        scratch: scratch.path(),
+        downloaded: 0,
     };
+    let dar = locate_dar(config, &mut fetch, &chain)?;
+
+    // What dar will read: every slice of every set for a whole tree; for some paths, what
+    // the catalogues say holds them. Each file is proven against its manifest first (dar may
+    // return 0 with an interior slice missing).
+    let needs: Vec<(usize, BTreeSet<u32>, Option<PathBuf>)> = if paths.is_empty() {
+        (0..chain.len())
+            .map(|i| (i, (1..=chain[i].manifest.archive.slices).collect(), None))
+            .collect()
+    } else {
+        let catalogues = chain
+            .iter()
+            .map(|set| fetch.catalogue(set))
+            .collect::<Result<Vec<_>>>()?;
+        select::needed(&dar, key.as_ref(), &chain, &catalogues, &paths)?
+            .into_iter()
+            .map(|n| (n.set, n.slices, Some(catalogues[n.set].clone())))
+            .collect()
+    };
+    let mut ready = Vec::new();
+    for (i, slices, catalogue) in needs {
+        let set = &chain[i];
+        let mut dir = None;
+        for n in slices {
+            let slice = fetch.file(set, &format!("{}.{n}.dar", set.manifest.archive.basename))?;
+            dir = slice.parent().map(Path::to_owned);
+        }
+        ready.push((set, dir.unwrap_or_default(), catalogue));
+    }
+
     std::fs::create_dir_all(&target).map_err(Error::io("cannot create", &target))?;
-    for (set, dir) in chain.iter().zip(&dirs) {
+    for (set, dir, catalogue) in &ready {
         tracing::info!(set = %set.manifest.set.name, "extracting");
         dar.extract(
             &dir.join(&set.manifest.archive.basename),
+            catalogue.as_deref(),
             key.as_ref(),
             &target,
             &paths,
@@ -143,9 +212,116 @@ pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {
         definition: req.definition.clone(),
         as_of: as_of.to_string(),
         chain: chain.iter().map(|s| s.manifest.set.name.clone()).collect(),
+        applied: ready
+            .iter()
+            .map(|(s, _, _)| s.manifest.set.name.clone())
+            .collect(),
+        downloaded_bytes: fetch.downloaded,
         target,
         absent,
         seconds: began.elapsed().as_secs_f64(),
+    })
+}
+
+/// Reads what the catalogues of a copy's sets record, through the version index.
+struct Catalogues<'a> {
+    config: Option<&'a Config>,
+    state: crate::state::State,
+    rt: tokio::runtime::Runtime,
+    copy: Store,
+    scratch: tempfile::TempDir,
+}
+
+impl<'a> Catalogues<'a> {
+    fn open(config: Option<&'a Config>, from: Option<&str>) -> Result<Self> {
+        let state_dir = config.map_or_else(crate::paths::default_state_dir, Config::state_dir);
+        Ok(Catalogues {
+            config,
+            state: crate::state::State::open(&state_dir)?,
+            rt: crate::replicate::runtime()?,
+            copy: open_copy(config, from)?,
+            scratch: scratch_in(&std::env::temp_dir())?,
+        })
+    }
+
+    /// Index the sets the index lacks.
+    fn index(&self, definition: &str, sets: &[FoundSet]) -> Result<()> {
+        let key = passphrase(self.config, sets, definition)?;
+        let mut fetch = Fetch {
+            rt: &self.rt,
+            copy: &self.copy,
+            scratch: self.scratch.path(),
+            downloaded: 0,
+        };
+        let Some(newest) = sets.last() else {
+            return Ok(());
+        };
+        let dar = locate_dar(self.config, &mut fetch, std::slice::from_ref(newest))?;
+        index::refresh(&self.state, &dar, key.as_ref(), &mut fetch, sets)
+    }
+}
+
+pub fn list(config: Option<&Config>, req: &ListRequest) -> Result<Listing> {
+    let paths = clean_paths(&req.paths)?;
+    let c = Catalogues::open(config, req.from.as_deref())?;
+    let sets = sets_of(&c.rt, &c.copy, &req.definition)?;
+    let as_of = as_of(req.as_of.as_deref())?;
+    let chain = chain_as_of(&sets, as_of, &req.definition, &c.copy.name)?;
+    c.index(&req.definition, &chain)?;
+    let entries = index::present(&c.state, &chain)?
+        .into_values()
+        .filter(|p| paths.is_empty() || select::within(&p.path, &paths))
+        .collect();
+    Ok(Listing {
+        copy: c.copy.label(),
+        definition: req.definition.clone(),
+        as_of: as_of.to_string(),
+        chain: chain.iter().map(|s| s.manifest.set.name.clone()).collect(),
+        entries,
+    })
+}
+
+pub fn find(config: Option<&Config>, req: &FindRequest) -> Result<Found> {
+    let glob = globset::Glob::new(&req.pattern)
+        .map_err(|e| Error::Usage(format!("{:?} is not a valid pattern: {e}", req.pattern)))?
+        .compile_matcher();
+    let whole_path = req.pattern.contains('/');
+    let c = Catalogues::open(config, req.from.as_deref())?;
+    let definitions = if req.definitions.is_empty() {
+        c.rt.block_on(c.copy.definitions())?
+    } else {
+        req.definitions.clone()
+    };
+    let mut versions = Vec::new();
+    for definition in &definitions {
+        let sets = sets_of(&c.rt, &c.copy, definition)?;
+        c.index(definition, &sets)?;
+        for set in &sets {
+            for r in c.state.recorded(&set.manifest.set.name)? {
+                let subject = match whole_path {
+                    true => r.path.as_str(),
+                    false => r.path.rsplit('/').next().unwrap_or_default(),
+                };
+                if glob.is_match(subject) {
+                    versions.push(Version {
+                        definition: definition.clone(),
+                        set: set.manifest.set.name.clone(),
+                        created: set.manifest.set.created.to_string(),
+                        recorded: r,
+                    });
+                }
+            }
+        }
+    }
+    versions.sort_by(|a, b| {
+        a.created
+            .cmp(&b.created)
+            .then(a.recorded.path.cmp(&b.recorded.path))
+    });
+    Ok(Found {
+        copy: c.copy.label(),
+        pattern: req.pattern.clone(),
+        versions,
     })
 }
 
@@ -197,25 +373,74 @@ fn rel(copy: &Store, set: &FoundSet) -> String {
     }
 }
 
-/// Where dar can read the set: in place on a local copy, else downloaded (slices only).
-fn local_dir(
-    rt: &tokio::runtime::Runtime,
-    copy: &Store,
-    set: &FoundSet,
-    scratch: &Path,
-) -> Result<PathBuf> {
-    if let Some(root) = &copy.local_root {
-        return Ok(root.join(rel(copy, set)));
+/// Files of the copy made readable for dar, each proven against its manifest entry: in
+/// place on a local copy, downloaded (and hashed on the way) into the scratch folder else.
+struct Fetch<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    copy: &'a Store,
+    scratch: &'a Path,
+    downloaded: u64,
+}
+
+impl Fetch<'_> {
+    fn file(&mut self, set: &FoundSet, path: &str) -> Result<PathBuf> {
+        let entry = set.manifest.files.iter().find(|f| f.path == path);
+        let stored = format!("{}/{path}", rel(self.copy, set));
+        let (local, got) = match &self.copy.local_root {
+            Some(root) => {
+                let local = root.join(&stored);
+                let got = crate::hashing::hash_file(&local).ok();
+                (local, got)
+            }
+            None => {
+                let local = self.scratch.join(&set.manifest.set.name).join(path);
+                if let Some(parent) = local.parent() {
+                    std::fs::create_dir_all(parent).map_err(Error::io("cannot create", parent))?;
+                }
+                let got = self.rt.block_on(self.copy.download(&stored, &local))?;
+                self.downloaded += got.as_ref().map_or(0, |(size, _)| *size);
+                (local, got)
+            }
+        };
+        match (entry, got) {
+            (Some(f), Some((size, sha))) if size == f.size && sha == f.sha256 => Ok(local),
+            _ => Err(Error::Failed(format!(
+                "{} on {} is damaged or missing ({path}): repair it with `darvault audit {} --repair`, or restore --from another copy",
+                set.manifest.set.name, self.copy.name, self.copy.name
+            ))),
+        }
     }
-    let dir = scratch.join(&set.manifest.set.name);
-    std::fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
-    for f in set.manifest.files.iter().filter(|f| f.role == Role::Slice) {
-        rt.block_on(copy.download(
-            &format!("{}/{}", rel(copy, set), f.path),
-            &dir.join(&f.path),
-        ))?;
+
+    /// The set's isolated catalogue, proven; the basename dar is given.
+    fn catalogue(&mut self, set: &FoundSet) -> Result<PathBuf> {
+        let name = &set.manifest.archive.catalogue;
+        Ok(self
+            .file(set, &format!("{name}.1.dar"))?
+            .with_file_name(name))
     }
-    Ok(dir)
+}
+
+/// dar from the config, else from PATH, else the copy's own bundled dar_static.
+fn locate_dar(config: Option<&Config>, fetch: &mut Fetch, chain: &[FoundSet]) -> Result<Dar> {
+    if let Some(p) = config.and_then(|c| c.tools.dar.as_ref()) {
+        return Dar::at(p.path().to_owned());
+    }
+    Dar::locate(None).or_else(|missing| {
+        let newest = chain.last().expect("a chain has a set");
+        let bundled = fetch
+            .file(newest, "bundle/dar_static")
+            .map_err(|_| missing)?;
+        if fetch.copy.local_root.is_none() {
+            let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+            std::fs::set_permissions(&bundled, executable)
+                .map_err(Error::io("cannot make executable", &bundled))?;
+        }
+        tracing::info!(
+            "using the bundled dar_static of {}",
+            newest.manifest.set.name
+        );
+        Dar::at(bundled)
+    })
 }
 
 fn passphrase(

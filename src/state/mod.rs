@@ -45,7 +45,35 @@ const MIGRATIONS: &[&str] = &[
          source      TEXT NOT NULL,
          repaired_at TEXT NOT NULL
      );",
+    // 3: the version index: what each set's catalogue records (shared by every copy of the
+    // set: a set is its manifest).
+    "CREATE TABLE indexed_set (
+         set_name        TEXT PRIMARY KEY,
+         manifest_sha256 TEXT NOT NULL
+     );
+     CREATE TABLE version (
+         set_name TEXT NOT NULL,
+         path     TEXT NOT NULL,
+         state    TEXT NOT NULL,
+         kind     TEXT NOT NULL,
+         size     INTEGER NOT NULL,
+         mtime    INTEGER NOT NULL
+     );
+     CREATE INDEX version_by_set ON version (set_name);",
 ];
+
+/// One entry a set's catalogue records: data saved there, a changed inode, or a deletion.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Recorded {
+    pub path: String,
+    /// "saved", "metadata" or "deleted".
+    pub state: String,
+    /// "file", "folder", "symlink" or "other".
+    pub kind: String,
+    pub size: u64,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+}
 
 /// Shared between concurrent uploads: one connection behind a lock (writes are tiny).
 pub struct State {
@@ -186,6 +214,70 @@ impl State {
                 params![copy, set, path, old, new, source, now()],
             )
             .map(|_| ())
+        })
+    }
+}
+
+impl State {
+    pub fn is_indexed(&self, set: &str, manifest_sha256: &str) -> Result<bool> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT 1 FROM indexed_set WHERE set_name = ?1 AND manifest_sha256 = ?2",
+                params![set, manifest_sha256],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+        })
+    }
+
+    /// Replace what the index holds for a set.
+    pub fn index_set(&self, set: &str, manifest_sha256: &str, rows: &[Recorded]) -> Result<()> {
+        let mut conn = self.conn.lock().expect("state lock");
+        let write = |tx: &rusqlite::Transaction| -> rusqlite::Result<()> {
+            tx.execute("DELETE FROM version WHERE set_name = ?1", params![set])?;
+            let mut insert = tx.prepare(
+                "INSERT INTO version (set_name, path, state, kind, size, mtime)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for r in rows {
+                insert.execute(params![
+                    set,
+                    r.path,
+                    r.state,
+                    r.kind,
+                    r.size as i64,
+                    r.mtime
+                ])?;
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO indexed_set VALUES (?1, ?2)",
+                params![set, manifest_sha256],
+            )?;
+            Ok(())
+        };
+        let tx = conn.transaction().map_err(db_error)?;
+        write(&tx).map_err(db_error)?;
+        tx.commit().map_err(db_error)
+    }
+
+    /// What a set records, in archive order.
+    pub fn recorded(&self, set: &str) -> Result<Vec<Recorded>> {
+        self.with(|c| {
+            c.prepare(
+                "SELECT path, state, kind, size, mtime FROM version WHERE set_name = ?1
+                 ORDER BY rowid",
+            )?
+            .query_map(params![set], |r| {
+                Ok(Recorded {
+                    path: r.get(0)?,
+                    state: r.get(1)?,
+                    kind: r.get(2)?,
+                    size: r.get::<_, i64>(3)? as u64,
+                    mtime: r.get(4)?,
+                })
+            })?
+            .collect()
         })
     }
 }

@@ -1,6 +1,7 @@
 //! dar, supervised: create, test, list (XML) and extract. Every run gets `-Q` (no terminal: a
 //! question aborts instead of hanging) and `-N` (no ~/.darrc or /etc/darrc changing behaviour).
 
+use std::collections::BTreeSet;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -83,8 +84,14 @@ pub enum EntryKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataState {
+    /// The data is stored in this archive (an isolated catalogue says "referenced" for these
+    /// too, but keeps their CRC or symlink target: that is how they are told apart).
     Saved,
+    /// Unchanged since the base: the data is in an older archive.
     Referenced,
+    /// Only the inode (permissions, times) changed: metadata here, data in an older archive.
+    InodeOnly,
+    /// The entry records that the file was deleted since the base.
     Deleted,
     Other,
 }
@@ -210,40 +217,84 @@ impl Dar {
         s.output()?.0.expect(&[0])
     }
 
-    /// Stream the archive's listing; `on_entry` sees every entry in archive order.
+    /// Stream the listing of an archive or isolated catalogue, limited to `paths` (and their
+    /// parent directories) unless empty; `on_entry` sees every entry in archive order.
     pub fn list(
         &self,
         archive: &Path,
         key: Option<&Passphrase>,
+        paths: &[String],
         mut on_entry: impl FnMut(Entry),
     ) -> Result<()> {
         let mut s = self.spec(key, &["-K"])?;
         s.arg("-l").arg(archive).args(["-Txml", "-ay"]);
+        for p in paths {
+            s.arg("-g").arg(p);
+        }
         let (finished, parsed) = s.run(|out| parse_listing(out, &mut on_entry))?;
         finished.expect(&[0])?;
         parsed
     }
 
+    /// The slices holding data or inodes of `paths` (an isolated catalogue knows the
+    /// slicing); empty when the archive holds nothing of them.
+    pub fn slices_holding(
+        &self,
+        catalogue: &Path,
+        key: Option<&Passphrase>,
+        paths: &[String],
+    ) -> Result<BTreeSet<u32>> {
+        let mut s = self.spec(key, &["-K"])?;
+        s.arg("-l").arg(catalogue).args(["-Tslicing", "-ay"]);
+        for p in paths {
+            s.arg("-g").arg(p);
+        }
+        let (finished, out) = s.output()?;
+        finished.expect(&[0])?;
+        out.lines()
+            .rev()
+            .find_map(parse_slice_ranges)
+            .ok_or_else(|| Error::Failed(format!("dar listed no slice summary: {out}")))
+    }
+
     /// Extract `paths` (relative to the source) into `target`, ignoring ownership so that
-    /// restores work without root.
+    /// restores work without root. With the set's isolated catalogue, dar needs only the
+    /// first and last slice and those holding the data of `paths`.
     pub fn extract(
         &self,
         archive: &Path,
+        catalogue: Option<&Path>,
         key: Option<&Passphrase>,
         target: &Path,
         paths: &[String],
     ) -> Result<Finished> {
-        let mut s = self.spec(key, &["-K"])?;
+        let mut s = self.spec(key, &["-K", "-J"])?;
         s.arg("-x")
             .arg(archive)
             .arg("-R")
             .arg(target)
             .args(["-O", "--fsa-scope", "none", "-wa"]);
+        if let Some(c) = catalogue {
+            s.arg("-A").arg(c);
+        }
         for p in paths {
             s.arg("-g").arg(p);
         }
         s.output()?.0.expect(&[0])
     }
+}
+
+/// dar's summary under a slicing listing: "... in slice range [1,10-12]" (or "[]").
+fn parse_slice_ranges(line: &str) -> Option<BTreeSet<u32>> {
+    let ranges = line
+        .strip_prefix("All displayed files have their data in slice range [")?
+        .strip_suffix(']')?;
+    let mut slices = BTreeSet::new();
+    for range in ranges.split(',').filter(|r| !r.is_empty()) {
+        let (first, last) = range.split_once('-').unwrap_or((range, range));
+        slices.extend(first.trim().parse::<u32>().ok()?..=last.trim().parse::<u32>().ok()?);
+    }
+    Some(slices)
 }
 
 fn parse_counter(line: &str, report: &mut CreateReport) {
@@ -270,13 +321,13 @@ fn parse_listing(out: &mut dyn BufRead, on_entry: &mut dyn FnMut(Entry)) -> Resu
     let mut buf = Vec::new();
     let mut dirs: Vec<String> = Vec::new();
     // The entry whose <Attributes/> comes next, and whether it is a directory.
-    let mut pending: Option<Entry> = None;
+    let mut pending: Option<(Entry, bool)> = None;
     let bad = |e: &dyn std::fmt::Display| Error::Failed(format!("unreadable dar listing: {e}"));
     loop {
         let event = reader.read_event_into(&mut buf).map_err(|e| bad(&e))?;
         match event {
             Event::Start(e) | Event::Empty(e) if e.name().as_ref() == "Attributes" => {
-                if let Some(mut entry) = pending.take() {
+                if let Some((mut entry, has_crc)) = pending.take() {
                     for a in e.attributes().flatten() {
                         let v = attribute(&a).map_err(|e| bad(&e))?;
                         match a.key.as_ref() {
@@ -285,20 +336,23 @@ fn parse_listing(out: &mut dyn BufRead, on_entry: &mut dyn FnMut(Entry)) -> Resu
                             _ => {}
                         }
                     }
+                    if entry.data == DataState::Referenced && has_crc {
+                        entry.data = DataState::Saved;
+                    }
                     on_entry(entry);
                 }
             }
             Event::Start(e) => {
-                if let Some(entry) = start_entry(&e, &dirs).map_err(|e| bad(&e))? {
-                    if entry.kind == EntryKind::Directory {
-                        dirs.push(entry.path.clone());
+                if let Some(started) = start_entry(&e, &dirs).map_err(|e| bad(&e))? {
+                    if started.0.kind == EntryKind::Directory {
+                        dirs.push(started.0.path.clone());
                     }
-                    pending = Some(entry);
+                    pending = Some(started);
                 }
             }
             Event::Empty(e) => {
                 // An element without children has no <Attributes/>: report it as it stands.
-                if let Some(entry) = start_entry(&e, &dirs).map_err(|e| bad(&e))? {
+                if let Some((entry, _)) = start_entry(&e, &dirs).map_err(|e| bad(&e))? {
                     on_entry(entry);
                 }
             }
@@ -313,8 +367,12 @@ fn parse_listing(out: &mut dyn BufRead, on_entry: &mut dyn FnMut(Entry)) -> Resu
     Ok(())
 }
 
-/// An entry element (anything but Catalog and Attributes) begins.
-fn start_entry(e: &BytesStart, dirs: &[String]) -> std::result::Result<Option<Entry>, String> {
+/// An entry element (anything but Catalog and Attributes) begins; with whether it carries
+/// what only data stored in this archive has (a CRC, a symlink's target).
+fn start_entry(
+    e: &BytesStart,
+    dirs: &[String],
+) -> std::result::Result<Option<(Entry, bool)>, String> {
     let kind = match e.name().as_ref() {
         "Catalog" | "Attributes" => return Ok(None),
         "Directory" => EntryKind::Directory,
@@ -325,10 +383,13 @@ fn start_entry(e: &BytesStart, dirs: &[String]) -> std::result::Result<Option<En
     let mut name = None;
     let mut size = 0;
     let mut dirty = false;
+    let mut has_crc = false;
     for a in e.attributes().flatten() {
         let v = attribute(&a)?;
         match a.key.as_ref() {
             "name" => name = Some(v),
+            // Only data stored in this archive has a CRC; only a symlink saved here its target.
+            "crc" | "target" => has_crc |= !v.is_empty(),
             "size" => size = v.parse().unwrap_or(0),
             "dirty" => dirty = v == "yes",
             _ => {}
@@ -339,14 +400,17 @@ fn start_entry(e: &BytesStart, dirs: &[String]) -> std::result::Result<Option<En
         Some(parent) => format!("{parent}/{name}"),
         None => name,
     };
-    Ok(Some(Entry {
-        path,
-        kind,
-        data: DataState::Other,
-        size,
-        mtime: 0,
-        dirty,
-    }))
+    Ok(Some((
+        Entry {
+            path,
+            kind,
+            data: DataState::Other,
+            size,
+            mtime: 0,
+            dirty,
+        },
+        has_crc,
+    )))
 }
 
 /// An attribute's text with entities resolved but without XML's whitespace normalization:
@@ -361,6 +425,7 @@ fn data_state(v: &str) -> DataState {
     match v {
         "saved" => DataState::Saved,
         "referenced" => DataState::Referenced,
+        "inode-only" => DataState::InodeOnly,
         "deleted" => DataState::Deleted,
         _ => DataState::Other,
     }
@@ -379,10 +444,22 @@ mod tests {
 	<Attributes data="saved" metadata="absent" user="root" group="root" permissions=" -rw-r--r--" atime="1577836800" mtime="1577836800" ctime="1795564815" />
 	</File>
 </Directory>
+<File name="unchanged" size="8" stored="" crc="" dirty="no">
+<Attributes data="referenced" metadata="absent" user="root" group="root" permissions=" -rw-r--r--" atime="1" mtime="2" ctime="3" />
+</File>
+<File name="in-catalogue" size="8" stored="" crc="0d4a1185" dirty="no">
+<Attributes data="referenced" metadata="absent" user="root" group="root" permissions=" -rw-r--r--" atime="1" mtime="2" ctime="3" />
+</File>
+<File name="chmod" size="8" stored="" crc="" dirty="no">
+<Attributes data="inode-only" metadata="absent" user="root" group="root" permissions=" -rw-------" atime="1" mtime="2" ctime="3" />
+</File>
 <File name="we ird$&amp;;|&apos;&quot;name">
 <Attributes data="deleted" metadata="absent" user="" group="" permissions="" atime="" mtime="1795564815" ctime="" />
 </File>
 <Symlink name="sym" target="">
+<Attributes data="referenced" metadata="absent" user="root" group="root" permissions=" lrwxrwxrwx" atime="1" mtime="2" ctime="3" />
+</Symlink>
+<Symlink name="sym2" target="elsewhere">
 <Attributes data="referenced" metadata="absent" user="root" group="root" permissions=" lrwxrwxrwx" atime="1" mtime="2" ctime="3" />
 </Symlink>
 </Catalog>"#;
@@ -397,12 +474,27 @@ mod tests {
             [
                 ("d1", DataState::Referenced),
                 ("d1/big.bin", DataState::Saved),
+                ("unchanged", DataState::Referenced),
+                ("in-catalogue", DataState::Saved),
+                ("chmod", DataState::InodeOnly),
                 ("we ird$&;|'\"name", DataState::Deleted),
                 ("sym", DataState::Referenced),
+                ("sym2", DataState::Saved),
             ]
         );
         assert_eq!(entries[1].size, 300000);
         assert_eq!(entries[1].mtime, 1577836800);
+    }
+
+    #[test]
+    fn reads_slice_ranges() {
+        let line = |r: &str| format!("All displayed files have their data in slice range [{r}]");
+        let set = |s: &[u32]| Some(s.iter().copied().collect::<BTreeSet<u32>>());
+        assert_eq!(parse_slice_ranges(&line("3-5")), set(&[3, 4, 5]));
+        assert_eq!(parse_slice_ranges(&line("1,10-12")), set(&[1, 10, 11, 12]));
+        assert_eq!(parse_slice_ranges(&line("2")), set(&[2]));
+        assert_eq!(parse_slice_ranges(&line("")), set(&[]));
+        assert_eq!(parse_slice_ranges("-----"), None);
     }
 
     #[test]

@@ -1,0 +1,124 @@
+//! Which sets of a chain a restore of some paths needs, and which of their slices.
+//!
+//! Each set's isolated catalogue says, per entry, whether the set stores its data, only its
+//! changed inode, or a deletion. Walking the chain from the newest set back, a path is settled
+//! once a set stores its data or records its deletion (or its parent folder's deletion): older
+//! sets add nothing to it. A set that holds nothing unsettled is skipped; of a needed set dar
+//! reads the first and last slices (header and trailer) and those holding the paths' data.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use crate::copy::FoundSet;
+use crate::error::Result;
+use crate::tools::dar::{Dar, DataState, EntryKind};
+use crate::tools::secret::Passphrase;
+
+pub struct Need {
+    /// Index into the chain.
+    pub set: usize,
+    /// Slice numbers (1-based) dar reads.
+    pub slices: BTreeSet<u32>,
+}
+
+/// Paths whose state at the restore time a newer set already decides.
+#[derive(Default)]
+struct Settled {
+    exact: BTreeSet<String>,
+    /// Deleted: everything below is settled too.
+    trees: BTreeSet<String>,
+}
+
+impl Settled {
+    fn covers(&self, path: &str) -> bool {
+        self.exact.contains(path) || ancestors_or_self(path).any(|p| self.trees.contains(p))
+    }
+}
+
+fn ancestors_or_self(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(path), |p| p.rsplit_once('/').map(|(parent, _)| parent))
+}
+
+/// `path` is one of `wanted` or lies below one (parent folders dar lists along are not).
+pub(super) fn within(path: &str, wanted: &[String]) -> bool {
+    wanted
+        .iter()
+        .any(|w| ancestors_or_self(path).any(|p| p == w))
+}
+
+pub fn needed(
+    dar: &Dar,
+    key: Option<&Passphrase>,
+    chain: &[FoundSet],
+    catalogues: &[PathBuf],
+    paths: &[String],
+) -> Result<Vec<Need>> {
+    let mut settled = Settled::default();
+    let mut needs = Vec::new();
+    for (i, set) in chain.iter().enumerate().rev() {
+        let mut records = Vec::new();
+        dar.list(&catalogues[i], key, paths, |e| {
+            let recorded = match e.data {
+                DataState::Saved | DataState::InodeOnly | DataState::Deleted => true,
+                // A device or pipe carries no sign of having changed here: it counts.
+                DataState::Referenced | DataState::Other => e.kind == EntryKind::Other,
+            };
+            if recorded && within(&e.path, paths) && !settled.covers(&e.path) {
+                records.push(e);
+            }
+        })?;
+        if records.is_empty() {
+            continue;
+        }
+        let only_deletions = records.iter().all(|e| e.data == DataState::Deleted);
+        for e in &records {
+            match e.data {
+                DataState::Deleted => {
+                    settled.trees.insert(e.path.clone());
+                }
+                DataState::Saved if e.kind != EntryKind::Directory => {
+                    settled.exact.insert(e.path.clone());
+                }
+                _ => {}
+            }
+        }
+        let mut slices = BTreeSet::from([1, set.manifest.archive.slices.max(1)]);
+        slices.extend(dar.slices_holding(&catalogues[i], key, paths)?);
+        needs.push((Need { set: i, slices }, only_deletions));
+    }
+    // A deletion matters only over an older set that writes the path: with none, the path
+    // is simply absent.
+    while needs
+        .last()
+        .is_some_and(|(_, only_deletions)| *only_deletions)
+    {
+        needs.pop();
+    }
+    Ok(needs.into_iter().rev().map(|(n, _)| n).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deleted_folder_settles_what_was_below_it() {
+        let mut s = Settled::default();
+        s.trees.insert("photos/2019".into());
+        s.exact.insert("docs/a.txt".into());
+        assert!(s.covers("photos/2019/x.jpg"));
+        assert!(s.covers("photos/2019"));
+        assert!(!s.covers("photos/2019b/x.jpg"));
+        assert!(s.covers("docs/a.txt"));
+        assert!(!s.covers("docs/a.txt.bak"));
+    }
+
+    #[test]
+    fn parents_listed_along_are_not_wanted() {
+        let wanted = ["photos/2019".to_owned()];
+        assert!(within("photos/2019/x.jpg", &wanted));
+        assert!(within("photos/2019", &wanted));
+        assert!(!within("photos", &wanted));
+        assert!(!within("photos/2019b", &wanted));
+    }
+}
