@@ -150,6 +150,27 @@ fn run(cli: &Cli) -> Result<u8, Error> {
             present(cli.json, &report, render::restore);
             Ok(exit::OK)
         }
+        Command::Drill {
+            copy,
+            definitions,
+            sample,
+        } => {
+            let copies: Vec<&str> = copy.iter().map(String::as_str).collect();
+            let config = config_unless_path(&config_path, &copies)?;
+            let _log = cli::logging::init(cli.verbose, cli.quiet, None);
+            let request = darvault::restore::drill::Request {
+                from: copy.clone(),
+                definitions: definitions.clone(),
+                sample: *sample,
+            };
+            let report = darvault::restore::drill::run(config.as_ref(), &request)?;
+            present(cli.json, &report, render::drill);
+            Ok(if report.failed() {
+                exit::FAILED
+            } else {
+                exit::OK
+            })
+        }
         Command::Find {
             pattern,
             from,

@@ -367,3 +367,40 @@ fn one_file_from_a_cloud_copy_downloads_only_the_sets_and_slices_that_hold_it() 
         "{downloaded} bytes downloaded, the FULL's slices are {full_slices}"
     );
 }
+
+#[test]
+fn a_drill_restores_a_sample_with_only_the_bundle_and_fails_loudly_on_a_broken_one() {
+    let env = Env::new();
+    let src = env.path("src");
+    awkward_tree(&src);
+    definition(&env, "");
+    backup(&env, "--full");
+    write(&src.join("changed later.txt"), b"in the INCR\n");
+    backup(&env, "--incr");
+
+    let out = env.run(&["--json", "drill", "--sample", "4"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let drill = &report["drills"][0];
+    assert!(drill["failure"].is_null(), "{drill}");
+    let files = drill["files"].as_array().unwrap();
+    assert_eq!(files.len(), 4);
+    for f in files {
+        assert_eq!(f["result"], "identical to the source", "{f}");
+    }
+
+    // A copy whose bundled dar is damaged fails the drill (exit 1), naming the file.
+    let newest = env.sets("docs").pop().unwrap();
+    let dar_static = newest.join("bundle/dar_static");
+    let mut bytes = fs::read(&dar_static).unwrap();
+    fs::remove_file(&dar_static).unwrap(); // a hard link shared with the other sets
+    bytes[5000] ^= 0xff;
+    fs::write(&dar_static, bytes).unwrap();
+    let out = env.run(&["drill", &env.path("repo").display().to_string()]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("bundle/dar_static"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -172,47 +172,83 @@ fn par2_repairs_flipped_bytes_and_a_lost_slice_but_not_more_than_it_can() {
     assert_eq!(out.status.code(), Some(2), "not repairable");
 }
 
+/// A root that holds nothing but busybox (Debian busybox-static) and /dev/tty.
+fn busybox_root(root: &Path) {
+    let bin = root.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static (scripts/setup --test)");
+    let applets = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8(applets.stdout).unwrap().lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+        }
+    }
+    fs::create_dir_all(root.join("dev")).unwrap();
+    let tty = Command::new("mknod")
+        .args(["-m", "666"])
+        .arg(root.join("dev/tty"))
+        .args(["c", "5", "0"])
+        .status()
+        .unwrap();
+    assert!(
+        tty.success(),
+        "mknod /dev/tty in the rescue root (the tests run as root)"
+    );
+}
+
 #[test]
-fn the_chain_restores_with_only_the_bundled_dar_in_a_clean_environment() {
+fn a_busybox_chroot_restores_the_chain_by_following_restore_txt() {
     let env = Env::new();
     let (sets, state) = chain(&env);
-    let target = env.path("restored");
-    fs::create_dir_all(&target).unwrap();
-    let last = sets.last().unwrap();
-    // Follow RESTORE.txt's step 4 commands, run from inside the newest set, with env -i and a
-    // PATH holding no dar at all (only gpg: dar_static asks a question at start-up on a
-    // machine without it, which RESTORE.txt tells a person to answer with y).
-    let bin = env.path("bin-without-dar");
-    fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink("/usr/bin/gpg", bin.join("gpg")).unwrap();
-    let text = fs::read_to_string(last.join("bundle/RESTORE.txt")).unwrap();
-    let commands: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("bundle/dar_static -x") && !l.contains(" -g "))
-        .collect();
+    // The rescue machine: busybox, the disk with the sets, nothing else (no dar, no gpg).
+    let root = env.path("rescue");
+    busybox_root(&root);
+    copy_dir(&env.repo().join("docs"), &root.join("disk"));
+    let newest = name_of(sets.last().unwrap());
+
+    // RESTORE.txt, followed by script: step 1 (check), 3 (test), 4 (restore the chain).
+    let text = fs::read_to_string(sets.last().unwrap().join("bundle/RESTORE.txt")).unwrap();
+    let step = |prefix: &str| -> Vec<String> {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with(prefix) && !l.contains(" -g "))
+            .map(|l| l.replace("/path/to/target", "/restored"))
+            .collect()
+    };
+    let cd = step("cd ");
+    let check = step("sha256sum -c");
+    let test = step("bundle/dar_static -t");
+    let restore = step("bundle/dar_static -x");
     assert_eq!(
-        commands.len(),
-        sets.len(),
-        "RESTORE.txt lists the whole chain"
+        (cd.len(), check.len(), test.len(), restore.len()),
+        (1, 1, 1, sets.len()),
+        "RESTORE.txt's commands:\n{text}"
     );
-    for c in commands {
-        let c = c.replace("/path/to/target", &target.display().to_string());
-        let out = Command::new("/usr/bin/env")
-            .arg("-i")
-            .arg(format!("PATH={}", bin.display()))
-            .args(["/bin/sh", "-c"])
-            .arg(format!("{c} -Q"))
-            .current_dir(last)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{c}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    assert_same_tree(&state, &snapshot(&target));
+    let script = format!(
+        "set -e\n{}\n{}\n{}\nmkdir /restored\n{}\necho RESTORED\n",
+        cd[0].replace("/path/to/docs", "/disk"),
+        check[0],
+        test[0],
+        restore.join("\n")
+    );
+    assert!(
+        script.contains(&format!("cd \"/disk/{newest}\"")),
+        "{script}"
+    );
+    fs::write(root.join("restore.sh"), script).unwrap();
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/answer-gpgme.py"))
+        .args(["/usr/bin/env", "-i", "/usr/sbin/chroot"])
+        .arg(&root)
+        .args(["/bin/sh", "/restore.sh"])
+        .output()
+        .unwrap();
+    let terminal = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && terminal.contains("RESTORED"),
+        "{terminal}"
+    );
+    assert_same_tree(&state, &snapshot(&root.join("restored")));
 }
 
 #[test]

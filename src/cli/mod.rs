@@ -71,6 +71,19 @@ pub enum Command {
     /// Restore the whole tree, or some paths, as they were at a time, from any copy
     #[command(after_help = EXIT_CODES)]
     Restore(RestoreArgs),
+    /// Rehearse a restore from a copy: a sample of files, with only the set's bundled
+    /// dar_static, an empty environment and an empty scratch folder
+    #[command(after_help = EXIT_CODES)]
+    Drill {
+        /// A directory (/media/usb/darvault) or a destination name [default: the repository]
+        copy: Option<String>,
+        /// Only this definition (repeatable)
+        #[arg(short = 'd', long = "definition", value_name = "DEF")]
+        definitions: Vec<String>,
+        /// Files restored per definition
+        #[arg(long, default_value_t = 5, value_name = "N")]
+        sample: usize,
+    },
     /// Every version of the paths matching a pattern, across a copy's sets
     Find {
         /// A glob: without '/' it matches file names (*.jpg), with '/' whole paths

@@ -241,3 +241,20 @@ pub fn found(found: &darvault::restore::Found) {
         found.copy
     );
 }
+
+pub fn drill(report: &darvault::restore::drill::Report) {
+    for d in &report.drills {
+        println!(
+            "{}: drill of {} with its bundled dar_static {} ({:.1}s)",
+            d.definition, d.set, d.dar_version, d.seconds
+        );
+        for f in &d.files {
+            let mark = if f.ok { "ok" } else { "FAILED" };
+            println!("  {mark}  {} ({} bytes): {}", f.path, f.size, f.result);
+        }
+        match &d.failure {
+            None => println!("  passed: this copy restores on a bare machine"),
+            Some(e) => println!("  FAILED: {e}"),
+        }
+    }
+}

@@ -7,6 +7,7 @@
 //! directory, never a symlink. The FULL is extracted, then each DIFF/INCR over it: files that
 //! a later set records as deleted are removed, so nothing deleted is resurrected.
 
+pub mod drill;
 pub mod index;
 pub mod select;
 pub mod when;
@@ -163,45 +164,7 @@ pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {
     };
     let dar = locate_dar(config, &mut fetch, &chain)?;
 
-    // What dar will read: every slice of every set for a whole tree; for some paths, what
-    // the catalogues say holds them. Each file is proven against its manifest first (dar may
-    // return 0 with an interior slice missing).
-    let needs: Vec<(usize, BTreeSet<u32>, Option<PathBuf>)> = if paths.is_empty() {
-        (0..chain.len())
-            .map(|i| (i, (1..=chain[i].manifest.archive.slices).collect(), None))
-            .collect()
-    } else {
-        let catalogues = chain
-            .iter()
-            .map(|set| fetch.catalogue(set))
-            .collect::<Result<Vec<_>>>()?;
-        select::needed(&dar, key.as_ref(), &chain, &catalogues, &paths)?
-            .into_iter()
-            .map(|n| (n.set, n.slices, Some(catalogues[n.set].clone())))
-            .collect()
-    };
-    let mut ready = Vec::new();
-    for (i, slices, catalogue) in needs {
-        let set = &chain[i];
-        let mut dir = None;
-        for n in slices {
-            let slice = fetch.file(set, &format!("{}.{n}.dar", set.manifest.archive.basename))?;
-            dir = slice.parent().map(Path::to_owned);
-        }
-        ready.push((set, dir.unwrap_or_default(), catalogue));
-    }
-
-    std::fs::create_dir_all(&target).map_err(Error::io("cannot create", &target))?;
-    for (set, dir, catalogue) in &ready {
-        tracing::info!(set = %set.manifest.set.name, "extracting");
-        dar.extract(
-            &dir.join(&set.manifest.archive.basename),
-            catalogue.as_deref(),
-            key.as_ref(),
-            &target,
-            &paths,
-        )?;
-    }
+    let applied = extract_chain(&mut fetch, &dar, key.as_ref(), &chain, &paths, &target)?;
     let absent = paths
         .iter()
         .filter(|p| std::fs::symlink_metadata(target.join(p)).is_err())
@@ -212,10 +175,7 @@ pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {
         definition: req.definition.clone(),
         as_of: as_of.to_string(),
         chain: chain.iter().map(|s| s.manifest.set.name.clone()).collect(),
-        applied: ready
-            .iter()
-            .map(|(s, _, _)| s.manifest.set.name.clone())
-            .collect(),
+        applied,
         downloaded_bytes: fetch.downloaded,
         target,
         absent,
@@ -371,6 +331,60 @@ fn rel(copy: &Store, set: &FoundSet) -> String {
             .to_string(),
         None => set.dir.display().to_string(),
     }
+}
+
+/// Extract `paths` (everything when empty) as of the chain's newest set into `target`; the
+/// names of the sets applied.
+fn extract_chain(
+    fetch: &mut Fetch,
+    dar: &Dar,
+    key: Option<&Passphrase>,
+    chain: &[FoundSet],
+    paths: &[String],
+    target: &Path,
+) -> Result<Vec<String>> {
+    // What dar will read: every slice of every set for a whole tree; for some paths, what
+    // the catalogues say holds them. Each file is proven against its manifest first (dar may
+    // return 0 with an interior slice missing).
+    let needs: Vec<(usize, BTreeSet<u32>, Option<PathBuf>)> = if paths.is_empty() {
+        (0..chain.len())
+            .map(|i| (i, (1..=chain[i].manifest.archive.slices).collect(), None))
+            .collect()
+    } else {
+        let catalogues = chain
+            .iter()
+            .map(|set| fetch.catalogue(set))
+            .collect::<Result<Vec<_>>>()?;
+        select::needed(dar, key, chain, &catalogues, paths)?
+            .into_iter()
+            .map(|n| (n.set, n.slices, Some(catalogues[n.set].clone())))
+            .collect()
+    };
+    let mut ready = Vec::new();
+    for (i, slices, catalogue) in needs {
+        let set = &chain[i];
+        let mut dir = None;
+        for n in slices {
+            let slice = fetch.file(set, &format!("{}.{n}.dar", set.manifest.archive.basename))?;
+            dir = slice.parent().map(Path::to_owned);
+        }
+        ready.push((set, dir.unwrap_or_default(), catalogue));
+    }
+    std::fs::create_dir_all(target).map_err(Error::io("cannot create", target))?;
+    for (set, dir, catalogue) in &ready {
+        tracing::info!(set = %set.manifest.set.name, "extracting");
+        dar.extract(
+            &dir.join(&set.manifest.archive.basename),
+            catalogue.as_deref(),
+            key,
+            target,
+            paths,
+        )?;
+    }
+    Ok(ready
+        .iter()
+        .map(|(s, _, _)| s.manifest.set.name.clone())
+        .collect())
 }
 
 /// Files of the copy made readable for dar, each proven against its manifest entry: in

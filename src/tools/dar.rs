@@ -22,6 +22,8 @@ const CREATE_WITH_WARNINGS: [i32; 2] = [5, 11];
 pub struct Dar {
     pub path: PathBuf,
     pub version: String,
+    /// Run every command in this folder with an empty environment (`darvault drill`).
+    pub isolated_in: Option<PathBuf>,
 }
 
 /// What `dar -c` is asked to do.
@@ -118,7 +120,11 @@ impl Dar {
                     text.trim()
                 ))
             })?;
-        Ok(Dar { path, version })
+        Ok(Dar {
+            path,
+            version,
+            isolated_in: None,
+        })
     }
 
     /// A dar command line; with a key, `key_flags` (-K, -J, -$) get it through an in-memory
@@ -126,6 +132,9 @@ impl Dar {
     fn spec(&self, key: Option<&Passphrase>, key_flags: &[&str]) -> Result<Spec> {
         let mut s = Spec::new(&self.path);
         s.args(["-Q", "-N"]);
+        if let Some(dir) = &self.isolated_in {
+            s.clean_env().current_dir(dir);
+        }
         if let Some(key) = key {
             let options: Vec<String> = key_flags
                 .iter()

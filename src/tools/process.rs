@@ -54,6 +54,8 @@ pub struct Spec {
     args: Vec<OsString>,
     timeout: Option<Duration>,
     current_dir: Option<PathBuf>,
+    /// Run with an empty environment (a rehearsal of a bare machine).
+    clean_env: bool,
     /// In-memory files the child inherits (see `options_file`).
     inherited: Vec<OwnedFd>,
 }
@@ -65,8 +67,15 @@ impl Spec {
             args: Vec::new(),
             timeout: None,
             current_dir: None,
+            clean_env: false,
             inherited: Vec::new(),
         }
+    }
+
+    /// Nothing of this process's environment reaches the child (LC_ALL=C aside).
+    pub fn clean_env(&mut self) -> &mut Self {
+        self.clean_env = true;
+        self
     }
 
     pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
@@ -124,6 +133,9 @@ impl Spec {
         check_stop()?;
         tracing::debug!(command = %self.display(), "running");
         let mut command = Command::new(&self.program);
+        if self.clean_env {
+            command.env_clear();
+        }
         command
             .args(&self.args)
             .env("LC_ALL", "C")
