@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod cleanup;
 pub mod config;
 pub mod copy;
 pub mod demo;

@@ -150,6 +150,31 @@ fn run(cli: &Cli) -> Result<u8, Error> {
             present(cli.json, &report, render::restore);
             Ok(exit::OK)
         }
+        Command::Cleanup {
+            dry_run,
+            definitions,
+            destinations,
+            sets,
+            yes,
+        } => {
+            let config = Config::load(&config_path)?;
+            let _log = cli::logging::init(cli.verbose, cli.quiet, Some(&config.state_dir()));
+            let request = darvault::cleanup::Request {
+                definitions: definitions.clone(),
+                destinations: destinations.clone(),
+                sets: sets.clone(),
+                dry_run: *dry_run,
+                yes: *yes,
+            };
+            let ask = darvault::progress::ask_on_terminal;
+            let report = darvault::cleanup::run(&config, &request, Some(&ask))?;
+            present(cli.json, &report, render::cleanup);
+            Ok(if report.failed() {
+                exit::PARTIAL
+            } else {
+                exit::OK
+            })
+        }
         Command::Drill {
             copy,
             definitions,

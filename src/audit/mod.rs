@@ -188,20 +188,13 @@ pub fn run(
 /// The destination's `repair` policy, when --repair is not given: "auto" repairs, "ask"
 /// asks on a terminal (and does not repair without one), "never" reports only.
 fn may_repair(copy: &Store) -> bool {
-    use std::io::{BufRead, IsTerminal, Write};
     match copy.repair {
         RepairPolicy::Never => false,
         RepairPolicy::Auto => true,
-        RepairPolicy::Ask => {
-            if !std::io::stdin().is_terminal() {
-                return false;
-            }
-            eprint!("Repair damage found on {} in place? [y/N] ", copy.name);
-            let _ = std::io::stderr().flush();
-            let mut answer = String::new();
-            let _ = std::io::stdin().lock().read_line(&mut answer);
-            matches!(answer.trim(), "y" | "Y" | "yes")
-        }
+        RepairPolicy::Ask => crate::progress::ask_on_terminal(&format!(
+            "Repair damage found on {} in place?",
+            copy.name
+        )),
     }
 }
 

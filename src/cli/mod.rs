@@ -71,6 +71,25 @@ pub enum Command {
     /// Restore the whole tree, or some paths, as they were at a time, from any copy
     #[command(after_help = EXIT_CODES)]
     Restore(RestoreArgs),
+    /// Remove sets that retention lets go (chain-aware; FULLs only when confirmed)
+    #[command(after_help = EXIT_CODES)]
+    Cleanup {
+        /// Show what would be removed and the space it frees; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this definition (repeatable)
+        #[arg(short = 'd', long = "definition", value_name = "DEF")]
+        definitions: Vec<String>,
+        /// Only this destination, not the repository (repeatable)
+        #[arg(long = "dest", value_name = "NAME")]
+        destinations: Vec<String>,
+        /// Also remove this set by name, unless a kept set depends on it (repeatable)
+        #[arg(long = "set", value_name = "SET")]
+        sets: Vec<String>,
+        /// Remove FULL sets without asking (for scripts and timers)
+        #[arg(long)]
+        yes: bool,
+    },
     /// Rehearse a restore from a copy: a sample of files, with only the set's bundled
     /// dar_static, an empty environment and an empty scratch folder
     #[command(after_help = EXIT_CODES)]

@@ -258,3 +258,37 @@ pub fn drill(report: &darvault::restore::drill::Report) {
         }
     }
 }
+
+pub fn cleanup(report: &darvault::cleanup::Report) {
+    let verb = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for c in &report.copies {
+        for r in &c.removals {
+            let size = darvault::config::human_bytes(r.bytes);
+            match (&r.refused, r.removed || report.dry_run) {
+                (Some(why), _) => println!("{}: kept {} ({size}): {why}", c.copy, r.set),
+                (None, true) => println!("{}: {verb} {} ({size}): {}", c.copy, r.set, r.reason),
+                (None, false) => {}
+            }
+        }
+        for l in &c.leftovers {
+            println!("{}: {verb} leftover {l}", c.copy);
+        }
+        if let Some(e) = &c.error {
+            println!("{}: FAILED: {e}", c.copy);
+        }
+        println!("{}: {} set(s) kept", c.copy, c.kept);
+    }
+    println!(
+        "{verb} {} in all{}",
+        darvault::config::human_bytes(report.freed_bytes()),
+        if report.dry_run {
+            " (dry run: nothing changed)"
+        } else {
+            ""
+        }
+    );
+}

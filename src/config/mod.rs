@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use values::{
-    AbsPath, ByteSize, Compression, DefinitionName, Duration, Pattern, RelPath, human_bytes,
+    AbsPath, Age, ByteSize, Compression, DefinitionName, Duration, Pattern, RelPath, human_bytes,
 };
 
 use crate::error::{Error, Result};
@@ -27,6 +27,10 @@ pub struct Config {
     pub definitions: Vec<Definition>,
     #[serde(default, rename = "destination")]
     pub destinations: Vec<Destination>,
+    #[serde(default)]
+    pub notify: Notify,
+    #[serde(default)]
+    pub schedule: Schedule,
     /// The file this was read from (for messages).
     #[serde(skip)]
     pub file: PathBuf,
@@ -70,6 +74,133 @@ pub struct Definition {
     pub encryption: Option<Encryption>,
     #[serde(default)]
     pub restore_test: RestoreTest,
+    #[serde(default)]
+    pub keep: Keep,
+    #[serde(default)]
+    pub hooks: Hooks,
+}
+
+/// Retention: how long `darvault cleanup` keeps sets of each level. A set that a kept set
+/// depends on is kept whatever its age.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keep {
+    #[serde(default = "forever")]
+    pub full: Age,
+    #[serde(default = "keep_diff")]
+    pub diff: Age,
+    #[serde(default = "keep_incr")]
+    pub incr: Age,
+}
+
+impl Default for Keep {
+    fn default() -> Self {
+        Keep {
+            full: forever(),
+            diff: keep_diff(),
+            incr: keep_incr(),
+        }
+    }
+}
+
+impl Keep {
+    pub fn of(&self, level: crate::set::Level) -> Age {
+        match level {
+            crate::set::Level::Full => self.full,
+            crate::set::Level::Diff => self.diff,
+            crate::set::Level::Incr => self.incr,
+        }
+    }
+}
+
+/// Commands run before and after a backup of the definition (through `sh -c`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Run in order before dar starts; a failing one stops this definition's backup.
+    #[serde(default)]
+    pub before: Vec<String>,
+    /// Run in order after the backup, whatever its outcome (DARVAULT_OUTCOME says which).
+    #[serde(default)]
+    pub after: Vec<String>,
+    /// Each command may take this long [default: 15m].
+    #[serde(default = "hook_timeout")]
+    pub timeout: Duration,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            before: Vec::new(),
+            after: Vec::new(),
+            timeout: hook_timeout(),
+        }
+    }
+}
+
+/// Where notices of unattended runs go. URLs are secrets: they come from the environment or
+/// a file, never inline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    pub discord_url_env: Option<String>,
+    pub discord_url_file: Option<AbsPath>,
+    /// Any URL that takes a JSON POST (ntfy, a healthchecks-style ping, your own service).
+    pub webhook_url_env: Option<String>,
+    pub webhook_url_file: Option<AbsPath>,
+    /// Which events are sent [default: all of success, warning, failure, damage, repair].
+    #[serde(default = "all_events")]
+    pub events: Vec<Event>,
+}
+
+impl Default for Notify {
+    fn default() -> Self {
+        Notify {
+            discord_url_env: None,
+            discord_url_file: None,
+            webhook_url_env: None,
+            webhook_url_file: None,
+            events: all_events(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Event {
+    Success,
+    Warning,
+    Failure,
+    Damage,
+    Repair,
+}
+
+/// When the systemd timers fire (systemd OnCalendar expressions).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    #[serde(default = "schedule_full")]
+    pub full: String,
+    #[serde(default = "schedule_diff")]
+    pub diff: String,
+    #[serde(default = "schedule_incr")]
+    pub incr: String,
+    #[serde(default = "schedule_audit")]
+    pub audit: String,
+    #[serde(default = "schedule_cleanup")]
+    pub cleanup: String,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule {
+            full: schedule_full(),
+            diff: schedule_diff(),
+            incr: schedule_incr(),
+            audit: schedule_audit(),
+            cleanup: schedule_cleanup(),
+        }
+    }
 }
 
 impl Definition {
@@ -108,6 +239,9 @@ pub struct Destination {
     /// Read every file back after sending it and compare its SHA-256 [default: false].
     #[serde(default)]
     pub verify_readback: bool,
+    /// Retention here for `darvault cleanup` (may keep more than the repository)
+    /// [default: none: cleanup never deletes on this destination].
+    pub keep: Option<Keep>,
     /// Everything else: OpenDAL options (root, endpoint, bucket, user, key…).
     #[serde(flatten)]
     pub options: std::collections::BTreeMap<String, toml::Value>,
@@ -263,6 +397,44 @@ impl Default for RestoreTest {
 
 fn yes() -> bool {
     true
+}
+fn forever() -> Age {
+    Age::Forever
+}
+fn keep_diff() -> Age {
+    "100d".parse().expect("a valid age")
+}
+fn keep_incr() -> Age {
+    "40d".parse().expect("a valid age")
+}
+fn hook_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(15 * 60))
+}
+fn all_events() -> Vec<Event> {
+    vec![
+        Event::Success,
+        Event::Warning,
+        Event::Failure,
+        Event::Damage,
+        Event::Repair,
+    ]
+}
+// FULL on 1 January, DIFF on the 1st of the other months, INCR every third day from the 4th:
+// never two on the same day, so no run waits for another's repository lock.
+fn schedule_full() -> String {
+    "*-01-01 02:00".into()
+}
+fn schedule_diff() -> String {
+    "*-02..12-01 02:00".into()
+}
+fn schedule_incr() -> String {
+    "*-*-04/3 02:00".into()
+}
+fn schedule_audit() -> String {
+    "*-*-* 05:00".into()
+}
+fn schedule_cleanup() -> String {
+    "Sun *-*-* 06:00".into()
 }
 fn ten() -> Percent {
     Percent(10)
@@ -549,6 +721,17 @@ mod tests {
         assert_eq!(d.redundancy.full, Percent(10));
         assert_eq!(d.par2_whole_slice_max, default_whole_slice_max());
         assert!(d.cache_directory_tagging);
+        let keep = Keep::default();
+        assert_eq!(d.keep.diff.to_string(), keep.diff.to_string());
+        assert_eq!(d.keep.incr.to_string(), keep.incr.to_string());
+        assert_eq!(d.keep.full.to_string(), keep.full.to_string());
+        assert_eq!(d.hooks.timeout, hook_timeout());
+        let schedule = Schedule::default();
+        assert_eq!(c.schedule.full, schedule.full);
+        assert_eq!(c.schedule.diff, schedule.diff);
+        assert_eq!(c.schedule.incr, schedule.incr);
+        assert_eq!(c.schedule.audit, schedule.audit);
+        assert_eq!(c.schedule.cleanup, schedule.cleanup);
     }
 
     #[test]

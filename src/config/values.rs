@@ -272,6 +272,66 @@ impl TryFrom<String> for Duration {
     }
 }
 
+/// How long sets are kept: "40d", "12w", "6m" (months), "3y", or "forever".
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Age {
+    Forever,
+    /// A calendar span (months and years have their calendar length).
+    Span(jiff::Span),
+}
+
+impl TryFrom<String> for Age {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let t = s.trim();
+        if t == "forever" {
+            return Ok(Age::Forever);
+        }
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (n, unit) = t.split_at(split);
+        let bad = || {
+            format!("{s:?} is not an age (examples: \"40d\", \"12w\", \"6m\", \"3y\", \"forever\")")
+        };
+        let n: i64 = n.parse().map_err(|_| bad())?;
+        let span = match unit.trim() {
+            "d" => jiff::Span::new().try_days(n),
+            "w" => jiff::Span::new().try_weeks(n),
+            "m" => jiff::Span::new().try_months(n),
+            "y" => jiff::Span::new().try_years(n),
+            _ => return Err(bad()),
+        }
+        .map_err(|e| format!("{s:?}: {e}"))?;
+        Ok(Age::Span(span))
+    }
+}
+
+impl std::str::FromStr for Age {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Age::try_from(s.to_owned())
+    }
+}
+
+impl std::fmt::Display for Age {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Age::Forever => f.write_str("forever"),
+            Age::Span(span) => write!(f, "{span:#}"),
+        }
+    }
+}
+
+impl Age {
+    /// The instant before which a set made is older than this age; None for forever.
+    pub fn cutoff(&self, now: &jiff::ZonedDateTime) -> Option<jiff::Timestamp> {
+        match self {
+            Age::Forever => None,
+            Age::Span(span) => now.checked_sub(*span).ok().map(|z| z.timestamp()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +344,17 @@ mod tests {
         assert!("12Q".parse::<ByteSize>().is_err());
         assert_eq!(ByteSize(3 << 30).to_string(), "3G");
         assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn ages() {
+        assert!(matches!("forever".parse::<Age>().unwrap(), Age::Forever));
+        let now: jiff::ZonedDateTime = "2026-03-31T12:00:00+00:00[UTC]".parse().unwrap();
+        let cutoff = |a: &str| a.parse::<Age>().unwrap().cutoff(&now).unwrap().to_string();
+        assert_eq!(cutoff("40d"), "2026-02-19T12:00:00Z");
+        assert_eq!(cutoff("1m"), "2026-02-28T12:00:00Z");
+        assert_eq!(cutoff("2y"), "2024-03-31T12:00:00Z");
+        assert!("10x".parse::<Age>().is_err());
     }
 
     #[test]

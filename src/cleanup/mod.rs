@@ -1,0 +1,360 @@
+//! `darvault cleanup`: retention on the repository and on destinations that have a `keep`
+//! policy, chain-aware (see `policy`). A set is removed manifest first, so an interrupted
+//! removal leaves a folder no verb takes for a set. The repository keeps a set until every
+//! destination holds it. Also removes staging leftovers (repository) and par2 `.1` files.
+
+pub mod policy;
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::config::{Config, Keep};
+use crate::copy::{FoundSet, Store};
+use crate::error::{Error, Result};
+use crate::set::{Level, MANIFEST, SHA256SUMS};
+use crate::state::State;
+
+pub struct Request {
+    /// Only these definitions [default: all].
+    pub definitions: Vec<String>,
+    /// Only these destinations (not the repository) [default: the repository and every
+    /// destination with a `keep` policy].
+    pub destinations: Vec<String>,
+    /// Remove these sets by name too (never one a kept set depends on).
+    pub sets: Vec<String>,
+    pub dry_run: bool,
+    /// FULLs may go without asking.
+    pub yes: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub dry_run: bool,
+    pub copies: Vec<CopyReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CopyReport {
+    pub copy: String,
+    pub removals: Vec<Removal>,
+    pub kept: usize,
+    /// Staging folders and par2 leftovers removed (or, in a dry run, to remove).
+    pub leftovers: Vec<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Removal {
+    pub set: String,
+    pub reason: String,
+    pub bytes: u64,
+    /// Removed (false in a dry run, or when the removal was refused: see `refused`).
+    pub removed: bool,
+    pub refused: Option<String>,
+}
+
+impl Report {
+    pub fn freed_bytes(&self) -> u64 {
+        let counted = |r: &&Removal| r.removed || (self.dry_run && r.refused.is_none());
+        self.copies
+            .iter()
+            .flat_map(|c| c.removals.iter().filter(counted))
+            .map(|r| r.bytes)
+            .sum()
+    }
+
+    pub fn failed(&self) -> bool {
+        self.copies.iter().any(|c| c.error.is_some())
+    }
+}
+
+/// Asks a person whether FULL sets may go (None: nobody to ask).
+pub type Confirm<'a> = Option<&'a dyn Fn(&str) -> bool>;
+
+pub fn run(config: &Config, req: &Request, confirm: Confirm) -> Result<Report> {
+    for d in &req.destinations {
+        let dest = config
+            .destinations
+            .iter()
+            .find(|x| x.name() == d)
+            .ok_or_else(|| Error::Usage(format!("no destination named {d:?} in the config")))?;
+        if dest.keep.is_none() {
+            return Err(Error::Usage(format!(
+                "destination {d:?} has no `keep` policy: cleanup never deletes there without one"
+            )));
+        }
+    }
+    let state = State::open(&config.state_dir())?;
+    let rt = crate::replicate::runtime()?;
+    let mut copies = Vec::new();
+    if req.destinations.is_empty() {
+        let _lock = crate::lock::lock_repository(config.repository.path())?;
+        let store = Store::for_path(config.repository.path())?;
+        let mut report = clean_copy(config, req, &rt, &state, &store, None, confirm);
+        if let Err(e) = clean_staging(config, req, &mut report) {
+            report.error = Some(e.to_string());
+        }
+        copies.push(report);
+    }
+    for dest in &config.destinations {
+        let Some(keep) = &dest.keep else { continue };
+        if !req.destinations.is_empty() && !req.destinations.iter().any(|d| d == dest.name()) {
+            continue;
+        }
+        let report = Store::open(dest)
+            .and_then(|store| {
+                let _lock = crate::lock::lock_path(
+                    &config
+                        .state_dir()
+                        .join("locks")
+                        .join(format!("replicate-{}.lock", dest.name())),
+                )?;
+                Ok(clean_copy(
+                    config,
+                    req,
+                    &rt,
+                    &state,
+                    &store,
+                    Some(keep),
+                    confirm,
+                ))
+            })
+            .unwrap_or_else(|e| CopyReport {
+                copy: format!("destination {}", dest.name()),
+                removals: Vec::new(),
+                kept: 0,
+                leftovers: Vec::new(),
+                error: Some(e.to_string()),
+            });
+        copies.push(report);
+    }
+    Ok(Report {
+        dry_run: req.dry_run,
+        copies,
+    })
+}
+
+/// One copy: `keep` is the destination's policy, None for the repository (each
+/// definition's own).
+fn clean_copy(
+    config: &Config,
+    req: &Request,
+    rt: &tokio::runtime::Runtime,
+    state: &State,
+    store: &Store,
+    keep: Option<&Keep>,
+    confirm: Confirm,
+) -> CopyReport {
+    let mut report = CopyReport {
+        copy: store.label(),
+        removals: Vec::new(),
+        kept: 0,
+        leftovers: Vec::new(),
+        error: None,
+    };
+    let now = jiff::ZonedDateTime::now();
+    for definition in &config.definitions {
+        let name = definition.name().as_str();
+        if !req.definitions.is_empty() && !req.definitions.iter().any(|d| d == name) {
+            continue;
+        }
+        let is_destination = keep.is_some();
+        let result = rt.block_on(async {
+            let found = store.sets(name).await?;
+            let keep = keep.unwrap_or(&definition.keep);
+            let candidates: Vec<policy::Candidate> = found
+                .sets
+                .iter()
+                .map(|s| policy::Candidate {
+                    name: &s.manifest.set.name,
+                    level: s.manifest.set.level,
+                    created: s.manifest.set.created,
+                    chain: &s.manifest.set.chain,
+                })
+                .collect();
+            let mut verdicts = policy::judge(&candidates, keep, &now);
+            named_removals(&mut verdicts, &found.sets, &req.sets);
+            for (set, verdict) in found.sets.iter().zip(verdicts) {
+                if !verdict.remove {
+                    report.kept += 1;
+                    continue;
+                }
+                let removal = remove_set(
+                    config,
+                    req,
+                    state,
+                    store,
+                    is_destination,
+                    set,
+                    verdict,
+                    confirm,
+                )
+                .await?;
+                report.removals.push(removal);
+            }
+            for set in &found.sets {
+                report
+                    .leftovers
+                    .extend(par2_leftovers(req, store, set).await?);
+            }
+            Ok::<_, Error>(())
+        });
+        if let Err(e) = result {
+            report.error = Some(format!("{name}: {e}"));
+        }
+    }
+    report
+}
+
+/// Sets named on the command line go too, unless a kept set needs them.
+fn named_removals(verdicts: &mut [policy::Verdict], sets: &[FoundSet], named: &[String]) {
+    for i in 0..verdicts.len() {
+        if !named.contains(&verdicts[i].set) || verdicts[i].remove {
+            continue;
+        }
+        let needed_by = sets
+            .iter()
+            .zip(verdicts.iter())
+            .find(|(s, v)| !v.remove && s.manifest.set.chain.contains(&verdicts[i].set));
+        match needed_by {
+            Some((s, _)) => {
+                verdicts[i].reason = format!("named, but {} depends on it", s.manifest.set.name)
+            }
+            None => {
+                verdicts[i].remove = true;
+                verdicts[i].reason = "named on the command line".into();
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn remove_set(
+    config: &Config,
+    req: &Request,
+    state: &State,
+    store: &Store,
+    is_destination: bool,
+    set: &FoundSet,
+    verdict: policy::Verdict,
+    confirm: Confirm<'_>,
+) -> Result<Removal> {
+    let mut removal = Removal {
+        set: verdict.set,
+        reason: verdict.reason,
+        bytes: set.manifest.files.iter().map(|f| f.size).sum(),
+        removed: false,
+        refused: None,
+    };
+    if !is_destination {
+        for dest in &config.destinations {
+            if !state.is_complete(dest.name(), &removal.set, &set.manifest_sha256)? {
+                removal.refused = Some(format!(
+                    "not yet replicated to {}: run `darvault replicate` first",
+                    dest.name()
+                ));
+                return Ok(removal);
+            }
+        }
+    }
+    if set.manifest.set.level == Level::Full && !req.yes && !req.dry_run {
+        let question = format!(
+            "remove the FULL set {} from {}?",
+            removal.set,
+            store.label()
+        );
+        if !confirm.is_some_and(|ask| ask(&question)) {
+            removal.refused = Some("a FULL: confirm, or pass --yes".into());
+            return Ok(removal);
+        }
+    }
+    if req.dry_run {
+        return Ok(removal);
+    }
+    let dir = location(store, set);
+    // The manifest first: from then on no verb takes the folder for a set.
+    for file in [MANIFEST, SHA256SUMS] {
+        store
+            .op
+            .delete(&format!("{dir}/{file}"))
+            .await
+            .map_err(|e| crate::copy::storage_error(&format!("cannot remove {dir}/{file}"), e))?;
+    }
+    store
+        .op
+        .delete_with(&format!("{dir}/"))
+        .recursive(true)
+        .await
+        .map_err(|e| crate::copy::storage_error(&format!("cannot remove {dir}"), e))?;
+    tracing::info!(set = %removal.set, copy = %store.label(), "removed: {}", removal.reason);
+    removal.removed = true;
+    Ok(removal)
+}
+
+/// The set's folder relative to the copy's root.
+fn location(store: &Store, set: &FoundSet) -> String {
+    match &store.local_root {
+        Some(root) => set
+            .dir
+            .strip_prefix(root)
+            .unwrap_or(&set.dir)
+            .display()
+            .to_string(),
+        None => set.dir.display().to_string(),
+    }
+}
+
+/// par2 keeps a damaged original as `<file>.1` after a repair: once the set is whole again
+/// (audit proves it), those are clutter.
+async fn par2_leftovers(req: &Request, store: &Store, set: &FoundSet) -> Result<Vec<String>> {
+    let dir = location(store, set);
+    let mut removed = Vec::new();
+    for (path, is_dir) in store.walk(&format!("{dir}/")).await? {
+        let Some(relative) = path.strip_prefix(&format!("{dir}/")) else {
+            continue;
+        };
+        let is_leftover = !is_dir
+            && relative
+                .strip_suffix(".1")
+                .is_some_and(|original| set.manifest.files.iter().any(|f| f.path == original));
+        if !is_leftover {
+            continue;
+        }
+        if !req.dry_run {
+            store
+                .op
+                .delete(&path)
+                .await
+                .map_err(|e| crate::copy::storage_error(&format!("cannot remove {path}"), e))?;
+        }
+        removed.push(path);
+    }
+    Ok(removed)
+}
+
+/// Staging folders of interrupted backups in the repository (under its lock).
+fn clean_staging(config: &Config, req: &Request, report: &mut CopyReport) -> Result<()> {
+    for definition in &config.definitions {
+        let dir = config.repository.path().join(definition.name().as_str());
+        let stale = stale_staging(&dir)?;
+        if !req.dry_run {
+            crate::set::staging::clean_stale(&dir)?;
+        }
+        report.leftovers.extend(stale);
+    }
+    Ok(())
+}
+
+fn stale_staging(dir: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("cannot read", dir)(e)),
+    };
+    Ok(entries
+        .flatten()
+        .filter(|e| crate::set::staging::is_staging(&e.file_name().to_string_lossy()))
+        .map(|e| e.path().display().to_string())
+        .collect())
+}
