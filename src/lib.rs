@@ -11,6 +11,7 @@ pub mod error;
 pub mod hashing;
 pub mod list;
 pub mod lock;
+pub mod notify;
 pub mod parallel;
 pub mod paths;
 pub mod progress;
@@ -18,6 +19,7 @@ pub mod replicate;
 pub mod restore;
 pub mod set;
 pub mod state;
+pub mod status;
 pub mod tools;
 
 pub use error::{Error, Result};

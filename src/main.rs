@@ -150,6 +150,21 @@ fn run(cli: &Cli) -> Result<u8, Error> {
             present(cli.json, &report, render::restore);
             Ok(exit::OK)
         }
+        Command::Status { html, prometheus } => {
+            let config = Config::load(&config_path)?;
+            let _log = cli::logging::init(cli.verbose, cli.quiet, None);
+            let status = darvault::status::gather(&config)?;
+            if let Some(file) = html {
+                let page = darvault::status::html::render(&status);
+                darvault::status::prometheus::write_atomically(file, &page)?;
+            }
+            if let Some(file) = prometheus {
+                let text = darvault::status::prometheus::render(&status);
+                darvault::status::prometheus::write_atomically(file, &text)?;
+            }
+            present(cli.json, &status, render::status);
+            Ok(exit::OK)
+        }
         Command::Cleanup {
             dry_run,
             definitions,

@@ -135,3 +135,246 @@ fn the_repository_keeps_what_a_destination_has_not_received_and_destinations_kee
     let out = env.run(&["cleanup", "--dest", "nowhere"]);
     assert_eq!(code(&out), 2);
 }
+
+/// (path, JSON body) of every request the server got.
+type Requests = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// A local HTTP server that answers 204 and records every request.
+fn recording_server() -> (String, Requests) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_owned();
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                if header.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            record.lock().unwrap().push((path, json));
+            let mut stream = reader.into_inner();
+            let _ = stream.write_all(
+                b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn notices_and_hooks_report_every_outcome_and_never_leak_the_urls() {
+    let env = Env::new();
+    awkward_tree(&env.path("src"));
+    let (url, seen) = recording_server();
+    let discord_file = env.path("discord-url");
+    fs::write(
+        &discord_file,
+        format!("{url}/api/webhooks/42/s3cr3t-token\n"),
+    )
+    .unwrap();
+    let outcome_file = env.path("outcome");
+    let hooks = format!(
+        "[definition.hooks]\nbefore = [\"test ! -e {0}/stop\"]\nafter = [\"echo $DARVAULT_LEVEL $DARVAULT_OUTCOME >> {1}\"]\n\n[notify]\ndiscord_url_file = {2:?}\nwebhook_url_env = \"DV_PING\"\n",
+        env.path("").display(),
+        outcome_file.display(),
+        discord_file.display().to_string()
+    );
+    definition(&env, &hooks);
+    let ping = format!("{url}/ping/another-secret");
+    let run = |args: &[&str]| {
+        let out = env.cmd().env("DV_PING", &ping).args(args).output().unwrap();
+        eprintln!("{}{}", stdout(&out), stderr(&out));
+        out
+    };
+
+    let out = run(&["backup", "--full"]);
+    assert_eq!(code(&out), 0);
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let discord = requests
+        .iter()
+        .find(|(p, _)| p.contains("webhooks"))
+        .unwrap();
+    let content = discord.1["content"].as_str().unwrap();
+    assert!(
+        content.contains("backup --full: 1 of 1 definition(s) published"),
+        "{content}"
+    );
+    let ping_body = &requests.iter().find(|(p, _)| p.contains("ping")).unwrap().1;
+    assert_eq!(ping_body["event"], "success");
+    assert_eq!(ping_body["runs"][0]["subject"], "docs");
+    assert_eq!(ping_body["runs"][0]["command"], "backup");
+
+    // A failing `before` hook stops the backup: a failure notice, and the after hook knows.
+    fs::write(env.path("stop"), b"").unwrap();
+    let out = run(&["backup", "--diff"]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("hook") || stdout(&out).contains("hook"));
+    let requests = seen.lock().unwrap().clone();
+    let last_ping = &requests
+        .iter()
+        .rev()
+        .find(|(p, _)| p.contains("ping"))
+        .unwrap()
+        .1;
+    assert_eq!(last_ping["event"], "failure");
+    assert!(last_ping["message"].as_str().unwrap().contains("hook"));
+    assert_eq!(
+        fs::read_to_string(&outcome_file).unwrap(),
+        "FULL published\nDIFF failed\n"
+    );
+
+    // Audit damage is its own event.
+    fs::remove_file(env.path("stop")).unwrap();
+    let set = env.sets("docs").pop().unwrap();
+    let slice = set.join(format!("{}.1.dar", name_of(&set)));
+    let mut bytes = fs::read(&slice).unwrap();
+    bytes[100] ^= 1;
+    fs::write(&slice, bytes).unwrap();
+    assert_eq!(code(&run(&["audit"])), 4);
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests.last().unwrap().1["event"], "damage");
+
+    // With the server gone, the run still succeeds; a warning says the notice failed.
+    fs::write(
+        &discord_file,
+        "http://127.0.0.1:9/api/webhooks/42/s3cr3t-token\n",
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .env("DV_PING", "http://127.0.0.1:9/ping/another-secret")
+        .args(["audit", "--repair"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("could not be sent"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The URLs are secrets: not in any output, nor in the log files.
+    let mut everything = stderr(&out) + &stdout(&out);
+    for entry in walkdir(&env.path("home/.local/state/darvault/logs")) {
+        everything += &fs::read_to_string(entry).unwrap_or_default();
+    }
+    assert!(!everything.contains("s3cr3t-token") && !everything.contains("another-secret"));
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn status_shows_runs_copies_and_proofs_as_json_prometheus_and_a_page_chromium_renders() {
+    let env = Env::new();
+    awkward_tree(&env.path("src"));
+    let usb = env.path("usb");
+    definition(
+        &env,
+        &format!(
+            "\n[[destination]]\nname = \"usb\"\nkind = \"fs\"\nroot = {:?}\n",
+            usb.display().to_string()
+        ),
+    );
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    write(&env.path("src/plain.txt"), b"changed\n");
+    assert_eq!(code(&env.run(&["backup", "--diff"])), 0);
+    assert_eq!(code(&env.run(&["replicate"])), 0);
+    assert_eq!(
+        code(&env.run(&["audit", &env.repo().display().to_string()])),
+        0
+    );
+
+    let page = env.path("status.html");
+    let metrics = env.path("darvault.prom");
+    let out = env.run(&[
+        "--json",
+        "status",
+        "--html",
+        &page.display().to_string(),
+        "--prometheus",
+        &metrics.display().to_string(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let docs = &status["definitions"][0];
+    assert_eq!(docs["last"]["FULL"]["outcome"], "ok");
+    assert_eq!(docs["last"]["DIFF"]["outcome"], "ok");
+    assert!(docs["history"][0]["details"]["phases"].is_array());
+    let copies = status["copies"].as_array().unwrap();
+    let repo = &copies[0];
+    assert_eq!(repo["kind"], "repository");
+    assert_eq!(repo["sets"], 2);
+    assert_eq!(repo["never_proven"].as_array().unwrap().len(), 0);
+    assert!(repo["free_bytes"].as_u64().unwrap() > 0);
+    let usb_status = copies.iter().find(|c| c["name"] == "usb").unwrap();
+    assert_eq!(usb_status["missing"].as_array().unwrap().len(), 0);
+    assert_eq!(usb_status["never_proven"].as_array().unwrap().len(), 2);
+
+    // The textfile: well-formed lines, the numbers above.
+    let text = fs::read_to_string(&metrics).unwrap();
+    let line =
+        regex::Regex::new(r#"^darvault_[a-z_]+\{[a-z]+="[^"]*"(,[a-z]+="[^"]*")*\} [0-9.e+-]+$"#)
+            .unwrap();
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(line.is_match(l), "{l}");
+    }
+    assert!(
+        text.contains("darvault_copy_sets{copy=\"usb\",kind=\"fs\"} 2"),
+        "{text}"
+    );
+    assert!(text.contains("darvault_copy_unproven_sets{copy=\"usb\",kind=\"fs\"} 2"));
+    assert!(
+        text.contains("darvault_backup_last_run_success{definition=\"docs\",level=\"DIFF\"} 1")
+    );
+
+    // The page renders in headless Chromium: a screenshot with the plots on it.
+    let shot = env.path("status.png");
+    let chromium = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .arg("--window-size=1200,1600")
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", page.display()))
+        .env("HOME", env.path("chromium-home"))
+        .output()
+        .expect("chromium (scripts/setup --test installs it)");
+    assert!(chromium.status.success(), "{}", stderr(&chromium));
+    let png = fs::read(&shot).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    assert!(
+        png.len() > 20_000,
+        "a page with tables and plots, not a blank one ({} bytes)",
+        png.len()
+    );
+    let html = fs::read_to_string(&page).unwrap();
+    assert_eq!(html.matches("<svg").count(), 3);
+    assert!(!html.contains("<script"), "self-contained and static");
+}

@@ -148,7 +148,9 @@ pub fn run(
             .collect::<Result<_>>()?
     };
     let mut report = Report { copies: Vec::new() };
+    let mut runs = Vec::new();
     for copy in &targets {
+        let started = jiff::Timestamp::now();
         // Healing sources: every other configured copy.
         let others: Vec<Arc<Store>> = all
             .iter()
@@ -180,9 +182,86 @@ pub fn run(
             }
             copy_report.error = Some(e.to_string());
         }
+        runs.push(copy_report.metrics(started));
         report.copies.push(copy_report);
     }
+    crate::notify::finish(config, Some(state), report.ending(runs));
     Ok(report)
+}
+
+impl CopyReport {
+    fn metrics(&self, started: jiff::Timestamp) -> crate::state::Run {
+        let worst = self
+            .sets
+            .iter()
+            .map(|s| s.status)
+            .max()
+            .unwrap_or(Status::Ok);
+        let broken = self.sets.iter().any(|s| s.chain_broken.is_some());
+        let outcome = match (&self.error, worst) {
+            (Some(_), _) => "failed",
+            (None, Status::DamagedRepairable | Status::Unrepairable) => "damage",
+            _ if broken => "damage",
+            (None, Status::Repaired) => "repaired",
+            (None, Status::Ok) => "ok",
+        };
+        crate::state::Run {
+            command: "audit".into(),
+            subject: self.copy.clone(),
+            level: None,
+            set_name: None,
+            outcome: outcome.into(),
+            started_at: started,
+            seconds: (jiff::Timestamp::now() - started).as_secs_f64(),
+            bytes: self.sets.iter().map(|s| s.bytes_checked).sum(),
+            details: serde_json::json!({
+                "sets": self.sets.len(),
+                "statuses": self.sets.iter().map(|s| (s.set.clone(), s.status.as_str())).collect::<std::collections::BTreeMap<_, _>>(),
+                "problems": self.problems,
+                "error": self.error,
+            }),
+        }
+    }
+}
+
+impl Report {
+    fn ending(&self, runs: Vec<crate::state::Run>) -> crate::notify::Ending {
+        use crate::config::Event;
+        let event = if runs.iter().any(|r| r.outcome == "damage") {
+            Event::Damage
+        } else if runs.iter().any(|r| r.outcome == "failed") {
+            Event::Failure
+        } else if runs.iter().any(|r| r.outcome == "repaired") {
+            Event::Repair
+        } else {
+            Event::Success
+        };
+        let mut lines = Vec::new();
+        for c in &self.copies {
+            let proven = c
+                .sets
+                .iter()
+                .filter(|s| s.status <= Status::Repaired)
+                .count();
+            lines.push(format!(
+                "{}: {proven} of {} set(s) proven",
+                c.copy,
+                c.sets.len()
+            ));
+            for s in c.sets.iter().filter(|s| s.status != Status::Ok) {
+                lines.push(format!("  {}: {}", s.set, s.status.as_str()));
+            }
+            if let Some(e) = &c.error {
+                lines.push(format!("  FAILED: {e}"));
+            }
+        }
+        crate::notify::Ending {
+            event,
+            title: format!("audit of {} cop(y/ies): {event:?}", self.copies.len()).to_lowercase(),
+            lines,
+            runs,
+        }
+    }
 }
 
 /// The destination's `repair` policy, when --repair is not given: "auto" repairs, "ask"

@@ -1,6 +1,7 @@
 //! `darvault backup`: one set per definition at the requested level. A failing definition
 //! never stops the others; the report says what happened to each.
 
+mod hooks;
 mod plan;
 mod restore_test;
 mod run;
@@ -79,10 +80,29 @@ pub fn run(
         level,
         definitions: Vec::new(),
     };
+    let mut runs = Vec::new();
     for definition in definitions {
         let name = definition.name().to_string();
+        let started = jiff::Timestamp::now();
+        let began = std::time::Instant::now();
         tracing::info!(definition = %name, %level, "backup starting");
-        let result = match back_up_one(definition, level, &repository, &tools, progress) {
+        let hooks = &definition.hooks;
+        let made = hooks::run(hooks, &hooks.before, &name, level, None)
+            .and_then(|()| back_up_one(definition, level, &repository, &tools, progress));
+        let word = match &made {
+            Ok(set) if set.warnings.is_empty() => "published",
+            Ok(_) => "published-with-warnings",
+            Err(_) => "failed",
+        };
+        let after = hooks::run(hooks, &hooks.after, &name, level, Some(word));
+        let made = match (made, after) {
+            (Ok(mut set), Err(e)) => {
+                set.warnings.push(e.to_string());
+                Ok(set)
+            }
+            (made, _) => made,
+        };
+        let result = match made {
             Ok(set) => {
                 tracing::info!(definition = %name, set = %set.set, seconds = set.seconds, "published");
                 Outcome::Published(set)
@@ -95,6 +115,7 @@ pub fn run(
                 }
             }
         };
+        runs.push(metrics(&name, level, &result, started, began.elapsed()));
         let interrupted =
             matches!(&result, Outcome::Failed { exit_code, .. } if *exit_code == exit::INTERRUPTED);
         report.definitions.push(DefinitionOutcome {
@@ -105,7 +126,74 @@ pub fn run(
             break;
         }
     }
+    let state = crate::state::State::open(&config.state_dir())
+        .inspect_err(|e| tracing::warn!("cannot record metrics: {e}"))
+        .ok();
+    crate::notify::finish(Some(config), state.as_ref(), report.ending(runs));
     Ok(report)
+}
+
+fn metrics(
+    definition: &str,
+    level: Level,
+    result: &Outcome,
+    started: jiff::Timestamp,
+    took: std::time::Duration,
+) -> crate::state::Run {
+    let (outcome, set_name, bytes) = match result {
+        Outcome::Published(s) if s.warnings.is_empty() => ("ok", Some(s.set.clone()), s.size),
+        Outcome::Published(s) => ("warning", Some(s.set.clone()), s.size),
+        Outcome::Failed { .. } => ("failed", None, 0),
+    };
+    crate::state::Run {
+        command: "backup".into(),
+        subject: definition.into(),
+        level: Some(level.to_string()),
+        set_name,
+        outcome: outcome.into(),
+        started_at: started,
+        seconds: took.as_secs_f64(),
+        bytes,
+        details: serde_json::to_value(result).unwrap_or_default(),
+    }
+}
+
+impl Report {
+    fn ending(&self, runs: Vec<crate::state::Run>) -> crate::notify::Ending {
+        use crate::config::Event;
+        let event = match self.exit_code() {
+            exit::OK => Event::Success,
+            exit::WARNINGS => Event::Warning,
+            _ => Event::Failure,
+        };
+        let published = runs.iter().filter(|r| r.outcome != "failed").count();
+        let lines = self
+            .definitions
+            .iter()
+            .map(|d| match &d.result {
+                Outcome::Published(s) if s.warnings.is_empty() => {
+                    format!("{}: published {}", d.definition, s.set)
+                }
+                Outcome::Published(s) => format!(
+                    "{}: published {} with warnings: {}",
+                    d.definition,
+                    s.set,
+                    s.warnings.join("; ")
+                ),
+                Outcome::Failed { error, .. } => format!("{}: FAILED: {error}", d.definition),
+            })
+            .collect();
+        crate::notify::Ending {
+            event,
+            title: format!(
+                "backup --{}: {published} of {} definition(s) published",
+                self.level.to_string().to_lowercase(),
+                self.definitions.len()
+            ),
+            lines,
+            runs,
+        }
+    }
 }
 
 fn back_up_one(

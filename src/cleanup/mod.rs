@@ -129,10 +129,69 @@ pub fn run(config: &Config, req: &Request, confirm: Confirm) -> Result<Report> {
             });
         copies.push(report);
     }
-    Ok(Report {
+    let report = Report {
         dry_run: req.dry_run,
         copies,
-    })
+    };
+    if !req.dry_run {
+        crate::notify::finish(Some(config), Some(&state), report.ending());
+    }
+    Ok(report)
+}
+
+impl Report {
+    fn ending(&self) -> crate::notify::Ending {
+        let now = jiff::Timestamp::now();
+        let runs: Vec<crate::state::Run> = self
+            .copies
+            .iter()
+            .map(|c| crate::state::Run {
+                command: "cleanup".into(),
+                subject: c.copy.clone(),
+                level: None,
+                set_name: None,
+                outcome: if c.error.is_some() { "failed" } else { "ok" }.into(),
+                started_at: now,
+                seconds: 0.0,
+                bytes: c
+                    .removals
+                    .iter()
+                    .filter(|r| r.removed)
+                    .map(|r| r.bytes)
+                    .sum(),
+                details: serde_json::to_value(c).unwrap_or_default(),
+            })
+            .collect();
+        let lines = self
+            .copies
+            .iter()
+            .map(|c| {
+                let removed: Vec<&str> = c
+                    .removals
+                    .iter()
+                    .filter(|r| r.removed)
+                    .map(|r| r.set.as_str())
+                    .collect();
+                match &c.error {
+                    Some(e) => format!("{}: FAILED: {e}", c.copy),
+                    None => format!("{}: removed {}", c.copy, removed.join(", ")),
+                }
+            })
+            .collect();
+        crate::notify::Ending {
+            event: if self.failed() {
+                crate::config::Event::Failure
+            } else {
+                crate::config::Event::Success
+            },
+            title: format!(
+                "cleanup: {} freed",
+                crate::config::human_bytes(self.freed_bytes())
+            ),
+            lines,
+            runs,
+        }
+    }
 }
 
 /// One copy: `keep` is the destination's policy, None for the repository (each

@@ -71,6 +71,16 @@ pub enum Command {
     /// Restore the whole tree, or some paths, as they were at a time, from any copy
     #[command(after_help = EXIT_CODES)]
     Restore(RestoreArgs),
+    /// Last runs per definition; per copy the sets it holds, what is not proven there, and
+    /// free space
+    Status {
+        /// Also write a self-contained HTML page with plots to FILE
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// Also write a node_exporter textfile (Prometheus metrics) to FILE
+        #[arg(long, value_name = "FILE")]
+        prometheus: Option<PathBuf>,
+    },
     /// Remove sets that retention lets go (chain-aware; FULLs only when confirmed)
     #[command(after_help = EXIT_CODES)]
     Cleanup {

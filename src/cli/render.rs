@@ -292,3 +292,53 @@ pub fn cleanup(report: &darvault::cleanup::Report) {
         }
     );
 }
+
+pub fn status(status: &darvault::status::Status) {
+    use darvault::config::human_bytes;
+    for d in &status.definitions {
+        println!("{}: {} set(s) in the repository", d.name, d.sets.len());
+        for (level, run) in &d.last {
+            println!(
+                "  last {level}: {} {} ({:.1}s, {})",
+                local_time(run.started_at.as_second()),
+                run.outcome,
+                run.seconds,
+                human_bytes(run.bytes)
+            );
+        }
+        if let Some(f) = &d.last_failure {
+            println!("  last failure: {}", local_time(f.started_at.as_second()));
+        }
+    }
+    for c in &status.copies {
+        if let Some(e) = &c.error {
+            println!("{} ({}): UNREADABLE: {e}", c.name, c.kind);
+            continue;
+        }
+        let free = c
+            .free_bytes
+            .map_or(String::new(), |b| format!(", {} free", human_bytes(b)));
+        println!(
+            "{} ({}): {} set(s), {}{free}",
+            c.name,
+            c.kind,
+            c.sets,
+            human_bytes(c.bytes)
+        );
+        if !c.missing.is_empty() {
+            println!(
+                "  lacks {} set(s) of the repository: run darvault replicate",
+                c.missing.len()
+            );
+        }
+        if !c.never_proven.is_empty() {
+            println!(
+                "  {} set(s) never proven here: run darvault audit",
+                c.never_proven.len()
+            );
+        }
+        if let Some((set, when)) = &c.oldest_proof {
+            println!("  oldest proof: {} ({set})", local_time(when.as_second()));
+        }
+    }
+}

@@ -98,7 +98,9 @@ pub fn run(
     let mut report = Report {
         destinations: Vec::new(),
     };
+    let mut runs = Vec::new();
     for dest in destinations {
+        let started = jiff::Timestamp::now();
         let outcome = rt.block_on(to_destination(config, dest, &sets, &state, progress));
         let result = match outcome.map_err(|e| with_hint(dest, e)) {
             Ok(summary) => Outcome::Done(summary),
@@ -112,6 +114,24 @@ pub fn run(
         };
         let interrupted =
             matches!(&result, Outcome::Failed { exit_code, .. } if *exit_code == exit::INTERRUPTED);
+        runs.push(crate::state::Run {
+            command: "replicate".into(),
+            subject: dest.name().to_owned(),
+            level: None,
+            set_name: None,
+            outcome: match &result {
+                Outcome::Done(_) => "ok",
+                Outcome::Failed { .. } => "failed",
+            }
+            .into(),
+            started_at: started,
+            seconds: (jiff::Timestamp::now() - started).as_secs_f64(),
+            bytes: match &result {
+                Outcome::Done(s) => s.bytes_sent,
+                Outcome::Failed { .. } => 0,
+            },
+            details: serde_json::to_value(&result).unwrap_or_default(),
+        });
         report.destinations.push(DestinationOutcome {
             destination: dest.name().to_owned(),
             result,
@@ -120,7 +140,42 @@ pub fn run(
             break;
         }
     }
+    crate::notify::finish(Some(config), Some(&state), report.ending(runs));
     Ok(report)
+}
+
+impl Report {
+    fn ending(&self, runs: Vec<crate::state::Run>) -> crate::notify::Ending {
+        let lines: Vec<String> = self
+            .destinations
+            .iter()
+            .map(|d| match &d.result {
+                Outcome::Done(s) => format!(
+                    "{}: {} set(s) sent ({}), {} already there",
+                    d.destination,
+                    s.sent.len(),
+                    crate::config::human_bytes(s.bytes_sent),
+                    s.present
+                ),
+                Outcome::Failed { error, .. } => format!("{}: FAILED: {error}", d.destination),
+            })
+            .collect();
+        let failed = runs.iter().filter(|r| r.outcome == "failed").count();
+        crate::notify::Ending {
+            event: if failed == 0 {
+                crate::config::Event::Success
+            } else {
+                crate::config::Event::Failure
+            },
+            title: format!(
+                "replicate: {} of {} destination(s) up to date",
+                runs.len() - failed,
+                runs.len()
+            ),
+            lines,
+            runs,
+        }
+    }
 }
 
 /// SFTP reports a refused key as a failed connection: say what to check.

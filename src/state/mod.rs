@@ -60,7 +60,52 @@ const MIGRATIONS: &[&str] = &[
          mtime    INTEGER NOT NULL
      );
      CREATE INDEX version_by_set ON version (set_name);",
+    // 4: metrics of every run: one row per definition (backup), destination (replicate),
+    // copy (audit, cleanup), with the details as JSON.
+    "CREATE TABLE run (
+         id         INTEGER PRIMARY KEY,
+         command    TEXT NOT NULL,
+         subject    TEXT NOT NULL,
+         level      TEXT,
+         set_name   TEXT,
+         outcome    TEXT NOT NULL,
+         started_at TEXT NOT NULL,
+         seconds    REAL NOT NULL,
+         bytes      INTEGER NOT NULL,
+         details    TEXT NOT NULL
+     );
+     CREATE INDEX run_by_subject ON run (command, subject, started_at);",
 ];
+
+/// A set's last audit on a copy.
+#[derive(Debug, Clone)]
+pub struct Audited {
+    pub copy: String,
+    pub set_name: String,
+    pub status: String,
+    /// RFC 3339; None when it was never proven there.
+    pub proven_at: Option<String>,
+}
+
+/// One unit of a run: a definition's backup, a destination's replication, a copy's audit
+/// or cleanup.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Run {
+    /// backup, replicate, audit or cleanup.
+    pub command: String,
+    /// The definition, destination or copy.
+    pub subject: String,
+    pub level: Option<String>,
+    pub set_name: Option<String>,
+    /// ok, warning, failed, damage.
+    pub outcome: String,
+    pub started_at: jiff::Timestamp,
+    pub seconds: f64,
+    /// Archive size, bytes sent, checked or freed.
+    pub bytes: u64,
+    /// Phases, counters, samples: what the command reported.
+    pub details: serde_json::Value,
+}
 
 /// One entry a set's catalogue records: data saved there, a changed inode, or a deletion.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -278,6 +323,73 @@ impl State {
                 })
             })?
             .collect()
+        })
+    }
+}
+
+impl State {
+    pub fn record_run(&self, run: &Run) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO run (command, subject, level, set_name, outcome, started_at,
+                                  seconds, bytes, details)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    run.command,
+                    run.subject,
+                    run.level,
+                    run.set_name,
+                    run.outcome,
+                    run.started_at.to_string(),
+                    run.seconds,
+                    run.bytes as i64,
+                    run.details.to_string()
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Runs of a command, oldest first.
+    pub fn runs(&self, command: &str) -> Result<Vec<Run>> {
+        self.with(|c| {
+            c.prepare(
+                "SELECT command, subject, level, set_name, outcome, started_at, seconds, bytes,
+                        details
+                 FROM run WHERE command = ?1 ORDER BY started_at, id",
+            )?
+            .query_map(params![command], |r| {
+                let started: String = r.get(5)?;
+                let details: String = r.get(8)?;
+                Ok(Run {
+                    command: r.get(0)?,
+                    subject: r.get(1)?,
+                    level: r.get(2)?,
+                    set_name: r.get(3)?,
+                    outcome: r.get(4)?,
+                    started_at: started.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+                    seconds: r.get(6)?,
+                    bytes: r.get::<_, i64>(7)? as u64,
+                    details: serde_json::from_str(&details).unwrap_or_default(),
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// Every set's last audit on every copy.
+    pub fn audits(&self) -> Result<Vec<Audited>> {
+        self.with(|c| {
+            c.prepare("SELECT copy, set_name, status, proven_at FROM audited_set")?
+                .query_map([], |r| {
+                    Ok(Audited {
+                        copy: r.get(0)?,
+                        set_name: r.get(1)?,
+                        status: r.get(2)?,
+                        proven_at: r.get(3)?,
+                    })
+                })?
+                .collect()
         })
     }
 }

@@ -56,6 +56,7 @@ pub struct Spec {
     current_dir: Option<PathBuf>,
     /// Run with an empty environment (a rehearsal of a bare machine).
     clean_env: bool,
+    envs: Vec<(OsString, OsString)>,
     /// In-memory files the child inherits (see `options_file`).
     inherited: Vec<OwnedFd>,
 }
@@ -68,8 +69,15 @@ impl Spec {
             timeout: None,
             current_dir: None,
             clean_env: false,
+            envs: Vec::new(),
             inherited: Vec::new(),
         }
+    }
+
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
+        self.envs
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
     }
 
     /// Nothing of this process's environment reaches the child (LC_ALL=C aside).
@@ -138,6 +146,7 @@ impl Spec {
         }
         command
             .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .env("LC_ALL", "C")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

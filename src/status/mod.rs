@@ -1,0 +1,217 @@
+//! `darvault status`: per definition the last runs and their outcomes, per copy which sets it
+//! holds, what was never or not lately proven there, and free space. From the state database
+//! (runs, audits) and the copies themselves; `--html` draws it, `--prometheus` exports it.
+
+pub mod html;
+pub mod prometheus;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::copy::Store;
+use crate::error::Result;
+use crate::state::{Run, State};
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub generated: jiff::Timestamp,
+    pub host: String,
+    pub definitions: Vec<DefinitionStatus>,
+    pub copies: Vec<CopyStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DefinitionStatus {
+    pub name: String,
+    /// The last backup run of each level (FULL, DIFF, INCR).
+    pub last: BTreeMap<String, Run>,
+    pub last_failure: Option<Run>,
+    /// The sets in the repository, oldest first.
+    pub sets: Vec<SetPoint>,
+    /// Backup runs with their phases, oldest first (the last 30).
+    pub history: Vec<Run>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SetPoint {
+    pub set: String,
+    pub level: String,
+    pub created: jiff::Timestamp,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CopyStatus {
+    pub name: String,
+    /// "repository" or the destination's kind.
+    pub kind: String,
+    pub sets: usize,
+    pub bytes: u64,
+    /// Sets of the repository this copy lacks.
+    pub missing: Vec<String>,
+    /// Sets never proven here by an audit.
+    pub never_proven: Vec<String>,
+    /// The set proven longest ago, and when.
+    pub oldest_proof: Option<(String, jiff::Timestamp)>,
+    pub free_bytes: Option<u64>,
+    /// Set when the copy could not be read.
+    pub error: Option<String>,
+}
+
+pub fn gather(config: &Config) -> Result<Status> {
+    let state = State::open(&config.state_dir())?;
+    let rt = crate::replicate::runtime()?;
+    let backups = state.runs("backup")?;
+    let audits = state.audits()?;
+
+    let repository = Store::for_path(config.repository.path())?;
+    let mut repository_sets: Vec<String> = Vec::new();
+    let mut definitions = Vec::new();
+    for d in &config.definitions {
+        let name = d.name().as_str();
+        let found = rt.block_on(repository.sets(name))?;
+        let sets: Vec<SetPoint> = found
+            .sets
+            .iter()
+            .map(|s| SetPoint {
+                set: s.manifest.set.name.clone(),
+                level: s.manifest.set.level.to_string(),
+                created: s.manifest.set.created,
+                bytes: s.manifest.files.iter().map(|f| f.size).sum(),
+            })
+            .collect();
+        repository_sets.extend(sets.iter().map(|s| s.set.clone()));
+        let mine: Vec<&Run> = backups.iter().filter(|r| r.subject == name).collect();
+        let mut last = BTreeMap::new();
+        for r in &mine {
+            if let Some(level) = &r.level {
+                last.insert(level.clone(), (*r).clone());
+            }
+        }
+        definitions.push(DefinitionStatus {
+            name: name.to_owned(),
+            last,
+            last_failure: mine
+                .iter()
+                .rev()
+                .find(|r| r.outcome == "failed")
+                .map(|r| (*r).clone()),
+            history: mine
+                .iter()
+                .rev()
+                .take(30)
+                .rev()
+                .map(|r| (*r).clone())
+                .collect(),
+            sets,
+        });
+    }
+
+    let mut copies = vec![copy_status(
+        &rt,
+        config,
+        &repository,
+        "repository",
+        &repository_sets,
+        &audits,
+    )];
+    for dest in &config.destinations {
+        let status = match Store::open(dest) {
+            Ok(store) => copy_status(&rt, config, &store, &dest.kind, &repository_sets, &audits),
+            Err(e) => unreadable(dest.name(), &dest.kind, e),
+        };
+        copies.push(status);
+    }
+    Ok(Status {
+        generated: jiff::Timestamp::now(),
+        host: crate::host_name(),
+        definitions,
+        copies,
+    })
+}
+
+fn unreadable(name: &str, kind: &str, e: crate::Error) -> CopyStatus {
+    CopyStatus {
+        name: name.to_owned(),
+        kind: kind.to_owned(),
+        sets: 0,
+        bytes: 0,
+        missing: Vec::new(),
+        never_proven: Vec::new(),
+        oldest_proof: None,
+        free_bytes: None,
+        error: Some(e.to_string()),
+    }
+}
+
+fn copy_status(
+    rt: &tokio::runtime::Runtime,
+    config: &Config,
+    store: &Store,
+    kind: &str,
+    repository_sets: &[String],
+    audits: &[crate::state::Audited],
+) -> CopyStatus {
+    let mut held: Vec<(String, u64)> = Vec::new();
+    for d in &config.definitions {
+        match rt.block_on(store.sets(d.name().as_str())) {
+            Ok(found) => held.extend(found.sets.iter().map(|s| {
+                (
+                    s.manifest.set.name.clone(),
+                    s.manifest.files.iter().map(|f| f.size).sum(),
+                )
+            })),
+            Err(e) => return unreadable(&store.name, kind, e),
+        }
+    }
+    let proofs: BTreeMap<&str, Option<jiff::Timestamp>> = audits
+        .iter()
+        .filter(|a| a.copy == store.name)
+        .map(|a| {
+            let when = a.proven_at.as_deref().and_then(|t| t.parse().ok());
+            (a.set_name.as_str(), when)
+        })
+        .collect();
+    let never_proven = held
+        .iter()
+        .filter(|(s, _)| !matches!(proofs.get(s.as_str()), Some(Some(_))))
+        .map(|(s, _)| s.clone())
+        .collect();
+    let oldest_proof = held
+        .iter()
+        .filter_map(|(s, _)| {
+            proofs
+                .get(s.as_str())
+                .copied()
+                .flatten()
+                .map(|t| (s.clone(), t))
+        })
+        .min_by_key(|(_, t)| *t);
+    CopyStatus {
+        name: store.name.clone(),
+        kind: kind.to_owned(),
+        sets: held.len(),
+        bytes: held.iter().map(|(_, b)| b).sum(),
+        missing: repository_sets
+            .iter()
+            .filter(|s| !held.iter().any(|(h, _)| h == *s))
+            .cloned()
+            .collect(),
+        never_proven,
+        oldest_proof,
+        free_bytes: store.local_root.as_deref().and_then(free_bytes),
+        error: None,
+    }
+}
+
+/// Bytes an unprivileged user may still write on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a properly sized out-parameter.
+    (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then(|| s.f_bavail * s.f_frsize)
+}

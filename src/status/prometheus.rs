@@ -1,0 +1,131 @@
+//! The status as a node_exporter textfile (Prometheus exposition format), written atomically
+//! so the collector never reads half a file.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use super::Status;
+use crate::error::{Error, Result};
+
+pub fn render(status: &Status) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, rows: Vec<(String, f64)>| {
+        let _ = writeln!(
+            out,
+            "# HELP darvault_{name} {help}\n# TYPE darvault_{name} gauge"
+        );
+        for (labels, value) in rows {
+            let _ = writeln!(out, "darvault_{name}{{{labels}}} {value}");
+        }
+    };
+    let mut last_time = Vec::new();
+    let mut last_ok = Vec::new();
+    let mut seconds = Vec::new();
+    let mut bytes = Vec::new();
+    for d in &status.definitions {
+        for (level, run) in &d.last {
+            let labels = format!("definition=\"{}\",level=\"{level}\"", d.name);
+            last_time.push((labels.clone(), run.started_at.as_second() as f64));
+            last_ok.push((labels.clone(), f64::from(u8::from(run.outcome != "failed"))));
+            seconds.push((labels.clone(), run.seconds));
+            bytes.push((labels, run.bytes as f64));
+        }
+    }
+    metric(
+        "backup_last_run_timestamp_seconds",
+        "When the last backup of this level started.",
+        last_time,
+    );
+    metric(
+        "backup_last_run_success",
+        "1 when the last backup of this level published its set.",
+        last_ok,
+    );
+    metric(
+        "backup_last_run_duration_seconds",
+        "How long the last backup of this level took.",
+        seconds,
+    );
+    metric(
+        "backup_last_set_bytes",
+        "Size of the set the last backup of this level made.",
+        bytes,
+    );
+    let copy = |f: &dyn Fn(&super::CopyStatus) -> Option<f64>| -> Vec<(String, f64)> {
+        status
+            .copies
+            .iter()
+            .filter_map(|c| {
+                f(c).map(|v| {
+                    (
+                        format!("copy=\"{}\",kind=\"{}\"", escape(&c.name), c.kind),
+                        v,
+                    )
+                })
+            })
+            .collect()
+    };
+    metric(
+        "copy_up",
+        "1 when the copy could be read.",
+        copy(&|c| Some(f64::from(u8::from(c.error.is_none())))),
+    );
+    metric(
+        "copy_sets",
+        "Sets the copy holds.",
+        copy(&|c| Some(c.sets as f64)),
+    );
+    metric(
+        "copy_bytes",
+        "Bytes of sets the copy holds.",
+        copy(&|c| Some(c.bytes as f64)),
+    );
+    metric(
+        "copy_missing_sets",
+        "Sets of the repository the copy lacks.",
+        copy(&|c| Some(c.missing.len() as f64)),
+    );
+    metric(
+        "copy_unproven_sets",
+        "Sets on the copy that no audit has proven there.",
+        copy(&|c| Some(c.never_proven.len() as f64)),
+    );
+    metric(
+        "copy_oldest_proof_timestamp_seconds",
+        "When the set proven longest ago on the copy was proven.",
+        copy(&|c| c.oldest_proof.as_ref().map(|(_, t)| t.as_second() as f64)),
+    );
+    metric(
+        "copy_free_bytes",
+        "Free space where the copy is (local copies).",
+        copy(&|c| c.free_bytes.map(|b| b as f64)),
+    );
+    out
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Write `text` to `file` through a temporary file in the same folder and a rename.
+pub fn write_atomically(file: &Path, text: &str) -> Result<()> {
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(Error::io("cannot write in", dir))?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes())
+        .map_err(Error::io("cannot write", file))?;
+    // Readable by the collector, which runs as another user.
+    let readable = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    tmp.as_file()
+        .set_permissions(readable)
+        .map_err(Error::io("cannot write", file))?;
+    tmp.persist(file)
+        .map_err(|e| Error::io("cannot write", file)(e.error))?;
+    Ok(())
+}
