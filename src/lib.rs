@@ -20,6 +20,7 @@ pub mod restore;
 pub mod set;
 pub mod state;
 pub mod status;
+pub mod systemd;
 pub mod tools;
 
 pub use error::{Error, Result};

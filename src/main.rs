@@ -12,6 +12,7 @@ use darvault::error::{Error, exit};
 use darvault::set::Level;
 
 fn main() -> ExitCode {
+    cli::complete_if_asked();
     let cli = Cli::parse();
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
@@ -150,6 +151,19 @@ fn run(cli: &Cli) -> Result<u8, Error> {
             present(cli.json, &report, render::restore);
             Ok(exit::OK)
         }
+        Command::Systemd { install } => {
+            let config = Config::load(&config_path)?;
+            let exe = std::env::current_exe()
+                .map_err(|e| Error::Failed(format!("cannot find this program's path: {e}")))?;
+            let units = darvault::systemd::units(&config, &exe);
+            if *install {
+                let installed = darvault::systemd::install(&units)?;
+                present(cli.json, &installed, render::installed);
+            } else {
+                present(cli.json, &units, render::units);
+            }
+            Ok(exit::OK)
+        }
         Command::Status { html, prometheus } => {
             let config = Config::load(&config_path)?;
             let _log = cli::logging::init(cli.verbose, cli.quiet, None);
@@ -229,7 +243,8 @@ fn run(cli: &Cli) -> Result<u8, Error> {
             Ok(exit::OK)
         }
         Command::Completions { shell } => {
-            cli::completions(*shell);
+            cli::completions(*shell)
+                .map_err(|e| Error::Failed(format!("cannot write the script: {e}")))?;
             Ok(exit::OK)
         }
         Command::Man => {

@@ -1,5 +1,7 @@
 //! The command line's own surface: help with exit codes, completions, the manual page.
 
+mod common;
+
 use std::process::Command;
 
 fn darvault(args: &[&str]) -> (i32, String) {
@@ -27,17 +29,68 @@ fn help_documents_the_exit_codes() {
 }
 
 #[test]
-fn completions_and_the_manual_page_are_generated() {
-    let (code, bash) = darvault(&["completions", "bash"]);
-    assert_eq!(code, 0);
-    assert!(bash.contains("_darvault") && bash.contains("replicate") && bash.contains("--as-of"));
-    // bash accepts the script.
-    let status = Command::new("bash")
-        .args(["-n", "-c", &bash])
-        .status()
-        .unwrap();
-    assert!(status.success());
+fn the_manual_page_is_generated() {
     let (code, man) = darvault(&["man"]);
     assert_eq!(code, 0);
     assert!(man.contains(".TH darvault") && man.contains("audit"));
+}
+
+#[test]
+fn bash_completes_commands_options_and_the_users_own_names() {
+    let env = common::Env::new();
+    env.config(&format!(
+        "[[definition]]\nname = \"photos\"\nsource = {:?}\n\n[[destination]]\nname = \"usb-disk\"\nkind = \"fs\"\nroot = {:?}\n",
+        env.path("src").display().to_string(),
+        env.path("usb").display().to_string()
+    ));
+    common::write(&env.path("src/a.txt"), b"a\n");
+    assert_eq!(common::code(&env.run(&["backup", "--full"])), 0);
+    let set = common::name_of(&env.sets("photos")[0]);
+
+    let (code, script) = darvault(&["completions", "bash"]);
+    assert_eq!(code, 0);
+    let script_file = env.path("darvault.bash");
+    std::fs::write(&script_file, script).unwrap();
+    // What bash does on <TAB>: the registered function fills COMPREPLY.
+    let complete = |words: &[&str]| -> Vec<String> {
+        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+        let program = format!(
+            "source {}; complete -p darvault >/dev/null || exit 9; COMP_WORDS=({}); COMP_CWORD={}; COMP_TYPE=9; _clap_complete_darvault darvault '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script_file.display(),
+            quoted.join(" "),
+            words.len() - 1,
+            words[words.len() - 1],
+            words[words.len() - 2]
+        );
+        let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_darvault"))
+            .parent()
+            .unwrap();
+        let out = Command::new("bash")
+            .args(["-c", &program])
+            .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+            .env("DARVAULT_CONFIG", env.path("config.toml"))
+            .env("HOME", env.path("home"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(complete(&["darvault", "repl"]), ["replicate"]);
+    assert!(complete(&["darvault", "restore", "--as"]).contains(&"--as-of".to_owned()));
+    assert_eq!(complete(&["darvault", "backup", "-d", ""]), ["photos"]);
+    assert_eq!(
+        complete(&["darvault", "replicate", "--to", "usb"]),
+        ["usb-disk"]
+    );
+    assert_eq!(
+        complete(&["darvault", "cleanup", "--set", "photos_"]),
+        [set]
+    );
 }

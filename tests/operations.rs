@@ -378,3 +378,49 @@ fn status_shows_runs_copies_and_proofs_as_json_prometheus_and_a_page_chromium_re
     assert_eq!(html.matches("<svg").count(), 3);
     assert!(!html.contains("<script"), "self-contained and static");
 }
+
+#[test]
+fn generated_systemd_units_verify_and_follow_the_schedule() {
+    let env = Env::new();
+    fs::create_dir_all(env.path("src")).unwrap();
+    definition(&env, "\n[schedule]\nincr = \"*-*-* 12:30\"\n");
+    let out = env.run(&["systemd", "--install"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let dir = env.path("home/.config/systemd/user");
+    let mut units: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    units.sort();
+    assert_eq!(units.len(), 11, "{units:?}");
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(units.iter().map(|u| dir.join(u)))
+        .output()
+        .expect("systemd-analyze (scripts/setup --test installs systemd)");
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "{}",
+        stderr(&verify)
+    );
+    for timer in units.iter().filter(|u| u.ends_with(".timer")) {
+        let text = fs::read_to_string(dir.join(timer)).unwrap();
+        assert!(text.contains("Persistent=true"), "{timer}");
+        let when = text
+            .lines()
+            .find_map(|l| l.strip_prefix("OnCalendar="))
+            .unwrap();
+        let calendar = std::process::Command::new("systemd-analyze")
+            .args(["calendar", when])
+            .output()
+            .unwrap();
+        assert!(calendar.status.success(), "{timer}: {when}");
+    }
+    let incr = fs::read_to_string(dir.join("darvault-backup-incr.timer")).unwrap();
+    assert!(incr.contains("OnCalendar=*-*-* 12:30"));
+    let service = fs::read_to_string(dir.join("darvault-backup-incr.service")).unwrap();
+    assert!(service.contains("OnSuccess=darvault-replicate.service"));
+    assert!(service.contains(&format!("--config {}", env.path("config.toml").display())));
+    assert!(service.contains("backup --incr"));
+}

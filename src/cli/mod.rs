@@ -1,12 +1,14 @@
 //! The command-line surface (see docs/cli.md and the product contract).
 
 pub mod logging;
+pub mod names;
 pub mod progress;
 pub mod render;
 
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap_complete::ArgValueCandidates;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -88,13 +90,13 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Only this definition (repeatable)
-        #[arg(short = 'd', long = "definition", value_name = "DEF")]
+        #[arg(short = 'd', long = "definition", value_name = "DEF", add = ArgValueCandidates::new(names::definitions))]
         definitions: Vec<String>,
         /// Only this destination, not the repository (repeatable)
-        #[arg(long = "dest", value_name = "NAME")]
+        #[arg(long = "dest", value_name = "NAME", add = ArgValueCandidates::new(names::destinations))]
         destinations: Vec<String>,
         /// Also remove this set by name, unless a kept set depends on it (repeatable)
-        #[arg(long = "set", value_name = "SET")]
+        #[arg(long = "set", value_name = "SET", add = ArgValueCandidates::new(names::sets))]
         sets: Vec<String>,
         /// Remove FULL sets without asking (for scripts and timers)
         #[arg(long)]
@@ -107,7 +109,7 @@ pub enum Command {
         /// A directory (/media/usb/darvault) or a destination name [default: the repository]
         copy: Option<String>,
         /// Only this definition (repeatable)
-        #[arg(short = 'd', long = "definition", value_name = "DEF")]
+        #[arg(short = 'd', long = "definition", value_name = "DEF", add = ArgValueCandidates::new(names::definitions))]
         definitions: Vec<String>,
         /// Files restored per definition
         #[arg(long, default_value_t = 5, value_name = "N")]
@@ -122,8 +124,15 @@ pub enum Command {
         #[arg(long, value_name = "COPY")]
         from: Option<String>,
         /// Only this definition (repeatable)
-        #[arg(short = 'd', long = "definition", value_name = "DEF")]
+        #[arg(short = 'd', long = "definition", value_name = "DEF", add = ArgValueCandidates::new(names::definitions))]
         definitions: Vec<String>,
+    },
+    /// Print systemd user units and timers for unattended runs (schedule: [schedule] in the
+    /// config), or install and enable them
+    Systemd {
+        /// Write them to ~/.config/systemd/user and enable the timers
+        #[arg(long)]
+        install: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions { shell: clap_complete::Shell },
@@ -135,7 +144,7 @@ pub enum Command {
         /// configured repository]
         copy: Option<String>,
         /// Only this definition (repeatable)
-        #[arg(short = 'd', long = "definition", value_name = "DEF")]
+        #[arg(short = 'd', long = "definition", value_name = "DEF", add = ArgValueCandidates::new(names::definitions))]
         definitions: Vec<String>,
     },
 }
@@ -148,7 +157,7 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "COPY")]
     pub from: Option<String>,
     /// The definition whose sets to restore
-    #[arg(short = 'd', long = "definition", value_name = "DEF")]
+    #[arg(short = 'd', long = "definition", value_name = "DEF", add = ArgValueCandidates::new(names::definitions))]
     pub definition: String,
     /// As of this time: RFC 3339, a local date or date-time (a date means its end), or
     /// "3 weeks ago" [default: the newest set]
@@ -177,7 +186,7 @@ pub struct AuditArgs {
     #[arg(long)]
     pub deep: bool,
     /// Only this definition (repeatable)
-    #[arg(short = 'd', long = "definition", value_name = "DEF")]
+    #[arg(short = 'd', long = "definition", value_name = "DEF", add = ArgValueCandidates::new(names::definitions))]
     pub definitions: Vec<String>,
     /// Audit only a share of the sets: n/m, daily/week or daily/month (all shares in turn
     /// cover every set once)
@@ -188,10 +197,10 @@ pub struct AuditArgs {
 #[derive(Debug, Args)]
 pub struct ReplicateArgs {
     /// Only this destination (repeatable) [default: all]
-    #[arg(long = "to", value_name = "DEST")]
+    #[arg(long = "to", value_name = "DEST", add = ArgValueCandidates::new(names::destinations))]
     pub destinations: Vec<String>,
     /// Only this definition (repeatable) [default: all]
-    #[arg(short = 'd', long = "definition", value_name = "DEF")]
+    #[arg(short = 'd', long = "definition", value_name = "DEF", add = ArgValueCandidates::new(names::definitions))]
     pub definitions: Vec<String>,
 }
 
@@ -209,14 +218,29 @@ pub struct BackupArgs {
     #[arg(long)]
     pub incr: bool,
     /// Only this definition (repeatable) [default: all]
-    #[arg(short = 'd', long = "definition", value_name = "DEF")]
+    #[arg(short = 'd', long = "definition", value_name = "DEF", add = ArgValueCandidates::new(names::definitions))]
     pub definitions: Vec<String>,
 }
 
-/// Write the completion script for `shell` to stdout.
-pub fn completions(shell: clap_complete::Shell) {
-    let mut command = <Cli as clap::CommandFactory>::command();
-    clap_complete::generate(shell, &mut command, "darvault", &mut std::io::stdout());
+/// Write the shell's registration script to stdout: the shell then asks darvault itself for
+/// completions, so definition, destination and set names come from the user's config.
+pub fn completions(shell: clap_complete::Shell) -> std::io::Result<()> {
+    let shells = clap_complete::env::Shells::builtins();
+    let completer = shells
+        .completer(&shell.to_string())
+        .ok_or_else(|| std::io::Error::other(format!("no completion support for {shell}")))?;
+    completer.write_registration(
+        "COMPLETE",
+        "darvault",
+        "darvault",
+        "darvault",
+        &mut std::io::stdout(),
+    )
+}
+
+/// Answer a shell's completion request (COMPLETE=<shell> in the environment), then exit.
+pub fn complete_if_asked() {
+    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
 }
 
 /// Write the manual page to stdout.

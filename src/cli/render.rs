@@ -342,3 +342,19 @@ pub fn status(status: &darvault::status::Status) {
         }
     }
 }
+
+pub fn units(units: &Vec<darvault::systemd::Unit>) {
+    for u in units {
+        println!("# ==> {} <==\n{}", u.name, u.text);
+    }
+    println!("# Install them with: darvault systemd --install");
+}
+
+pub fn installed(installed: &darvault::systemd::Installed) {
+    println!(
+        "wrote {} units to {}\n{}",
+        installed.units.len(),
+        installed.dir.display(),
+        installed.next
+    );
+}
