@@ -735,6 +735,15 @@ mod tests {
     }
 
     #[test]
+    fn the_config_reference_is_the_embedded_default() {
+        let page = include_str!("../../docs/config.md");
+        assert!(
+            page.contains(&format!("```toml\n{DEFAULT_CONFIG}```")),
+            "docs/config.md must hold src/config/default.toml verbatim: copy it over"
+        );
+    }
+
+    #[test]
     fn a_minimal_config_is_enough() {
         let c = parse(
             "repository = \"/srv/backups\"\n[[definition]]\nname = \"photos\"\nsource = \"/home/me/Pictures\"\n",
