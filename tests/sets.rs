@@ -19,9 +19,13 @@ fn config(env: &Env, extra: &str) {
 
 /// A FULL, a DIFF and an INCR of the awkward tree; returns the sets and the final state.
 fn chain(env: &Env) -> (Vec<PathBuf>, std::collections::BTreeMap<String, Node>) {
+    chain_with(env, "")
+}
+
+fn chain_with(env: &Env, extra: &str) -> (Vec<PathBuf>, std::collections::BTreeMap<String, Node>) {
     let src = env.path("src");
     awkward_tree(&src);
-    config(env, "");
+    config(env, extra);
     assert_eq!(code(&env.run(&["backup", "--full"])), 0);
     write(&src.join("plain.txt"), b"changed once\n");
     assert_eq!(code(&env.run(&["backup", "--diff"])), 0);
@@ -184,16 +188,115 @@ fn busybox_root(root: &Path) {
         }
     }
     fs::create_dir_all(root.join("dev")).unwrap();
-    let tty = Command::new("mknod")
-        .args(["-m", "666"])
-        .arg(root.join("dev/tty"))
-        .args(["c", "5", "0"])
-        .status()
+    for (name, major, minor) in [("tty", "5", "0"), ("null", "1", "3")] {
+        let made = Command::new("mknod")
+            .args(["-m", "666"])
+            .arg(root.join("dev").join(name))
+            .args(["c", major, minor])
+            .status()
+            .unwrap();
+        assert!(
+            made.success(),
+            "mknod /dev/{name} in the rescue root (the tests run as root)"
+        );
+    }
+}
+
+/// Pseudo-terminals inside the rescue root (a machine has them; a bare chroot does not),
+/// unmounted when dropped.
+struct Devpts(PathBuf);
+
+impl Devpts {
+    fn mount(root: &Path) -> Devpts {
+        let pts = root.join("dev/pts");
+        fs::create_dir_all(&pts).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "devpts", "-o", "newinstance,ptmxmode=0666", "devpts"])
+            .arg(&pts)
+            .status()
+            .unwrap();
+        assert!(
+            mounted.success(),
+            "mount devpts in the rescue root (the tests run as root)"
+        );
+        std::os::unix::fs::symlink("pts/ptmx", root.join("dev/ptmx")).unwrap();
+        Devpts(pts)
+    }
+}
+
+impl Drop for Devpts {
+    fn drop(&mut self) {
+        // Lazily: a process still holding a terminal must not keep the mount.
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The static darvault that scripts/test builds (scripts/build-static).
+fn static_darvault() -> PathBuf {
+    let path = std::env::var_os("DARVAULT_STATIC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/x86_64-unknown-linux-musl/debug/darvault")
+        });
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/build-static (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn the_bundled_darvault_restores_the_chain_in_a_busybox_chroot() {
+    let env = Env::new();
+    let darvault_static = static_darvault();
+    let (sets, state) = chain_with(
+        &env,
+        &format!(
+            "[tools]\ndarvault_static = {:?}\n\n",
+            darvault_static.display().to_string()
+        ),
+    );
+    let newest = sets.last().unwrap();
+    let manifest = fs::read_to_string(newest.join("MANIFEST.toml")).unwrap();
+    assert!(
+        manifest.contains("bundle/darvault"),
+        "the bundle carries darvault"
+    );
+
+    let root = env.path("rescue");
+    busybox_root(&root);
+    let _pts = Devpts::mount(&root);
+    fs::create_dir_all(root.join("disk")).unwrap();
+    copy_dir(&env.repo().join("docs"), &root.join("disk/docs"));
+
+    // RESTORE.txt's one-command restore, run from inside the newest set.
+    let text = fs::read_to_string(newest.join("bundle/RESTORE.txt")).unwrap();
+    let command = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("bundle/darvault restore") && !l.ends_with('\\'))
+        .expect("RESTORE.txt shows the darvault restore command")
+        .replace("/path/to/target", "/restored");
+    let script = format!(
+        "set -e\ncd /disk/docs/{}\n{command}\necho RESTORED\n",
+        name_of(newest)
+    );
+    fs::write(root.join("restore.sh"), script).unwrap();
+    let out = Command::new("/usr/bin/env")
+        .args(["-i", "/usr/sbin/chroot"])
+        .arg(&root)
+        .args(["/bin/sh", "/restore.sh"])
+        .output()
         .unwrap();
     assert!(
-        tty.success(),
-        "mknod /dev/tty in the rescue root (the tests run as root)"
+        out.status.success() && stdout(&out).contains("RESTORED"),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
     );
+    assert_same_tree(&state, &snapshot(&root.join("restored")));
 }
 
 #[test]

@@ -234,12 +234,16 @@ pub fn make_set(
         chain: &chain,
         par2_indexes: &par2_indexes,
         par2_bundled: turbo,
+        darvault_bundled: tools.darvault_static.is_some(),
         encrypted: key.is_some(),
     }
     .render();
     let mut binaries: Vec<(&str, &Path)> = vec![("dar_static", &tools.dar_static)];
     if turbo {
         binaries.push(("par2", &tools.par2.path));
+    }
+    if let Some(darvault) = &tools.darvault_static {
+        binaries.push(("darvault", darvault));
     }
     let store = repository.root().join(".darvault").join("bundle");
     files.extend(bundle::write(

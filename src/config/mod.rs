@@ -42,6 +42,9 @@ pub struct Tools {
     pub dar: Option<AbsPath>,
     pub dar_static: Option<AbsPath>,
     pub par2: Option<AbsPath>,
+    /// A statically linked darvault to carry in every set's bundle [default: this program,
+    /// when it is statically linked].
+    pub darvault_static: Option<AbsPath>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

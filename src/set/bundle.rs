@@ -12,6 +12,7 @@ use crate::hashing::{hash_file, sha256_hex};
 
 pub const DIR: &str = "bundle";
 const TEMPLATE: &str = include_str!("../../static-bundle/RESTORE.txt");
+const DARVAULT_TEXT: &str = include_str!("../../static-bundle/RESTORE-darvault.txt");
 
 /// What the RESTORE.txt of a set says.
 pub struct RestoreText<'a> {
@@ -24,6 +25,7 @@ pub struct RestoreText<'a> {
     pub chain: &'a [String],
     pub par2_indexes: &'a [String],
     pub par2_bundled: bool,
+    pub darvault_bundled: bool,
     pub encrypted: bool,
 }
 
@@ -85,6 +87,14 @@ impl RestoreText<'_> {
             .replace(
                 "{{ONE_FILE_COMMANDS}}",
                 &extract(" -g 'Documents/letter.odt'"),
+            )
+            .replace(
+                "{{DARVAULT}}",
+                &if self.darvault_bundled {
+                    DARVAULT_TEXT.replace("{{DEFINITION}}", self.definition)
+                } else {
+                    String::new()
+                },
             )
             .replace("{{KEY}}", key)
             .replace(

@@ -24,6 +24,9 @@ pub struct Dar {
     pub version: String,
     /// Run every command in this folder with an empty environment (`darvault drill`).
     pub isolated_in: Option<PathBuf>,
+    /// No gpg on this machine: a static dar asks about it on a terminal (see `terminal`),
+    /// so it runs on one, without -Q.
+    answer_on_terminal: bool,
 }
 
 /// What `dar -c` is asked to do.
@@ -106,7 +109,13 @@ impl Dar {
     }
 
     pub fn at(path: PathBuf) -> Result<Dar> {
-        let (finished, out) = Spec::new(&path).arg("--version").output()?;
+        let answer_on_terminal = !super::terminal::gpg_available();
+        let mut probe = Spec::new(&path);
+        probe.arg("--version");
+        if answer_on_terminal {
+            probe.on_terminal();
+        }
+        let (finished, out) = probe.output()?;
         let text = format!("{out}\n{}", finished.stderr);
         let version = text
             .split_whitespace()
@@ -124,6 +133,7 @@ impl Dar {
             path,
             version,
             isolated_in: None,
+            answer_on_terminal,
         })
     }
 
@@ -131,7 +141,11 @@ impl Dar {
     /// options file.
     fn spec(&self, key: Option<&Passphrase>, key_flags: &[&str]) -> Result<Spec> {
         let mut s = Spec::new(&self.path);
-        s.args(["-Q", "-N"]);
+        if self.answer_on_terminal {
+            s.arg("-N").on_terminal();
+        } else {
+            s.args(["-Q", "-N"]);
+        }
         if let Some(dir) = &self.isolated_in {
             s.clean_env().current_dir(dir);
         }

@@ -4,6 +4,7 @@ pub mod dar;
 pub mod par2;
 pub mod process;
 pub mod secret;
+pub mod terminal;
 
 use std::path::PathBuf;
 
@@ -16,6 +17,9 @@ pub struct Tools {
     pub par2: par2::Par2,
     /// The static dar copied into every set's bundle.
     pub dar_static: PathBuf,
+    /// A static darvault for the bundle too, when there is one (this program, if it is
+    /// statically linked, or `[tools] darvault_static`).
+    pub darvault_static: Option<PathBuf>,
 }
 
 impl Tools {
@@ -29,6 +33,74 @@ impl Tools {
                 path(&configured.dar_static).as_deref(),
                 "install dar-static (Debian/Ubuntu: apt-get install dar-static): every set carries it",
             )?,
+            darvault_static: match path(&configured.darvault_static) {
+                Some(p) if is_static_executable(&p) => Some(p),
+                Some(p) => {
+                    return Err(crate::Error::Config(format!(
+                        "[tools] darvault_static = {}: not a statically linked executable (build one with scripts/build-static)",
+                        p.display()
+                    )));
+                }
+                None => std::env::current_exe()
+                    .ok()
+                    .filter(|exe| is_static_executable(exe)),
+            },
         })
+    }
+}
+
+/// A 64-bit ELF executable without a program interpreter: it runs on any Linux of its
+/// architecture, with no shared library from the machine.
+pub fn is_static_executable(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    const PT_INTERP: u32 = 3;
+    // The program headers sit right after the ELF header.
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(path).and_then(|f| f.take(64 * 1024).read_to_end(&mut bytes));
+    if read.is_err() {
+        return false;
+    }
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    };
+    // ELF magic, 64-bit, little-endian, an executable or position-independent executable.
+    if bytes.get(..6) != Some(b"\x7fELF\x02\x01") || !matches!(u16_at(16), Some(2 | 3)) {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(32), u16_at(54), u16_at(56)) else {
+        return false;
+    };
+    (0..phnum as usize).all(|i| {
+        let at = phoff as usize + i * phentsize as usize;
+        u32_at(at).is_some_and(|kind| kind != PT_INTERP)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tells_static_executables_from_dynamic_ones() {
+        let exe = std::env::current_exe().unwrap();
+        assert!(
+            !super::is_static_executable(&exe),
+            "the test binary is dynamic"
+        );
+        assert!(!super::is_static_executable(std::path::Path::new(
+            "/etc/hostname"
+        )));
+        let busybox = std::path::Path::new("/bin/busybox");
+        assert!(super::is_static_executable(busybox), "busybox-static");
     }
 }

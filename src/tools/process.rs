@@ -56,6 +56,8 @@ pub struct Spec {
     current_dir: Option<PathBuf>,
     /// Run with an empty environment (a rehearsal of a bare machine).
     clean_env: bool,
+    /// Give the child a terminal of its own and answer its questions (see `terminal`).
+    on_terminal: bool,
     envs: Vec<(OsString, OsString)>,
     /// In-memory files the child inherits (see `options_file`).
     inherited: Vec<OwnedFd>,
@@ -69,6 +71,7 @@ impl Spec {
             timeout: None,
             current_dir: None,
             clean_env: false,
+            on_terminal: false,
             envs: Vec::new(),
             inherited: Vec::new(),
         }
@@ -77,6 +80,13 @@ impl Spec {
     pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
         self.envs
             .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// The child gets its own controlling terminal, on which dar's start-up question about
+    /// gpg is answered (see `terminal`).
+    pub fn on_terminal(&mut self) -> &mut Self {
+        self.on_terminal = true;
         self
     }
 
@@ -150,8 +160,19 @@ impl Spec {
             .env("LC_ALL", "C")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+            .stderr(Stdio::piped());
+        let terminal = match self.on_terminal {
+            true => Some(
+                super::terminal::Terminal::open()
+                    .map_err(|e| Error::Failed(format!("cannot open a pseudo-terminal: {e}")))?,
+            ),
+            // Its own session (below) makes it a process group leader too.
+            false => {
+                command.process_group(0);
+                None
+            }
+        };
+        let controlling = terminal.as_ref().map(|t| t.slave_fd());
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child if
         // this thread dies (even by kill -9), so no orphaned dar keeps writing into a staging
         // directory that the next run will clean. Every spawn waits in its spawning thread.
@@ -166,6 +187,9 @@ impl Spec {
                     if libc::fcntl(*fd, libc::F_SETFD, 0) == -1 {
                         return Err(std::io::Error::last_os_error());
                     }
+                }
+                if let Some(fd) = controlling {
+                    super::terminal::Terminal::make_controlling(fd)?;
                 }
                 Ok(())
             });
@@ -183,11 +207,12 @@ impl Spec {
                 Error::io("cannot start", &self.program)(e)
             }
         })?;
+        let answerer = terminal.map(super::terminal::Terminal::into_answerer);
         let name = self.name();
         let stderr = child.stderr.take().expect("stderr is piped");
         let stderr_reader = thread::spawn({
             let name = name.clone();
-            move || read_stderr(stderr, &name)
+            move || read_stderr(stderr, &name, answerer)
         });
         let done = Arc::new(AtomicBool::new(false));
         let watchdog = spawn_watchdog(child.id(), self.timeout, Arc::clone(&done));
@@ -278,22 +303,48 @@ fn tail_detail(stderr: &str) -> String {
     }
 }
 
-fn read_stderr(stderr: impl Read, tool: &str) -> String {
+/// Log the child's stderr line by line and keep its tail; questions in it (which end
+/// without a newline) go to the answerer as soon as they arrive.
+fn read_stderr(
+    mut stderr: impl Read,
+    tool: &str,
+    mut answerer: Option<super::terminal::Answerer>,
+) -> String {
     let mut tail = String::new();
-    for line in BufReader::new(stderr).split(b'\n').map_while(|l| l.ok()) {
-        let line = String::from_utf8_lossy(&line);
-        tracing::debug!(tool, "stderr: {line}");
-        tail.push_str(&line);
-        tail.push('\n');
-        if tail.len() > 2 * STDERR_TAIL {
-            let cut = tail.len() - STDERR_TAIL;
-            let cut = (cut..tail.len())
-                .find(|&i| tail.is_char_boundary(i))
-                .unwrap_or(0);
-            tail.drain(..cut);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match stderr.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(a) = answerer.as_mut() {
+            a.feed(&buf[..n]);
+        }
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            keep_line(&mut tail, tool, &line[..line.len() - 1]);
         }
     }
+    if !pending.is_empty() {
+        keep_line(&mut tail, tool, &pending);
+    }
     tail
+}
+
+fn keep_line(tail: &mut String, tool: &str, line: &[u8]) {
+    let line = String::from_utf8_lossy(line);
+    tracing::debug!(tool, "stderr: {line}");
+    tail.push_str(&line);
+    tail.push('\n');
+    if tail.len() > 2 * STDERR_TAIL {
+        let cut = tail.len() - STDERR_TAIL;
+        let cut = (cut..tail.len())
+            .find(|&i| tail.is_char_boundary(i))
+            .unwrap_or(0);
+        tail.drain(..cut);
+    }
 }
 
 enum WhyStopped {
