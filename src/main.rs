@@ -12,6 +12,7 @@ use darvault::error::{Error, exit};
 use darvault::set::Level;
 
 fn main() -> ExitCode {
+    bound_heap();
     cli::complete_if_asked();
     let cli = Cli::parse();
     match run(&cli) {
@@ -20,6 +21,18 @@ fn main() -> ExitCode {
             eprintln!("darvault: {e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// Large buffers (the 8 MiB chunks of every transfer) come from and go back to the kernel.
+/// glibc otherwise raises its mmap threshold after the first such buffer is freed, and the
+/// later ones pile up in per-thread arenas: peak memory then grows with the amount of data.
+fn bound_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
     }
 }
 
