@@ -17,6 +17,17 @@ pub fn lock_repository(repository: &Path) -> Result<Lock> {
     lock_path(&repository.join(LOCK_FILE))
 }
 
+/// One writer per destination (replicate, cleanup), kept in the state folder: a remote copy
+/// has no place for a lock file.
+pub fn lock_destination(config: &crate::config::Config, destination: &str) -> Result<Lock> {
+    lock_path(
+        &config
+            .state_dir()
+            .join("locks")
+            .join(format!("replicate-{destination}.lock")),
+    )
+}
+
 /// Take an exclusive lock on `path` (created if needed), or fail at once with who holds it.
 pub fn lock_path(path: &Path) -> Result<Lock> {
     let path: PathBuf = path.to_owned();

@@ -104,12 +104,7 @@ pub fn run(config: &Config, req: &Request, confirm: Confirm) -> Result<Report> {
         }
         let report = Store::open(dest)
             .and_then(|store| {
-                let _lock = crate::lock::lock_path(
-                    &config
-                        .state_dir()
-                        .join("locks")
-                        .join(format!("replicate-{}.lock", dest.name())),
-                )?;
+                let _lock = crate::lock::lock_destination(config, dest.name())?;
                 Ok(clean_copy(
                     config,
                     req,

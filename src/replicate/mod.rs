@@ -210,12 +210,7 @@ async fn to_destination(
     let began = Instant::now();
     let remote = Store::open(dest)?;
     remote.check_marker(dest).await?;
-    let _lock = crate::lock::lock_path(
-        &config
-            .state_dir()
-            .join("locks")
-            .join(format!("replicate-{}.lock", dest.name())),
-    )?;
+    let _lock = crate::lock::lock_destination(config, dest.name())?;
     let info = remote.op.info();
     let one_shot = !info.capability().write_can_multi;
     let single_write_cap = dest.max_single_write.map(|b| b.0).unwrap_or(1 << 30);
