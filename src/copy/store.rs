@@ -131,22 +131,18 @@ impl Store {
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(failed(e)),
         };
-        let reader = self.op.reader(path).await.map_err(failed)?;
+        let mut chunks = Chunks::open(&self.op, path, size).await?;
         let mut out = tokio::fs::File::create(target)
             .await
             .map_err(Error::io("cannot create", target))?;
         let mut hasher = Sha256::new();
-        let mut offset = 0;
-        while offset < size {
-            crate::tools::process::check_stop()?;
-            let end = (offset + READ_CHUNK).min(size);
-            for chunk in reader.read(offset..end).await.map_err(failed)? {
+        while let Some(buffer) = chunks.next().await? {
+            for chunk in buffer {
                 hasher.update(&chunk);
                 out.write_all(&chunk)
                     .await
                     .map_err(Error::io("cannot write", target))?;
             }
-            offset = end;
         }
         out.flush()
             .await
@@ -262,19 +258,52 @@ impl Store {
 
 /// SHA-256 of `size` bytes of a stored file, read in chunks (memory stays bounded).
 pub async fn hash_stored(op: &Operator, path: &str, size: u64) -> Result<String> {
-    let failed = |e| storage_error(&format!("cannot read {path}"), e);
-    let reader = op.reader(path).await.map_err(failed)?;
+    let mut chunks = Chunks::open(op, path, size).await?;
     let mut hasher = Sha256::new();
-    let mut offset = 0;
-    while offset < size {
-        crate::tools::process::check_stop()?;
-        let end = (offset + READ_CHUNK).min(size);
-        for chunk in reader.read(offset..end).await.map_err(failed)? {
+    while let Some(buffer) = chunks.next().await? {
+        for chunk in buffer {
             hasher.update(&chunk);
         }
-        offset = end;
     }
     Ok(crate::hashing::hex(&hasher.finalize()))
+}
+
+/// `size` bytes of a stored file in bounded reads (memory stays bounded), stoppable.
+struct Chunks {
+    reader: opendal::Reader,
+    path: String,
+    offset: u64,
+    size: u64,
+}
+
+impl Chunks {
+    async fn open(op: &Operator, path: &str, size: u64) -> Result<Chunks> {
+        let reader = op
+            .reader(path)
+            .await
+            .map_err(|e| storage_error(&format!("cannot read {path}"), e))?;
+        Ok(Chunks {
+            reader,
+            path: path.to_owned(),
+            offset: 0,
+            size,
+        })
+    }
+
+    async fn next(&mut self) -> Result<Option<opendal::Buffer>> {
+        if self.offset >= self.size {
+            return Ok(None);
+        }
+        crate::tools::process::check_stop()?;
+        let end = (self.offset + READ_CHUNK).min(self.size);
+        let buffer = self
+            .reader
+            .read(self.offset..end)
+            .await
+            .map_err(|e| storage_error(&format!("cannot read {}", self.path), e))?;
+        self.offset = end;
+        Ok(Some(buffer))
+    }
 }
 
 /// `require_mount`: the root (or its nearest existing ancestor) must be on another filesystem
