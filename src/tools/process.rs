@@ -1,7 +1,10 @@
 //! One supervisor for every external program darvault runs.
 //!
-//! Each child runs in its own process group (so a terminal's Ctrl-C reaches darvault, not dar,
-//! and darvault decides how to stop it), with `LC_ALL=C` (parseable messages), stdin closed
+//! Each child runs in a session of its own, without a controlling terminal: a terminal's
+//! Ctrl-C reaches darvault, not dar (darvault decides how to stop it), and job control can
+//! never stop a child that touches the terminal (dar does, even for `--version`: in a process
+//! group of its own inside the terminal's session it was stopped by SIGTTOU and every run
+//! hung). Children get `LC_ALL=C` (parseable messages), stdin closed
 //! (a question can never hang a run), stderr read on its own thread (a full pipe can never
 //! block the child), and a watchdog that sends SIGTERM then SIGKILL to the whole group on
 //! timeout or when darvault itself is asked to stop.
@@ -19,8 +22,11 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
-/// How long a child gets between SIGTERM and SIGKILL.
+/// How long a child that timed out gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(10);
+/// The same when the user asked darvault to stop (Ctrl-C must end a run within 2 s; nothing a
+/// child writes is published unless the run completes, so a killed child loses nothing).
+const STOP_GRACE: Duration = Duration::from_millis(700);
 /// How much of a child's stderr is kept for error messages.
 const STDERR_TAIL: usize = 8 * 1024;
 
@@ -161,16 +167,13 @@ impl Spec {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // Either way the child leads a new session (below), hence a process group of its own.
         let terminal = match self.on_terminal {
             true => Some(
                 super::terminal::Terminal::open()
                     .map_err(|e| Error::Failed(format!("cannot open a pseudo-terminal: {e}")))?,
             ),
-            // Its own session (below) makes it a process group leader too.
-            false => {
-                command.process_group(0);
-                None
-            }
+            false => None,
         };
         let controlling = terminal.as_ref().map(|t| t.slave_fd());
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child if
@@ -188,8 +191,13 @@ impl Spec {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
-                if let Some(fd) = controlling {
-                    super::terminal::Terminal::make_controlling(fd)?;
+                match controlling {
+                    Some(fd) => super::terminal::Terminal::make_controlling(fd)?,
+                    None => {
+                        if libc::setsid() == -1 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
                 }
                 Ok(())
             });
@@ -373,8 +381,12 @@ fn spawn_watchdog(
         };
         signal_group(pid, libc::SIGTERM);
         let term_sent = Instant::now();
+        let grace = match why {
+            WhyStopped::StopRequested => STOP_GRACE,
+            WhyStopped::Timeout(_) => KILL_GRACE,
+        };
         while !done.load(Ordering::Relaxed) {
-            if term_sent.elapsed() > KILL_GRACE {
+            if term_sent.elapsed() > grace {
                 signal_group(pid, libc::SIGKILL);
                 break;
             }
@@ -385,7 +397,7 @@ fn spawn_watchdog(
 }
 
 fn signal_group(pid: u32, signal: i32) {
-    // The child leads its own group (process_group(0)), so its pid is the group id.
+    // The child leads its own session and group (setsid), so its pid is the group id.
     // SAFETY: killpg only sends a signal; a stale group id at worst yields ESRCH.
     unsafe {
         libc::killpg(pid as libc::pid_t, signal);
