@@ -12,13 +12,13 @@ use super::restore_test::{self, Sampler};
 use crate::config::Definition;
 use crate::copy::LocalCopy;
 use crate::error::{Error, Result};
-use crate::hashing::hash_file;
 use crate::progress::Progress;
 use crate::set::Level;
 use crate::set::bundle::{self, RestoreText};
 use crate::set::manifest::{
     ArchiveInfo, BaseRef, Checks, FORMAT, FileEntry, RestoreTestRecord, SetInfo, ToolVersions,
 };
+use crate::set::seal::Seals;
 use crate::set::staging::Staging;
 use crate::set::{Manifest, Role};
 use crate::tools::Tools;
@@ -123,7 +123,8 @@ pub fn make_set(
     };
 
     // dar -c, with the slices it has finished hashed (and, when large, protected by PAR2) on
-    // the side meanwhile.
+    // the side meanwhile. That work is provisional: dar may come back to a slice (see
+    // set::seal), so whatever it touched afterwards is redone once it has exited.
     let layout = par2::Layout::new(
         definition.slice_size.0,
         redundancy(definition, plan.name.level),
@@ -132,7 +133,6 @@ pub fn make_set(
     let started = SystemTime::now();
     let t = Instant::now();
     let task = progress.start(&format!("{name}: dar -c"), None);
-    let dar_done = AtomicBool::new(false);
     let early = EarlyWork {
         archive: &archive,
         set_name: &name,
@@ -140,16 +140,15 @@ pub fn make_set(
         layout: &layout,
         par2: &tools.par2,
     };
-    let (created, finished) = std::thread::scope(|scope| {
-        let worker = scope.spawn(|| early.run(&dar_done));
-        let created = dar.create(&options, |p| {
+    let seals = Seals::watch(staging.path())?;
+    let (created, early) = early.alongside(seals, || {
+        dar.create(&options, |p| {
             task.advance(std::fs::symlink_metadata(p).map(|m| m.len()).unwrap_or(0))
-        });
-        dar_done.store(true, Ordering::Relaxed);
-        (created, worker.join().expect("slice worker"))
+        })
     });
     let created = created?;
-    let (mut files, early_groups) = finished?;
+    let mut early = early?;
+    early.discard_what_dar_changed(staging.path())?;
     phases.record("dar -c", t.elapsed());
     if !slice_path(&archive, 1).is_file() {
         return Err(Error::Failed("dar -c produced no slice".into()));
@@ -166,24 +165,9 @@ pub fn make_set(
         });
         let protector = scope.spawn(|| {
             let t = Instant::now();
-            let mut n = files.len() as u32 + 1;
-            while slice_path(&archive, n).is_file() {
-                files.push(entry(&slice_path(&archive, n), Role::Slice)?);
-                n += 1;
-            }
-            let cat_entry = entry(&slice_path(&catalogue, 1), Role::Catalogue)?;
-            let slice_list: Vec<(String, u64)> =
-                files.iter().map(|f| (f.path.clone(), f.size)).collect();
-            let groups = layout.plan(
-                &name,
-                &slice_list,
-                &[(cat_entry.path.clone(), cat_entry.size)],
-            );
-            files.push(cat_entry);
-            for g in groups.iter().filter(|g| !early_groups.contains(g)) {
-                tools.par2.create(staging.path(), g)?;
-            }
-            Ok::<_, Error>((groups, t.elapsed()))
+            early
+                .finish(&plan.name, &tools.par2)
+                .map(|done| (done, t.elapsed()))
         });
         let t = Instant::now();
         let sampled = (|| {
@@ -207,16 +191,11 @@ pub fn make_set(
     phases.record("dar -t", tested?);
     let (restore, took) = sampled?;
     phases.record("restore test", took);
-    let (groups, took) = protected?;
+    let ((mut files, groups, mut seals), took) = protected?;
     phases.record("hash + par2 after dar -c", took);
     check_stop()?;
 
     let t = Instant::now();
-    for g in &groups {
-        for f in par2::files_of(staging.path(), g)? {
-            files.push(entry(&staging.path().join(f), Role::Par2)?);
-        }
-    }
     let created_at = jiff::Timestamp::try_from(started).unwrap_or_else(|_| jiff::Timestamp::now());
     let mut chain = plan.chain.clone();
     chain.push(name.clone());
@@ -246,12 +225,11 @@ pub fn make_set(
         binaries.push(("darvault", darvault));
     }
     let store = repository.root().join(".darvault").join("bundle");
-    files.extend(bundle::write(
-        staging.path(),
-        &store,
-        &binaries,
-        &restore_text,
-    )?);
+    let bundled = bundle::write(staging.path(), &store, &binaries, &restore_text)?;
+    seals.watch_dir(bundle::DIR)?;
+    for f in bundled {
+        files.push(seals.hash(&f.path, f.role)?);
+    }
     let slice_count = files.iter().filter(|f| f.role == Role::Slice).count() as u32;
     let mut warnings = created.warnings.clone();
     warnings.extend(
@@ -297,6 +275,8 @@ pub fn make_set(
         files,
     };
     manifest.write(staging.path())?;
+    // The last gate: what is published is exactly what the manifest records.
+    seals.prove(&manifest.files)?;
     let path = staging.publish()?;
     phases.record("manifest + publish", t.elapsed());
     Ok(SetReport {
@@ -330,23 +310,10 @@ pub fn slice_path(basename: &Path, n: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn entry(path: &Path, role: Role) -> Result<FileEntry> {
-    let (size, sha256) = hash_file(path)?;
-    Ok(FileEntry {
-        path: path
-            .file_name()
-            .expect("a file")
-            .to_string_lossy()
-            .into_owned(),
-        size,
-        sha256,
-        role,
-    })
-}
-
-/// What can be done to a slice as soon as dar has moved on to the next one (dar never returns
-/// to a finished slice): hash it while it is still in the page cache and, with large slices,
-/// make its PAR2 set; on the core dar's single-threaded compression leaves free.
+/// What can be done to a slice as soon as dar has moved on to the next one: hash it while it
+/// is still in the page cache and, with large slices, make its PAR2 set; on the core dar's
+/// single-threaded compression leaves free. dar may still come back to a finished slice
+/// (set::seal): the seals say afterwards which of this work still holds.
 struct EarlyWork<'a> {
     archive: &'a Path,
     set_name: &'a str,
@@ -355,29 +322,167 @@ struct EarlyWork<'a> {
     par2: &'a par2::Par2,
 }
 
-impl EarlyWork<'_> {
-    /// Runs until dar is done; the last slice is left to the next phase.
-    fn run(&self, dar_done: &AtomicBool) -> Result<(Vec<FileEntry>, Vec<par2::Group>)> {
-        let (mut files, mut groups) = (Vec::new(), Vec::new());
+/// The hashes and PAR2 sets made while dar ran, with the seals that prove them.
+struct Early<'a> {
+    dir: &'a Path,
+    archive: &'a Path,
+    layout: &'a par2::Layout,
+    seals: Seals,
+    slices: Vec<FileEntry>,
+    groups: Vec<par2::Group>,
+}
+
+impl<'a> EarlyWork<'a> {
+    /// Run `dar` on this thread and the early work beside it until dar returns.
+    fn alongside<T>(
+        &self,
+        seals: Seals,
+        dar: impl FnOnce() -> Result<T>,
+    ) -> (Result<T>, Result<Early<'a>>) {
+        let dar_done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let worker = scope.spawn(|| self.run(seals, &dar_done));
+            let created = dar();
+            dar_done.store(true, Ordering::Relaxed);
+            (created, worker.join().expect("slice worker"))
+        })
+    }
+
+    /// Until dar is done; the last slice is left to the next phase. A slice that cannot be
+    /// read or protected now (dar may be rewriting it) is simply left for later.
+    fn run(&self, mut seals: Seals, dar_done: &AtomicBool) -> Result<Early<'a>> {
+        let (mut slices, mut groups) = (Vec::new(), Vec::new());
         let mut n = 1;
+        let mut gave_up = false;
         while !dar_done.load(Ordering::Relaxed) {
-            if slice_path(self.archive, n + 1).exists() {
-                let slice = entry(&slice_path(self.archive, n), Role::Slice)?;
-                if let Some(g) = self.layout.early_group(
-                    self.set_name,
-                    n as usize,
-                    &(slice.path.clone(), slice.size),
-                ) {
-                    self.par2.create(self.dir, &g)?;
-                    groups.push(g);
-                }
-                files.push(slice);
-                n += 1;
-            } else {
-                check_stop()?;
+            check_stop()?;
+            if gave_up || !slice_path(self.archive, n + 1).exists() {
                 std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            match self.slice(&mut seals, n) {
+                Ok((slice, group)) => {
+                    slices.push(slice);
+                    groups.extend(group);
+                    n += 1;
+                }
+                Err(Error::Interrupted) => return Err(Error::Interrupted),
+                Err(e) => {
+                    tracing::debug!("early work stopped at slice {n}: {e}");
+                    gave_up = true;
+                }
             }
         }
-        Ok((files, groups))
+        Ok(Early {
+            dir: self.dir,
+            archive: self.archive,
+            layout: self.layout,
+            seals,
+            slices,
+            groups,
+        })
+    }
+
+    fn slice(&self, seals: &mut Seals, n: u32) -> Result<(FileEntry, Option<par2::Group>)> {
+        let rel = slice_name(self.archive, n);
+        let slice = seals.hash(&rel, Role::Slice)?;
+        let group = self
+            .layout
+            .early_group(self.set_name, n as usize, &(rel, slice.size));
+        if let Some(g) = &group
+            && let Err(e) = self.par2.create(self.dir, g)
+        {
+            remove_group_files(self.dir, g);
+            return Err(e);
+        }
+        Ok((slice, group))
+    }
+}
+
+impl Early<'_> {
+    /// dar has exited: drop the hashes and PAR2 sets of slices it changed after they were
+    /// made (and slices that are gone), so that `finish` makes them again.
+    fn discard_what_dar_changed(&mut self, dir: &Path) -> Result<()> {
+        let broken = self.seals.broken()?;
+        if broken.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!("dar changed {} finished slice(s) after they were hashed: {broken:?}", broken.len());
+        self.slices.retain(|s| !broken.contains(&s.path));
+        let (keep, redo): (Vec<_>, Vec<_>) = std::mem::take(&mut self.groups)
+            .into_iter()
+            .partition(|g| g.covers.iter().all(|c| !broken.contains(c)));
+        for g in &redo {
+            remove_group_files(dir, g);
+        }
+        for rel in &broken {
+            self.seals.forget(rel);
+        }
+        self.groups = keep;
+        Ok(())
+    }
+
+    /// Hash every slice not hashed yet and the catalogue, make the PAR2 sets not made yet,
+    /// hash those. Returns the set's files so far, its PAR2 layout and the seals.
+    fn finish(
+        mut self,
+        name: &crate::set::SetName,
+        par2: &par2::Par2,
+    ) -> Result<(Vec<FileEntry>, Vec<par2::Group>, Seals)> {
+        let mut files = std::mem::take(&mut self.slices);
+        let mut n = 1;
+        while slice_path(self.archive, n).is_file() {
+            let rel = slice_name(self.archive, n);
+            if !files.iter().any(|f| f.path == rel) {
+                files.push(self.seals.hash(&rel, Role::Slice)?);
+            }
+            n += 1;
+        }
+        files.sort_by_key(|f| slice_number(&f.path));
+        let catalogue = slice_name(&self.dir.join(name.catalogue_basename()), 1);
+        let cat_entry = self.seals.hash(&catalogue, Role::Catalogue)?;
+        let slice_list: Vec<(String, u64)> =
+            files.iter().map(|f| (f.path.clone(), f.size)).collect();
+        let groups = self.layout.plan(
+            &name.to_string(),
+            &slice_list,
+            &[(cat_entry.path.clone(), cat_entry.size)],
+        );
+        files.push(cat_entry);
+        for g in groups.iter().filter(|g| !self.groups.contains(g)) {
+            remove_group_files(self.dir, g);
+            par2.create(self.dir, g)?;
+        }
+        for g in &groups {
+            for f in par2::files_of(self.dir, g)? {
+                files.push(self.seals.hash(&f, Role::Par2)?);
+            }
+        }
+        Ok((files, groups, self.seals))
+    }
+}
+
+/// The file name of slice `n` of `archive`.
+fn slice_name(archive: &Path, n: u32) -> String {
+    slice_path(archive, n)
+        .file_name()
+        .expect("a file")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `N` of `<basename>.<N>.dar`.
+fn slice_number(name: &str) -> u32 {
+    name.trim_end_matches(".dar")
+        .rsplit('.')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// Remove whatever par2 wrote for `group` (a failed or outdated run).
+fn remove_group_files(dir: &Path, group: &par2::Group) {
+    for f in par2::files_of(dir, group).unwrap_or_default() {
+        let _ = std::fs::remove_file(dir.join(f));
     }
 }

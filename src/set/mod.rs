@@ -2,6 +2,7 @@
 
 pub mod bundle;
 pub mod manifest;
+pub mod seal;
 pub mod staging;
 
 use std::fmt;

@@ -1,0 +1,338 @@
+//! Proof that the files of a set in staging are still the bytes that were hashed.
+//!
+//! dar does return to slices it has finished: when compressing a file did not shrink it, it
+//! truncates an earlier slice, deletes the later ones and writes them again (seen with
+//! strace). A hash taken while dar runs is therefore only provisional. Each file is *sealed*
+//! when it is hashed: the kernel's change notifications (inotify) for the staging directory
+//! are read up to that moment, and the file's identity, size and times are noted. Any later
+//! write, truncation, deletion, rename or close after writing reported for that name (or a
+//! different identity, size, mtime or ctime when looked at again) breaks the seal. Writes
+//! through a memory mapping are the one thing inotify does not report; they still move the
+//! file's mtime and ctime, which the second check compares. A lost notification (queue
+//! overflow) breaks every seal.
+//!
+//! Backup reads the broken seals once dar has exited and redoes that work; the last gate
+//! before publication (`prove`) refuses a set with any broken seal, any file its manifest
+//! does not list, or any listed file not sealed with the manifest's size and SHA-256.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
+
+use super::manifest::FileEntry;
+use super::{MANIFEST, Role, SHA256SUMS};
+use crate::error::{Error, Result};
+use crate::hashing::hash_file;
+
+/// Everything that can change a file's bytes or what its name points at.
+fn changes() -> WatchMask {
+    WatchMask::MODIFY
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Fingerprint {
+    fn of(path: &Path) -> Result<Fingerprint> {
+        let m = std::fs::symlink_metadata(path).map_err(Error::io("cannot read", path))?;
+        if !m.file_type().is_file() {
+            return Err(Error::Failed(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        Ok(Fingerprint {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+struct Seal {
+    entry: FileEntry,
+    fingerprint: Fingerprint,
+    broken: bool,
+}
+
+/// The seals of one staging directory (and its sub-directories that were added).
+pub struct Seals {
+    root: PathBuf,
+    inotify: Inotify,
+    /// Watched directory → its path relative to the root ("" or "bundle/").
+    dirs: HashMap<WatchDescriptor, String>,
+    seals: BTreeMap<String, Seal>,
+    /// Notifications were lost: no seal can be trusted.
+    overflowed: bool,
+    buffer: Vec<u8>,
+}
+
+impl Seals {
+    /// Start watching `root` (before anything is written into it).
+    pub fn watch(root: &Path) -> Result<Seals> {
+        let inotify = Inotify::init()
+            .map_err(|e| Error::Failed(format!("cannot watch {}: {e}", root.display())))?;
+        let mut seals = Seals {
+            root: root.to_owned(),
+            inotify,
+            dirs: HashMap::new(),
+            seals: BTreeMap::new(),
+            overflowed: false,
+            buffer: vec![0u8; 64 * 1024],
+        };
+        seals.watch_dir("")?;
+        Ok(seals)
+    }
+
+    /// Also watch the sub-directory `rel` (create it first; seal nothing in it before this).
+    pub fn watch_dir(&mut self, rel: &str) -> Result<()> {
+        let dir = self.root.join(rel);
+        let wd = self
+            .inotify
+            .watches()
+            .add(&dir, changes() | WatchMask::ONLYDIR | WatchMask::DONT_FOLLOW)
+            .map_err(|e| Error::Failed(format!("cannot watch {}: {e}", dir.display())))?;
+        let prefix = if rel.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", rel.trim_end_matches('/'))
+        };
+        self.dirs.insert(wd, prefix);
+        Ok(())
+    }
+
+    /// Read the notifications queued so far; each one breaks the seal of the name it reports.
+    fn drain(&mut self) -> Result<()> {
+        loop {
+            let events = match self.inotify.read_events(&mut self.buffer) {
+                Ok(events) => events,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(Error::Failed(format!("cannot read notifications: {e}"))),
+            };
+            let mut any = false;
+            for event in events {
+                any = true;
+                if event.mask.contains(EventMask::Q_OVERFLOW) {
+                    self.overflowed = true;
+                    continue;
+                }
+                let (Some(prefix), Some(name)) = (self.dirs.get(&event.wd), event.name) else {
+                    continue;
+                };
+                let rel = format!("{prefix}{}", name.to_string_lossy());
+                if let Some(seal) = self.seals.get_mut(&rel) {
+                    seal.broken = true;
+                }
+            }
+            if !any {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Hash `rel` and seal it. A file that changed while it was read is sealed broken.
+    pub fn hash(&mut self, rel: &str, role: Role) -> Result<FileEntry> {
+        let path = self.root.join(rel);
+        self.drain()?;
+        // The old seal of this name (if any) stops counting from here.
+        self.seals.remove(rel);
+        let before = Fingerprint::of(&path)?;
+        let (size, sha256) = hash_file(&path)?;
+        let after = Fingerprint::of(&path)?;
+        let entry = FileEntry {
+            path: rel.to_owned(),
+            size,
+            sha256,
+            role,
+        };
+        let broken = before != after || size != after.size;
+        self.seals.insert(
+            rel.to_owned(),
+            Seal {
+                entry: entry.clone(),
+                fingerprint: before,
+                broken,
+            },
+        );
+        Ok(entry)
+    }
+
+    /// Forget the seal of `rel` (its work is being redone).
+    pub fn forget(&mut self, rel: &str) {
+        self.seals.remove(rel);
+    }
+
+    /// The sealed names whose seal is broken now, in order.
+    pub fn broken(&mut self) -> Result<Vec<String>> {
+        self.drain()?;
+        let overflowed = self.overflowed;
+        let mut out = Vec::new();
+        for (rel, seal) in &mut self.seals {
+            let same = Fingerprint::of(&self.root.join(rel))
+                .map(|f| f == seal.fingerprint)
+                .unwrap_or(false);
+            if overflowed || seal.broken || !same {
+                seal.broken = true;
+                out.push(rel.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last gate before publication: the staging directory holds exactly the files of
+    /// `files` plus MANIFEST.toml and SHA256SUMS, each sealed with the recorded size and
+    /// SHA-256 (MANIFEST.toml and SHA256SUMS are sealed here), and no seal is broken.
+    pub fn prove(&mut self, files: &[FileEntry]) -> Result<()> {
+        for rel in [MANIFEST, SHA256SUMS] {
+            if !self.seals.contains_key(rel) {
+                self.hash(rel, Role::Bundle)?;
+            }
+        }
+        let fail = |what: String| -> Result<()> {
+            Err(Error::Failed(format!(
+                "the set was not published: {what} (the staging directory is removed)"
+            )))
+        };
+        if let Some(rel) = self.broken()?.first() {
+            return fail(format!("{rel} changed after it was hashed"));
+        }
+        let mut expected: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        expected.extend([MANIFEST, SHA256SUMS]);
+        for f in files {
+            match self.seals.get(&f.path) {
+                Some(s) if s.entry.size == f.size && s.entry.sha256 == f.sha256 => {}
+                Some(_) => return fail(format!("{} does not match its manifest entry", f.path)),
+                None => return fail(format!("{} was never hashed on disk", f.path)),
+            }
+        }
+        for rel in self.on_disk()? {
+            if !expected.contains(rel.as_str()) {
+                return fail(format!("{rel} is in the set but not in its manifest"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every non-directory under the root, relative, '/'-separated. Anything that is not a
+    /// regular file or a directory is an error.
+    fn on_disk(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for e in walkdir::WalkDir::new(&self.root).min_depth(1) {
+            let e = e.map_err(|e| Error::Failed(format!("cannot walk staging: {e}")))?;
+            let rel = e
+                .path()
+                .strip_prefix(&self.root)
+                .expect("under the root")
+                .to_string_lossy()
+                .into_owned();
+            let kind = e.file_type();
+            if kind.is_dir() {
+                continue;
+            }
+            if !kind.is_file() {
+                return Err(Error::Failed(format!(
+                    "the set was not published: {rel} is not a regular file"
+                )));
+            }
+            out.push(rel);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Seek, SeekFrom, Write};
+
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, Seals) {
+        let dir = tempfile::tempdir().unwrap();
+        let seals = Seals::watch(dir.path()).unwrap();
+        (dir, seals)
+    }
+
+    #[test]
+    fn a_write_after_hashing_breaks_only_that_seal() {
+        let (dir, mut seals) = setup();
+        for n in ["a", "b"] {
+            std::fs::write(dir.path().join(n), b"first").unwrap();
+        }
+        seals.hash("a", Role::Slice).unwrap();
+        seals.hash("b", Role::Slice).unwrap();
+        assert!(seals.broken().unwrap().is_empty());
+        // Same size, same second: only the notification can tell.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("a"))
+            .unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.write_all(b"F").unwrap();
+        drop(f);
+        assert_eq!(seals.broken().unwrap(), vec!["a".to_owned()]);
+        // Hashing again seals the new bytes.
+        seals.hash("a", Role::Slice).unwrap();
+        assert!(seals.broken().unwrap().is_empty());
+    }
+
+    #[test]
+    fn delete_and_recreate_breaks_the_seal() {
+        let (dir, mut seals) = setup();
+        std::fs::write(dir.path().join("s.2.dar"), b"old").unwrap();
+        seals.hash("s.2.dar", Role::Slice).unwrap();
+        std::fs::remove_file(dir.path().join("s.2.dar")).unwrap();
+        std::fs::write(dir.path().join("s.2.dar"), b"old").unwrap();
+        assert_eq!(seals.broken().unwrap(), vec!["s.2.dar".to_owned()]);
+    }
+
+    #[test]
+    fn the_gate_refuses_strays_unsealed_and_changed_files() {
+        let (dir, mut seals) = setup();
+        std::fs::write(dir.path().join("x.1.dar"), b"slice").unwrap();
+        let entry = seals.hash("x.1.dar", Role::Slice).unwrap();
+        std::fs::write(dir.path().join(MANIFEST), b"m").unwrap();
+        std::fs::write(dir.path().join(SHA256SUMS), b"s").unwrap();
+        seals.prove(std::slice::from_ref(&entry)).unwrap();
+
+        std::fs::write(dir.path().join("stray.par2"), b"?").unwrap();
+        let err = seals.prove(std::slice::from_ref(&entry)).unwrap_err();
+        assert!(err.to_string().contains("stray.par2"), "{err}");
+        std::fs::remove_file(dir.path().join("stray.par2")).unwrap();
+
+        let mut wrong = entry.clone();
+        wrong.sha256 = "0".repeat(64);
+        let err = seals.prove(&[wrong]).unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+
+        std::fs::write(dir.path().join("x.1.dar"), b"SLICE").unwrap();
+        let err = seals.prove(std::slice::from_ref(&entry)).unwrap_err();
+        assert!(err.to_string().contains("x.1.dar changed"), "{err}");
+    }
+
+    #[test]
+    fn files_in_a_watched_subdirectory_are_sealed_too() {
+        let (dir, mut seals) = setup();
+        std::fs::create_dir(dir.path().join("bundle")).unwrap();
+        seals.watch_dir("bundle").unwrap();
+        std::fs::write(dir.path().join("bundle/RESTORE.txt"), b"steps").unwrap();
+        seals.hash("bundle/RESTORE.txt", Role::Bundle).unwrap();
+        std::fs::write(dir.path().join("bundle/RESTORE.txt"), b"other").unwrap();
+        assert_eq!(seals.broken().unwrap(), vec!["bundle/RESTORE.txt".to_owned()]);
+    }
+}
