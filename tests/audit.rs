@@ -415,3 +415,85 @@ fn a_destination_with_repair_auto_is_repaired_without_asking() {
     assert_eq!(code, 0, "{report}");
     sha256sum_check(&full);
 }
+
+/// A set whose manifest and PAR2 agree with each other but not with its archive (as sets
+/// published with the early-hashing fault did): PAR2 would "repair" the good slice into a bad
+/// one. The rebuilt slice fails `dar -t`, so the good slice stays and the verdict says why.
+#[test]
+fn a_repair_that_dar_rejects_is_never_applied() {
+    let env = Env::new();
+    let src = env.path("src");
+    // Hex digits: compressible by half, so dar keeps the compressed form across slices.
+    let mut rng = fastrand::Rng::with_seed(7);
+    let text: String = (0..1_000_000).map(|_| rng.digit(16)).collect();
+    write(&src.join("letters.txt"), text.as_bytes());
+    env.config(&definition(&env));
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let set = env.sets("docs").pop().unwrap();
+    let manifest_path = set.join("MANIFEST.toml");
+    let mut manifest =
+        darvault::set::Manifest::parse(&fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    assert!(manifest.slices().count() >= 3, "several slices");
+    let slice = manifest.slices().nth(1).unwrap().path.clone();
+    let good = fs::read(set.join(&slice)).unwrap();
+
+    // The "wrong" bytes the manifest and PAR2 will describe: one byte off in the middle.
+    let mut wrong = good.clone();
+    let middle = wrong.len() / 2;
+    wrong[middle] ^= 0x5a;
+    fs::write(set.join(&slice), &wrong).unwrap();
+    let group = manifest
+        .par2
+        .iter()
+        .find(|g| g.covers.contains(&slice))
+        .unwrap()
+        .clone();
+    let stem = group.index.trim_end_matches(".par2").to_owned();
+    for e in fs::read_dir(&set).unwrap().flatten() {
+        let n = name_of(&e.path());
+        if n == group.index || (n.starts_with(&format!("{stem}.vol")) && n.ends_with(".par2")) {
+            fs::remove_file(e.path()).unwrap();
+        }
+    }
+    let out = Command::new("/usr/bin/par2")
+        .current_dir(&set)
+        .args(["create", "-q"])
+        .arg(format!("-s{}", group.block_size))
+        .arg(format!("-c{}", group.recovery_blocks))
+        .arg("-B")
+        .arg(&set)
+        .arg("--")
+        .arg(set.join(&group.index))
+        .args(group.covers.iter().map(|c| set.join(c)))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in &mut manifest.files {
+        let bytes = fs::read(set.join(&f.path)).unwrap();
+        f.size = bytes.len() as u64;
+        f.sha256 = darvault::hashing::sha256_hex(&bytes);
+    }
+    manifest.write(&set).unwrap();
+    // The copy holds the good slice again: only the manifest and PAR2 are wrong.
+    fs::write(set.join(&slice), &good).unwrap();
+
+    let (code, report) = audit_without_config(&env, &env.repo(), &["--repair"]);
+    assert_eq!(code, 5, "{report}");
+    let file = report["copies"][0]["sets"][0]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == slice.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(file["status"], "unrepairable", "{file}");
+    let found = file["found"].as_str().unwrap();
+    assert!(found.contains("dar -t") && found.contains("old file was kept"), "{found}");
+    assert_eq!(fs::read(set.join(&slice)).unwrap(), good, "the good slice stayed");
+    let out = Command::new("dar")
+        .args(["-Q", "-N", "-t"])
+        .arg(set.join(name_of(&set)))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the archive still tests clean");
+}

@@ -228,8 +228,16 @@ async fn audit_set(
 
     if !damaged.is_empty() {
         let fixed =
-            repair::repair_files(copy, others, location, &manifest, &damaged, options.repair)
-                .await?;
+            repair::repair_files(
+                copy,
+                others,
+                location,
+                &manifest,
+                &damaged,
+                options.repair,
+                config,
+            )
+            .await?;
         for (entry, found, outcome) in fixed {
             if let repair::Outcome::Repaired { source, old_sha } = &outcome {
                 state.repaired(
@@ -241,6 +249,10 @@ async fn audit_set(
                     source,
                 )?;
             }
+            let found = match outcome.reason() {
+                Some(why) => format!("{found}; {why}"),
+                None => found,
+            };
             report.files.push(FileReport {
                 path: entry.path.clone(),
                 found,

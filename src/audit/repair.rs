@@ -1,6 +1,9 @@
 //! Repairs in place: from a healthy copy (exact, cheap), else PAR2 in a scratch directory.
 //! Every result must match the manifest's SHA-256 before it replaces anything, and it is
 //! written under a temporary name and moved into place (object stores replace atomically).
+//! A slice rebuilt by PAR2 must also pass `dar -t` of the archive it belongs to: a manifest
+//! and PAR2 that agree with each other but not with the archive (a set published by a
+//! darvault before 0.2, or a crafted one) would otherwise "repair" a good slice into a bad one.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,6 +33,8 @@ pub(super) enum Outcome {
     },
     Repairable,
     Unrepairable,
+    /// A repair was made but could not be proven: the old file was kept. Says why.
+    NotApplied(String),
 }
 
 impl Outcome {
@@ -37,7 +42,15 @@ impl Outcome {
         match self {
             Outcome::Repaired { .. } => Status::Repaired,
             Outcome::Repairable => Status::DamagedRepairable,
-            Outcome::Unrepairable => Status::Unrepairable,
+            Outcome::Unrepairable | Outcome::NotApplied(_) => Status::Unrepairable,
+        }
+    }
+
+    /// Why a repair was not applied, to add to what was found.
+    pub(super) fn reason(&self) -> Option<&str> {
+        match self {
+            Outcome::NotApplied(why) => Some(why),
+            _ => None,
         }
     }
 
@@ -77,6 +90,7 @@ pub(super) async fn repair_files(
     manifest: &Manifest,
     damaged: &[(FileEntry, String, Option<String>)],
     repair: bool,
+    config: Option<&Config>,
 ) -> Result<Vec<(FileEntry, String, Outcome)>> {
     let mut results = Vec::new();
     let mut for_par2 = Vec::new();
@@ -117,18 +131,30 @@ pub(super) async fn repair_files(
         for (entry, found, old_sha) in in_group {
             let outcome = match (repair, verdict) {
                 (true, Verdict::Intact) if is_group_source(group, &entry.path) => {
-                    // par2 rebuilt it in scratch: it must match the manifest to go back.
-                    copy_verified(
-                        &scratch_copy,
-                        &entry.path,
+                    // par2 rebuilt it in scratch: it must be proven to go back.
+                    let rebuilt = Rebuilt {
                         copy,
-                        &at(location, &entry.path),
-                        entry,
-                    )
-                    .await?;
-                    Outcome::Repaired {
-                        source: "par2".into(),
-                        old_sha: (*old_sha).clone(),
+                        location,
+                        manifest,
+                        scratch: scratch.path(),
+                        config,
+                    };
+                    match rebuilt.prove(entry).await? {
+                        Err(why) => Outcome::NotApplied(why),
+                        Ok(()) => {
+                            copy_verified(
+                                &scratch_copy,
+                                &entry.path,
+                                copy,
+                                &at(location, &entry.path),
+                                entry,
+                            )
+                            .await?;
+                            Outcome::Repaired {
+                                source: "par2".into(),
+                                old_sha: (*old_sha).clone(),
+                            }
+                        }
                     }
                 }
                 (false, Verdict::Repairable) if is_group_source(group, &entry.path) => {
@@ -147,6 +173,94 @@ pub(super) async fn repair_files(
     }
     results.sort_by(|a, b| a.0.path.cmp(&b.0.path));
     Ok(results)
+}
+
+/// A file par2 rebuilt in a scratch directory, not yet put back.
+struct Rebuilt<'a> {
+    copy: &'a Store,
+    location: &'a str,
+    manifest: &'a Manifest,
+    scratch: &'a Path,
+    config: Option<&'a Config>,
+}
+
+impl Rebuilt<'_> {
+    /// Ok(Ok) when `entry` as rebuilt matches the manifest and, for a slice, the archive with
+    /// it passes `dar -t`; Ok(Err(why)) when it must not replace the file on the copy.
+    async fn prove(&self, entry: &FileEntry) -> Result<std::result::Result<(), String>> {
+        let not_applied = |why: String| Ok(Err(format!("{why}; the old file was kept")));
+        let path = self.scratch.join(&entry.path);
+        let found = tokio::task::block_in_place(|| crate::hashing::hash_file(&path));
+        match found {
+            Ok((size, sha)) if size == entry.size && sha == entry.sha256 => {}
+            Ok(_) => return not_applied("par2 rebuilt it, but not to the manifest's SHA-256".into()),
+            Err(e) => return not_applied(format!("par2 rebuilt nothing readable ({e})")),
+        }
+        if entry.role != Role::Slice {
+            return Ok(Ok(()));
+        }
+        let key = match key_for(self.manifest, self.config)? {
+            Some(key) => Some(key),
+            None if self.manifest.archive.encrypted => {
+                return not_applied(
+                    "the rebuilt slice cannot be proven by dar -t: the archive is encrypted and \
+                     no passphrase is configured for its definition"
+                        .into(),
+                );
+            }
+            None => None,
+        };
+        let archive = self.assemble().await?;
+        let dar = Dar::locate(None)?;
+        match tokio::task::block_in_place(|| dar.test(&archive, key.as_ref())) {
+            Ok(_) => Ok(Ok(())),
+            Err(e) => not_applied(format!(
+                "par2 rebuilt it to the manifest's SHA-256, but dar -t of the archive with it \
+                 fails ({e}): the manifest and PAR2 do not describe this archive"
+            )),
+        }
+    }
+
+    /// The archive with the rebuilt slice, in `<scratch>/dar-test/`: links to the slices in
+    /// scratch (gathered with the PAR2 group), to the copy's own (a local copy) or downloads.
+    async fn assemble(&self) -> Result<std::path::PathBuf> {
+        let dir = self.scratch.join("dar-test");
+        std::fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
+        for slice in self.manifest.slices() {
+            let target = dir.join(&slice.path);
+            let gathered = self.scratch.join(&slice.path);
+            if gathered.is_file() {
+                link(&gathered, &target)?;
+            } else if let Some(root) = &self.copy.local_root {
+                link(&root.join(at(self.location, &slice.path)), &target)?;
+            } else {
+                self.copy
+                    .download(&at(self.location, &slice.path), &target)
+                    .await?;
+            }
+        }
+        Ok(dir.join(&self.manifest.archive.basename))
+    }
+}
+
+fn link(source: &Path, target: &Path) -> Result<()> {
+    std::os::unix::fs::symlink(source, target).map_err(Error::io("cannot link", target))
+}
+
+/// The passphrase of the set's definition, when it is encrypted and the config has one.
+fn key_for(manifest: &Manifest, config: Option<&Config>) -> Result<Option<Passphrase>> {
+    if !manifest.archive.encrypted {
+        return Ok(None);
+    }
+    config
+        .and_then(|c| {
+            c.definitions
+                .iter()
+                .find(|d| d.name().as_str() == manifest.set.definition)
+        })
+        .and_then(|d| d.encryption.as_ref())
+        .map(|e| Passphrase::resolve(e, &manifest.set.definition))
+        .transpose()
 }
 
 fn is_group_source(group: &Group, path: &str) -> bool {
@@ -370,17 +484,7 @@ pub(super) async fn deep_checks(
             Err(e)
         }
     })?;
-    let key = match (manifest.archive.encrypted, config) {
-        (false, _) => None,
-        (true, Some(c)) => c
-            .definitions
-            .iter()
-            .find(|d| d.name().as_str() == manifest.set.definition)
-            .and_then(|d| d.encryption.as_ref())
-            .map(|e| Passphrase::resolve(e, &manifest.set.definition))
-            .transpose()?,
-        (true, None) => None,
-    };
+    let key = key_for(manifest, config)?;
     if manifest.archive.encrypted && key.is_none() {
         lines.push("dar -t: skipped (encrypted, and no passphrase is configured for it)".into());
     } else {
