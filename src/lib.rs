@@ -17,6 +17,7 @@ pub mod paths;
 pub mod progress;
 pub mod replicate;
 pub mod restore;
+pub mod secrets;
 pub mod set;
 pub mod state;
 pub mod status;

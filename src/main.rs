@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("darvault: {e}");
+            eprintln!("darvault: {}", darvault::secrets::mask(&e.to_string()));
             ExitCode::from(e.exit_code())
         }
     }

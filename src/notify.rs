@@ -62,13 +62,20 @@ pub fn finish(config: Option<&Config>, state: Option<&State>, ending: Ending) {
 /// The configured URLs, read now (from the environment or a file).
 fn urls(notify: &Notify) -> Vec<(&'static str, String)> {
     let read = |env: &Option<String>, file: &Option<crate::config::AbsPath>| -> Option<String> {
+        if let Some(v) = env {
+            crate::secrets::register_variable(v);
+        }
         let from_env = env.as_ref().and_then(|v| std::env::var(v).ok());
         let from_file = file.as_ref().and_then(|f| {
             std::fs::read_to_string(f.path())
                 .ok()
                 .and_then(|t| t.lines().next().map(|l| l.trim().to_owned()))
         });
-        from_env.or(from_file).filter(|u| !u.is_empty())
+        let url = from_env.or(from_file).filter(|u| !u.is_empty());
+        if let Some(u) = &url {
+            crate::secrets::register(u);
+        }
+        url
     };
     let mut out = Vec::new();
     match read(&notify.discord_url_env, &notify.discord_url_file) {

@@ -23,3 +23,20 @@ pub fn config_home() -> PathBuf {
 pub fn default_state_dir() -> PathBuf {
     xdg("XDG_STATE_HOME", ".local/state").join("darvault")
 }
+
+/// Create `dir` if needed and make it private (0700): the state folder holds logs and a
+/// database that name files and copies, and must never be readable by other users.
+pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Make an existing file private (0600).
+pub fn private_file(file: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
+}

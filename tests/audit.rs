@@ -467,7 +467,11 @@ fn a_repair_that_dar_rejects_is_never_applied() {
         .args(group.covers.iter().map(|c| set.join(c)))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for f in &mut manifest.files {
         let bytes = fs::read(set.join(&f.path)).unwrap();
         f.size = bytes.len() as u64;
@@ -488,8 +492,15 @@ fn a_repair_that_dar_rejects_is_never_applied() {
         .clone();
     assert_eq!(file["status"], "unrepairable", "{file}");
     let found = file["found"].as_str().unwrap();
-    assert!(found.contains("dar -t") && found.contains("old file was kept"), "{found}");
-    assert_eq!(fs::read(set.join(&slice)).unwrap(), good, "the good slice stayed");
+    assert!(
+        found.contains("dar -t") && found.contains("old file was kept"),
+        "{found}"
+    );
+    assert_eq!(
+        fs::read(set.join(&slice)).unwrap(),
+        good,
+        "the good slice stayed"
+    );
     let out = Command::new("dar")
         .args(["-Q", "-N", "-t"])
         .arg(set.join(name_of(&set)))

@@ -227,17 +227,16 @@ async fn audit_set(
     }
 
     if !damaged.is_empty() {
-        let fixed =
-            repair::repair_files(
-                copy,
-                others,
-                location,
-                &manifest,
-                &damaged,
-                options.repair,
-                config,
-            )
-            .await?;
+        let fixed = repair::repair_files(
+            copy,
+            others,
+            location,
+            &manifest,
+            &damaged,
+            options.repair,
+            config,
+        )
+        .await?;
         for (entry, found, outcome) in fixed {
             if let repair::Outcome::Repaired { source, old_sha } = &outcome {
                 state.repaired(

@@ -193,7 +193,9 @@ impl Rebuilt<'_> {
         let found = tokio::task::block_in_place(|| crate::hashing::hash_file(&path));
         match found {
             Ok((size, sha)) if size == entry.size && sha == entry.sha256 => {}
-            Ok(_) => return not_applied("par2 rebuilt it, but not to the manifest's SHA-256".into()),
+            Ok(_) => {
+                return not_applied("par2 rebuilt it, but not to the manifest's SHA-256".into());
+            }
             Err(e) => return not_applied(format!("par2 rebuilt nothing readable ({e})")),
         }
         if entry.role != Role::Slice {

@@ -19,6 +19,7 @@ pub fn run(
         let mut s = Spec::new("/bin/sh");
         s.arg("-c")
             .arg(command)
+            .inherit_env()
             .timeout(Some(hooks.timeout.0))
             .env("DARVAULT_DEFINITION", definition)
             .env("DARVAULT_LEVEL", level.to_string());

@@ -407,7 +407,10 @@ impl Early<'_> {
         if broken.is_empty() {
             return Ok(());
         }
-        tracing::debug!("dar changed {} finished slice(s) after they were hashed: {broken:?}", broken.len());
+        tracing::debug!(
+            "dar changed {} finished slice(s) after they were hashed: {broken:?}",
+            broken.len()
+        );
         self.slices.retain(|s| !broken.contains(&s.path));
         let (keep, redo): (Vec<_>, Vec<_>) = std::mem::take(&mut self.groups)
             .into_iter()

@@ -1,11 +1,15 @@
 //! Logs go to stderr (warnings by default) and, in full detail, to a daily-rotated file under
-//! the state directory, where dar's own messages are kept too.
+//! the state directory, where dar's own messages are kept too. Both mask every registered
+//! secret; the file keeps other crates (storage, HTTP, signing) at info, since their debug
+//! output prints credentials, and lives in the private state directory (0700, files 0600).
 
 use std::path::Path;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
+
+use darvault::secrets::MaskingWriter;
 
 /// Keep this many daily log files.
 const KEEP_LOG_FILES: usize = 14;
@@ -32,7 +36,7 @@ pub fn init(
     let stderr_filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{level}{quiet_retries}")));
     let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(MaskingWriter(std::io::stderr))
         .with_target(false)
         .without_time()
         .with_filter(stderr_filter);
@@ -40,10 +44,10 @@ pub fn init(
         Some(appender) => {
             let (writer, guard) = tracing_appender::non_blocking(appender);
             let layer = tracing_subscriber::fmt::layer()
-                .with_writer(writer)
+                .with_writer(MaskingWriter(writer))
                 .with_ansi(false)
                 .with_target(false)
-                .with_filter(EnvFilter::new("debug"));
+                .with_filter(EnvFilter::new("info,darvault=debug"));
             (Some(layer), Some(guard))
         }
         None => (None, None),
@@ -57,7 +61,12 @@ pub fn init(
 
 fn file_appender(state_dir: &Path) -> Option<tracing_appender::rolling::RollingFileAppender> {
     let dir = state_dir.join("logs");
-    std::fs::create_dir_all(&dir).ok()?;
+    darvault::paths::private_dir(state_dir).ok()?;
+    darvault::paths::private_dir(&dir).ok()?;
+    // Files rotated in later keep to the private folder; the ones there now are closed too.
+    for e in std::fs::read_dir(&dir).ok()?.flatten() {
+        let _ = darvault::paths::private_file(&e.path());
+    }
     tracing_appender::rolling::Builder::new()
         .rotation(tracing_appender::rolling::Rotation::DAILY)
         .filename_prefix("darvault")

@@ -7,10 +7,8 @@ use darvault::list::Listing;
 use darvault::replicate;
 
 pub fn json<T: serde::Serialize>(value: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("reports serialize")
-    );
+    let text = serde_json::to_string_pretty(value).expect("reports serialize");
+    println!("{}", darvault::secrets::mask(&text));
 }
 
 pub fn backup(report: &backup::Report) {

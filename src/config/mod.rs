@@ -3,6 +3,7 @@
 
 mod values;
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -272,12 +273,14 @@ impl Destination {
                 }
             };
             if let Some(base) = key.strip_suffix("_env") {
+                crate::secrets::register_variable(&text);
                 let secret = std::env::var(&text).map_err(|_| {
                     Error::Usage(format!(
                         "destination {:?}: ${text} is not set (named by `{key}`)",
                         self.name()
                     ))
                 })?;
+                crate::secrets::register(&secret);
                 out.push((base.to_owned(), secret));
             } else if let Some(base) = key.strip_suffix("_file") {
                 let path = AbsPath::try_from(text.clone()).map_err(Error::Config)?;
@@ -287,11 +290,13 @@ impl Destination {
                         self.name()
                     ))
                 })?;
-                out.push((
-                    base.to_owned(),
-                    secret.lines().next().unwrap_or("").to_owned(),
-                ));
+                let secret = secret.lines().next().unwrap_or("").to_owned();
+                crate::secrets::register(&secret);
+                out.push((base.to_owned(), secret));
             } else {
+                if crate::secrets::is_secret_option(key) {
+                    crate::secrets::register(&text);
+                }
                 out.push((key.clone(), text));
             }
         }
@@ -683,9 +688,11 @@ pub fn write_default(file: &Path, repository: Option<&Path>) -> Result<()> {
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir).map_err(Error::io("cannot create", dir))?;
     }
+    // 0600: a config may hold a storage password inline.
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(file)
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {

@@ -42,7 +42,8 @@ pub fn storage_error(what: &str, e: opendal::Error) -> Error {
     } else {
         ""
     };
-    Error::Failed(format!("{what}: {e}{hint}"))
+    let text = format!("{what}: {e}{hint}");
+    Error::Failed(crate::secrets::mask(&text).into_owned())
 }
 
 impl Store {

@@ -106,7 +106,10 @@ impl Seals {
         let wd = self
             .inotify
             .watches()
-            .add(&dir, changes() | WatchMask::ONLYDIR | WatchMask::DONT_FOLLOW)
+            .add(
+                &dir,
+                changes() | WatchMask::ONLYDIR | WatchMask::DONT_FOLLOW,
+            )
             .map_err(|e| Error::Failed(format!("cannot watch {}: {e}", dir.display())))?;
         let prefix = if rel.is_empty() {
             String::new()
@@ -333,6 +336,9 @@ mod tests {
         std::fs::write(dir.path().join("bundle/RESTORE.txt"), b"steps").unwrap();
         seals.hash("bundle/RESTORE.txt", Role::Bundle).unwrap();
         std::fs::write(dir.path().join("bundle/RESTORE.txt"), b"other").unwrap();
-        assert_eq!(seals.broken().unwrap(), vec!["bundle/RESTORE.txt".to_owned()]);
+        assert_eq!(
+            seals.broken().unwrap(),
+            vec!["bundle/RESTORE.txt".to_owned()]
+        );
     }
 }

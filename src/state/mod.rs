@@ -131,9 +131,15 @@ fn db_error(e: rusqlite::Error) -> Error {
 
 impl State {
     pub fn open(state_dir: &Path) -> Result<State> {
-        std::fs::create_dir_all(state_dir).map_err(Error::io("cannot create", state_dir))?;
+        crate::paths::private_dir(state_dir).map_err(Error::io("cannot create", state_dir))?;
         let path = state_dir.join("state.db");
         let mut conn = Connection::open(&path).map_err(db_error)?;
+        // The folder is private already; the database (and its WAL files) are too.
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            let _ = crate::paths::private_file(Path::new(&file));
+        }
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(db_error)?;
         conn.pragma_update(None, "journal_mode", "WAL")

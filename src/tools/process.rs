@@ -54,14 +54,36 @@ pub fn check_stop() -> Result<()> {
     }
 }
 
+/// What of darvault's environment a child sees (`LC_ALL=C` always).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Environment {
+    /// What a tool needs to find programs, a home and a temporary folder (dar starts gpg,
+    /// which needs PATH and a home): never darvault's secrets nor the rest of its settings.
+    Minimal,
+    /// All of it but the variables that hold secrets (hooks: the user's own commands).
+    AllButSecrets,
+    /// Nothing (a rehearsal of a bare machine).
+    Empty,
+}
+
+/// The variables a child gets with `Environment::Minimal`.
+const MINIMAL: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "TMPDIR",
+    "TZ",
+    "GNUPGHOME",
+];
+
 /// A command to run under supervision.
 pub struct Spec {
     program: PathBuf,
     args: Vec<OsString>,
     timeout: Option<Duration>,
     current_dir: Option<PathBuf>,
-    /// Run with an empty environment (a rehearsal of a bare machine).
-    clean_env: bool,
+    environment: Environment,
     /// Give the child a terminal of its own and answer its questions (see `terminal`).
     on_terminal: bool,
     envs: Vec<(OsString, OsString)>,
@@ -76,7 +98,7 @@ impl Spec {
             args: Vec::new(),
             timeout: None,
             current_dir: None,
-            clean_env: false,
+            environment: Environment::Minimal,
             on_terminal: false,
             envs: Vec::new(),
             inherited: Vec::new(),
@@ -98,7 +120,13 @@ impl Spec {
 
     /// Nothing of this process's environment reaches the child (LC_ALL=C aside).
     pub fn clean_env(&mut self) -> &mut Self {
-        self.clean_env = true;
+        self.environment = Environment::Empty;
+        self
+    }
+
+    /// The child sees darvault's whole environment but the variables holding secrets.
+    pub fn inherit_env(&mut self) -> &mut Self {
+        self.environment = Environment::AllButSecrets;
         self
     }
 
@@ -157,8 +185,23 @@ impl Spec {
         check_stop()?;
         tracing::debug!(command = %self.display(), "running");
         let mut command = Command::new(&self.program);
-        if self.clean_env {
-            command.env_clear();
+        match self.environment {
+            Environment::Empty => {
+                command.env_clear();
+            }
+            Environment::Minimal => {
+                command.env_clear();
+                for var in MINIMAL {
+                    if let Some(value) = std::env::var_os(var) {
+                        command.env(var, value);
+                    }
+                }
+            }
+            Environment::AllButSecrets => {
+                for var in crate::secrets::variables() {
+                    command.env_remove(var);
+                }
+            }
         }
         command
             .args(&self.args)

@@ -29,6 +29,7 @@ impl Passphrase {
     /// Read the passphrase a definition's `[definition.encryption]` points at.
     pub fn resolve(e: &Encryption, definition: &str) -> Result<Passphrase> {
         let text = if let Some(var) = &e.passphrase_env {
+            crate::secrets::register_variable(var);
             std::env::var(var).map_err(|_| {
                 Error::Usage(format!(
                     "{definition}: the passphrase variable ${var} is not set (encryption.passphrase_env)"
@@ -69,6 +70,7 @@ impl Passphrase {
                 "{definition}: no passphrase source configured"
             )));
         };
+        crate::secrets::register(&text);
         Passphrase::new(text).map_err(|why| Error::Usage(format!("{definition}: {why}")))
     }
 

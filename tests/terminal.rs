@@ -1,0 +1,257 @@
+//! darvault in an interactive terminal: every command that runs dar, as the foreground job of
+//! a pseudo-terminal (as a shell starts it), finishes; Ctrl-C ends a backup within 2 s with
+//! exit 130, nothing published and no child left behind.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A pseudo-terminal whose slave is the controlling terminal of the command started on it,
+/// which becomes its foreground process group.
+struct OnTerminal {
+    child: Child,
+    master: std::fs::File,
+    output: Arc<Mutex<Vec<u8>>>,
+}
+
+impl OnTerminal {
+    fn start(mut command: Command) -> OnTerminal {
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty fills in two new descriptors.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty");
+        // SAFETY: both were just opened and belong to nobody else.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let io = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
+        command
+            .stdin(io(&slave))
+            .stdout(io(&slave))
+            .stderr(io(&slave));
+        // SAFETY: setsid and ioctl are async-signal-safe; fd 0 is the slave here.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() == -1 || libc::ioctl(0, libc::TIOCSCTTY, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().unwrap();
+        drop(command);
+        drop(slave);
+        let master = std::fs::File::from(master);
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().unwrap();
+        let sink = Arc::clone(&output);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // EIO once every holder of the slave is gone.
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        OnTerminal {
+            child,
+            master,
+            output,
+        }
+    }
+
+    /// Type Ctrl-C: the terminal sends SIGINT to its foreground process group.
+    fn interrupt(&mut self) {
+        self.master.write_all(b"\x03").unwrap();
+    }
+
+    fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// The exit code, or a failed test naming what hung (the session is killed).
+    fn wait(&mut self, limit: Duration) -> i32 {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            if started.elapsed() > limit {
+                let stuck = processes_mentioning("darvault-test.");
+                // SAFETY: the child leads its own session and group.
+                unsafe { libc::killpg(self.child.id() as i32, libc::SIGKILL) };
+                let _ = self.child.wait();
+                panic!(
+                    "still running after {limit:?} on a terminal; processes: {stuck:?}\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Processes (pid, state, command line) whose command line contains `needle`.
+fn processes_mentioning(needle: &str) -> Vec<(u32, String, String)> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next())
+                .unwrap_or("?")
+                .to_owned();
+            found.push((pid, state, cmdline));
+        }
+    }
+    found
+}
+
+fn on_terminal(env: &Env, args: &[&str], limit: Duration) -> (i32, String) {
+    let mut command = env.cmd();
+    command.args(args).env("TERM", "xterm");
+    let mut t = OnTerminal::start(command);
+    let code = t.wait(limit);
+    // Let the reader thread collect the last output.
+    std::thread::sleep(Duration::from_millis(100));
+    let output = t.output();
+    eprintln!(
+        "$ darvault {} (on a terminal)\n{output}\n--- exit {code}",
+        args.join(" ")
+    );
+    (code, output)
+}
+
+fn definition(env: &Env, source: &Path) -> String {
+    format!(
+        "[[definition]]\nname = \"docs\"\nsource = {:?}\nslice_size = \"1M\"\n\n\
+         [[destination]]\nname = \"usb\"\nkind = \"fs\"\nroot = {:?}\n",
+        source.display().to_string(),
+        env.path("usb").display().to_string()
+    )
+}
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+#[test]
+fn every_command_that_runs_dar_finishes_on_a_terminal() {
+    let env = Env::new();
+    let src = env.path("src");
+    corpus(&src, 12, 4);
+    env.config(&definition(&env, &src));
+    let (code, out) = on_terminal(&env, &["backup", "--full"], LIMIT);
+    assert_eq!(code, 0, "{out}");
+    corpus_change(&src, 1);
+    assert_eq!(on_terminal(&env, &["backup", "--diff"], LIMIT).0, 0);
+    assert_eq!(on_terminal(&env, &["replicate"], LIMIT).0, 0);
+    assert_eq!(on_terminal(&env, &["audit", "--deep"], LIMIT).0, 0);
+    let target = env.path("restored");
+    let target_arg = target.display().to_string();
+    let (code, out) = on_terminal(
+        &env,
+        &[
+            "restore",
+            "--from",
+            "usb",
+            "-d",
+            "docs",
+            "--target",
+            &target_arg,
+        ],
+        LIMIT,
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = on_terminal(&env, &["drill", "usb"], LIMIT);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = on_terminal(&env, &["cleanup", "--dry-run"], LIMIT);
+    assert_eq!(code, 0, "{out}");
+    let demo = env.path("demo");
+    let (code, out) = on_terminal(&env, &["demo", "--dir", &demo.display().to_string()], LIMIT);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn ctrl_c_ends_a_backup_within_two_seconds() {
+    let env = Env::new();
+    let src = env.path("src");
+    // Large enough that dar is still writing when Ctrl-C comes.
+    let mut rng = fastrand::Rng::with_seed(5);
+    let mut video = vec![0u8; 1 << 20];
+    let mut file = std::fs::File::create({
+        std::fs::create_dir_all(&src).unwrap();
+        src.join("long video.m2ts")
+    })
+    .unwrap();
+    for _ in 0..600 {
+        rng.fill(&mut video);
+        file.write_all(&video).unwrap();
+    }
+    drop(file);
+    env.config(&definition(&env, &src));
+    let mut command = env.cmd();
+    command.args(["backup", "--full"]).env("TERM", "xterm");
+    let mut t = OnTerminal::start(command);
+    // Wait until dar has written a few slices.
+    let definition_dir = env.repo().join("docs");
+    let started = Instant::now();
+    loop {
+        let slices = std::fs::read_dir(&definition_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| common::name_of(&e.path()).starts_with(".staging."))
+            .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten().flatten())
+            .filter(|e| common::name_of(&e.path()).ends_with(".dar"))
+            .count();
+        if slices >= 3 {
+            break;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "dar never started: {}",
+            t.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let interrupted = Instant::now();
+    t.interrupt();
+    let code = t.wait(Duration::from_secs(20));
+    let took = interrupted.elapsed();
+    eprintln!("{}", t.output());
+    assert_eq!(code, 130, "exit code after Ctrl-C");
+    assert!(took < Duration::from_secs(2), "Ctrl-C took {took:?}");
+    assert!(env.sets("docs").is_empty(), "nothing published");
+    // No child outlives darvault (each runs in a session of its own, so look for them all).
+    let tag = env.tmp.path().display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !processes_mentioning(&tag).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(processes_mentioning(&tag), vec![], "children left behind");
+}
