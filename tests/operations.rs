@@ -136,50 +136,6 @@ fn the_repository_keeps_what_a_destination_has_not_received_and_destinations_kee
     assert_eq!(code(&out), 2);
 }
 
-/// (path, JSON body) of every request the server got.
-type Requests = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
-
-/// A local HTTP server that answers 204 and records every request.
-fn recording_server() -> (String, Requests) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let record = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream);
-            let mut request_line = String::new();
-            reader.read_line(&mut request_line).unwrap();
-            let path = request_line
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or("")
-                .to_owned();
-            let mut length = 0;
-            loop {
-                let mut header = String::new();
-                reader.read_line(&mut header).unwrap();
-                if header.trim().is_empty() {
-                    break;
-                }
-                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-            record.lock().unwrap().push((path, json));
-            let mut stream = reader.into_inner();
-            let _ = stream.write_all(
-                b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-            );
-        }
-    });
-    (url, seen)
-}
-
 #[test]
 fn notices_and_hooks_report_every_outcome_and_never_leak_the_urls() {
     let env = Env::new();
