@@ -2,7 +2,7 @@
 //! then `dar -t` and the restore test side by side, then the manifest, then publication.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -141,9 +141,10 @@ pub fn make_set(
         par2: &tools.par2,
     };
     let seals = Seals::watch(staging.path())?;
-    let (created, early) = early.alongside(seals, || {
+    let (created, early) = early.alongside(seals, |settled| {
         dar.create(&options, |p| {
-            task.advance(std::fs::symlink_metadata(p).map(|m| m.len()).unwrap_or(0))
+            task.advance(std::fs::symlink_metadata(p).map(|m| m.len()).unwrap_or(0));
+            settled.file_done();
         })
     });
     let created = created?;
@@ -332,17 +333,46 @@ struct Early<'a> {
     groups: Vec<par2::Group>,
 }
 
+/// Which slices dar is unlikely to come back to. dar reports each file once its data is
+/// written for good (rewrite included), and the next file starts in the newest slice, so the
+/// slices before the newest one at that moment are settled. Only a hint that saves redoing
+/// work: the seals prove afterwards what really did not change.
+struct Settled<'a> {
+    archive: &'a Path,
+    /// Slices numbered below this are settled.
+    below: AtomicU32,
+}
+
+impl Settled<'_> {
+    /// dar has finished a file: every slice but the newest is settled.
+    fn file_done(&self) {
+        let mut newest = self.below.load(Ordering::Relaxed).max(1);
+        while slice_path(self.archive, newest + 1).exists() {
+            newest += 1;
+        }
+        self.below.store(newest, Ordering::Relaxed);
+    }
+
+    fn is_settled(&self, n: u32) -> bool {
+        n < self.below.load(Ordering::Relaxed)
+    }
+}
+
 impl<'a> EarlyWork<'a> {
     /// Run `dar` on this thread and the early work beside it until dar returns.
     fn alongside<T>(
         &self,
         seals: Seals,
-        dar: impl FnOnce() -> Result<T>,
+        dar: impl FnOnce(&Settled) -> Result<T>,
     ) -> (Result<T>, Result<Early<'a>>) {
         let dar_done = AtomicBool::new(false);
+        let settled = Settled {
+            archive: self.archive,
+            below: AtomicU32::new(1),
+        };
         std::thread::scope(|scope| {
-            let worker = scope.spawn(|| self.run(seals, &dar_done));
-            let created = dar();
+            let worker = scope.spawn(|| self.run(seals, &settled, &dar_done));
+            let created = dar(&settled);
             dar_done.store(true, Ordering::Relaxed);
             (created, worker.join().expect("slice worker"))
         })
@@ -350,13 +380,13 @@ impl<'a> EarlyWork<'a> {
 
     /// Until dar is done; the last slice is left to the next phase. A slice that cannot be
     /// read or protected now (dar may be rewriting it) is simply left for later.
-    fn run(&self, mut seals: Seals, dar_done: &AtomicBool) -> Result<Early<'a>> {
+    fn run(&self, mut seals: Seals, settled: &Settled, dar_done: &AtomicBool) -> Result<Early<'a>> {
         let (mut slices, mut groups) = (Vec::new(), Vec::new());
         let mut n = 1;
         let mut gave_up = false;
         while !dar_done.load(Ordering::Relaxed) {
             check_stop()?;
-            if gave_up || !slice_path(self.archive, n + 1).exists() {
+            if gave_up || !settled.is_settled(n) {
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
@@ -404,6 +434,11 @@ impl Early<'_> {
     /// made (and slices that are gone), so that `finish` makes them again.
     fn discard_what_dar_changed(&mut self, dir: &Path) -> Result<()> {
         let broken = self.seals.broken()?;
+        tracing::debug!(
+            "while dar ran: {} slice(s) hashed, {} PAR2 set(s) made",
+            self.slices.len(),
+            self.groups.len()
+        );
         if broken.is_empty() {
             return Ok(());
         }
