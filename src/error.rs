@@ -70,6 +70,20 @@ pub enum Error {
         status: String,
         detail: String,
     },
+    /// A copy's storage failed; `retry` says whether trying again later can help.
+    #[error("{what}: {cause}{}", if *retry { " (temporary: a later run may succeed)" } else { "" })]
+    Storage {
+        what: String,
+        cause: String,
+        retry: bool,
+    },
+    /// A copy stopped answering: nothing moved for the stall timeout. Not tried again.
+    #[error("{what}: nothing moved for {seconds}s: {copy} stopped answering (stall_timeout)")]
+    Stalled {
+        what: String,
+        copy: String,
+        seconds: u64,
+    },
     /// An operation could not be completed (the message says why).
     #[error("{0}")]
     Failed(String),
@@ -83,8 +97,17 @@ impl Error {
             Error::Config(_) | Error::Usage(_) | Error::MissingTool { .. } => exit::USAGE,
             Error::Busy { .. } => exit::BUSY,
             Error::Interrupted => exit::INTERRUPTED,
-            Error::Io { .. } | Error::Tool { .. } | Error::Failed(_) => exit::FAILED,
+            Error::Io { .. }
+            | Error::Tool { .. }
+            | Error::Failed(_)
+            | Error::Storage { .. }
+            | Error::Stalled { .. } => exit::FAILED,
         }
+    }
+
+    /// Whether trying the same thing again may succeed (a timeout, a reset, a 5xx).
+    pub fn retry_helps(&self) -> bool {
+        matches!(self, Error::Storage { retry: true, .. })
     }
 
     /// Wrap an I/O error with what was being done and to which path.

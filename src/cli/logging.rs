@@ -28,8 +28,10 @@ pub fn init(
     };
     // RUST_LOG, when set, overrides -v/-q for stderr.
     // Storage retries are expected on flaky links: shown with -v, not by default.
+    // A request given up on after a stall leaves its writer unfinished on purpose (a dead
+    // server would not answer an abort either): OpenDAL's warning about it is noise.
     let quiet_retries = if verbose == 0 {
-        ",opendal::layers::retry=error"
+        ",opendal::layers::retry=error,opendal::layers::complete=error"
     } else {
         ""
     };

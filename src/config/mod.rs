@@ -238,8 +238,12 @@ pub struct Destination {
     /// "never" (report only), "ask" (on a terminal) or "auto" [default: never].
     #[serde(default)]
     pub repair: RepairPolicy,
-    /// How often a failed request is tried again, with growing pauses [default: 5].
+    /// How often a request that failed for a temporary reason (a timeout, a reset, a server
+    /// error) is tried again, with pauses doubling from 1 s to 30 s [default: 5]. A full disk,
+    /// refused credentials or a missing bucket fail at once.
     pub retries: Option<usize>,
+    /// A request that moves no byte for this long fails the destination [default: 2m].
+    pub stall_timeout: Option<values::Duration>,
     /// Read every file back after sending it and compare its SHA-256 [default: false].
     #[serde(default)]
     pub verify_readback: bool,

@@ -3,10 +3,15 @@
 //! A set is recognised by its MANIFEST.toml only: staging leftovers and stray files are
 //! reported, never taken for sets.
 
+mod dav;
+mod failure;
+mod put;
 mod store;
 
 use std::path::{Path, PathBuf};
 
+pub use failure::{Retry, understand};
+pub use put::{Expected, Limiter};
 pub use store::{Store, hash_stored, storage_error};
 
 use crate::error::{Error, Result};

@@ -6,20 +6,27 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
+use std::future::{Future, IntoFuture};
+
 use opendal::Operator;
-use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::layers::TimeoutLayer;
 use sha2::{Digest, Sha256};
 
+use super::dav::Dav;
+pub use super::failure::storage_error;
 use super::{Found, FoundSet};
 use crate::config::Destination;
 use crate::error::{Error, Result};
 use crate::set::{MANIFEST, SetName, staging};
 
-/// The whole of one request (a part upload, a stat) may take this long before it is retried.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-/// No byte moving for this long counts as a stall.
-const IO_TIMEOUT: Duration = Duration::from_secs(120);
+/// A backstop for one whole request; the stall deadline below is what normally fires.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// A request that moves no byte for this long fails the copy [stall_timeout].
+const STALL: Duration = Duration::from_secs(120);
+/// Temporary failures of one request are tried again this often [retries].
 const RETRIES: usize = 5;
+/// The longest pause between two tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub struct Store {
     pub name: String,
@@ -30,30 +37,38 @@ pub struct Store {
     pub readers: usize,
     /// What an audit may do with damage here without --repair.
     pub repair: crate::config::RepairPolicy,
+    /// A request that moves nothing for this long fails.
+    pub(super) stall: Duration,
+    retries: usize,
+    /// `require_mount`: the filesystem the root must stay on (device id of the root).
+    mount: Option<(std::path::PathBuf, u64)>,
+    /// WebDAV: uploads as one streamed request (see `dav`).
+    pub(super) dav: Option<Dav>,
+    /// The service's endpoint, named in errors (a refused connection says where).
+    endpoint: Option<String>,
 }
 
 /// Bytes per read when hashing a stored file.
 const READ_CHUNK: u64 = 8 << 20;
 
-/// Map an OpenDAL error, saying whether a later retry could help.
-pub fn storage_error(what: &str, e: opendal::Error) -> Error {
-    let hint = if e.is_temporary() {
-        " (temporary: a later run may succeed)"
-    } else {
-        ""
-    };
-    let text = format!("{what}: {e}{hint}");
-    Error::Failed(crate::secrets::mask(&text).into_owned())
-}
-
 impl Store {
     /// Build the operator. Refuses an fs destination whose disk is not there before anything
     /// can be written (an unplugged USB disk must never fill the root filesystem).
     pub fn open(dest: &Destination) -> Result<Store> {
-        if dest.kind == "fs" {
-            check_fs(dest)?;
-        }
-        let op = Operator::via_iter(&dest.kind, dest.service_options()?)
+        let mount = match dest.kind.as_str() {
+            "fs" => check_fs(dest)?,
+            _ => None,
+        };
+        let options = dest.service_options()?;
+        let endpoint = options
+            .iter()
+            .find(|(k, _)| k == "endpoint")
+            .map(|(_, v)| v.clone());
+        let dav = match dest.kind.as_str() {
+            "webdav" => Some(Dav::new(&options)?),
+            _ => None,
+        };
+        let op = Operator::via_iter(&dest.kind, options)
             .map_err(|e| {
                 Error::Config(format!(
                     "destination {:?} (kind {:?}): {e}",
@@ -61,16 +76,13 @@ impl Store {
                     dest.kind
                 ))
             })?
-            // Timeout inside retry: a stalled request is cut, then tried again.
+            // Retries are darvault's own (`retrying`): OpenDAL calls a full disk temporary.
             .layer(
                 TimeoutLayer::new()
                     .with_timeout(OPERATION_TIMEOUT)
-                    .with_io_timeout(IO_TIMEOUT),
-            )
-            .layer(
-                RetryLayer::new()
-                    .with_max_times(dest.retries.unwrap_or(RETRIES))
-                    .with_jitter(),
+                    // A backstop behind darvault's own stall deadline (`within`), which
+                    // fires first and is not retried.
+                    .with_io_timeout(dest.stall_timeout.map(|d| d.0).unwrap_or(STALL) * 3),
             );
         let local_root = (dest.kind == "fs")
             .then(|| dest.root().map(std::path::PathBuf::from))
@@ -84,6 +96,129 @@ impl Store {
                 .unwrap_or(if dest.kind == "fs" { 1 } else { 4 })
                 .max(1),
             repair: dest.repair,
+            stall: dest.stall_timeout.map(|d| d.0).unwrap_or(STALL),
+            retries: dest.retries.unwrap_or(RETRIES),
+            mount,
+            dav,
+            endpoint,
+        })
+    }
+
+    /// `fut` under the stall deadline, its error classified.
+    pub async fn within<T>(
+        &self,
+        what: &str,
+        fut: impl IntoFuture<Output = opendal::Result<T>>,
+    ) -> Result<T> {
+        self.within_plus(what, Duration::ZERO, fut).await
+    }
+
+    /// The same with `slack` more (a paced upload may wait that long by design).
+    pub async fn within_plus<T>(
+        &self,
+        what: &str,
+        slack: Duration,
+        fut: impl IntoFuture<Output = opendal::Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.stall + slack, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(storage_error(&self.on_this(what), e)),
+            Err(_) => Err(self.stalled(what)),
+        }
+    }
+
+    /// `what` naming this copy (and its endpoint) unless it does already.
+    pub(super) fn on_this(&self, what: &str) -> String {
+        if what.contains(&self.name) {
+            return what.to_owned();
+        }
+        match &self.endpoint {
+            Some(endpoint) => format!("{what} on {} ({endpoint})", self.label()),
+            None => format!("{what} on {}", self.label()),
+        }
+    }
+
+    pub(super) fn stalled(&self, what: &str) -> Error {
+        Error::Stalled {
+            what: self.on_this(what),
+            copy: self.label(),
+            seconds: self.stall.as_secs(),
+        }
+    }
+
+    /// Run `attempt` until it succeeds, fails for good, or has failed temporarily
+    /// `retries` times; pauses double from 1 s up to 30 s between tries.
+    pub async fn retrying<T, F: Future<Output = Result<T>>>(
+        &self,
+        what: &str,
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<T> {
+        let mut pause = Duration::from_secs(1);
+        let mut failures = 0;
+        loop {
+            match attempt().await {
+                Err(e) if e.retry_helps() && failures < self.retries => {
+                    failures += 1;
+                    tracing::warn!(
+                        "{}: {e}; trying again in {}s ({failures} of {})",
+                        self.label(),
+                        pause.as_secs(),
+                        self.retries
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_BACKOFF);
+                }
+                Err(e) if e.retry_helps() => {
+                    return Err(Error::Storage {
+                        what: what.to_owned(),
+                        cause: format!("{e} (after {failures} tries)"),
+                        retry: true,
+                    });
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Create a folder (and its parents), on services that have folders.
+    pub async fn make_dir(&self, dir: &str) -> Result<()> {
+        self.check_mount()?;
+        let what = format!("cannot create {dir}");
+        self.retrying(&what, || self.within(&what, self.op.create_dir(dir)))
+            .await
+    }
+
+    /// The size of a stored file, None when it is missing.
+    pub async fn size_of(&self, path: &str) -> Result<Option<u64>> {
+        let what = format!("cannot check {path}");
+        self.retrying(&what, || async {
+            match self.within(&what, self.op.stat(path)).await {
+                Ok(meta) => Ok(Some(meta.content_length())),
+                Err(Error::Storage { cause, .. }) if cause.starts_with("not found") => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// `require_mount`: refuse as soon as the root is no longer on the filesystem it was on
+    /// when the copy was opened (a USB disk pulled or unmounted mid-run), before anything
+    /// more is written onto the disk under the mount point.
+    pub fn check_mount(&self) -> Result<()> {
+        let Some((root, dev)) = &self.mount else {
+            return Ok(());
+        };
+        let now = std::fs::metadata(root).map(|m| m.dev()).ok();
+        if now == Some(*dev) {
+            return Ok(());
+        }
+        Err(Error::Storage {
+            what: format!("destination {:?}", self.name),
+            cause: format!(
+                "{} is no longer on the disk it was on when the run started (unplugged or unmounted?): stopped before writing anything more",
+                root.display()
+            ),
+            retry: false,
         })
     }
 
@@ -108,6 +243,11 @@ impl Store {
             local_root: Some(root),
             readers: 1,
             repair: crate::config::RepairPolicy::Never,
+            stall: STALL,
+            retries: RETRIES,
+            mount: None,
+            dav: None,
+            endpoint: None,
         })
     }
 
@@ -308,11 +448,12 @@ impl Chunks {
 }
 
 /// `require_mount`: the root (or its nearest existing ancestor) must be on another filesystem
-/// than `/`, i.e. on a mounted disk; `require_marker` is checked by `check_marker`.
-fn check_fs(dest: &Destination) -> Result<()> {
+/// than `/`, i.e. on a mounted disk; `require_marker` is checked by `check_marker`. Returns
+/// the path and device to hold the copy to for the rest of the run.
+fn check_fs(dest: &Destination) -> Result<Option<(std::path::PathBuf, u64)>> {
     let root = Path::new(dest.root().unwrap_or("/"));
     if !dest.require_mount {
-        return Ok(());
+        return Ok(None);
     }
     let existing = root
         .ancestors()
@@ -323,12 +464,13 @@ fn check_fs(dest: &Destination) -> Result<()> {
             .map(|m| m.dev())
             .map_err(Error::io("cannot stat", p))
     };
-    if dev(existing)? == dev(Path::new("/"))? {
+    let device = dev(existing)?;
+    if device == dev(Path::new("/"))? {
         return Err(Error::Failed(format!(
             "destination {:?}: {} is not on a mounted disk (is the USB disk plugged in and mounted?): nothing was written",
             dest.name(),
             root.display()
         )));
     }
-    Ok(())
+    Ok(Some((existing.to_owned(), device)))
 }

@@ -21,7 +21,7 @@ use crate::progress::{Progress, Task};
 use crate::set::{MANIFEST, SHA256SUMS};
 use crate::state::State;
 
-pub use send::Limiter;
+pub use crate::copy::Limiter;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -180,13 +180,13 @@ impl Report {
 
 /// SFTP reports a refused key as a failed connection: say what to check.
 fn with_hint(dest: &Destination, e: Error) -> Error {
-    match e {
-        Error::Failed(msg) if dest.kind == "sftp" && msg.contains("failed to connect") => {
-            Error::Failed(format!(
-                "{msg}: ssh could not connect or log in; check endpoint, user and key (ssh -i KEY -p PORT USER@HOST should work without a password)"
-            ))
-        }
-        e => e,
+    let msg = e.to_string();
+    if dest.kind == "sftp" && msg.contains("failed to connect") {
+        Error::Failed(format!(
+            "{msg}: ssh could not connect or log in; check endpoint, user and key (ssh -i KEY -p PORT USER@HOST should work without a password)"
+        ))
+    } else {
+        e
     }
 }
 
@@ -208,11 +208,12 @@ async fn to_destination(
     progress: &dyn Progress,
 ) -> Result<Summary> {
     let began = Instant::now();
-    let remote = Store::open(dest)?;
+    let remote = Arc::new(Store::open(dest)?);
     remote.check_marker(dest).await?;
     let _lock = crate::lock::lock_destination(config, dest.name())?;
     let info = remote.op.info();
-    let one_shot = !info.capability().write_can_multi;
+    // WebDAV is streamed (copy::dav); other one-shot services hold a file in memory.
+    let one_shot = !info.capability().write_can_multi && dest.kind != "webdav";
     let single_write_cap = dest.max_single_write.map(|b| b.0).unwrap_or(1 << 30);
     let concurrency = dest
         .concurrency
@@ -253,7 +254,7 @@ async fn to_destination(
     let limiter = Arc::new(Limiter::new(dest.bandwidth_limit.map(|b| b.0)));
     for set in todo {
         let job = send::SetJob {
-            op: remote.op.clone(),
+            store: Arc::clone(&remote),
             destination: dest.name().to_owned(),
             set: set.clone(),
             remote_dir: set_path(set),

@@ -3,54 +3,19 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use opendal::Operator;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::DESCRIPTORS;
-use crate::copy::{FoundSet, hash_stored, storage_error};
+use crate::copy::{Expected, FoundSet, Limiter, Store};
 use crate::error::{Error, Result};
-use crate::hashing::{hex, sha256_hex};
+use crate::hashing::sha256_hex;
 use crate::parallel::Bounded;
 use crate::progress::Task;
 use crate::set::MANIFEST;
 use crate::state::State;
-use crate::tools::process::check_stop;
-
-/// Bytes read and written per step (and the part size for multipart services).
-const CHUNK: usize = 8 << 20;
-/// Parts of one file in flight at once (multipart services).
-const PARTS_IN_FLIGHT: usize = 2;
-
-/// An average-rate bandwidth limit shared by every upload to one destination.
-pub struct Limiter {
-    rate: Option<u64>,
-    sent: tokio::sync::Mutex<(Instant, u64)>,
-}
-
-impl Limiter {
-    pub fn new(bytes_per_second: Option<u64>) -> Limiter {
-        Limiter {
-            rate: bytes_per_second.filter(|r| *r > 0),
-            sent: tokio::sync::Mutex::new((Instant::now(), 0)),
-        }
-    }
-
-    async fn pace(&self, bytes: usize) {
-        let Some(rate) = self.rate else { return };
-        let wait = {
-            let mut s = self.sent.lock().await;
-            s.1 += bytes as u64;
-            Duration::from_secs_f64(s.1 as f64 / rate as f64).saturating_sub(s.0.elapsed())
-        };
-        tokio::time::sleep(wait).await;
-    }
-}
 
 pub struct SetJob {
-    pub op: Operator,
+    pub store: Arc<Store>,
     pub destination: String,
     pub set: FoundSet,
     /// `<definition>/<set>` on the destination.
@@ -83,15 +48,18 @@ impl SetJob {
                 format!("{}/", self.remote_dir),
                 format!("{}/bundle/", self.remote_dir),
             ] {
-                self.op
-                    .create_dir(&dir)
-                    .await
-                    .map_err(|e| storage_error(&format!("cannot create {dir}"), e))?;
+                self.store.make_dir(&dir).await?;
             }
         }
         let mut running = Bounded::new(self.concurrency);
         let name = &self.set.manifest.set.name;
+        // The first failure stops what has not started: a full disk or a dead server fails
+        // every later file the same way.
+        let failed = Arc::new(AtomicBool::new(false));
         for f in &self.set.manifest.files {
+            if failed.load(Ordering::Relaxed) {
+                break;
+            }
             let remote = format!("{}/{}", self.remote_dir, f.path);
             if self
                 .state
@@ -107,21 +75,26 @@ impl SetJob {
                 sha256: f.sha256.clone(),
                 size: f.size,
             };
-            let (op, limiter, task, state) = (
-                self.op.clone(),
+            let (store, limiter, task, state) = (
+                Arc::clone(&self.store),
                 Arc::clone(&self.limiter),
                 Arc::clone(&self.task),
                 Arc::clone(&self.state),
             );
-            let (destination, set, path, readback) = (
+            let (destination, set, path, readback, failed) = (
                 self.destination.clone(),
                 name.clone(),
                 f.path.clone(),
                 self.readback,
+                Arc::clone(&failed),
             );
             running
                 .spawn(async move {
-                    send(&op, &upload, &limiter, task.as_ref(), readback).await?;
+                    let sent = send(&store, &upload, &limiter, task.as_ref(), readback).await;
+                    if sent.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    sent?;
                     state.file_sent(&destination, &set, &path, &upload.sha256, upload.size)?;
                     Ok::<u64, Error>(upload.size)
                 })
@@ -165,7 +138,7 @@ impl SetJob {
                 size: bytes.len() as u64,
             };
             send(
-                &self.op,
+                &self.store,
                 &upload,
                 &self.limiter,
                 self.task.as_ref(),
@@ -181,100 +154,22 @@ impl SetJob {
     }
 
     async fn remote_size(&self, path: &str) -> Result<Option<u64>> {
-        match self.op.stat(path).await {
-            Ok(meta) => Ok(Some(meta.content_length())),
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(storage_error(&format!("cannot check {path}"), e)),
-        }
+        self.store.size_of(path).await
     }
 }
 
 async fn send(
-    op: &Operator,
+    store: &Store,
     u: &Upload,
     limiter: &Limiter,
     task: &dyn Task,
     readback: bool,
 ) -> Result<()> {
-    let mut file = tokio::fs::File::open(&u.local)
+    let expected = Expected {
+        size: u.size,
+        sha256: &u.sha256,
+    };
+    store
+        .put_file(&u.local, &u.remote, &expected, limiter, task, readback)
         .await
-        .map_err(Error::io("cannot open", &u.local))?;
-    let mut writer = op
-        .writer_with(&u.remote)
-        .chunk(CHUNK)
-        .concurrent(PARTS_IN_FLIGHT)
-        .await
-        .map_err(|e| storage_error(&format!("cannot write {}", u.remote), e))?;
-    let mut hasher = Sha256::new();
-    let outcome: Result<()> = async {
-        loop {
-            check_stop()?;
-            let mut buf = vec![0u8; CHUNK];
-            let n = read_full(&mut file, &mut buf)
-                .await
-                .map_err(Error::io("cannot read", &u.local))?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.truncate(n);
-            hasher.update(&buf);
-            limiter.pace(n).await;
-            writer
-                .write(buf)
-                .await
-                .map_err(|e| storage_error(&format!("cannot write {}", u.remote), e))?;
-            task.advance(n as u64);
-        }
-    }
-    .await;
-    let sent_sha = hex(&hasher.finalize());
-    let outcome = outcome.and_then(|_| {
-        if sent_sha == u.sha256 {
-            Ok(())
-        } else {
-            Err(Error::Failed(format!(
-                "{} does not match its manifest (damaged in the repository?): not sent; run `darvault audit` on the repository",
-                u.local.display()
-            )))
-        }
-    });
-    if let Err(e) = outcome {
-        // Nothing half-written is kept where the service allows it (multipart is dropped).
-        let _ = writer.abort().await;
-        return Err(e);
-    }
-    writer
-        .close()
-        .await
-        .map_err(|e| storage_error(&format!("cannot finish {}", u.remote), e))?;
-    let meta = op
-        .stat(&u.remote)
-        .await
-        .map_err(|e| storage_error(&format!("cannot check {}", u.remote), e))?;
-    if meta.content_length() != u.size {
-        return Err(Error::Failed(format!(
-            "{} holds {} bytes after upload, {} were sent",
-            u.remote,
-            meta.content_length(),
-            u.size
-        )));
-    }
-    if readback && hash_stored(op, &u.remote, u.size).await? != u.sha256 {
-        return Err(Error::Failed(format!(
-            "{} read back differs from what was sent",
-            u.remote
-        )));
-    }
-    Ok(())
-}
-
-async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]).await? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok(filled)
 }

@@ -1,0 +1,123 @@
+//! What a storage failure means: its cause in words, and whether trying again can help.
+//!
+//! Permanent: the disk is full or read-only, a quota is reached, access is denied,
+//! credentials are refused, the bucket or folder does not exist, the server refuses the
+//! connection or its name does not resolve, any other 4xx. These fail the destination at
+//! once, with the cause named. Temporary: timeouts, resets, 5xx, throttling; those are tried
+//! again within the destination's retry budget (`copy::Store::retrying`).
+
+use std::error::Error as _;
+
+use crate::error::Error;
+
+/// Whether trying the same request again may succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    Helps,
+    Useless,
+}
+
+/// The storage error for `what` failing with `e`, classified, its cause in words.
+pub fn storage_error(what: &str, e: opendal::Error) -> Error {
+    let (retry, cause) = understand(&e);
+    Error::Storage {
+        what: crate::secrets::mask(what).into_owned(),
+        cause: crate::secrets::mask(&cause).into_owned(),
+        retry: retry == Retry::Helps,
+    }
+}
+
+/// The class and a plain cause of an OpenDAL error, from the OS error or HTTP status under it
+/// where there is one.
+pub fn understand(e: &opendal::Error) -> (Retry, String) {
+    use opendal::ErrorKind as K;
+    let detail = e.to_string();
+    if let Some(io) = io_error_in(e)
+        && let Some(known) = os_cause(io)
+    {
+        return known;
+    }
+    let permanent = |cause: &str| (Retry::Useless, format!("{cause} ({detail})"));
+    match e.kind() {
+        K::PermissionDenied => permanent("access denied: check the credentials and their rights"),
+        K::NotFound => permanent("not found"),
+        K::ConfigInvalid => permanent("the destination's settings are invalid"),
+        K::Unsupported => permanent("the service does not support this"),
+        K::RateLimited => (
+            Retry::Helps,
+            format!("the service asks to slow down ({detail})"),
+        ),
+        _ if detail.contains("403") || detail.contains("401") => {
+            permanent("access denied: check the credentials and their rights")
+        }
+        _ if detail.contains("NoSuchBucket") => permanent("no such bucket"),
+        _ if e.is_temporary() => (Retry::Helps, detail),
+        _ => (Retry::Useless, detail),
+    }
+}
+
+/// The first `std::io::Error` in the chain of causes.
+fn io_error_in(e: &opendal::Error) -> Option<&std::io::Error> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// Causes an OS error names exactly.
+pub fn os_cause(io: &std::io::Error) -> Option<(Retry, String)> {
+    use std::io::ErrorKind as K;
+    let permanent = |s: &str| Some((Retry::Useless, s.to_owned()));
+    match io.raw_os_error() {
+        Some(libc::ENOSPC) => return permanent("the disk is full (no space left on device)"),
+        Some(libc::EDQUOT) => return permanent("the disk quota is exhausted"),
+        Some(libc::EROFS) => return permanent("the filesystem is read-only"),
+        Some(libc::EACCES) | Some(libc::EPERM) => return permanent("permission denied"),
+        Some(libc::EIO) => return permanent("input/output error (is the disk failing or gone?)"),
+        Some(libc::ENODEV) | Some(libc::ENXIO) => return permanent("the device is gone"),
+        Some(libc::ENOTCONN) => return permanent("the mount is not connected any more"),
+        _ => {}
+    }
+    match io.kind() {
+        K::ConnectionRefused => permanent(
+            "connection refused: is the server running, and is the endpoint's port right?",
+        ),
+        K::TimedOut => Some((Retry::Helps, "timed out".into())),
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+            Some((Retry::Helps, format!("the connection broke ({io})")))
+        }
+        _ if io.to_string().contains("failed to lookup address")
+            || io.to_string().contains("Name or service not known") =>
+        {
+            permanent("the server's name does not resolve: check the endpoint")
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_permanent_and_named() {
+        let io = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let e = opendal::Error::new(opendal::ErrorKind::Unexpected, "write failed")
+            .set_temporary()
+            .set_source(io);
+        let (retry, cause) = understand(&e);
+        assert_eq!(retry, Retry::Useless);
+        assert!(cause.contains("disk is full"), "{cause}");
+    }
+
+    #[test]
+    fn a_server_error_is_temporary() {
+        let e = opendal::Error::new(opendal::ErrorKind::Unexpected, "500 Internal Server Error")
+            .set_temporary();
+        assert_eq!(understand(&e).0, Retry::Helps);
+    }
+}

@@ -1,0 +1,276 @@
+//! Putting a local file on a copy: streamed, hashed on the way, paced, size-checked after
+//! close, optionally read back; every step under the copy's stall deadline, temporary
+//! failures tried again within its retry budget, and an fs copy's mount checked before and
+//! after each file. Memory stays bounded by chunk size × parts in flight.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use super::Store;
+use crate::error::{Error, Result};
+use crate::hashing::hex;
+use crate::progress::Task;
+use crate::tools::process::check_stop;
+
+/// Bytes read and written per step (and the part size for multipart services).
+pub const CHUNK: usize = 8 << 20;
+/// Parts of one file in flight at once (multipart services).
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// An average-rate bandwidth limit shared by every upload to one copy.
+pub struct Limiter {
+    rate: Option<u64>,
+    sent: tokio::sync::Mutex<(Instant, u64)>,
+}
+
+impl Limiter {
+    pub fn new(bytes_per_second: Option<u64>) -> Limiter {
+        Limiter {
+            rate: bytes_per_second.filter(|r| *r > 0),
+            sent: tokio::sync::Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    async fn pace(&self, bytes: usize) {
+        let Some(rate) = self.rate else { return };
+        let wait = {
+            let mut s = self.sent.lock().await;
+            s.1 += bytes as u64;
+            Duration::from_secs_f64(s.1 as f64 / rate as f64).saturating_sub(s.0.elapsed())
+        };
+        tokio::time::sleep(wait).await;
+    }
+
+    /// How long one chunk may take at this rate (added to the stall deadline).
+    fn chunk_time(&self) -> Duration {
+        match self.rate {
+            Some(rate) => Duration::from_secs_f64((CHUNK * PARTS_IN_FLIGHT) as f64 / rate as f64),
+            None => Duration::ZERO,
+        }
+    }
+}
+
+/// What a file must turn out to be on the copy.
+pub struct Expected<'a> {
+    pub size: u64,
+    pub sha256: &'a str,
+}
+
+impl Store {
+    /// Put `local` at `remote`: only bytes that hash to `expected` are kept (a mismatch
+    /// aborts the write, nothing half-written stays where the service allows it).
+    pub async fn put_file(
+        &self,
+        local: &Path,
+        remote: &str,
+        expected: &Expected<'_>,
+        limiter: &Limiter,
+        task: &dyn Task,
+        readback: bool,
+    ) -> Result<()> {
+        self.retrying(&format!("cannot send {remote}"), || async {
+            self.check_mount()?;
+            let sent = match &self.dav {
+                Some(_) => {
+                    self.put_streamed(local, remote, expected, limiter, task)
+                        .await
+                }
+                None => {
+                    self.put_written(local, remote, expected, limiter, task)
+                        .await
+                }
+            };
+            sent?;
+            self.check_mount()?;
+            let what = format!("cannot check {remote}");
+            let meta = self.within(&what, self.op.stat(remote)).await?;
+            if meta.content_length() != expected.size {
+                return Err(Error::Failed(format!(
+                    "{remote} holds {} bytes after upload, {} were sent",
+                    meta.content_length(),
+                    expected.size
+                )));
+            }
+            if readback && self.hash(remote).await?.map(|h| h.1).as_deref() != Some(expected.sha256)
+            {
+                return Err(Error::Failed(format!(
+                    "{remote} read back differs from what was sent"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Through an OpenDAL writer (multipart where the service has it).
+    async fn put_written(
+        &self,
+        local: &Path,
+        remote: &str,
+        expected: &Expected<'_>,
+        limiter: &Limiter,
+        task: &dyn Task,
+    ) -> Result<()> {
+        let what = format!("cannot write {remote}");
+        let mut writer = self
+            .within(
+                &what,
+                self.op
+                    .writer_with(remote)
+                    .chunk(CHUNK)
+                    .concurrent(PARTS_IN_FLIGHT),
+            )
+            .await?;
+        let slack = limiter.chunk_time();
+        let mut reader = Hashed::open(local, expected).await?;
+        let outcome: Result<()> = async {
+            while let Some(chunk) = reader.next().await? {
+                let n = chunk.len() as u64;
+                limiter.pace(chunk.len()).await;
+                self.within_plus(&what, slack, writer.write(chunk)).await?;
+                task.advance(n);
+            }
+            Ok(())
+        }
+        .await;
+        let outcome = match outcome {
+            Ok(()) => self
+                .within_plus(&what, slack, writer.close())
+                .await
+                .map(|_| ()),
+            Err(e @ Error::Stalled { .. }) => Err(e),
+            Err(e) => {
+                let _ = tokio::time::timeout(self.stall, writer.abort()).await;
+                Err(e)
+            }
+        };
+        if outcome
+            .as_ref()
+            .is_err_and(|e| !matches!(e, Error::Stalled { .. }))
+        {
+            // Nothing half-written is kept: a multipart upload is dropped above, a file that
+            // was written directly (fs, SFTP) is removed. (Not when the copy stopped
+            // answering: a partial slice without its manifest is never taken for a set, and
+            // the next run writes it again.)
+            let _ = tokio::time::timeout(self.stall, self.op.delete(remote)).await;
+        }
+        outcome
+    }
+
+    /// As one streamed request body (WebDAV).
+    async fn put_streamed(
+        &self,
+        local: &Path,
+        remote: &str,
+        expected: &Expected<'_>,
+        limiter: &Limiter,
+        task: &dyn Task,
+    ) -> Result<()> {
+        let dav = self.dav.as_ref().expect("a WebDAV copy");
+        let what = self.on_this(&format!("cannot write {remote}"));
+        let upload = dav.start(remote, expected.size);
+        let slack = limiter.chunk_time();
+        let mut reader = Hashed::open(local, expected).await?;
+        let outcome: Result<()> = async {
+            while let Some(chunk) = reader.next().await? {
+                let n = chunk.len() as u64;
+                limiter.pace(chunk.len()).await;
+                match tokio::time::timeout(self.stall + slack, upload.send(chunk)).await {
+                    Ok(Ok(())) => {}
+                    // The request ended early: its answer says why.
+                    Ok(Err(())) => return Err(Error::Failed(String::new())),
+                    Err(_) => return Err(self.stalled(&what)),
+                }
+                task.advance(n);
+            }
+            Ok(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => match tokio::time::timeout(self.stall + slack, upload.finish(&what)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(self.stalled(&what)),
+            },
+            Err(Error::Failed(m)) if m.is_empty() => upload.finish(&what).await,
+            Err(e) => {
+                let stalled = matches!(e, Error::Stalled { .. });
+                upload.abort();
+                if !stalled {
+                    let _ = tokio::time::timeout(self.stall, self.op.delete(remote)).await;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A local file read in chunks and hashed on the way. The last chunk is handed out only
+/// when the whole file hashes to what is expected, so that a write can still be aborted.
+struct Hashed<'a> {
+    file: tokio::fs::File,
+    local: &'a Path,
+    expected: &'a Expected<'a>,
+    hasher: Sha256,
+    done: u64,
+    finished: bool,
+}
+
+impl<'a> Hashed<'a> {
+    async fn open(local: &'a Path, expected: &'a Expected<'a>) -> Result<Hashed<'a>> {
+        let file = tokio::fs::File::open(local)
+            .await
+            .map_err(Error::io("cannot open", local))?;
+        Ok(Hashed {
+            file,
+            local,
+            expected,
+            hasher: Sha256::new(),
+            done: 0,
+            finished: false,
+        })
+    }
+
+    async fn next(&mut self) -> Result<Option<Vec<u8>>> {
+        if self.finished {
+            return Ok(None);
+        }
+        check_stop()?;
+        let mut buf = vec![0u8; CHUNK];
+        let n = read_full(&mut self.file, &mut buf)
+            .await
+            .map_err(Error::io("cannot read", self.local))?;
+        buf.truncate(n);
+        self.hasher.update(&buf);
+        self.done += n as u64;
+        let last = n < CHUNK || self.done >= self.expected.size;
+        if last {
+            self.finished = true;
+            if self.done != self.expected.size
+                || hex(&self.hasher.clone().finalize()) != self.expected.sha256
+            {
+                return Err(Error::Failed(format!(
+                    "{} does not match its manifest (damaged in the repository?): not sent; run `darvault audit` on the repository",
+                    self.local.display()
+                )));
+            }
+            if n == 0 {
+                return Ok(None);
+            }
+        }
+        Ok(Some(buf))
+    }
+}
+
+async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]).await? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}

@@ -1,0 +1,456 @@
+//! Copies that fail under us, for real: a USB disk (a loop-mounted ext4) unmounted mid-run, a
+//! full disk (tmpfs with size=), servers that stop answering (SIGSTOP of a WebDAV and an SSH
+//! server of the test's own, a frozen connection to S3), a closed port. Each fails within
+//! seconds with its cause named, leaves nothing that looks complete, and writes nothing
+//! outside the copy.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A source of `mib` MiB of incompressible video (no compression, so dar is quick).
+fn video_source(env: &Env, mib: usize) {
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut rng = fastrand::Rng::with_seed(mib as u64);
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut f = fs::File::create(src.join("clip.mp4")).unwrap();
+    for _ in 0..mib {
+        rng.fill(&mut chunk);
+        f.write_all(&chunk).unwrap();
+    }
+}
+
+fn configure(env: &Env, slice: &str, destinations: &str) {
+    env.config(&format!(
+        "[[definition]]\nname = \"docs\"\nsource = {:?}\nslice_size = {slice:?}\n\n{destinations}",
+        env.path("src").display().to_string()
+    ));
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("not JSON: {}", stdout(out)))
+}
+
+fn error_of(out: &std::process::Output) -> String {
+    json(out)["destinations"][0]["error"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn sh(cmd: &str) {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A mount that is undone when dropped.
+struct Mounted {
+    point: PathBuf,
+    loop_device: Option<String>,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.point)
+            .stderr(Stdio::null())
+            .status();
+        if let Some(dev) = &self.loop_device {
+            let _ = Command::new("losetup").arg("-d").arg(dev).status();
+        }
+    }
+}
+
+#[test]
+fn a_full_disk_fails_at_once_naming_the_cause() {
+    let env = Env::new();
+    video_source(&env, 24);
+    let usb = env.path("usb");
+    fs::create_dir_all(&usb).unwrap();
+    sh(&format!(
+        "mount -t tmpfs -o size=8m tmpfs {}",
+        usb.display()
+    ));
+    let _mounted = Mounted {
+        point: usb.clone(),
+        loop_device: None,
+    };
+    configure(
+        &env,
+        "4M",
+        &format!(
+            "[[destination]]\nname = \"usb\"\nkind = \"fs\"\nroot = {:?}\nrequire_mount = true\n",
+            usb.display().to_string()
+        ),
+    );
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let started = Instant::now();
+    let out = env.run(&["--json", "replicate"]);
+    let took = started.elapsed();
+    assert_eq!(code(&out), 1);
+    let error = error_of(&out);
+    assert!(error.contains("disk is full"), "{error}");
+    assert!(!error.contains("temporary"), "{error}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    // Nothing on the copy looks like a set, and no empty file was left behind.
+    for e in walkdir::WalkDir::new(&usb).into_iter().flatten() {
+        assert_ne!(e.file_name(), "MANIFEST.toml", "a manifest on a full disk");
+        if e.file_type().is_file() {
+            assert!(
+                e.metadata().unwrap().len() > 0,
+                "empty file {}",
+                e.path().display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_disk_unmounted_mid_run_stops_the_run_and_nothing_lands_under_the_mount_point() {
+    let env = Env::new();
+    video_source(&env, 40);
+    let image = env.path("usb.img");
+    sh(&format!(
+        "truncate -s 200M {0} && mkfs.ext4 -q -F {0}",
+        image.display()
+    ));
+    let device = String::from_utf8(
+        Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&image)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    let usb = env.path("usb");
+    fs::create_dir_all(&usb).unwrap();
+    sh(&format!("mount {device} {}", usb.display()));
+    let mounted = Mounted {
+        point: usb.clone(),
+        loop_device: Some(device),
+    };
+    configure(
+        &env,
+        "4M",
+        &format!(
+            "[[destination]]\nname = \"usb\"\nkind = \"fs\"\nroot = {:?}\nrequire_mount = true\nbandwidth_limit = \"8M\"\n",
+            usb.join("darvault").display().to_string()
+        ),
+    );
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let run = env
+        .cmd()
+        .args(["--json", "replicate"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Pull the disk once some slices are on it.
+    let on_disk = |p: &Path| {
+        walkdir::WalkDir::new(p)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".dar"))
+            .count()
+    };
+    let started = Instant::now();
+    while on_disk(&usb) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "replicate never wrote"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sh(&format!("umount -l {}", usb.display()));
+    let pulled = Instant::now();
+    let out = run.wait_with_output().unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(pulled.elapsed() < Duration::from_secs(30));
+    let error = error_of(&out);
+    assert!(error.contains("no longer on the disk"), "{error}");
+    // The mount point on the system disk stayed empty.
+    let under: Vec<_> = fs::read_dir(&usb)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(under.is_empty(), "written onto the system disk: {under:?}");
+    drop(mounted);
+}
+
+/// A server of the test's own in a process group of its own, frozen with SIGSTOP on demand
+/// and killed when dropped.
+struct Server(Child);
+
+impl Server {
+    fn start(command: &mut Command, port: u16) -> Server {
+        command
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let server = Server(command.spawn().unwrap());
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn freeze(&self) {
+        // SAFETY: a signal to the server's own process group.
+        unsafe { libc::killpg(self.0.id() as i32, libc::SIGSTOP) };
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        unsafe {
+            libc::killpg(self.0.id() as i32, libc::SIGKILL);
+            libc::killpg(self.0.id() as i32, libc::SIGCONT);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP relay to `target` that can be frozen: it then stops moving bytes either way, as a
+/// stopped server does.
+fn freezable_relay(target: String) -> (u16, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let frozen = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&frozen);
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(&target) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                let flag = Arc::clone(&flag);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    loop {
+                        while flag.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                while flag.load(Ordering::Relaxed) {
+                                    std::thread::sleep(Duration::from_millis(50));
+                                }
+                                if to.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (port, frozen)
+}
+
+/// Replicate until `some_sent` says the transfer is under way, then `freeze`: the run must
+/// fail within the stall timeout (5 s here), saying nothing moved.
+fn stalls_fail_in_time(
+    env: &Env,
+    destination: &str,
+    some_sent: impl Fn() -> bool,
+    freeze: impl FnOnce(),
+) {
+    configure(env, "8M", destination);
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let run = env
+        .cmd()
+        .args(["--json", "replicate"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !some_sent() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing was ever sent"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    freeze();
+    let frozen = Instant::now();
+    let out = run.wait_with_output().unwrap();
+    let took = frozen.elapsed();
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    let error = error_of(&out);
+    assert!(error.contains("nothing moved"), "{error}");
+    assert!(
+        took < Duration::from_secs(40),
+        "gave up only after {took:?}"
+    );
+}
+
+#[test]
+fn a_stopped_webdav_server_fails_the_run_within_the_stall_timeout() {
+    let env = Env::new();
+    video_source(&env, 40);
+    let served = env.path("served");
+    fs::create_dir_all(&served).unwrap();
+    let port = free_port();
+    let server = Server::start(
+        Command::new("rclone")
+            .args(["serve", "webdav", "--addr", &format!("127.0.0.1:{port}")])
+            .args(["--user", "u", "--pass", "p"])
+            .arg(&served),
+        port,
+    );
+    let dest = format!(
+        "[[destination]]\nname = \"dav\"\nkind = \"webdav\"\nendpoint = \"http://127.0.0.1:{port}\"\nusername = \"u\"\npassword = \"p\"\nstall_timeout = \"5s\"\nbandwidth_limit = \"16M\"\n"
+    );
+    let dir = served.clone();
+    stalls_fail_in_time(
+        &env,
+        &dest,
+        || {
+            walkdir::WalkDir::new(&dir)
+                .into_iter()
+                .flatten()
+                .any(|e| e.file_type().is_file())
+        },
+        || server.freeze(),
+    );
+}
+
+#[test]
+fn a_frozen_s3_connection_fails_the_run_within_the_stall_timeout() {
+    let env = Env::new();
+    video_source(&env, 40);
+    let s = servers();
+    let target = s["S3_ENDPOINT"].trim_start_matches("http://").to_owned();
+    let (port, frozen) = freezable_relay(target);
+    let (s3, _) = destination(
+        "s3",
+        "stall",
+        "stall_timeout = \"5s\"\nbandwidth_limit = \"16M\"",
+    );
+    let s3 = s3.replace(&s["S3_ENDPOINT"], &format!("http://127.0.0.1:{port}"));
+    let env_ref = &env;
+    stalls_fail_in_time(
+        &env,
+        &s3,
+        || state_rows(env_ref, "s3") > 0,
+        || frozen.store(true, Ordering::Relaxed),
+    );
+}
+
+#[test]
+fn a_stopped_ssh_server_fails_the_run_within_the_stall_timeout() {
+    let env = Env::new();
+    video_source(&env, 40);
+    let s = servers();
+    let dir = PathBuf::from(
+        std::env::var("DARVAULT_TEST_SERVERS_DIR")
+            .unwrap_or_else(|_| "/tmp/darvault-test-servers".into()),
+    );
+    let port = free_port();
+    let root = env.path("sftp-root");
+    fs::create_dir_all(&root).unwrap();
+    let server = Server::start(
+        Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-f")
+            .arg(dir.join("sshd_config"))
+            .args([
+                "-o",
+                &format!("Port={port}"),
+                "-o",
+                &format!("PidFile={}", env.path("sshd.pid").display()),
+            ]),
+        port,
+    );
+    let dest = format!(
+        "[[destination]]\nname = \"sftp\"\nkind = \"sftp\"\nendpoint = \"ssh://127.0.0.1:{port}\"\nuser = {:?}\nkey = {:?}\nknown_hosts_strategy = \"accept\"\nroot = {:?}\nstall_timeout = \"5s\"\nbandwidth_limit = \"16M\"\n",
+        s["SFTP_USER"],
+        s["SFTP_KEY"],
+        root.display().to_string()
+    );
+    let r = root.clone();
+    stalls_fail_in_time(
+        &env,
+        &dest,
+        || {
+            walkdir::WalkDir::new(&r)
+                .into_iter()
+                .flatten()
+                .any(|e| e.file_type().is_file())
+        },
+        || server.freeze(),
+    );
+}
+
+#[test]
+fn a_closed_port_fails_within_seconds_naming_the_cause() {
+    let env = Env::new();
+    video_source(&env, 1);
+    let port = free_port();
+    let (s3, _) = destination("s3", "closed", "");
+    let s3 = s3.replace(
+        &servers()["S3_ENDPOINT"],
+        &format!("http://127.0.0.1:{port}"),
+    );
+    let dav = format!(
+        "[[destination]]\nname = \"dav\"\nkind = \"webdav\"\nendpoint = \"http://127.0.0.1:{port}\"\nusername = \"u\"\npassword = \"p\"\n"
+    );
+    configure(&env, "1M", &format!("{s3}\n{dav}"));
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let started = Instant::now();
+    let out = env.run(&["--json", "replicate"]);
+    let took = started.elapsed();
+    assert_eq!(code(&out), 1);
+    for d in json(&out)["destinations"].as_array().unwrap() {
+        let error = d["error"].as_str().unwrap();
+        assert!(error.contains("connection refused"), "{error}");
+        assert!(error.contains(&port.to_string()), "names where: {error}");
+    }
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}
+
+fn state_rows(env: &Env, destination: &str) -> i64 {
+    let db = env.path("home/.local/state/darvault/state.db");
+    let Ok(conn) = rusqlite::Connection::open(db) else {
+        return 0;
+    };
+    conn.query_row(
+        "SELECT count(*) FROM replicated_file WHERE destination = ?1",
+        [destination],
+        |r| r.get(0),
+    )
+    .unwrap_or(0)
+}
