@@ -18,7 +18,8 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("darvault: {}", darvault::secrets::mask(&e.to_string()));
+            let text = darvault::secrets::mask(&e.to_string()).into_owned();
+            eprintln!("darvault: {}", darvault::printable(&text));
             ExitCode::from(e.exit_code())
         }
     }

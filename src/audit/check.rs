@@ -8,12 +8,13 @@ use super::repair;
 use super::{CopyReport, FileReport, Options, SetReport, Status};
 use crate::config::Config;
 use crate::copy::Store;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hashing::sha256_hex;
 use crate::parallel::Bounded;
+use crate::printable;
 use crate::progress::{Progress, Task};
 use crate::set::manifest::{FileEntry, manifest_sha_in_sums};
-use crate::set::{MANIFEST, Manifest, SHA256SUMS, SetName, staging};
+use crate::set::{MANIFEST, Manifest, Role, SHA256SUMS, SetName, staging};
 use crate::state::State;
 
 pub(super) async fn audit_copy(
@@ -24,8 +25,26 @@ pub(super) async fn audit_copy(
     state: &State,
     progress: &dyn Progress,
     report: &mut CopyReport,
-) -> Result<()> {
-    let entries = copy.walk("/").await?;
+) -> Result<bool> {
+    let mut entries = copy.walk("/").await?;
+    // A copy is read only inside its own folder: a symbolic link (to a set, a folder, a
+    // file) is reported and neither followed nor read.
+    let links: Vec<String> = entries
+        .iter()
+        .filter(|(p, _)| copy.is_link(p))
+        .map(|(p, _)| p.clone())
+        .collect();
+    for link in &links {
+        report.problems.push(format!(
+            "{}: a symbolic link (refused: a copy is read only inside its own folder)",
+            printable(link)
+        ));
+    }
+    entries.retain(|(p, _)| {
+        !links
+            .iter()
+            .any(|l| p == l || p.starts_with(&format!("{l}/")))
+    });
     let files: BTreeSet<&str> = entries
         .iter()
         .filter(|e| !e.1)
@@ -47,7 +66,9 @@ pub(super) async fn audit_copy(
             set_dirs.insert(path.clone());
         } else if !*is_dir
             && !path.split('/').any(|c| c.starts_with('.'))
-            && !set_dirs.iter().any(|d| path.starts_with(&format!("{d}/")))
+            && !set_dirs
+                .iter()
+                .any(|d| d.is_empty() || path.starts_with(&format!("{d}/")))
             && !set_dirs.iter().any(|d| d.starts_with(&format!("{path}/")))
         {
             report
@@ -55,6 +76,7 @@ pub(super) async fn audit_copy(
                 .push(format!("{path}: stray file, not part of any set"));
         }
     }
+    let holds_sets = !set_dirs.is_empty();
     let present: HashSet<String> = set_dirs
         .iter()
         .map(|d| d.rsplit('/').next().unwrap_or(d).to_owned())
@@ -79,17 +101,28 @@ pub(super) async fn audit_copy(
     selected.sort();
     let task: Arc<dyn Task> = Arc::from(progress.start(&format!("audit {}", copy.name), None));
     for (_, dir) in selected {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
         let in_dir: Vec<&str> = files
             .iter()
-            .filter_map(|p| p.strip_prefix(&format!("{dir}/")))
+            .filter_map(|p| p.strip_prefix(&prefix))
             .collect();
-        let set = audit_set(copy, others, &dir, &in_dir, config, options, state, &task).await?;
+        let set = match audit_set(copy, others, &dir, &in_dir, config, options, state, &task).await
+        {
+            Ok(set) => set,
+            Err(Error::Interrupted) => return Err(Error::Interrupted),
+            // Whatever went wrong inside one set is that set's verdict; the others go on.
+            Err(e) => could_not_audit(copy, &dir, e),
+        };
         let proven = matches!(set.status, Status::Ok | Status::Repaired);
         state.audited(&copy.name, &set.set, set.status.as_str(), proven)?;
         report.sets.push(set);
     }
     mark_broken_chains(&present, report);
-    Ok(())
+    Ok(holds_sets)
 }
 
 /// A set whose chain needs a set that is not on the copy, or that cannot be repaired, can no
@@ -117,6 +150,40 @@ fn mark_broken_chains(present: &HashSet<String>, report: &mut CopyReport) {
     }
 }
 
+/// The verdict of a set whose audit itself failed.
+fn could_not_audit(copy: &Store, location: &str, e: Error) -> SetReport {
+    SetReport {
+        set: set_name(copy, location),
+        location: location.to_owned(),
+        status: Status::Unrepairable,
+        files: vec![FileReport {
+            path: String::new(),
+            found: format!("could not be audited: {e}"),
+            status: Status::Unrepairable,
+            repaired_from: None,
+        }],
+        files_checked: 0,
+        bytes_checked: 0,
+        deep: Vec::new(),
+        chain: Vec::new(),
+        chain_broken: None,
+    }
+}
+
+/// The name of the set at `location`: its folder's name (the copy's own folder when the copy
+/// is one set's folder).
+fn set_name(copy: &Store, location: &str) -> String {
+    match location.rsplit('/').next() {
+        Some(name) if !name.is_empty() => name.to_owned(),
+        _ => copy
+            .local_root
+            .as_ref()
+            .and_then(|r| r.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    }
+}
+
 fn parent(path: &str) -> &str {
     path.rsplit_once('/').map(|(p, _)| p).unwrap_or("")
 }
@@ -141,7 +208,7 @@ async fn audit_set(
     state: &State,
     task: &Arc<dyn Task>,
 ) -> Result<SetReport> {
-    let name = location.rsplit('/').next().unwrap_or(location).to_owned();
+    let name = set_name(copy, location);
     let mut report = SetReport {
         set: name.clone(),
         location: location.to_owned(),
@@ -260,12 +327,7 @@ async fn audit_set(
             });
         }
     }
-    report.status = report
-        .files
-        .iter()
-        .map(|f| f.status)
-        .max()
-        .unwrap_or(Status::Ok);
+    report.status = verdict(&manifest, &report.files);
 
     if options.deep && report.status <= Status::Repaired {
         report.deep = repair::deep_checks(copy, location, &manifest, config).await?;
@@ -274,6 +336,32 @@ async fn audit_set(
         }
     }
     Ok(report)
+}
+
+/// A set's verdict from its files': damage to the data (slices, catalogue, the manifest)
+/// decides; damage only to PAR2 or bundle files that could not be healed leaves the data
+/// intact and restorable ("redundancy damaged").
+fn verdict(manifest: &Manifest, files: &[FileReport]) -> Status {
+    let is_data = |path: &str| {
+        path == MANIFEST
+            || path == SHA256SUMS
+            || manifest
+                .files
+                .iter()
+                .find(|f| f.path == path)
+                .is_none_or(|f| matches!(f.role, Role::Slice | Role::Catalogue))
+    };
+    let mut worst = Status::Ok;
+    for f in files {
+        let status = match f.status {
+            Status::Unrepairable | Status::DamagedRepairable if !is_data(&f.path) => {
+                Status::RedundancyDamaged
+            }
+            s => s,
+        };
+        worst = worst.max(status);
+    }
+    worst
 }
 
 /// The set's manifest and its SHA-256, healed from another copy when damaged or missing.
@@ -391,13 +479,17 @@ async fn examine(
     path: &str,
     entry: &FileEntry,
 ) -> Result<Option<(String, Option<String>)>> {
-    if let Some(root) = &copy.local_root {
-        // A copy is untrusted: a symlink could point anywhere.
-        if std::fs::symlink_metadata(root.join(path)).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Ok(Some(("a symlink (refused)".into(), None)));
-        }
+    // A copy is untrusted: a symlink could point anywhere.
+    if copy.is_link(path) {
+        return Ok(Some(("a symbolic link (refused)".into(), None)));
     }
-    Ok(match copy.hash(path).await? {
+    let found = match copy.hash(path).await {
+        Ok(found) => found,
+        Err(Error::Interrupted) => return Err(Error::Interrupted),
+        // A directory where a file belongs, an unreadable file: that file's verdict.
+        Err(e) => return Ok(Some((format!("unreadable ({e})"), None))),
+    };
+    Ok(match found {
         None => Some(("missing".into(), None)),
         Some((size, sha)) if size != entry.size => Some((
             format!("damaged ({size} bytes, {} expected)", entry.size),

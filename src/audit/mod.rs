@@ -37,6 +37,9 @@ pub struct Options {
 pub enum Status {
     Ok,
     Repaired,
+    /// The data (slices, catalogue) is intact and restores; PAR2 or bundle files are
+    /// damaged and could not be healed.
+    RedundancyDamaged,
     DamagedRepairable,
     Unrepairable,
 }
@@ -46,6 +49,7 @@ impl Status {
         match self {
             Status::Ok => "ok",
             Status::Repaired => "repaired",
+            Status::RedundancyDamaged => "redundancy-damaged",
             Status::DamagedRepairable => "damaged-repairable",
             Status::Unrepairable => "unrepairable",
         }
@@ -115,7 +119,7 @@ impl Report {
         let failed = self.copies.iter().filter(|c| c.error.is_some()).count();
         match worst {
             Status::Unrepairable => exit::UNREPAIRABLE,
-            Status::DamagedRepairable => exit::DAMAGE_LEFT,
+            Status::DamagedRepairable | Status::RedundancyDamaged => exit::DAMAGE_LEFT,
             _ if failed == self.copies.len() && failed > 0 => exit::FAILED,
             _ if failed > 0 => exit::PARTIAL,
             _ => exit::OK,
@@ -133,7 +137,8 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<Report> {
     let rt = crate::replicate::runtime()?;
-    let all = all_copies(config)?;
+    let (all, unreachable) = all_copies(config)?;
+    let named = !copies.is_empty();
     let targets: Vec<Arc<Store>> = if copies.is_empty() {
         if all.is_empty() {
             return Err(Error::Usage(
@@ -149,6 +154,17 @@ pub fn run(
     };
     let mut report = Report { copies: Vec::new() };
     let mut runs = Vec::new();
+    if !named {
+        // Every configured copy was asked for: one that cannot be reached is said, not skipped.
+        for (name, why) in unreachable {
+            report.copies.push(CopyReport {
+                copy: name,
+                sets: Vec::new(),
+                problems: Vec::new(),
+                error: Some(format!("not audited: {why}")),
+            });
+        }
+    }
     for copy in &targets {
         let started = jiff::Timestamp::now();
         // Healing sources: every other configured copy.
@@ -167,15 +183,24 @@ pub fn run(
             repair: options.repair || may_repair(copy),
             ..options.clone()
         };
-        let outcome = rt.block_on(check::audit_copy(
-            copy,
-            &others,
-            config,
-            &options,
-            state,
-            progress,
-            &mut copy_report,
-        ));
+        let outcome = writer_lock(config, copy, options.repair).and_then(|_lock| {
+            rt.block_on(check::audit_copy(
+                copy,
+                &others,
+                config,
+                &options,
+                state,
+                progress,
+                &mut copy_report,
+            ))
+        });
+        if matches!(outcome, Ok(false)) && named {
+            copy_report.error = Some(format!(
+                "no archive set found in {} (no folder holds a {})",
+                copy.name,
+                crate::set::MANIFEST
+            ));
+        }
         if let Err(e) = outcome {
             if matches!(e, Error::Interrupted) {
                 return Err(e);
@@ -200,7 +225,10 @@ impl CopyReport {
         let broken = self.sets.iter().any(|s| s.chain_broken.is_some());
         let outcome = match (&self.error, worst) {
             (Some(_), _) => "failed",
-            (None, Status::DamagedRepairable | Status::Unrepairable) => "damage",
+            (
+                None,
+                Status::DamagedRepairable | Status::Unrepairable | Status::RedundancyDamaged,
+            ) => "damage",
             _ if broken => "damage",
             (None, Status::Repaired) => "repaired",
             (None, Status::Ok) => "ok",
@@ -277,24 +305,54 @@ fn may_repair(copy: &Store) -> bool {
     }
 }
 
-/// The repository and every destination of the config, by name.
-fn all_copies(config: Option<&Config>) -> Result<Vec<Arc<Store>>> {
+/// The repository and every destination of the config, by name; and those that cannot be
+/// opened (an unplugged disk), with why.
+#[allow(clippy::type_complexity)]
+fn all_copies(config: Option<&Config>) -> Result<(Vec<Arc<Store>>, Vec<(String, String)>)> {
     let Some(config) = config else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     };
-    let mut copies = Vec::new();
+    let (mut copies, mut unreachable) = (Vec::new(), Vec::new());
     let repo = config.repository.path();
     if repo.is_dir() {
         copies.push(Arc::new(crate::copy::repository(config)?));
+    } else {
+        unreachable.push((
+            "repository".to_owned(),
+            format!("{} does not exist", repo.display()),
+        ));
     }
     for d in &config.destinations {
         match Store::open(d) {
             Ok(c) => copies.push(Arc::new(c)),
-            // An unplugged disk is simply not a healing source today.
-            Err(e) => tracing::info!("destination {} is not available: {e}", d.name()),
+            // Not a healing source today, and said in the report.
+            Err(e) => unreachable.push((d.name().to_owned(), e.to_string())),
         }
     }
-    Ok(copies)
+    Ok((copies, unreachable))
+}
+
+/// A repairing audit writes into the copy: it takes the copy's writer lock (the one backup,
+/// replicate and cleanup take), then removes scratch folders of killed repairs.
+fn writer_lock(
+    config: Option<&Config>,
+    copy: &Store,
+    repair: bool,
+) -> Result<Option<crate::lock::Lock>> {
+    if !repair {
+        return Ok(None);
+    }
+    let lock = match (config, &copy.local_root) {
+        (Some(c), _) if c.destination(&copy.name).is_some() => {
+            crate::lock::lock_destination(c, &copy.name)?
+        }
+        (_, Some(root)) => crate::lock::lock_repository(root)?,
+        (_, None) => return Ok(None),
+    };
+    if let Some(root) = &copy.local_root {
+        let _ = std::fs::remove_dir_all(root.join(repair::SCRATCH));
+    }
+    Ok(Some(lock))
 }
 
 /// Sets per status, for summaries.

@@ -95,6 +95,16 @@ pub(super) async fn repair_files(
     let mut results = Vec::new();
     let mut for_par2 = Vec::new();
     for (entry, found, old_sha) in damaged {
+        if copy.is_folder(&at(location, &entry.path)) {
+            let why =
+                "a folder stands where this file belongs: remove it, then audit --repair again";
+            results.push((
+                entry.clone(),
+                found.clone(),
+                Outcome::NotApplied(why.into()),
+            ));
+            continue;
+        }
         match healthy_source(others, manifest, location, entry).await? {
             Some((source, path)) => {
                 let outcome = if repair {
@@ -119,15 +129,68 @@ pub(super) async fn repair_files(
         if in_group.is_empty() {
             continue;
         }
-        let scratch = tempfile::Builder::new()
-            .prefix("darvault-repair.")
-            .tempdir()
-            .map_err(|e| Error::Failed(format!("cannot make a scratch directory: {e}")))?;
-        gather(copy, location, manifest, group, scratch.path()).await?;
-        let par2 = par2_tool(copy, location)?;
-        let verdict =
-            tokio::task::block_in_place(|| par2.check(scratch.path(), &group.index, repair))?;
+        let scratch = scratch_for(copy)?;
         let scratch_copy = Store::for_path(scratch.path())?;
+        // Only PAR2 files of the group are damaged: the data they protect is proven, so the
+        // PAR2 set is made again from it (byte-identical with the same engine).
+        if in_group
+            .iter()
+            .all(|(e, _, _)| !is_group_source(group, &e.path))
+        {
+            let remade = match repair {
+                true => regenerate(copy, location, manifest, group, scratch.path()).await?,
+                false => Err("data intact; audit --repair makes the PAR2 set again".into()),
+            };
+            for (entry, found, old_sha) in in_group {
+                let outcome = match &remade {
+                    Ok(()) => {
+                        copy_verified(
+                            &scratch_copy,
+                            &entry.path,
+                            copy,
+                            &at(location, &entry.path),
+                            entry,
+                        )
+                        .await?;
+                        Outcome::Repaired {
+                            source: "par2 made again from the intact data".into(),
+                            old_sha: (*old_sha).clone(),
+                        }
+                    }
+                    Err(why) if !repair => Outcome::NotApplied(why.clone()),
+                    Err(why) => Outcome::NotApplied(format!("{why}; the old file was kept")),
+                };
+                results.push(((*entry).clone(), (*found).clone(), outcome));
+            }
+            continue;
+        }
+        let verdict = match gather(copy, location, manifest, group, scratch.path()).await {
+            Ok(()) => {
+                let par2 = Par2::locate(None)?;
+                match tokio::task::block_in_place(|| {
+                    par2.check(scratch.path(), &group.index, repair)
+                }) {
+                    Ok(v) => Ok(v),
+                    Err(Error::Interrupted) => return Err(Error::Interrupted),
+                    Err(e) => Err(format!("par2 could not check this group: {e}")),
+                }
+            }
+            Err(Error::Interrupted) => return Err(Error::Interrupted),
+            Err(e) => Err(format!("the group could not be gathered: {e}")),
+        };
+        let verdict = match verdict {
+            Ok(v) => v,
+            Err(why) => {
+                for (entry, found, _) in in_group {
+                    results.push((
+                        (*entry).clone(),
+                        (*found).clone(),
+                        Outcome::NotApplied(why.clone()),
+                    ));
+                }
+                continue;
+            }
+        };
         for (entry, found, old_sha) in in_group {
             let outcome = match (repair, verdict) {
                 (true, Verdict::Intact) if is_group_source(group, &entry.path) => {
@@ -289,8 +352,33 @@ fn covered(manifest: &Manifest, group: &Group, path: &str) -> bool {
     group_files(manifest, group).iter().any(|f| f.path == path)
 }
 
+/// A scratch folder for a repair: on a local copy, inside its `.darvault/scratch` (the same
+/// filesystem, so its files are hard-linked, not copied; left-overs of a killed repair are
+/// removed by the next audit that repairs); else in the temporary folder.
+fn scratch_for(copy: &Store) -> Result<tempfile::TempDir> {
+    let failed = |e| Error::Failed(format!("cannot make a scratch directory: {e}"));
+    match &copy.local_root {
+        Some(root) => {
+            let dir = root.join(SCRATCH);
+            std::fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
+            tempfile::Builder::new()
+                .prefix("repair.")
+                .tempdir_in(&dir)
+                .map_err(failed)
+        }
+        None => tempfile::Builder::new()
+            .prefix("darvault-repair.")
+            .tempdir()
+            .map_err(failed),
+    }
+}
+
+/// Where repairs of a local copy keep their scratch folders.
+pub(super) const SCRATCH: &str = ".darvault/scratch";
+
 /// Put a group's files into `scratch`: hard links for a local copy (par2 only reads them and
-/// renames a damaged one away), downloads for a remote one. Missing files stay missing.
+/// renames a damaged one away), downloads for a remote one. Missing files, and symbolic
+/// links (never followed), stay missing.
 async fn gather(
     copy: &Store,
     location: &str,
@@ -298,18 +386,68 @@ async fn gather(
     group: &Group,
     scratch: &Path,
 ) -> Result<()> {
-    for f in group_files(manifest, group) {
+    gather_files(copy, location, &group_files(manifest, group), scratch).await
+}
+
+async fn gather_files(
+    copy: &Store,
+    location: &str,
+    files: &[&FileEntry],
+    scratch: &Path,
+) -> Result<()> {
+    for f in files {
         let target = scratch.join(&f.path);
+        let rel = at(location, &f.path);
+        if copy.is_link(&rel) {
+            continue;
+        }
         if let Some(root) = &copy.local_root {
-            let source = root.join(at(location, &f.path));
-            if source.is_file() && std::fs::hard_link(&source, &target).is_err() {
+            let source = root.join(&rel);
+            let regular = std::fs::symlink_metadata(&source).is_ok_and(|m| m.is_file());
+            if regular && std::fs::hard_link(&source, &target).is_err() {
                 std::fs::copy(&source, &target).map_err(Error::io("cannot copy", &source))?;
             }
         } else {
-            copy.download(&at(location, &f.path), &target).await?;
+            copy.download(&rel, &target).await?;
         }
     }
     Ok(())
+}
+
+/// Make a group's PAR2 set again in `scratch` from the copy's (proven) data files; Ok when
+/// every PAR2 file it made matches the manifest, Err(why) when not.
+async fn regenerate(
+    copy: &Store,
+    location: &str,
+    manifest: &Manifest,
+    group: &Group,
+    scratch: &Path,
+) -> Result<std::result::Result<(), String>> {
+    let sources: Vec<&FileEntry> = manifest
+        .files
+        .iter()
+        .filter(|f| is_group_source(group, &f.path))
+        .collect();
+    gather_files(copy, location, &sources, scratch).await?;
+    let par2 = Par2::locate(None)?;
+    if let Err(e) = tokio::task::block_in_place(|| par2.create(scratch, group)) {
+        return Ok(Err(format!("par2 could not make the PAR2 set again: {e}")));
+    }
+    for f in group_files(manifest, group)
+        .into_iter()
+        .filter(|f| f.role == Role::Par2)
+    {
+        let made =
+            tokio::task::block_in_place(|| crate::hashing::hash_file(&scratch.join(&f.path)));
+        if !made.is_ok_and(|(size, sha)| size == f.size && sha == f.sha256) {
+            return Ok(Err(format!(
+                "the PAR2 set made again here ({}) differs from the one recorded ({}): the data is intact; another copy can heal the PAR2 files",
+                par2.describe(),
+                manifest.tools.par2
+            )));
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// A copy (other than the one audited) holding this file intact.
@@ -362,6 +500,21 @@ pub(super) async fn manifest_from_copies(
     Ok(None)
 }
 
+/// Before writing `path`: refuse when a folder on the way is a symbolic link; a link in the
+/// file's own place is removed (never followed), so the file written there is a real one.
+async fn replace_link(copy: &Store, path: &str) -> Result<()> {
+    let parent = path.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
+    copy.check_no_link(parent)?;
+    if copy.is_link(path)
+        && let Some(root) = &copy.local_root
+    {
+        // remove_file removes the link itself, whatever it points at.
+        let link = root.join(path);
+        std::fs::remove_file(&link).map_err(Error::io("cannot remove the link", &link))?;
+    }
+    Ok(())
+}
+
 /// Write `path` on `copy` under a temporary name and move it into place; where the service
 /// cannot rename (object stores), a single PUT replaces the object atomically anyway.
 fn temp_path(copy: &Store, path: &str) -> String {
@@ -384,6 +537,7 @@ async fn move_into_place(copy: &Store, temp: &str, path: &str) -> Result<()> {
 
 /// Write small bytes (a manifest, SHA256SUMS) in place, safely.
 pub(super) async fn put_bytes(copy: &Store, path: &str, bytes: &[u8]) -> Result<()> {
+    replace_link(copy, path).await?;
     let temp = temp_path(copy, path);
     copy.op
         .write(&temp, bytes.to_vec())
@@ -401,6 +555,7 @@ async fn copy_verified(
     dst_path: &str,
     entry: &FileEntry,
 ) -> Result<()> {
+    replace_link(dst, dst_path).await?;
     let failed_read = |e| storage_error(&format!("cannot read {src_path} on {}", src.name), e);
     let reader = src.op.reader(src_path).await.map_err(failed_read)?;
     let temp = temp_path(dst, dst_path);
@@ -434,16 +589,6 @@ async fn copy_verified(
     move_into_place(dst, &temp, dst_path).await
 }
 
-/// The par2 to use: the system's, else the one the set carries.
-fn par2_tool(copy: &Store, location: &str) -> Result<Par2> {
-    Par2::locate(None).or_else(|e| match &copy.local_root {
-        Some(root) if root.join(at(location, "bundle/par2")).is_file() => {
-            Par2::locate(Some(&root.join(at(location, "bundle/par2"))))
-        }
-        _ => Err(e),
-    })
-}
-
 /// `par2 verify` of every group and `dar -t` of the archive, on the copy's own bytes (a
 /// remote copy is downloaded to a scratch directory first).
 pub(super) async fn deep_checks(
@@ -470,22 +615,18 @@ pub(super) async fn deep_checks(
         }
     };
     let mut lines = Vec::new();
-    let par2 = par2_tool(copy, location)?;
+    // This machine's own tools: a copy's bundled binaries are never run unverified.
+    let par2 = Par2::locate(None)?;
     for group in &manifest.par2 {
-        let verdict = tokio::task::block_in_place(|| par2.check(&dir, &group.index, false))?;
+        let verdict = tokio::task::block_in_place(|| par2.check(&dir, &group.index, false));
         lines.push(match verdict {
-            Verdict::Intact => format!("par2 verify {}: ok", group.index),
-            v => format!("par2 verify {}: FAILED ({v:?})", group.index),
+            Ok(Verdict::Intact) => format!("par2 verify {}: ok", group.index),
+            Ok(v) => format!("par2 verify {}: FAILED ({v:?})", group.index),
+            Err(Error::Interrupted) => return Err(Error::Interrupted),
+            Err(e) => format!("par2 verify {}: FAILED ({e})", group.index),
         });
     }
-    let dar = Dar::locate(None).or_else(|e| {
-        let bundled = dir.join("bundle/dar_static");
-        if bundled.is_file() {
-            Dar::at(bundled)
-        } else {
-            Err(e)
-        }
-    })?;
+    let dar = Dar::locate(None)?;
     let key = key_for(manifest, config)?;
     if manifest.archive.encrypted && key.is_none() {
         lines.push("dar -t: skipped (encrypted, and no passphrase is configured for it)".into());

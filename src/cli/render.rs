@@ -6,6 +6,14 @@ use darvault::config::human_bytes;
 use darvault::list::Listing;
 use darvault::replicate;
 
+/// A line for the terminal: names from copies may hold control characters (escape
+/// sequences, newlines); they are shown escaped, as `ls -b` does.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        println!("{}", darvault::printable(&format!($($arg)*)))
+    };
+}
+
 pub fn json<T: serde::Serialize>(value: &T) {
     let text = serde_json::to_string_pretty(value).expect("reports serialize");
     println!("{}", darvault::secrets::mask(&text));
@@ -20,7 +28,7 @@ pub fn backup(report: &backup::Report) {
                     .iter()
                     .map(|(name, secs)| format!("{name} {secs:.1}s"))
                     .collect();
-                println!(
+                say!(
                     "{}: published {} — {}, {} slice(s), {} files saved, {:.1}s ({})",
                     d.definition,
                     s.set,
@@ -32,20 +40,22 @@ pub fn backup(report: &backup::Report) {
                 );
                 let rt = &s.restore_test;
                 if rt.outcome == "nothing eligible" {
-                    println!(
+                    say!(
                         "  restore test: no file stored in this archive was eligible for sampling"
                     );
                 } else {
-                    println!(
+                    say!(
                         "  restore test {}: {} of {} eligible files compared with the source",
-                        rt.outcome, rt.compared, rt.eligible
+                        rt.outcome,
+                        rt.compared,
+                        rt.eligible
                     );
                 }
                 for w in &s.warnings {
-                    println!("  warning: {w}");
+                    say!("  warning: {w}");
                 }
             }
-            Outcome::Failed { error, .. } => println!("{}: FAILED: {error}", d.definition),
+            Outcome::Failed { error, .. } => say!("{}: FAILED: {error}", d.definition),
         }
     }
     let published = report
@@ -53,7 +63,7 @@ pub fn backup(report: &backup::Report) {
         .iter()
         .filter(|d| matches!(d.result, Outcome::Published(_)))
         .count();
-    println!(
+    say!(
         "{} backup: {published} of {} definition(s) published",
         report.level,
         report.definitions.len()
@@ -62,17 +72,17 @@ pub fn backup(report: &backup::Report) {
 
 pub fn listing(listing: &Listing) {
     if listing.definitions.is_empty() {
-        println!("no sets in {}", listing.copy);
+        say!("no sets in {}", listing.copy);
     }
     for d in &listing.definitions {
-        println!("{}  (in {})", d.definition, listing.copy);
+        say!("{}  (in {})", d.definition, listing.copy);
         for s in &d.sets {
             let indent = match s.level.as_str() {
                 "FULL" => "",
                 "DIFF" => "  ",
                 _ => "    ",
             };
-            println!(
+            say!(
                 "  {indent}{:<40} {:>10}  {} slice(s)  created {}",
                 s.name,
                 human_bytes(s.size),
@@ -81,7 +91,7 @@ pub fn listing(listing: &Listing) {
             );
         }
         for p in &d.problems {
-            println!("  ! {p}");
+            say!("  ! {p}");
         }
     }
 }
@@ -90,7 +100,7 @@ pub fn replicate(report: &replicate::Report) {
     for d in &report.destinations {
         match &d.result {
             replicate::Outcome::Done(s) => {
-                println!(
+                say!(
                     "{}: {} set(s) sent ({} files, {}), {} already there, {:.1}s",
                     d.destination,
                     s.sent.len(),
@@ -100,11 +110,11 @@ pub fn replicate(report: &replicate::Report) {
                     s.seconds
                 );
                 for name in &s.sent {
-                    println!("  sent {name}");
+                    say!("  sent {name}");
                 }
             }
             replicate::Outcome::Failed { error, .. } => {
-                println!("{}: FAILED: {error}", d.destination)
+                say!("{}: FAILED: {error}", d.destination)
             }
         }
     }
@@ -113,7 +123,7 @@ pub fn replicate(report: &replicate::Report) {
 pub fn audit(report: &audit::Report) {
     for c in &report.copies {
         if let Some(e) = &c.error {
-            println!("{}: FAILED: {e}", c.copy);
+            say!("{}: FAILED: {e}", c.copy);
             continue;
         }
         let tally: Vec<String> = audit::tally(c)
@@ -121,7 +131,7 @@ pub fn audit(report: &audit::Report) {
             .map(|(s, n)| format!("{n} {}", s.as_str()))
             .collect();
         let bytes: u64 = c.sets.iter().map(|s| s.bytes_checked).sum();
-        println!(
+        say!(
             "{}: {} set(s) audited ({}), {}",
             c.copy,
             c.sets.len(),
@@ -138,10 +148,10 @@ pub fn audit(report: &audit::Report) {
                 || !s.deep.is_empty()
                 || s.chain_broken.is_some()
             {
-                println!("  {} [{}]", s.location, s.status.as_str());
+                say!("  {} [{}]", s.location, s.status.as_str());
             }
             if let Some(broken) = &s.chain_broken {
-                println!("    chain broken: {broken}");
+                say!("    chain broken: {broken}");
             }
             for f in &s.files {
                 let from = f
@@ -149,20 +159,20 @@ pub fn audit(report: &audit::Report) {
                     .as_deref()
                     .map(|r| format!(", repaired from {r}"))
                     .unwrap_or_default();
-                println!("    {}: {} -> {}{from}", f.path, f.found, f.status.as_str());
+                say!("    {}: {} -> {}{from}", f.path, f.found, f.status.as_str());
             }
             for d in &s.deep {
-                println!("    {d}");
+                say!("    {d}");
             }
         }
         for p in &c.problems {
-            println!("  ! {p}");
+            say!("  ! {p}");
         }
     }
 }
 
 pub fn restore(report: &darvault::restore::Report) {
-    println!(
+    say!(
         "restored {} as of {} from {} into {} ({:.1}s): {}",
         report.definition,
         report.as_of,
@@ -172,20 +182,20 @@ pub fn restore(report: &darvault::restore::Report) {
         report.applied.join(" + ")
     );
     if report.applied.len() < report.chain.len() {
-        println!(
+        say!(
             "  {} of the chain's {} sets held the requested paths",
             report.applied.len(),
             report.chain.len()
         );
     }
     if report.downloaded_bytes > 0 {
-        println!(
+        say!(
             "  downloaded {:.1} MiB",
             report.downloaded_bytes as f64 / (1 << 20) as f64
         );
     }
     for p in &report.absent {
-        println!("  {p}: absent as of that time (deleted before, or never backed up)");
+        say!("  {p}: absent as of that time (deleted before, or never backed up)");
     }
 }
 
@@ -201,7 +211,7 @@ fn local_time(seconds: i64) -> String {
 
 pub fn as_of_listing(listing: &darvault::restore::Listing) {
     for e in &listing.entries {
-        println!(
+        say!(
             "{:>12}  {}  {}  [{}]",
             e.size,
             local_time(e.mtime),
@@ -209,7 +219,7 @@ pub fn as_of_listing(listing: &darvault::restore::Listing) {
             e.set
         );
     }
-    println!(
+    say!(
         "{} entries of {} as of {} on {} ({})",
         listing.entries.len(),
         listing.definition,
@@ -230,9 +240,9 @@ pub fn found(found: &darvault::restore::Found) {
                 local_time(v.recorded.mtime)
             ),
         };
-        println!("{}  {}  {what}  [{}]", v.created, v.recorded.path, v.set);
+        say!("{}  {}  {what}  [{}]", v.created, v.recorded.path, v.set);
     }
-    println!(
+    say!(
         "{} version(s) matching {:?} on {}",
         found.versions.len(),
         found.pattern,
@@ -242,17 +252,20 @@ pub fn found(found: &darvault::restore::Found) {
 
 pub fn drill(report: &darvault::restore::drill::Report) {
     for d in &report.drills {
-        println!(
+        say!(
             "{}: drill of {} with its bundled dar_static {} ({:.1}s)",
-            d.definition, d.set, d.dar_version, d.seconds
+            d.definition,
+            d.set,
+            d.dar_version,
+            d.seconds
         );
         for f in &d.files {
             let mark = if f.ok { "ok" } else { "FAILED" };
-            println!("  {mark}  {} ({} bytes): {}", f.path, f.size, f.result);
+            say!("  {mark}  {} ({} bytes): {}", f.path, f.size, f.result);
         }
         match &d.failure {
-            None => println!("  passed: this copy restores on a bare machine"),
-            Some(e) => println!("  FAILED: {e}"),
+            None => say!("  passed: this copy restores on a bare machine"),
+            Some(e) => say!("  FAILED: {e}"),
         }
     }
 }
@@ -267,20 +280,20 @@ pub fn cleanup(report: &darvault::cleanup::Report) {
         for r in &c.removals {
             let size = darvault::config::human_bytes(r.bytes);
             match (&r.refused, r.removed || report.dry_run) {
-                (Some(why), _) => println!("{}: kept {} ({size}): {why}", c.copy, r.set),
-                (None, true) => println!("{}: {verb} {} ({size}): {}", c.copy, r.set, r.reason),
+                (Some(why), _) => say!("{}: kept {} ({size}): {why}", c.copy, r.set),
+                (None, true) => say!("{}: {verb} {} ({size}): {}", c.copy, r.set, r.reason),
                 (None, false) => {}
             }
         }
         for l in &c.leftovers {
-            println!("{}: {verb} leftover {l}", c.copy);
+            say!("{}: {verb} leftover {l}", c.copy);
         }
         if let Some(e) = &c.error {
-            println!("{}: FAILED: {e}", c.copy);
+            say!("{}: FAILED: {e}", c.copy);
         }
-        println!("{}: {} set(s) kept", c.copy, c.kept);
+        say!("{}: {} set(s) kept", c.copy, c.kept);
     }
-    println!(
+    say!(
         "{verb} {} in all{}",
         darvault::config::human_bytes(report.freed_bytes()),
         if report.dry_run {
@@ -294,9 +307,9 @@ pub fn cleanup(report: &darvault::cleanup::Report) {
 pub fn status(status: &darvault::status::Status) {
     use darvault::config::human_bytes;
     for d in &status.definitions {
-        println!("{}: {} set(s) in the repository", d.name, d.sets.len());
+        say!("{}: {} set(s) in the repository", d.name, d.sets.len());
         for (level, run) in &d.last {
-            println!(
+            say!(
                 "  last {level}: {} {} ({:.1}s, {})",
                 local_time(run.started_at.as_second()),
                 run.outcome,
@@ -305,18 +318,18 @@ pub fn status(status: &darvault::status::Status) {
             );
         }
         if let Some(f) = &d.last_failure {
-            println!("  last failure: {}", local_time(f.started_at.as_second()));
+            say!("  last failure: {}", local_time(f.started_at.as_second()));
         }
     }
     for c in &status.copies {
         if let Some(e) = &c.error {
-            println!("{} ({}): UNREADABLE: {e}", c.name, c.kind);
+            say!("{} ({}): UNREADABLE: {e}", c.name, c.kind);
             continue;
         }
         let free = c
             .free_bytes
             .map_or(String::new(), |b| format!(", {} free", human_bytes(b)));
-        println!(
+        say!(
             "{} ({}): {} set(s), {}{free}",
             c.name,
             c.kind,
@@ -324,32 +337,32 @@ pub fn status(status: &darvault::status::Status) {
             human_bytes(c.bytes)
         );
         if !c.missing.is_empty() {
-            println!(
+            say!(
                 "  lacks {} set(s) of the repository: run darvault replicate",
                 c.missing.len()
             );
         }
         if !c.never_proven.is_empty() {
-            println!(
+            say!(
                 "  {} set(s) never proven here: run darvault audit",
                 c.never_proven.len()
             );
         }
         if let Some((set, when)) = &c.oldest_proof {
-            println!("  oldest proof: {} ({set})", local_time(when.as_second()));
+            say!("  oldest proof: {} ({set})", local_time(when.as_second()));
         }
     }
 }
 
 pub fn units(units: &Vec<darvault::systemd::Unit>) {
     for u in units {
-        println!("# ==> {} <==\n{}", u.name, u.text);
+        say!("# ==> {} <==\n{}", u.name, u.text);
     }
-    println!("# Install them with: darvault systemd --install");
+    say!("# Install them with: darvault systemd --install");
 }
 
 pub fn installed(installed: &darvault::systemd::Installed) {
-    println!(
+    say!(
         "wrote {} units to {}\n{}",
         installed.units.len(),
         installed.dir.display(),

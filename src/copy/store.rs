@@ -180,6 +180,42 @@ impl Store {
         }
     }
 
+    /// Whether `path`, or a folder on the way to it, is a symbolic link (local copies; a
+    /// copy is read and written only inside its own folder).
+    pub fn is_link(&self, path: &str) -> bool {
+        let Some(root) = &self.local_root else {
+            return false;
+        };
+        let mut at = root.clone();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            at.push(part);
+            match std::fs::symlink_metadata(&at) {
+                Ok(m) if m.file_type().is_symlink() => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Whether a folder stands at `path` (local copies).
+    pub fn is_folder(&self, path: &str) -> bool {
+        self.local_root.as_ref().is_some_and(|root| {
+            std::fs::symlink_metadata(root.join(path)).is_ok_and(|m| m.is_dir())
+        })
+    }
+
+    /// Refuse to write `path` when it would go through a symbolic link.
+    pub fn check_no_link(&self, path: &str) -> Result<()> {
+        if self.is_link(path) {
+            return Err(Error::Failed(format!(
+                "{path} on {} is (or goes through) a symbolic link: refusing to write through it",
+                self.label()
+            )));
+        }
+        Ok(())
+    }
+
     /// Create a folder (and its parents), on services that have folders.
     pub async fn make_dir(&self, dir: &str) -> Result<()> {
         self.check_mount()?;
@@ -304,7 +340,33 @@ impl Store {
     }
 
     /// Every entry under `dir`, recursively: (path relative to the copy root, is a directory).
+    /// On a local copy symbolic links are listed as what they are (not directories) and
+    /// never followed.
     pub async fn walk(&self, dir: &str) -> Result<Vec<(String, bool)>> {
+        if let Some(root) = &self.local_root {
+            let start = root.join(dir.trim_start_matches('/'));
+            let mut out = Vec::new();
+            for e in walkdir::WalkDir::new(&start)
+                .min_depth(1)
+                .follow_links(false)
+            {
+                let e = match e {
+                    Ok(e) => e,
+                    Err(err)
+                        if err.io_error().map(|io| io.kind())
+                            == Some(std::io::ErrorKind::NotFound) =>
+                    {
+                        continue;
+                    }
+                    Err(err) => {
+                        return Err(Error::Failed(format!("cannot list {}: {err}", self.name)));
+                    }
+                };
+                let rel = e.path().strip_prefix(root).expect("under the root");
+                out.push((rel.to_string_lossy().into_owned(), e.file_type().is_dir()));
+            }
+            return Ok(out);
+        }
         let entries = match self.op.list_with(dir).recursive(true).await {
             Ok(e) => e,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -343,7 +405,7 @@ impl Store {
             .into_iter()
             .filter(|e| e.metadata().is_dir())
             .map(|e| e.name().trim_end_matches('/').to_owned())
-            .filter(|n| !n.is_empty() && !n.starts_with('.'))
+            .filter(|n| !n.is_empty() && !n.starts_with('.') && !self.is_link(n))
             .collect();
         names.sort();
         names.dedup();
@@ -365,6 +427,12 @@ impl Store {
         for e in entries {
             let dir_name = e.name().trim_end_matches('/').to_owned();
             let location = format!("{definition}/{dir_name}");
+            if self.is_link(&location) {
+                found.problems.push(format!(
+                    "{location}: a symbolic link (refused: a copy is read only inside its own folder)"
+                ));
+                continue;
+            }
             if staging::is_staging(&dir_name) {
                 found
                     .problems

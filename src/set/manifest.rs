@@ -104,6 +104,9 @@ pub struct FileEntry {
     pub role: Role,
 }
 
+/// No file of a set is larger than this (1 PiB): a larger size is a damaged or crafted manifest.
+const MAX_FILE_SIZE: u64 = 1 << 50;
+
 impl Manifest {
     pub fn to_toml(&self) -> String {
         let body = toml::to_string(self).expect("a manifest always serializes");
@@ -134,11 +137,24 @@ impl Manifest {
                 "{MANIFEST} lists an unsafe PAR2 path {bad:?}: refusing it"
             )));
         }
+        let mut seen = std::collections::HashSet::with_capacity(m.files.len());
         for f in &m.files {
             if !is_safe_relative(&f.path) || f.path == MANIFEST || f.path == SHA256SUMS {
                 return Err(Error::Failed(format!(
                     "{MANIFEST} lists an unsafe path {:?}: refusing it",
                     f.path
+                )));
+            }
+            if !seen.insert(f.path.as_str()) {
+                return Err(Error::Failed(format!(
+                    "{MANIFEST} lists {:?} twice: refusing it",
+                    f.path
+                )));
+            }
+            if f.size > MAX_FILE_SIZE {
+                return Err(Error::Failed(format!(
+                    "{MANIFEST} gives {:?} an impossible size ({} bytes): refusing it",
+                    f.path, f.size
                 )));
             }
         }

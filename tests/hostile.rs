@@ -1,0 +1,282 @@
+//! Hostile or broken copies: a disk found in a drawer is untrusted input. darvault never reads,
+//! writes or runs anything outside the copy (symbolic links are refused, not followed), one
+//! set's damage is that set's verdict and the audit goes on, and verdicts say what is true.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// A repository with a FULL (several slices) and a DIFF, copied as a disk found in a drawer.
+fn drawer(env: &Env) -> PathBuf {
+    let src = env.path("src");
+    awkward_tree(&src);
+    let mut media = vec![0u8; 900_000];
+    fastrand::Rng::with_seed(4).fill(&mut media);
+    write(&src.join("media/clip.mp4"), &media);
+    env.config(&format!(
+        "[[definition]]\nname = \"docs\"\nsource = {:?}\nslice_size = \"128K\"\n",
+        src.display().to_string()
+    ));
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    write(&src.join("plain.txt"), b"changed\n");
+    assert_eq!(code(&env.run(&["backup", "--diff"])), 0);
+    let disk = env.path("drawer");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(env.repo())
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    disk
+}
+
+/// The FULL then the DIFF on a copy.
+fn sets_on(copy: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(copy.join("docs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("MANIFEST.toml").exists())
+        .collect();
+    v.sort_by_key(|p| !name_of(p).contains("_FULL_"));
+    v
+}
+
+/// `darvault --json audit COPY ARGS` with no config: (exit code, report).
+fn audit(env: &Env, copy: &Path, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_darvault"))
+        .env("HOME", env.path("home"))
+        .env("XDG_STATE_HOME", env.path("home/.local/state"))
+        .env("XDG_CONFIG_HOME", env.path("nowhere"))
+        .args(["--json", "audit"])
+        .arg(copy)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    (
+        code(&out),
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every file under `root` with its bytes (symlinks not followed).
+fn tree(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v: Vec<_> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| (e.path().to_owned(), fs::read(e.path()).unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+fn flip(path: &Path, at: usize) {
+    let mut bytes = fs::read(path).unwrap();
+    let at = at.min(bytes.len() - 1);
+    bytes[at] ^= 0x5a;
+    fs::write(path, bytes).unwrap();
+}
+
+fn problems(report: &serde_json::Value) -> String {
+    report["copies"][0]["problems"].to_string()
+}
+
+#[test]
+fn symbolic_links_in_a_copy_are_refused_and_nothing_outside_is_touched() {
+    let env = Env::new();
+    let disk = drawer(&env);
+    let sets = sets_on(&disk);
+    // Outside the copy: a damaged set (a repair through a link would rewrite it) and a file.
+    let outside = env.path("outside");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(&sets[1])
+        .arg(&outside)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let slice = outside.join(format!("{}.1.dar", name_of(&sets[1])));
+    flip(&slice, 100);
+    fs::write(env.path("secret.txt"), b"not yours").unwrap();
+    // The DIFF's folder becomes a link to the outside set; the FULL's bundle a link outside;
+    // its SHA256SUMS a link to an outside file.
+    fs::remove_dir_all(&sets[1]).unwrap();
+    symlink(&outside, &sets[1]).unwrap();
+    let bundle = sets[0].join("bundle");
+    fs::remove_dir_all(&bundle).unwrap();
+    let outside_bundle = env.path("outside-bundle");
+    fs::create_dir_all(&outside_bundle).unwrap();
+    symlink(&outside_bundle, &bundle).unwrap();
+    fs::remove_file(sets[0].join("SHA256SUMS")).unwrap();
+    symlink(env.path("secret.txt"), sets[0].join("SHA256SUMS")).unwrap();
+    let before = (
+        tree(&outside),
+        tree(&outside_bundle),
+        fs::read(env.path("secret.txt")).unwrap(),
+    );
+
+    let (code, report, _) = audit(&env, &disk, &["--repair"]);
+    assert_ne!(code, 0, "{report}");
+    let found = problems(&report);
+    assert!(found.contains("symbolic link"), "{found}");
+    assert_eq!(
+        before,
+        (
+            tree(&outside),
+            tree(&outside_bundle),
+            fs::read(env.path("secret.txt")).unwrap()
+        ),
+        "nothing outside the copy changed"
+    );
+    // A linked definition folder is refused too, not taken for an empty copy.
+    let other = env.path("other-disk");
+    fs::create_dir_all(&other).unwrap();
+    symlink(disk.join("docs"), other.join("docs")).unwrap();
+    let (code, report, _) = audit(&env, &other, &[]);
+    assert_ne!(code, 0, "{report}");
+    assert!(problems(&report).contains("symbolic link"), "{report}");
+}
+
+#[test]
+fn a_broken_set_is_that_sets_verdict_and_the_audit_goes_on() {
+    let env = Env::new();
+    let disk = drawer(&env);
+    let sets = sets_on(&disk);
+    let full = &sets[0];
+    // The FULL loses its PAR2 index; in the DIFF a slice becomes a directory.
+    let index = full.join(format!("{}.par2", name_of(full)));
+    let index = if index.exists() {
+        index
+    } else {
+        full.join(format!("{}.part01.par2", name_of(full)))
+    };
+    fs::remove_file(&index).unwrap();
+    let diff_slice = sets[1].join(format!("{}.1.dar", name_of(&sets[1])));
+    fs::remove_file(&diff_slice).unwrap();
+    fs::create_dir(&diff_slice).unwrap();
+
+    let (code, report, _) = audit(&env, &disk, &[]);
+    let reported = report["copies"][0]["sets"].as_array().unwrap();
+    assert_eq!(reported.len(), 2, "both sets have a verdict: {report}");
+    let status = |name: &str| {
+        reported.iter().find(|s| s["set"] == name).unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // The FULL's data is intact: only its redundancy is damaged.
+    assert_eq!(status(&name_of(full)), "redundancy-damaged", "{report}");
+    // A folder where a slice belongs: nothing is written over it; the verdict says what to do.
+    assert_eq!(status(&name_of(&sets[1])), "unrepairable", "{report}");
+    assert!(
+        report.to_string().contains(&name_of(&index)),
+        "the file is named"
+    );
+    assert_eq!(code, 5);
+    let (code, report, _) = audit(&env, &disk, &["--repair"]);
+    assert_eq!(code, 5, "{report}");
+    assert!(
+        report.to_string().contains("a folder stands where"),
+        "{report}"
+    );
+    assert!(diff_slice.is_dir());
+
+    // --repair makes the PAR2 index again from the proven data.
+    fs::remove_dir(&diff_slice).unwrap();
+    fs::copy(
+        env.repo()
+            .join("docs")
+            .join(name_of(&sets[1]))
+            .join(name_of(&diff_slice)),
+        &diff_slice,
+    )
+    .unwrap();
+    let (code, report, _) = audit(&env, &disk, &["--repair"]);
+    assert_eq!(code, 0, "{report}");
+    sha256sum_check(full);
+    par2_verify_all(full);
+}
+
+#[test]
+fn damaged_redundancy_alone_leaves_the_data_restorable() {
+    let env = Env::new();
+    let disk = drawer(&env);
+    let sets = sets_on(&disk);
+    let full = &sets[0];
+    let vol = fs::read_dir(full)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| name_of(p).contains(".vol"))
+        .unwrap();
+    flip(&vol, 200);
+    fs::write(full.join("bundle/RESTORE.txt"), b"tampered").unwrap();
+    let (code, report, _) = audit(&env, &disk, &[]);
+    assert_eq!(code, 4, "{report}");
+    for s in report["copies"][0]["sets"].as_array().unwrap() {
+        assert!(s["chain_broken"].is_null(), "no chain is broken: {report}");
+    }
+    let full_report = report["copies"][0]["sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["set"] == name_of(full).as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(full_report["status"], "redundancy-damaged", "{report}");
+}
+
+#[test]
+fn a_set_folder_is_audited_as_that_set_and_a_folder_without_sets_is_an_error() {
+    let env = Env::new();
+    let disk = drawer(&env);
+    let sets = sets_on(&disk);
+    let (code, report, _) = audit(&env, &sets[0], &[]);
+    assert_eq!(code, 0, "{report}");
+    let set = &report["copies"][0]["sets"][0];
+    assert_eq!(set["status"], "ok");
+    assert_eq!(set["set"], name_of(&sets[0]).as_str());
+    assert_eq!(
+        set["files"].as_array().unwrap().len(),
+        0,
+        "no file is stray"
+    );
+
+    let empty = env.path("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let (code, _, _) = audit(&env, &empty, &[]);
+    assert_eq!(code, 1);
+    let ordinary = env.path("src");
+    let (code, report, _) = audit(&env, &ordinary, &[]);
+    assert_eq!(code, 1);
+    assert!(report.to_string().contains("no archive set"), "{report}");
+}
+
+#[test]
+fn names_with_control_characters_are_escaped_on_a_terminal() {
+    let env = Env::new();
+    let disk = drawer(&env);
+    let sets = sets_on(&disk);
+    fs::write(sets[0].join("evil\x1b[31mred\nname"), b"?").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_darvault"))
+        .env("HOME", env.path("home"))
+        .env("XDG_STATE_HOME", env.path("home/.local/state"))
+        .env("XDG_CONFIG_HOME", env.path("nowhere"))
+        .arg("audit")
+        .arg(&disk)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains('\x1b'), "raw escape printed: {text:?}");
+    assert!(text.contains("evil\\033[31mred\\nname"), "{text}");
+}
