@@ -3,6 +3,7 @@
 //! A set is recognised by its MANIFEST.toml only: staging leftovers and stray files are
 //! reported, never taken for sets.
 
+mod anchored;
 mod dav;
 mod failure;
 mod put;

@@ -73,26 +73,32 @@ impl Store {
     ) -> Result<()> {
         self.retrying(&format!("cannot send {remote}"), || async {
             self.check_mount()?;
-            let sent = match &self.dav {
-                Some(_) => {
+            match (&self.anchor, &self.dav) {
+                (Some(anchor), _) => {
+                    self.put_local(anchor, local, remote, expected, limiter, task)
+                        .await?
+                }
+                (None, Some(_)) => {
                     self.put_streamed(local, remote, expected, limiter, task)
-                        .await
+                        .await?
                 }
-                None => {
+                (None, None) => {
                     self.put_written(local, remote, expected, limiter, task)
-                        .await
+                        .await?
                 }
-            };
-            sent?;
+            }
+            // What was written went to the disk the copy was opened on; is it still there?
             self.check_mount()?;
-            let what = format!("cannot check {remote}");
-            let meta = self.within(&what, self.op.stat(remote)).await?;
-            if meta.content_length() != expected.size {
-                return Err(Error::Failed(format!(
-                    "{remote} holds {} bytes after upload, {} were sent",
-                    meta.content_length(),
-                    expected.size
-                )));
+            if self.anchor.is_none() {
+                let what = format!("cannot check {remote}");
+                let meta = self.within(&what, self.op.stat(remote)).await?;
+                if meta.content_length() != expected.size {
+                    return Err(Error::Failed(format!(
+                        "{remote} holds {} bytes after upload, {} were sent",
+                        meta.content_length(),
+                        expected.size
+                    )));
+                }
             }
             if readback && self.hash(remote).await?.map(|h| h.1).as_deref() != Some(expected.sha256)
             {
@@ -103,6 +109,67 @@ impl Store {
             Ok(())
         })
         .await
+    }
+
+    /// Into a local copy, through its anchored root; synced, and its size checked on the
+    /// open file.
+    async fn put_local(
+        &self,
+        anchor: &super::anchored::Anchored,
+        local: &Path,
+        remote: &str,
+        expected: &Expected<'_>,
+        limiter: &Limiter,
+        task: &dyn Task,
+    ) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let what = format!("cannot write {remote}");
+        let failed = |e: std::io::Error| match super::failure::os_cause(&e) {
+            Some((retry, cause)) => Error::Storage {
+                what: self.on_this(&what),
+                cause,
+                retry: retry == super::failure::Retry::Helps,
+            },
+            None => Error::io("cannot write", Path::new(remote))(e),
+        };
+        let mut out = tokio::fs::File::from_std(anchor.create(remote)?);
+        let slack = limiter.chunk_time();
+        let mut reader = Hashed::open(local, expected).await?;
+        let deadline = self.stall + slack;
+        let outcome: Result<()> = async {
+            while let Some(chunk) = reader.next().await? {
+                limiter.pace(chunk.len()).await;
+                match tokio::time::timeout(deadline, out.write_all(&chunk)).await {
+                    Ok(written) => written.map_err(failed)?,
+                    Err(_) => return Err(self.stalled(&what)),
+                }
+                task.advance(chunk.len() as u64);
+            }
+            match tokio::time::timeout(deadline, async {
+                out.flush().await?;
+                out.sync_all().await?;
+                out.metadata().await
+            })
+            .await
+            {
+                Ok(Ok(meta)) if meta.len() == expected.size => Ok(()),
+                Ok(Ok(meta)) => Err(Error::Failed(format!(
+                    "{remote} holds {} bytes after writing, {} were written",
+                    meta.len(),
+                    expected.size
+                ))),
+                Ok(Err(e)) => Err(failed(e)),
+                Err(_) => Err(self.stalled(&what)),
+            }
+        }
+        .await;
+        if outcome
+            .as_ref()
+            .is_err_and(|e| !matches!(e, Error::Stalled { .. }))
+        {
+            anchor.remove(remote);
+        }
+        outcome
     }
 
     /// Through an OpenDAL writer (multipart where the service has it).

@@ -12,6 +12,7 @@ use opendal::Operator;
 use opendal::layers::TimeoutLayer;
 use sha2::{Digest, Sha256};
 
+use super::anchored::Anchored;
 use super::dav::Dav;
 pub use super::failure::storage_error;
 use super::{Found, FoundSet};
@@ -46,6 +47,8 @@ pub struct Store {
     pub(super) dav: Option<Dav>,
     /// The service's endpoint, named in errors (a refused connection says where).
     endpoint: Option<String>,
+    /// A local copy: written through a descriptor of its root (see `anchored`).
+    pub(super) anchor: Option<Anchored>,
 }
 
 /// Bytes per read when hashing a stored file.
@@ -87,6 +90,8 @@ impl Store {
         let local_root = (dest.kind == "fs")
             .then(|| dest.root().map(std::path::PathBuf::from))
             .flatten();
+        // Anchored now, while the disk is known to be there.
+        let anchor = local_root.as_deref().map(Anchored::at).transpose()?;
         Ok(Store {
             name: dest.name().to_owned(),
             op,
@@ -101,6 +106,7 @@ impl Store {
             mount,
             dav,
             endpoint,
+            anchor,
         })
     }
 
@@ -219,6 +225,9 @@ impl Store {
     /// Create a folder (and its parents), on services that have folders.
     pub async fn make_dir(&self, dir: &str) -> Result<()> {
         self.check_mount()?;
+        if let Some(anchor) = &self.anchor {
+            return anchor.folder(dir).map(|_| ());
+        }
         let what = format!("cannot create {dir}");
         self.retrying(&what, || self.within(&what, self.op.create_dir(dir)))
             .await
@@ -273,6 +282,7 @@ impl Store {
             .map_err(Error::io("cannot open", path))?;
         let op = Operator::via_iter("fs", [("root".to_owned(), root.display().to_string())])
             .map_err(|e| storage_error(&format!("cannot open {}", root.display()), e))?;
+        let anchor = Some(Anchored::at(&root)?);
         Ok(Store {
             name: root.display().to_string(),
             op,
@@ -284,6 +294,7 @@ impl Store {
             mount: None,
             dav: None,
             endpoint: None,
+            anchor,
         })
     }
 

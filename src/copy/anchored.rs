@@ -1,0 +1,203 @@
+//! Writing into a local copy through a descriptor of its root folder, opened once: every
+//! folder and file is created relative to it (`mkdirat`, `openat`) and never through a
+//! symbolic link (`O_NOFOLLOW` at each step). When the disk is unmounted mid-run, the
+//! descriptor still names the disk (or fails), while the path would now name the folder on
+//! the system disk underneath: nothing can land there, whatever the timing.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+pub struct Anchored {
+    /// The copy's root, or its nearest existing ancestor (a root not created yet).
+    root: OwnedFd,
+    /// From there to the copy's root ("" when the root exists).
+    prefix: String,
+    label: String,
+}
+
+impl Anchored {
+    /// Anchor at `root`, or at its nearest existing ancestor when it does not exist yet.
+    pub fn at(root: &Path) -> Result<Anchored> {
+        let existing = root
+            .ancestors()
+            .find(|p| p.is_dir())
+            .unwrap_or(Path::new("/"));
+        let mut anchored = Anchored::open(existing)?;
+        anchored.prefix = root
+            .strip_prefix(existing)
+            .unwrap_or(Path::new(""))
+            .to_string_lossy()
+            .into_owned();
+        anchored.label = root.display().to_string();
+        Ok(anchored)
+    }
+
+    fn under(&self, rel: &str) -> String {
+        match (self.prefix.is_empty(), rel.trim_start_matches('/')) {
+            (true, rel) => rel.to_owned(),
+            (false, "") => self.prefix.clone(),
+            (false, rel) => format!("{}/{rel}", self.prefix),
+        }
+    }
+
+    fn open(root: &Path) -> Result<Anchored> {
+        let c = CString::new(root.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::Failed(format!("{} is not a usable path", root.display())))?;
+        // SAFETY: a plain open(2) of a NUL-terminated path.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(Error::io("cannot open", root)(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(Anchored {
+            // SAFETY: fd was just opened and is owned by nothing else.
+            root: unsafe { OwnedFd::from_raw_fd(fd) },
+            prefix: String::new(),
+            label: root.display().to_string(),
+        })
+    }
+
+    /// The folder `rel` (and every folder on the way), created where missing; refuses any
+    /// step that is a symbolic link.
+    pub fn folder(&self, rel: &str) -> Result<OwnedFd> {
+        let mut dir = self.root.try_clone().map_err(|e| self.failed(rel, e))?;
+        for part in self.under(rel).split('/').filter(|p| !p.is_empty()) {
+            let name = self.c_name(rel, part)?;
+            // SAFETY: mkdirat/openat with a valid directory descriptor and a NUL-terminated
+            // single path component.
+            unsafe {
+                if libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) == -1 {
+                    let e = std::io::Error::last_os_error();
+                    if e.raw_os_error() != Some(libc::EEXIST) {
+                        return Err(self.failed(rel, e));
+                    }
+                }
+                let next = libc::openat(
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                );
+                if next < 0 {
+                    return Err(self.failed(rel, std::io::Error::last_os_error()));
+                }
+                dir = OwnedFd::from_raw_fd(next);
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Create (or truncate) the regular file `rel` for writing; never through a link.
+    pub fn create(&self, rel: &str) -> Result<File> {
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let dir = self.folder(parent)?;
+        let name = self.c_name(rel, name)?;
+        // SAFETY: openat with a valid directory descriptor and a single NUL-terminated name.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o644,
+            )
+        };
+        if fd < 0 {
+            return Err(self.failed(rel, std::io::Error::last_os_error()));
+        }
+        // SAFETY: fd was just opened and is owned by nothing else.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// Remove the file `rel` if it is there (a link is removed, not followed).
+    pub fn remove(&self, rel: &str) {
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let (Ok(dir), Ok(name)) = (self.folder_if_there(parent), self.c_name(rel, name)) else {
+            return;
+        };
+        // SAFETY: unlinkat with a valid directory descriptor and a single name.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
+    }
+
+    fn folder_if_there(&self, rel: &str) -> Result<OwnedFd> {
+        let mut dir = self.root.try_clone().map_err(|e| self.failed(rel, e))?;
+        for part in self.under(rel).split('/').filter(|p| !p.is_empty()) {
+            let name = self.c_name(rel, part)?;
+            // SAFETY: as in `folder`.
+            let next = unsafe {
+                libc::openat(
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                )
+            };
+            if next < 0 {
+                return Err(self.failed(rel, std::io::Error::last_os_error()));
+            }
+            // SAFETY: just opened.
+            dir = unsafe { OwnedFd::from_raw_fd(next) };
+        }
+        Ok(dir)
+    }
+
+    fn c_name(&self, rel: &str, part: &str) -> Result<CString> {
+        if part == "." || part == ".." {
+            return Err(Error::Failed(format!(
+                "{rel}: refusing a path with {part:?}"
+            )));
+        }
+        CString::new(part).map_err(|_| Error::Failed(format!("{rel}: not a usable name")))
+    }
+
+    fn failed(&self, rel: &str, e: std::io::Error) -> Error {
+        let cause = match e.raw_os_error() {
+            Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
+                "a symbolic link (or a file) stands on the way: refusing to write through it"
+                    .to_owned()
+            }
+            _ => match super::failure::os_cause(&e) {
+                Some((_, cause)) => cause,
+                None => e.to_string(),
+            },
+        };
+        let retry = matches!(
+            super::failure::os_cause(&e),
+            Some((super::failure::Retry::Helps, _))
+        );
+        Error::Storage {
+            what: format!("cannot write {rel} in {}", self.label),
+            cause,
+            retry,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_stay_inside_and_never_follow_links() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let a = Anchored::at(root.path()).unwrap();
+        std::io::Write::write_all(&mut a.create("d/e/f.txt").unwrap(), b"x").unwrap();
+        assert_eq!(std::fs::read(root.path().join("d/e/f.txt")).unwrap(), b"x");
+        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
+        let err = a.create("link/f.txt").unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        std::os::unix::fs::symlink(outside.path().join("t"), root.path().join("file-link"))
+            .unwrap();
+        assert!(a.create("file-link").is_err());
+        assert!(!outside.path().join("t").exists());
+        assert!(a.create("../escape").is_err());
+    }
+}
