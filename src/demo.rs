@@ -259,6 +259,7 @@ pub fn run(dir: &Path, progress: &dyn Progress, say: &mut dyn FnMut(&str)) -> Re
             target: target.clone(),
             paths: vec![edited.into(), deleted.into()],
             overwrite: false,
+            trust_bundle: false,
         };
         let report = crate::restore::run(Some(&config), &request)?;
         let size = |p: &Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);

@@ -160,6 +160,7 @@ fn run(cli: &Cli) -> Result<u8, Error> {
                 target,
                 paths: args.paths.clone(),
                 overwrite: args.overwrite,
+                trust_bundle: args.trust_bundle,
             };
             let report = darvault::restore::run(config.as_ref(), &request)?;
             present(cli.json, &report, render::restore);
@@ -222,6 +223,7 @@ fn run(cli: &Cli) -> Result<u8, Error> {
             copy,
             definitions,
             sample,
+            trust_bundle,
         } => {
             let copies: Vec<&str> = copy.iter().map(String::as_str).collect();
             let config = config_unless_path(&config_path, &copies)?;
@@ -230,6 +232,7 @@ fn run(cli: &Cli) -> Result<u8, Error> {
                 from: copy.clone(),
                 definitions: definitions.clone(),
                 sample: *sample,
+                trust_bundle: *trust_bundle,
             };
             let report = darvault::restore::drill::run(config.as_ref(), &request)?;
             present(cli.json, &report, render::drill);

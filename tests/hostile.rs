@@ -280,3 +280,59 @@ fn names_with_control_characters_are_escaped_on_a_terminal() {
     assert!(!text.contains('\x1b'), "raw escape printed: {text:?}");
     assert!(text.contains("evil\\033[31mred\\nname"), "{text}");
 }
+
+#[test]
+fn a_bundled_binary_this_darvault_did_not_bundle_is_never_run_unasked() {
+    let env = Env::new();
+    let disk = drawer(&env);
+    let sets = sets_on(&disk);
+    let newest = &sets[1];
+    // A consistent copy whose bundled dar_static is a script: it leaves a mark, then does
+    // the real work (so the set still restores when the user does trust it).
+    let mark = env.path("it-ran");
+    let script = format!(
+        "#!/bin/sh\n: > {:?}\nexec /usr/bin/dar_static \"$@\"\n",
+        mark.display().to_string()
+    );
+    let bundled = newest.join("bundle/dar_static");
+    fs::remove_file(&bundled).unwrap();
+    fs::write(&bundled, &script).unwrap();
+    let manifest_path = newest.join("MANIFEST.toml");
+    let mut manifest =
+        darvault::set::Manifest::parse(&fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    for f in &mut manifest.files {
+        if f.path == "bundle/dar_static" {
+            f.size = script.len() as u64;
+            f.sha256 = darvault::hashing::sha256_hex(script.as_bytes());
+        }
+    }
+    manifest.write(newest).unwrap();
+    sha256sum_check(newest);
+
+    // A foreign machine: no state of its own, no config.
+    let drill = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_darvault"))
+            .env("HOME", env.path("foreign"))
+            .env("XDG_STATE_HOME", env.path("foreign/state"))
+            .env("XDG_CONFIG_HOME", env.path("foreign/config"))
+            .args(["--json", "drill"])
+            .arg(&disk)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = drill(&[]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(stdout(&out).contains("--trust-bundle"), "{}", stdout(&out));
+    assert!(!mark.exists(), "the copy's script was run");
+    let out = drill(&["--trust-bundle"]);
+    assert!(
+        mark.exists(),
+        "run when the user trusts it: {}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("--trust-bundle"),
+        "the report says which binary ran"
+    );
+}

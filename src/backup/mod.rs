@@ -129,8 +129,34 @@ pub fn run(
     let state = crate::state::State::open(&config.state_dir())
         .inspect_err(|e| tracing::warn!("cannot record metrics: {e}"))
         .ok();
+    if let Some(state) = &state {
+        remember_bundled(state, &report);
+    }
     crate::notify::finish(Some(config), state.as_ref(), report.ending(runs));
     Ok(report)
+}
+
+/// The binaries put into the bundles just made: the ones `drill` and `restore` may run from a
+/// copy without --trust-bundle.
+fn remember_bundled(state: &crate::state::State, report: &Report) {
+    for d in &report.definitions {
+        let Outcome::Published(set) = &d.result else {
+            continue;
+        };
+        let Ok(manifest) = crate::set::Manifest::read(&set.path) else {
+            continue;
+        };
+        for f in manifest
+            .files
+            .iter()
+            .filter(|f| f.role == crate::set::Role::Bundle && !f.path.ends_with(".txt"))
+        {
+            let name = f.path.rsplit('/').next().unwrap_or(&f.path);
+            if let Err(e) = state.bundled(name, &f.sha256) {
+                tracing::warn!("cannot record the bundled {name}: {e}");
+            }
+        }
+    }
 }
 
 fn metrics(

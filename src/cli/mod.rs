@@ -114,6 +114,10 @@ pub enum Command {
         /// Files restored per definition
         #[arg(long, default_value_t = 5, value_name = "N")]
         sample: usize,
+        /// Run the set's bundled dar_static even if this darvault did not bundle it (compare
+        /// it with one you trust first)
+        #[arg(long)]
+        trust_bundle: bool,
     },
     /// Every version of the paths matching a pattern, across a copy's sets
     Find {
@@ -172,6 +176,10 @@ pub struct RestoreArgs {
     /// Restore into a folder that is not empty, replacing what is there
     #[arg(long)]
     pub overwrite: bool,
+    /// When dar is not installed, run the copy's bundled dar_static even if this darvault did
+    /// not bundle it (compare it with one you trust first)
+    #[arg(long)]
+    pub trust_bundle: bool,
 }
 
 #[derive(Debug, Args)]

@@ -259,6 +259,9 @@ pub fn drill(report: &darvault::restore::drill::Report) {
             d.dar_version,
             d.seconds
         );
+        if !d.dar.is_empty() {
+            say!("  ran {}", d.dar);
+        }
         for f in &d.files {
             let mark = if f.ok { "ok" } else { "FAILED" };
             say!("  {mark}  {} ({} bytes): {}", f.path, f.size, f.result);

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Catalogues, Fetch, extract_chain, index, passphrase, sets_of};
+use super::{Catalogues, Fetch, extract_chain, index, passphrase, sets_of, trusted_bundled};
 use crate::config::Config;
 use crate::copy::FoundSet;
 use crate::error::{Error, Result};
@@ -21,6 +21,8 @@ pub struct Request {
     pub definitions: Vec<String>,
     /// Files restored per definition.
     pub sample: usize,
+    /// Run the bundled dar_static even when this darvault did not bundle it.
+    pub trust_bundle: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -35,6 +37,8 @@ pub struct Drill {
     /// The newest set, whose bundle did the restore.
     pub set: String,
     pub dar_version: String,
+    /// Which binary ran, and why it was trusted.
+    pub dar: String,
     pub files: Vec<Checked>,
     /// None when every file came back right.
     pub failure: Option<String>,
@@ -58,7 +62,8 @@ impl Report {
 }
 
 pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {
-    let c = Catalogues::open(config, req.from.as_deref())?;
+    let mut c = Catalogues::open(config, req.from.as_deref())?;
+    c.trust_bundle = req.trust_bundle;
     let definitions = if req.definitions.is_empty() {
         c.rt.block_on(c.copy.definitions())?
     } else {
@@ -78,6 +83,7 @@ pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {
             definition: definition.clone(),
             set: newest.manifest.set.name.clone(),
             dar_version: String::new(),
+            dar: String::new(),
             files: Vec::new(),
             failure: None,
             seconds: 0.0,
@@ -126,6 +132,14 @@ fn rehearse(
         downloaded: 0,
     };
     let newest = chain.last().expect("a chain has a set");
+    let system = crate::tools::process::find_executable("dar_static", None, "").ok();
+    drill.dar = trusted_bundled(
+        &c.state,
+        newest,
+        "dar_static",
+        system.as_deref(),
+        c.trust_bundle,
+    )?;
     let dar = bundled_dar(&mut fetch, newest, scratch.path())?;
     drill.dar_version = dar.version.clone();
     let key = passphrase(config, &chain, definition)?;

@@ -77,6 +77,8 @@ pub struct Request {
     /// Paths relative to the backed-up source (files or directories); empty: everything.
     pub paths: Vec<String>,
     pub overwrite: bool,
+    /// Run the copy's bundled dar_static even when it is not one this darvault bundled.
+    pub trust_bundle: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -162,7 +164,9 @@ pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {
         scratch: scratch.path(),
         downloaded: 0,
     };
-    let dar = locate_dar(config, &mut fetch, &chain)?;
+    let state_dir = config.map_or_else(crate::paths::default_state_dir, Config::state_dir);
+    let state = crate::state::State::open(&state_dir)?;
+    let dar = locate_dar(config, &state, &mut fetch, &chain, req.trust_bundle)?;
 
     let applied = extract_chain(&mut fetch, &dar, key.as_ref(), &chain, &paths, &target)?;
     let absent = paths
@@ -190,6 +194,8 @@ struct Catalogues<'a> {
     rt: tokio::runtime::Runtime,
     copy: Store,
     scratch: tempfile::TempDir,
+    /// Run the copy's bundled dar_static even when this darvault did not bundle it.
+    trust_bundle: bool,
 }
 
 impl<'a> Catalogues<'a> {
@@ -201,6 +207,7 @@ impl<'a> Catalogues<'a> {
             rt: crate::replicate::runtime()?,
             copy: open_copy(config, from)?,
             scratch: scratch_in(&std::env::temp_dir())?,
+            trust_bundle: false,
         })
     }
 
@@ -216,7 +223,13 @@ impl<'a> Catalogues<'a> {
         let Some(newest) = sets.last() else {
             return Ok(());
         };
-        let dar = locate_dar(self.config, &mut fetch, std::slice::from_ref(newest))?;
+        let dar = locate_dar(
+            self.config,
+            &self.state,
+            &mut fetch,
+            std::slice::from_ref(newest),
+            self.trust_bundle,
+        )?;
         index::refresh(&self.state, &dar, key.as_ref(), &mut fetch, sets)
     }
 }
@@ -434,13 +447,65 @@ impl Fetch<'_> {
     }
 }
 
-/// dar from the config, else from PATH, else the copy's own bundled dar_static.
-fn locate_dar(config: Option<&Config>, fetch: &mut Fetch, chain: &[FoundSet]) -> Result<Dar> {
+/// Whether the copy's bundled binary `name` of `set` (proven against its manifest) may run:
+/// this darvault bundled it (the state database remembers), it is this machine's own, or
+/// the user said so. Ok(why) or the refusal, saying how to decide.
+fn trusted_bundled(
+    state: &crate::state::State,
+    set: &FoundSet,
+    name: &str,
+    system: Option<&Path>,
+    trust_bundle: bool,
+) -> Result<String> {
+    let path = format!("bundle/{name}");
+    let sha = set
+        .manifest
+        .files
+        .iter()
+        .find(|f| f.path == path)
+        .map(|f| f.sha256.clone())
+        .unwrap_or_default();
+    if state.was_bundled(&sha)? {
+        return Ok(format!(
+            "{path} of {}: bundled by this darvault",
+            set.manifest.set.name
+        ));
+    }
+    if let Some(system) = system
+        && crate::hashing::hash_file(system).is_ok_and(|(_, s)| s == sha)
+    {
+        return Ok(format!(
+            "{path} of {}: identical to {}",
+            set.manifest.set.name,
+            system.display()
+        ));
+    }
+    if trust_bundle {
+        return Ok(format!(
+            "{path} of {}: trusted on request (--trust-bundle)",
+            set.manifest.set.name
+        ));
+    }
+    Err(Error::Failed(format!(
+        "{path} of {} (SHA-256 {sha}) is not a binary this darvault bundled, nor this machine's own: it was not run (a copy is untrusted input). Compare it with a dar_static you trust (sha256sum; Debian's package dar-static), then add --trust-bundle",
+        set.manifest.set.name
+    )))
+}
+
+/// dar from the config, else from PATH, else the copy's own bundled dar_static (when trusted).
+fn locate_dar(
+    config: Option<&Config>,
+    state: &crate::state::State,
+    fetch: &mut Fetch,
+    chain: &[FoundSet],
+    trust_bundle: bool,
+) -> Result<Dar> {
     if let Some(p) = config.and_then(|c| c.tools.dar.as_ref()) {
         return Dar::at(p.path().to_owned());
     }
     Dar::locate(None).or_else(|missing| {
         let newest = chain.last().expect("a chain has a set");
+        trusted_bundled(state, newest, "dar_static", None, trust_bundle)?;
         let bundled = fetch
             .file(newest, "bundle/dar_static")
             .map_err(|_| missing)?;

@@ -75,6 +75,13 @@ const MIGRATIONS: &[&str] = &[
          details    TEXT NOT NULL
      );
      CREATE INDEX run_by_subject ON run (command, subject, started_at);",
+    // 5: the binaries this darvault put into bundles: only these (or the system's own) are
+    // ever run from a copy without --trust-bundle.
+    "CREATE TABLE bundled_binary (
+         sha256        TEXT PRIMARY KEY,
+         name          TEXT NOT NULL,
+         first_bundled TEXT NOT NULL
+     );",
 ];
 
 /// A set's last audit on a copy.
@@ -265,6 +272,31 @@ impl State {
                 params![copy, set, path, old, new, source, now()],
             )
             .map(|_| ())
+        })
+    }
+}
+
+impl State {
+    /// Remember a binary put into a set's bundle.
+    pub fn bundled(&self, name: &str, sha256: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO bundled_binary VALUES (?1, ?2, ?3)",
+                params![sha256, name, now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Whether this darvault bundled a binary with this SHA-256.
+    pub fn was_bundled(&self, sha256: &str) -> Result<bool> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT count(*) FROM bundled_binary WHERE sha256 = ?1",
+                params![sha256],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
         })
     }
 }
