@@ -135,6 +135,7 @@ fn rehearse(
     let system = crate::tools::process::find_executable("dar_static", None, "").ok();
     drill.dar = trusted_bundled(
         &c.state,
+        &c.copy,
         newest,
         "dar_static",
         system.as_deref(),

@@ -448,10 +448,12 @@ impl Fetch<'_> {
 }
 
 /// Whether the copy's bundled binary `name` of `set` (proven against its manifest) may run:
-/// this darvault bundled it (the state database remembers), it is this machine's own, or
+/// this darvault bundled it (the state database remembers), it is this machine's own, this
+/// darvault is itself the copy's bundled one (whoever runs it trusts the copy already), or
 /// the user said so. Ok(why) or the refusal, saying how to decide.
 fn trusted_bundled(
     state: &crate::state::State,
+    copy: &Store,
     set: &FoundSet,
     name: &str,
     system: Option<&Path>,
@@ -486,6 +488,20 @@ fn trusted_bundled(
             set.manifest.set.name
         ));
     }
+    // /proc may be missing (a rescue chroot): then the path it was started by.
+    let running = std::env::current_exe()
+        .ok()
+        .filter(|p| p.is_file())
+        .or_else(|| std::env::args_os().next().map(PathBuf::from))
+        .and_then(|p| p.canonicalize().ok());
+    if let (Some(running), Some(root)) = (running, &copy.local_root)
+        && running.starts_with(root)
+    {
+        return Ok(format!(
+            "{path} of {}: this darvault is the copy's own bundled one",
+            set.manifest.set.name
+        ));
+    }
     Err(Error::Failed(format!(
         "{path} of {} (SHA-256 {sha}) is not a binary this darvault bundled, nor this machine's own: it was not run (a copy is untrusted input). Compare it with a dar_static you trust (sha256sum; Debian's package dar-static), then add --trust-bundle",
         set.manifest.set.name
@@ -505,7 +521,7 @@ fn locate_dar(
     }
     Dar::locate(None).or_else(|missing| {
         let newest = chain.last().expect("a chain has a set");
-        trusted_bundled(state, newest, "dar_static", None, trust_bundle)?;
+        trusted_bundled(state, fetch.copy, newest, "dar_static", None, trust_bundle)?;
         let bundled = fetch
             .file(newest, "bundle/dar_static")
             .map_err(|_| missing)?;
