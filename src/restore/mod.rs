@@ -164,9 +164,7 @@ pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {
         scratch: scratch.path(),
         downloaded: 0,
     };
-    let state_dir = config.map_or_else(crate::paths::default_state_dir, Config::state_dir);
-    let state = crate::state::State::open(&state_dir)?;
-    let dar = locate_dar(config, &state, &mut fetch, &chain, req.trust_bundle)?;
+    let dar = locate_dar(config, None, &mut fetch, &chain, req.trust_bundle)?;
 
     let applied = extract_chain(&mut fetch, &dar, key.as_ref(), &chain, &paths, &target)?;
     let absent = paths
@@ -225,7 +223,7 @@ impl<'a> Catalogues<'a> {
         };
         let dar = locate_dar(
             self.config,
-            &self.state,
+            Some(&self.state),
             &mut fetch,
             std::slice::from_ref(newest),
             self.trust_bundle,
@@ -511,7 +509,7 @@ fn trusted_bundled(
 /// dar from the config, else from PATH, else the copy's own bundled dar_static (when trusted).
 fn locate_dar(
     config: Option<&Config>,
-    state: &crate::state::State,
+    state: Option<&crate::state::State>,
     fetch: &mut Fetch,
     chain: &[FoundSet],
     trust_bundle: bool,
@@ -521,6 +519,17 @@ fn locate_dar(
     }
     Dar::locate(None).or_else(|missing| {
         let newest = chain.last().expect("a chain has a set");
+        // The state database is opened only now: a restore with the system's dar leaves no
+        // trace on a machine that has never run darvault.
+        let opened;
+        let state = match state {
+            Some(s) => s,
+            None => {
+                let dir = config.map_or_else(crate::paths::default_state_dir, Config::state_dir);
+                opened = crate::state::State::open(&dir)?;
+                &opened
+            }
+        };
         trusted_bundled(state, fetch.copy, newest, "dar_static", None, trust_bundle)?;
         let bundled = fetch
             .file(newest, "bundle/dar_static")
