@@ -84,6 +84,11 @@ pub enum Error {
         copy: String,
         seconds: u64,
     },
+    /// dar could not decrypt an archive with the configured passphrase.
+    #[error(
+        "wrong passphrase for definition {definition}: dar could not decrypt the archive with it (or the archive's encryption header is damaged: `darvault audit` tells)"
+    )]
+    WrongPassphrase { definition: String },
     /// An operation could not be completed (the message says why).
     #[error("{0}")]
     Failed(String),
@@ -101,7 +106,8 @@ impl Error {
             | Error::Tool { .. }
             | Error::Failed(_)
             | Error::Storage { .. }
-            | Error::Stalled { .. } => exit::FAILED,
+            | Error::Stalled { .. }
+            | Error::WrongPassphrase { .. } => exit::FAILED,
         }
     }
 

@@ -504,4 +504,33 @@ fn encrypted_sets_keep_the_passphrase_off_command_lines_manifests_and_logs() {
     for text in &seen {
         assert!(!text.contains("battery"), "the passphrase leaked: {text}");
     }
+
+    // A wrong passphrase is named as such, in seconds; a deep audit does not call the
+    // (intact) sets damaged for it.
+    let started = std::time::Instant::now();
+    let incr = env
+        .cmd()
+        .env("VAULT_PASS", "not the passphrase")
+        .args(["backup", "--incr"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&incr), 1);
+    assert!(
+        stdout(&incr).contains("wrong passphrase for definition vault"),
+        "{}",
+        stdout(&incr)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let audit = env
+        .cmd()
+        .env("VAULT_PASS", "not the passphrase")
+        .args(["audit", "--deep", "repository"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&audit), 0, "{}", stdout(&audit));
+    assert!(
+        stdout(&audit).contains("wrong passphrase"),
+        "{}",
+        stdout(&audit)
+    );
 }

@@ -228,7 +228,7 @@ impl Dar {
                     report.warnings.push(format!("dar exited with code {c}"));
                 }
             }
-            _ => return Err(finished.failure()),
+            _ => return Err(failure(&finished, o.key)),
         }
         Ok(report)
     }
@@ -237,7 +237,7 @@ impl Dar {
     pub fn test(&self, archive: &Path, key: Option<&Passphrase>) -> Result<Finished> {
         let mut s = self.spec(key, &["-K"])?;
         s.arg("-t").arg(archive);
-        s.output()?.0.expect(&[0])
+        judge(s.output()?.0, key)
     }
 
     /// Stream the listing of an archive or isolated catalogue, limited to `paths` (and their
@@ -255,7 +255,7 @@ impl Dar {
             s.arg("-g").arg(p);
         }
         let (finished, parsed) = s.run(|out| parse_listing(out, &mut on_entry))?;
-        finished.expect(&[0])?;
+        judge(finished, key)?;
         parsed
     }
 
@@ -273,7 +273,7 @@ impl Dar {
             s.arg("-g").arg(p);
         }
         let (finished, out) = s.output()?;
-        finished.expect(&[0])?;
+        judge(finished, key)?;
         out.lines()
             .rev()
             .find_map(parse_slice_ranges)
@@ -303,7 +303,7 @@ impl Dar {
         for p in paths {
             s.arg("-g").arg(p);
         }
-        s.output()?.0.expect(&[0])
+        judge(s.output()?.0, key)
     }
 }
 
@@ -451,6 +451,25 @@ fn data_state(v: &str) -> DataState {
         "inode-only" => DataState::InodeOnly,
         "deleted" => DataState::Deleted,
         _ => DataState::Other,
+    }
+}
+
+/// A dar run that must exit 0. With a key, dar's "elastic buffer incoherent structure" means
+/// it could not decrypt: said as a wrong passphrase, not as dar's words.
+fn judge(finished: Finished, key: Option<&Passphrase>) -> Result<Finished> {
+    if finished.code() == Some(0) {
+        Ok(finished)
+    } else {
+        Err(failure(&finished, key))
+    }
+}
+
+fn failure(finished: &Finished, key: Option<&Passphrase>) -> Error {
+    match key {
+        Some(key) if finished.stderr.contains("elastic buffer") => Error::WrongPassphrase {
+            definition: key.definition().to_owned(),
+        },
+        _ => finished.failure(),
     }
 }
 

@@ -9,7 +9,11 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use crate::config::Encryption;
 use crate::error::{Error, Result};
 
-pub struct Passphrase(String);
+pub struct Passphrase {
+    text: String,
+    /// Whose passphrase it is, for messages ("wrong passphrase for definition …").
+    definition: String,
+}
 
 impl fmt::Debug for Passphrase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -21,7 +25,7 @@ impl Drop for Passphrase {
     fn drop(&mut self) {
         // Overwrite the bytes so the secret does not linger in freed memory.
         // SAFETY: zero bytes are valid UTF-8.
-        unsafe { self.0.as_bytes_mut() }.fill(0);
+        unsafe { self.text.as_bytes_mut() }.fill(0);
     }
 }
 
@@ -71,7 +75,10 @@ impl Passphrase {
             )));
         };
         crate::secrets::register(&text);
-        Passphrase::new(text).map_err(|why| Error::Usage(format!("{definition}: {why}")))
+        let mut key =
+            Passphrase::new(text).map_err(|why| Error::Usage(format!("{definition}: {why}")))?;
+        key.definition = definition.to_owned();
+        Ok(key)
     }
 
     pub fn new(text: String) -> std::result::Result<Passphrase, String> {
@@ -83,12 +90,20 @@ impl Passphrase {
         if text.contains(['\'', '"', '\\', '\n', '\r', '\0']) {
             return Err("the passphrase may not contain quotes, backslashes or line breaks".into());
         }
-        Ok(Passphrase(text))
+        Ok(Passphrase {
+            text,
+            definition: String::new(),
+        })
     }
 
     /// `dar` key option value: `aes:<passphrase>` in quotes for an options file.
     pub fn dar_key(&self) -> String {
-        format!("'aes:{}'", self.0)
+        format!("'aes:{}'", self.text)
+    }
+
+    /// The definition whose passphrase this is.
+    pub fn definition(&self) -> &str {
+        &self.definition
     }
 }
 
