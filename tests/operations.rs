@@ -136,6 +136,57 @@ fn the_repository_keeps_what_a_destination_has_not_received_and_destinations_kee
     assert_eq!(code(&out), 2);
 }
 
+/// What a cleanup killed right after it removed a set's manifest leaves (its marker, the
+/// folder without MANIFEST.toml): audit calls it a removal in progress and never heals it
+/// back from another copy; the next cleanup finishes it.
+#[test]
+fn an_interrupted_removal_is_finished_and_never_resurrected() {
+    let env = Env::new();
+    awkward_tree(&env.path("src"));
+    let usb = env.path("usb");
+    definition(
+        &env,
+        &format!(
+            "[definition.keep]\nfull = \"0d\"\ndiff = \"0d\"\nincr = \"0d\"\n\n\
+             [[destination]]\nname = \"usb\"\nkind = \"fs\"\nroot = {:?}\n",
+            usb.display().to_string()
+        ),
+    );
+    for level in ["--full", "--incr", "--full"] {
+        assert_eq!(code(&env.run(&["backup", level])), 0);
+    }
+    assert_eq!(code(&env.run(&["replicate"])), 0);
+    let old = env.sets("docs").remove(0);
+    fs::write(
+        old.join(".darvault-removing"),
+        b"removed by darvault cleanup\n",
+    )
+    .unwrap();
+    fs::remove_file(old.join("MANIFEST.toml")).unwrap();
+
+    let out = env.run(&["--json", "audit", "repository", "--repair"]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("removal in progress"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!old.join("MANIFEST.toml").exists(), "healed back from usb");
+    let out = env.run(&["--json", "list"]);
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Vec<&str> = listing["definitions"][0]["sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or(""))
+        .collect();
+    assert!(!listed.contains(&name_of(&old).as_str()), "{listing}");
+
+    let out = env.run(&["cleanup", "--yes"]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    assert!(!old.exists(), "the next cleanup finished the removal");
+}
+
 #[test]
 fn notices_and_hooks_report_every_outcome_and_never_leak_the_urls() {
     let env = Env::new();

@@ -110,6 +110,13 @@ pub(super) async fn audit_copy(
             .iter()
             .filter_map(|p| p.strip_prefix(&prefix))
             .collect();
+        if in_dir.contains(&crate::set::REMOVING) {
+            // Being removed by cleanup: not a set, and never healed back into one.
+            report
+                .problems
+                .push(crate::copy::removal_in_progress(&printable(&dir)));
+            continue;
+        }
         let set = match audit_set(copy, others, &dir, &in_dir, config, options, state, &task).await
         {
             Ok(set) => set,

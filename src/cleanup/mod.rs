@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::config::{Config, Keep};
 use crate::copy::{FoundSet, Store};
 use crate::error::{Error, Result};
-use crate::set::{Level, MANIFEST, SHA256SUMS};
+use crate::set::{Level, MANIFEST, REMOVING, SHA256SUMS};
 use crate::state::State;
 
 pub struct Request {
@@ -252,6 +252,11 @@ fn clean_copy(
                     .leftovers
                     .extend(par2_leftovers(req, store, set).await?);
             }
+            for dir in &found.removing {
+                report
+                    .leftovers
+                    .push(finish_removal(req, store, dir).await?);
+            }
             Ok::<_, Error>(())
         });
         if let Err(e) = result {
@@ -327,7 +332,18 @@ async fn remove_set(
         return Ok(removal);
     }
     let dir = location(store, set);
-    // The manifest first: from then on no verb takes the folder for a set.
+    // The intent first: an interrupted removal is finished by the next cleanup, and no
+    // audit heals the folder back into a set.
+    let marker = format!("{dir}/{REMOVING}");
+    store
+        .op
+        .write(
+            &marker,
+            format!("removed by darvault cleanup: {}\n", removal.reason),
+        )
+        .await
+        .map_err(|e| crate::copy::storage_error(&format!("cannot write {marker}"), e))?;
+    // Then the manifest: from then on no verb takes the folder for a set.
     for file in [MANIFEST, SHA256SUMS] {
         store
             .op
@@ -344,6 +360,27 @@ async fn remove_set(
     tracing::info!(set = %removal.set, copy = %store.label(), "removed: {}", removal.reason);
     removal.removed = true;
     Ok(removal)
+}
+
+/// Finish the removal an interrupted cleanup began (the folder holds its marker).
+async fn finish_removal(req: &Request, store: &Store, dir: &str) -> Result<String> {
+    let relative = match &store.local_root {
+        Some(root) => Path::new(dir)
+            .strip_prefix(root)
+            .unwrap_or(Path::new(dir))
+            .display()
+            .to_string(),
+        None => dir.to_owned(),
+    };
+    if !req.dry_run {
+        store
+            .op
+            .delete_with(&format!("{relative}/"))
+            .recursive(true)
+            .await
+            .map_err(|e| crate::copy::storage_error(&format!("cannot remove {relative}"), e))?;
+    }
+    Ok(format!("{relative} (the rest of an interrupted removal)"))
 }
 
 /// The set's folder relative to the copy's root.

@@ -69,6 +69,15 @@ pub struct Found {
     pub sets: Vec<FoundSet>,
     /// Things that look like sets but are not usable, and why.
     pub problems: Vec<String>,
+    /// Set folders an interrupted cleanup was removing (their location on the copy).
+    pub removing: Vec<String>,
+}
+
+/// What `Found` says of a folder an interrupted cleanup left.
+pub fn removal_in_progress(location: &str) -> String {
+    format!(
+        "{location}: removal in progress (an interrupted cleanup; the next cleanup finishes it), not a set"
+    )
 }
 
 impl LocalCopy {
@@ -126,6 +135,13 @@ impl LocalCopy {
             let Ok(name) = file_name.parse::<SetName>() else {
                 continue;
             };
+            if path.join(crate::set::REMOVING).exists() {
+                found
+                    .problems
+                    .push(removal_in_progress(&path.display().to_string()));
+                found.removing.push(path.display().to_string());
+                continue;
+            }
             match read_set(&path, name) {
                 Ok(set) if set.manifest.set.definition == definition => found.sets.push(set),
                 Ok(set) => found.problems.push(format!(

@@ -460,9 +460,17 @@ impl Store {
                         Err(err) => found.problems.push(format!("{location}: {err}")),
                     }
                 }
-                Err(err) if err.kind() == opendal::ErrorKind::NotFound => found
-                    .problems
-                    .push(format!("{location}: no {MANIFEST}: an incomplete copy")),
+                Err(err) if err.kind() == opendal::ErrorKind::NotFound => {
+                    let marker = format!("{location}/{}", crate::set::REMOVING);
+                    if self.op.exists(&marker).await.unwrap_or(false) {
+                        found.problems.push(super::removal_in_progress(&location));
+                        found.removing.push(location);
+                    } else {
+                        found
+                            .problems
+                            .push(format!("{location}: no {MANIFEST}: an incomplete copy"));
+                    }
+                }
                 Err(err) => {
                     return Err(storage_error(
                         &format!("cannot read {location}/{MANIFEST}"),

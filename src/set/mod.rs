@@ -16,6 +16,10 @@ pub use manifest::Manifest;
 pub const MANIFEST: &str = "MANIFEST.toml";
 /// The name of the `sha256sum -c` file inside a set directory.
 pub const SHA256SUMS: &str = "SHA256SUMS";
+/// Written into a set folder by cleanup before it deletes anything there: the folder is
+/// being removed, is no longer a set, and must never be healed back. The next cleanup
+/// finishes the removal.
+pub const REMOVING: &str = ".darvault-removing";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
