@@ -15,6 +15,8 @@ fn main() -> ExitCode {
     bound_heap();
     cli::complete_if_asked();
     let cli = Cli::parse();
+    // Before any thread exists: SFTP's ssh runs through darvault's wrapper (tools::ssh).
+    darvault::tools::ssh::install(&darvault::paths::default_state_dir().join("bin"));
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -454,3 +454,65 @@ fn state_rows(env: &Env, destination: &str) -> i64 {
     )
     .unwrap_or(0)
 }
+
+/// Processes (pid, command line) whose command line contains `needle`.
+fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+#[test]
+fn kill_9_mid_sftp_leaves_no_ssh_behind() {
+    let env = Env::new();
+    video_source(&env, 40);
+    let (sftp, local) = destination("sftp", "kill9", "bandwidth_limit = \"8M\"");
+    configure(&env, "8M", &sftp);
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let mut run = env
+        .cmd()
+        .arg("replicate")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let root = local.unwrap();
+    let started = Instant::now();
+    while !walkdir::WalkDir::new(&root)
+        .into_iter()
+        .flatten()
+        .any(|e| e.file_type().is_file())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing was sent"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let tag = env.tmp.path().display().to_string();
+    assert!(
+        processes_mentioning(&tag)
+            .iter()
+            .any(|(_, c)| c.contains("ssh")),
+        "an ssh master runs while sending"
+    );
+    run.kill().unwrap();
+    run.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let left: Vec<_> = processes_mentioning(&tag)
+        .into_iter()
+        .filter(|(_, c)| c.contains("ssh"))
+        .collect();
+    assert!(left.is_empty(), "ssh outlived darvault: {left:?}");
+}

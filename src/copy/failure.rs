@@ -82,11 +82,29 @@ pub fn os_cause(io: &std::io::Error) -> Option<(Retry, String)> {
         Some(libc::ENOTCONN) => return permanent("the mount is not connected any more"),
         _ => {}
     }
+    let text = io.to_string();
+    if text.contains("Host key verification failed") {
+        return permanent(
+            "ssh: the server's host key is not in known_hosts, or it changed: check it, then add it (ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts), or set known_hosts_strategy = \"add\" to accept a new server's key on first use",
+        );
+    }
     match io.kind() {
         K::ConnectionRefused => permanent(
             "connection refused: is the server running, and is the endpoint's port right?",
         ),
+        K::PermissionDenied if text.contains("Permission denied (") => Some((
+            Retry::Useless,
+            format!(
+                "ssh: the server refused the user or key ({}); `ssh -i KEY -p PORT USER@HOST` must log in without a password",
+                text.trim()
+            ),
+        )),
+        K::PermissionDenied => Some((Retry::Useless, format!("permission denied ({text})"))),
         K::TimedOut => Some((Retry::Helps, "timed out".into())),
+        // openssh reports whatever else ssh said as an aborted connection: ssh's words.
+        K::ConnectionAborted if text.contains('@') || text.contains("ssh") => {
+            Some((Retry::Useless, format!("ssh: {}", text.trim())))
+        }
         K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
             Some((Retry::Helps, format!("the connection broke ({io})")))
         }

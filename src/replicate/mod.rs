@@ -181,7 +181,7 @@ impl Report {
 /// SFTP reports a refused key as a failed connection: say what to check.
 fn with_hint(dest: &Destination, e: Error) -> Error {
     let msg = e.to_string();
-    if dest.kind == "sftp" && msg.contains("failed to connect") {
+    if dest.kind == "sftp" && msg.contains("failed to connect") && !msg.contains("ssh:") {
         Error::Failed(format!(
             "{msg}: ssh could not connect or log in; check endpoint, user and key (ssh -i KEY -p PORT USER@HOST should work without a password)"
         ))

@@ -4,6 +4,7 @@ pub mod dar;
 pub mod par2;
 pub mod process;
 pub mod secret;
+pub mod ssh;
 pub mod terminal;
 
 use std::path::PathBuf;

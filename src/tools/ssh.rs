@@ -1,0 +1,59 @@
+//! The `ssh` that SFTP destinations run (OpenDAL starts the system's `ssh` by name for a
+//! master connection with `ControlPersist=yes`: such a master outlived a killed darvault
+//! for good). darvault puts a wrapper first on its own PATH that runs the real ssh with
+//! options that come before (and so win over) any given later:
+//! - `ControlPersist=1`: a master ends a second after its last session ends, so none
+//!   survives darvault, even one killed with -9 (its sessions end with it);
+//! - `ServerAliveInterval=15`, `ServerAliveCountMax=4`: a server that stops answering is
+//!   noticed by ssh within a minute;
+//! - `ConnectTimeout=20` and `BatchMode=yes`: never a prompt, never an endless connect.
+
+use std::path::{Path, PathBuf};
+
+const OPTIONS: &str = "-o ControlPersist=1 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 \
+                       -o ConnectTimeout=20 -o BatchMode=yes";
+
+/// Write the wrapper into `dir` (private) and put `dir` first on this process's PATH. Call
+/// before any thread starts. Without a system ssh (or a writable `dir`) nothing changes.
+pub fn install(dir: &Path) {
+    let Some(real) = real_ssh(dir) else {
+        return;
+    };
+    let script = format!(
+        "#!/bin/sh\n# darvault's ssh (see darvault's tools::ssh): the real one with safe options.\nexec {} {OPTIONS} \"$@\"\n",
+        shell_quote(&real.display().to_string())
+    );
+    let wrapper = dir.join("ssh");
+    let current = std::fs::read_to_string(&wrapper).ok();
+    if current.as_deref() != Some(script.as_str()) {
+        use std::os::unix::fs::PermissionsExt;
+        let written = crate::paths::private_dir(dir)
+            .and_then(|_| std::fs::write(&wrapper, &script))
+            .and_then(|_| {
+                std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o700))
+            });
+        if written.is_err() {
+            return;
+        }
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![dir.to_owned()];
+    dirs.extend(std::env::split_paths(&path).filter(|p| p != dir));
+    if let Ok(joined) = std::env::join_paths(dirs) {
+        // SAFETY: called from main before any other thread exists.
+        unsafe { std::env::set_var("PATH", joined) };
+    }
+}
+
+/// The system's ssh: the first on PATH that is not the wrapper.
+fn real_ssh(wrapper_dir: &Path) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .filter(|d| d != wrapper_dir)
+        .map(|d| d.join("ssh"))
+        .find(|p| p.is_file())
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
