@@ -1,4 +1,7 @@
-//! One writer per repository: a second concurrent run exits at once with a clear message.
+//! One writer per copy (repository or destination): backup, replicate, cleanup and a
+//! repairing audit each take the copy's lock. A second writer exits at once naming the
+//! holder (exit 7), or, with `--lock-wait`, waits that long first (the generated systemd
+//! units wait, so their timers never run two writers on one copy at once).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -7,6 +10,14 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 pub const LOCK_FILE: &str = ".darvault.lock";
+
+/// How long to wait for a lock held by another run, in seconds (`--lock-wait`).
+static WAIT_SECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Wait up to `wait` for a busy lock before giving up (the default is not to wait).
+pub fn set_wait(wait: std::time::Duration) {
+    WAIT_SECS.store(wait.as_secs(), std::sync::atomic::Ordering::Relaxed);
+}
 
 /// Held for as long as it lives; the kernel drops the lock if the process dies, even by kill -9.
 pub struct Lock {
@@ -41,7 +52,27 @@ pub fn lock_path(path: &Path) -> Result<Lock> {
         .truncate(false)
         .open(&path)
         .map_err(Error::io("cannot open", &path))?;
-    match file.try_lock() {
+    let wait = std::time::Duration::from_secs(WAIT_SECS.load(std::sync::atomic::Ordering::Relaxed));
+    let started = std::time::Instant::now();
+    let mut said = false;
+    let taken = loop {
+        match file.try_lock() {
+            Err(TryLockError::WouldBlock) if started.elapsed() < wait => {
+                if !said {
+                    tracing::info!(
+                        "{} is held by another run: waiting up to {}s",
+                        path.display(),
+                        wait.as_secs()
+                    );
+                    said = true;
+                }
+                crate::tools::process::check_stop()?;
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            other => break other,
+        }
+    };
+    match taken {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
             let mut holder = String::new();

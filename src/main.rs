@@ -67,6 +67,11 @@ fn run(cli: &Cli) -> Result<u8, Error> {
     darvault::tools::process::install_stop_handler()
         .map_err(|e| Error::Failed(format!("cannot install signal handlers: {e}")))?;
     let config_path = cli.config.clone().unwrap_or_else(Config::default_path);
+    if let Some(wait) = &cli.lock_wait {
+        let wait = darvault::config::Duration::try_from(wait.clone())
+            .map_err(|e| Error::Usage(format!("--lock-wait: {e}")))?;
+        darvault::lock::set_wait(wait.0);
+    }
     let progress = cli::progress::Terminal::new(cli.quiet || cli.json);
     match &cli.command {
         Command::Init { repository } => {

@@ -30,7 +30,9 @@ pub fn units(config: &Config, exe: &Path) -> Vec<Unit> {
     let config_file = config.file.canonicalize().unwrap_or(config.file.clone());
     let run = |args: &str| {
         format!(
-            "{} --config {} --quiet {args}",
+            // Timers may meet (a long replicate, the daily audit): a writer waits for the
+            // other instead of failing.
+            "{} --config {} --quiet --lock-wait 12h {args}",
             quote(&exe.display().to_string()),
             quote(&config_file.display().to_string())
         )

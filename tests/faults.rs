@@ -516,3 +516,51 @@ fn kill_9_mid_sftp_leaves_no_ssh_behind() {
         .collect();
     assert!(left.is_empty(), "ssh outlived darvault: {left:?}");
 }
+
+/// One writer per copy: a repairing audit of a destination that replicate is writing exits 7
+/// naming the holder, or waits for it with --lock-wait.
+#[test]
+fn a_repairing_audit_does_not_write_beside_replicate() {
+    let env = Env::new();
+    video_source(&env, 24);
+    let usb = env.path("usb");
+    configure(
+        &env,
+        "4M",
+        &format!(
+            "[[destination]]\nname = \"usb\"\nkind = \"fs\"\nroot = {:?}\nbandwidth_limit = \"8M\"\n",
+            usb.display().to_string()
+        ),
+    );
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let run = env
+        .cmd()
+        .arg("replicate")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !walkdir::WalkDir::new(&usb)
+        .into_iter()
+        .flatten()
+        .any(|e| e.file_type().is_file())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing was sent"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = env.run(&["audit", "usb", "--repair"]);
+    assert_eq!(code(&out), 7, "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("pid"),
+        "names the holder: {}",
+        stdout(&out)
+    );
+    let out = env.run(&["--lock-wait", "2m", "audit", "usb", "--repair"]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    let mut run = run;
+    assert!(run.wait().unwrap().success());
+}

@@ -69,6 +69,9 @@ pub struct CopyReport {
     pub problems: Vec<String>,
     /// Set when the copy could not be audited at all.
     pub error: Option<String>,
+    /// The exit code of that error (7 when another run held the copy's lock).
+    #[serde(skip)]
+    pub error_code: u8,
 }
 
 #[derive(Debug, Serialize)]
@@ -116,13 +119,16 @@ impl Report {
             })
             .max()
             .unwrap_or(Status::Ok);
-        let failed = self.copies.iter().filter(|c| c.error.is_some()).count();
+        let failed: Vec<u8> = self
+            .copies
+            .iter()
+            .filter(|c| c.error.is_some())
+            .map(|c| c.error_code)
+            .collect();
         match worst {
             Status::Unrepairable => exit::UNREPAIRABLE,
             Status::DamagedRepairable | Status::RedundancyDamaged => exit::DAMAGE_LEFT,
-            _ if failed == self.copies.len() && failed > 0 => exit::FAILED,
-            _ if failed > 0 => exit::PARTIAL,
-            _ => exit::OK,
+            _ => exit::of_units(&failed, self.copies.len()),
         }
     }
 }
@@ -162,6 +168,7 @@ pub fn run(
                 sets: Vec::new(),
                 problems: Vec::new(),
                 error: Some(format!("not audited: {why}")),
+                error_code: exit::FAILED,
             });
         }
     }
@@ -178,6 +185,7 @@ pub fn run(
             sets: Vec::new(),
             problems: Vec::new(),
             error: None,
+            error_code: exit::OK,
         };
         let options = Options {
             repair: options.repair || may_repair(copy),
@@ -200,12 +208,14 @@ pub fn run(
                 copy.name,
                 crate::set::MANIFEST
             ));
+            copy_report.error_code = exit::FAILED;
         }
         if let Err(e) = outcome {
             if matches!(e, Error::Interrupted) {
                 return Err(e);
             }
             copy_report.error = Some(e.to_string());
+            copy_report.error_code = e.exit_code();
         }
         runs.push(copy_report.metrics(started));
         report.copies.push(copy_report);

@@ -43,6 +43,10 @@ pub struct Cli {
     /// Only errors on stderr, no progress bars
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// When another run holds the copy's lock, wait this long for it ("30m", "6h") before
+    /// exiting with 7 [default: do not wait]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub lock_wait: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
