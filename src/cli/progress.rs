@@ -2,7 +2,6 @@
 //! elsewhere (systemd, cron) a plain log line every half minute.
 
 use std::io::IsTerminal;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -45,10 +44,7 @@ impl Progress for Terminal {
             bar.enable_steady_tick(Duration::from_millis(120));
             Box::new(Bar(bar))
         } else {
-            Box::new(LogLines {
-                label: label.to_owned(),
-                state: Mutex::new((0, Instant::now())),
-            })
+            Box::new(LogLines::start(label))
         }
     }
 }
@@ -67,18 +63,76 @@ impl Drop for Bar {
     }
 }
 
+/// Without a terminal: a line on stderr (the journal, a cron mail) and in the log every half
+/// minute, whether bytes moved or not, so a stall shows as lines that stop growing.
 struct LogLines {
+    shared: std::sync::Arc<Shared>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Shared {
     label: String,
-    state: Mutex<(u64, Instant)>,
+    bytes: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicBool,
+}
+
+const EVERY: Duration = Duration::from_secs(30);
+
+impl LogLines {
+    fn start(label: &str) -> LogLines {
+        let shared = std::sync::Arc::new(Shared {
+            label: label.to_owned(),
+            bytes: std::sync::atomic::AtomicU64::new(0),
+            done: std::sync::atomic::AtomicBool::new(false),
+        });
+        let ticking = std::sync::Arc::clone(&shared);
+        let ticker = std::thread::spawn(move || {
+            use std::sync::atomic::Ordering;
+            let started = Instant::now();
+            let (mut last_line, mut last_bytes) = (Instant::now(), 0);
+            while !ticking.done.load(Ordering::Relaxed) {
+                std::thread::park_timeout(Duration::from_secs(1));
+                if last_line.elapsed() < EVERY {
+                    continue;
+                }
+                let bytes = ticking.bytes.load(Ordering::Relaxed);
+                let rate = (bytes - last_bytes) as f64 / last_line.elapsed().as_secs_f64();
+                let line = format!(
+                    "{}: {} so far after {}s ({}/s over the last {}s)",
+                    ticking.label,
+                    human_bytes(bytes),
+                    started.elapsed().as_secs(),
+                    human_bytes(rate as u64),
+                    last_line.elapsed().as_secs()
+                );
+                eprintln!("{line}");
+                tracing::debug!("{line}");
+                (last_line, last_bytes) = (Instant::now(), bytes);
+            }
+        });
+        LogLines {
+            shared,
+            ticker: Some(ticker),
+        }
+    }
 }
 
 impl Task for LogLines {
     fn advance(&self, bytes: u64) {
-        let mut s = self.state.lock().expect("progress lock");
-        s.0 += bytes;
-        if s.1.elapsed() > Duration::from_secs(30) {
-            s.1 = Instant::now();
-            tracing::info!("{}: {} so far", self.label, human_bytes(s.0));
+        self.shared
+            .bytes
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for LogLines {
+    fn drop(&mut self) {
+        self.shared
+            .done
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            t.thread().unpark();
+            let _ = t.join();
         }
     }
 }
