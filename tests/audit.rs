@@ -508,3 +508,30 @@ fn a_repair_that_dar_rejects_is_never_applied() {
         .unwrap();
     assert!(out.status.success(), "the archive still tests clean");
 }
+
+/// A set folder an interrupted copy left (no manifest, slices missing) is not made to look
+/// complete: the manifest is written back last, and only over a set whose data is whole.
+#[test]
+fn a_half_copied_set_is_never_made_to_look_complete() {
+    let env = Env::new();
+    let usb = repository_and_usb(&env, "");
+    let full_usb = full_on(&usb);
+    let full_repo = full_on(&env.repo());
+    let name = name_of(&full_usb);
+    for f in ["MANIFEST.toml", "SHA256SUMS"] {
+        fs::remove_file(full_usb.join(f)).unwrap();
+    }
+    let mut n = 2;
+    while full_usb.join(format!("{name}.{n}.dar")).exists() {
+        fs::remove_file(full_usb.join(format!("{name}.{n}.dar"))).unwrap();
+        flip(&full_repo.join(format!("{name}.{n}.dar")), 1000);
+        n += 1;
+    }
+    assert!(n > 4, "several slices are gone");
+    let (code, report) = audit(&env, &["usb", "--repair"]);
+    assert_ne!(code, 0, "{report}");
+    assert!(
+        !full_usb.join("MANIFEST.toml").exists(),
+        "a manifest over missing slices: {report}"
+    );
+}

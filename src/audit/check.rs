@@ -237,14 +237,12 @@ async fn audit_set(
         .map(str::to_owned);
 
     // The manifest: trusted when it parses, names this set and matches SHA256SUMS.
-    let Some((manifest, manifest_sha)) = trusted_manifest(
+    let Some((manifest, manifest_sha, heal_manifest)) = trusted_manifest(
         copy,
         others,
         location,
         &name,
         recorded.as_deref(),
-        options,
-        state,
         &mut report,
     )
     .await?
@@ -257,32 +255,6 @@ async fn audit_set(
 
     // Every file: size and SHA-256, a few at a time.
     let damaged = hash_files(copy, location, &manifest, task, &mut report).await?;
-
-    // SHA256SUMS is derivable from an intact manifest.
-    let expected_sums = manifest.sums_text(&manifest_sha);
-    if sums.as_deref() != Some(expected_sums.as_str()) {
-        let found = if sums.is_none() { "missing" } else { "damaged" };
-        let status = if options.repair {
-            repair::put_bytes(copy, &at(location, SHA256SUMS), expected_sums.as_bytes()).await?;
-            state.repaired(
-                &copy.name,
-                &name,
-                SHA256SUMS,
-                sums.as_deref().map(|s| sha256_hex(s.as_bytes())).as_deref(),
-                &sha256_hex(expected_sums.as_bytes()),
-                "manifest",
-            )?;
-            Status::Repaired
-        } else {
-            Status::DamagedRepairable
-        };
-        report.files.push(FileReport {
-            path: SHA256SUMS.into(),
-            found: found.into(),
-            status,
-            repaired_from: (status == Status::Repaired).then(|| "manifest".into()),
-        });
-    }
 
     // Stray files inside the set folder (a par2 `.1` leftover, a partial upload).
     let listed: HashSet<&str> = manifest
@@ -334,6 +306,66 @@ async fn audit_set(
             });
         }
     }
+    // The descriptors go last, as when a set is published or replicated: only over a set
+    // whose data is all there, so a folder an interrupted copy left never becomes a "set".
+    let data_whole = !report.files.iter().any(|f| {
+        matches!(f.status, Status::DamagedRepairable | Status::Unrepairable)
+            && is_data(&manifest, &f.path)
+    });
+    // SHA256SUMS is derivable from an intact manifest.
+    let expected_sums = manifest.sums_text(&manifest_sha);
+    if sums.as_deref() != Some(expected_sums.as_str()) {
+        let found = if sums.is_none() { "missing" } else { "damaged" };
+        let status = if options.repair && data_whole {
+            repair::put_bytes(copy, &at(location, SHA256SUMS), expected_sums.as_bytes()).await?;
+            state.repaired(
+                &copy.name,
+                &name,
+                SHA256SUMS,
+                sums.as_deref().map(|s| sha256_hex(s.as_bytes())).as_deref(),
+                &sha256_hex(expected_sums.as_bytes()),
+                "manifest",
+            )?;
+            Status::Repaired
+        } else {
+            Status::DamagedRepairable
+        };
+        report.files.push(FileReport {
+            path: SHA256SUMS.into(),
+            found: found.into(),
+            status,
+            repaired_from: (status == Status::Repaired).then(|| "manifest".into()),
+        });
+    }
+    if let Some(heal) = heal_manifest {
+        let status = if options.repair && data_whole {
+            repair::put_bytes(copy, &at(location, MANIFEST), &heal.bytes).await?;
+            state.repaired(
+                &copy.name,
+                &name,
+                MANIFEST,
+                heal.old_sha.as_deref(),
+                &sha256_hex(&heal.bytes),
+                &heal.source,
+            )?;
+            Status::Repaired
+        } else {
+            Status::DamagedRepairable
+        };
+        let found = match (status, data_whole) {
+            (Status::Repaired, _) | (_, true) => heal.found,
+            _ => format!(
+                "{}; not written back while files of the set are missing or damaged",
+                heal.found
+            ),
+        };
+        report.files.push(FileReport {
+            path: MANIFEST.into(),
+            found,
+            status,
+            repaired_from: (status == Status::Repaired).then(|| format!("copy {}", heal.source)),
+        });
+    }
     report.status = verdict(&manifest, &report.files);
 
     if options.deep && report.status <= Status::Repaired {
@@ -349,19 +381,10 @@ async fn audit_set(
 /// decides; damage only to PAR2 or bundle files that could not be healed leaves the data
 /// intact and restorable ("redundancy damaged").
 fn verdict(manifest: &Manifest, files: &[FileReport]) -> Status {
-    let is_data = |path: &str| {
-        path == MANIFEST
-            || path == SHA256SUMS
-            || manifest
-                .files
-                .iter()
-                .find(|f| f.path == path)
-                .is_none_or(|f| matches!(f.role, Role::Slice | Role::Catalogue))
-    };
     let mut worst = Status::Ok;
     for f in files {
         let status = match f.status {
-            Status::Unrepairable | Status::DamagedRepairable if !is_data(&f.path) => {
+            Status::Unrepairable | Status::DamagedRepairable if !is_data(manifest, &f.path) => {
                 Status::RedundancyDamaged
             }
             s => s,
@@ -371,7 +394,27 @@ fn verdict(manifest: &Manifest, files: &[FileReport]) -> Status {
     worst
 }
 
-/// The set's manifest and its SHA-256, healed from another copy when damaged or missing.
+/// A manifest to write back (healed from another copy), once the set's data is whole.
+struct HealManifest {
+    bytes: Vec<u8>,
+    source: String,
+    old_sha: Option<String>,
+    found: String,
+}
+
+/// Whether `path` of a set is its data (slices, catalogue) or a descriptor.
+fn is_data(manifest: &Manifest, path: &str) -> bool {
+    path == MANIFEST
+        || path == SHA256SUMS
+        || manifest
+            .files
+            .iter()
+            .find(|f| f.path == path)
+            .is_none_or(|f| matches!(f.role, Role::Slice | Role::Catalogue))
+}
+
+/// The set's manifest and its SHA-256, and, when it was damaged or missing and another copy
+/// holds it, the healthy one to write back (the caller writes it last).
 #[allow(clippy::too_many_arguments)]
 async fn trusted_manifest(
     copy: &Store,
@@ -379,18 +422,16 @@ async fn trusted_manifest(
     location: &str,
     name: &str,
     recorded: Option<&str>,
-    options: &Options,
-    state: &State,
     report: &mut SetReport,
-) -> Result<Option<(Manifest, String)>> {
+) -> Result<Option<(Manifest, String, Option<HealManifest>)>> {
     let bytes = copy.read_small(&at(location, MANIFEST)).await?;
     let parsed = bytes.as_deref().and_then(|b| parse_for(b, name));
     let sha = bytes.as_deref().map(sha256_hex);
     match (&parsed, recorded) {
         (Some(m), Some(r)) if sha.as_deref() == Some(r) => {
-            return Ok(Some((m.clone(), r.to_owned())));
+            return Ok(Some((m.clone(), r.to_owned(), None)));
         }
-        (Some(m), None) => return Ok(Some((m.clone(), sha.unwrap_or_default()))),
+        (Some(m), None) => return Ok(Some((m.clone(), sha.unwrap_or_default(), None))),
         _ => {}
     }
     // Damaged, missing, or at odds with SHA256SUMS: another copy may hold the true one.
@@ -402,33 +443,20 @@ async fn trusted_manifest(
     };
     match healthy {
         Some((source, good)) => {
-            let status = if options.repair {
-                repair::put_bytes(copy, &at(location, MANIFEST), &good).await?;
-                state.repaired(
-                    &copy.name,
-                    name,
-                    MANIFEST,
-                    sha.as_deref(),
-                    &sha256_hex(&good),
-                    &source,
-                )?;
-                Status::Repaired
-            } else {
-                Status::DamagedRepairable
-            };
-            report.files.push(FileReport {
-                path: MANIFEST.into(),
-                found: found.into(),
-                status,
-                repaired_from: (status == Status::Repaired).then(|| format!("copy {source}")),
-            });
             let m = parse_for(&good, name).expect("checked when found");
-            Ok(Some((m, sha256_hex(&good))))
+            let good_sha = sha256_hex(&good);
+            let heal = HealManifest {
+                bytes: good,
+                source,
+                old_sha: sha,
+                found: found.into(),
+            };
+            Ok(Some((m, good_sha, Some(heal))))
         }
         // No other copy to arbitrate: a manifest that parses wins over SHA256SUMS (which is
         // then rewritten from it); one that does not parse cannot be trusted.
         None => match parsed {
-            Some(m) => Ok(Some((m, sha.unwrap_or_default()))),
+            Some(m) => Ok(Some((m, sha.unwrap_or_default(), None))),
             None => {
                 report.files.push(FileReport {
                     path: MANIFEST.into(),

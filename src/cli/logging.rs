@@ -31,7 +31,7 @@ pub fn init(
     // A request given up on after a stall leaves its writer unfinished on purpose (a dead
     // server would not answer an abort either): OpenDAL's warning about it is noise.
     let quiet_retries = if verbose == 0 {
-        ",opendal::layers::retry=error,opendal::layers::complete=error"
+        ",opendal::layers::retry=error,opendal::layers::complete=error,openssh=off,openssh_sftp_client=off"
     } else {
         ""
     };
