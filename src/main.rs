@@ -15,8 +15,12 @@ fn main() -> ExitCode {
     bound_heap();
     cli::complete_if_asked();
     let cli = Cli::parse();
-    // Before any thread exists: SFTP's ssh runs through darvault's wrapper (tools::ssh).
-    darvault::tools::ssh::install(&darvault::paths::default_state_dir().join("bin"));
+    // Before any thread exists: SFTP's ssh runs through darvault's wrapper (tools::ssh),
+    // when the config has an SFTP destination (a run without one leaves nothing behind).
+    let config_file = cli.config.clone().unwrap_or_else(Config::default_path);
+    if std::fs::read_to_string(&config_file).is_ok_and(|t| t.contains("sftp")) {
+        darvault::tools::ssh::install(&darvault::paths::default_state_dir().join("bin"));
+    }
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -121,7 +121,10 @@ pub(super) async fn audit_copy(
         {
             Ok(set) => set,
             Err(Error::Interrupted) => return Err(Error::Interrupted),
-            // Whatever went wrong inside one set is that set's verdict; the others go on.
+            // The copy itself failing (a broken connection, a server that stopped answering)
+            // is the copy's error: no verdict on sets that were not read.
+            Err(e) if e.retry_helps() || matches!(e, Error::Stalled { .. }) => return Err(e),
+            // Whatever else went wrong inside one set is that set's verdict; the others go on.
             Err(e) => could_not_audit(copy, &dir, e),
         };
         let proven = matches!(set.status, Status::Ok | Status::Repaired);
@@ -521,6 +524,7 @@ async fn examine(
     let found = match copy.hash(path).await {
         Ok(found) => found,
         Err(Error::Interrupted) => return Err(Error::Interrupted),
+        Err(e) if e.retry_helps() || matches!(e, Error::Stalled { .. }) => return Err(e),
         // A directory where a file belongs, an unreadable file: that file's verdict.
         Err(e) => return Ok(Some((format!("unreadable ({e})"), None))),
     };

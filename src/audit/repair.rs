@@ -8,23 +8,18 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 use super::Status;
 use super::check::parse_for;
 use crate::config::Config;
-use crate::copy::{Store, storage_error};
+use crate::copy::{Expected, Limiter, Store};
 use crate::error::{Error, Result};
-use crate::hashing::{hex, sha256_hex};
+use crate::hashing::sha256_hex;
+use crate::progress::Silent;
 use crate::set::manifest::FileEntry;
 use crate::set::{MANIFEST, Manifest, Role};
 use crate::tools::dar::Dar;
 use crate::tools::par2::{Group, Par2, Verdict};
-use crate::tools::process::check_stop;
 use crate::tools::secret::Passphrase;
-
-const CHUNK: u64 = 8 << 20;
-const TEMP_SUFFIX: &str = ".darvault-repair";
 
 pub(super) enum Outcome {
     Repaired {
@@ -515,39 +510,33 @@ async fn replace_link(copy: &Store, path: &str) -> Result<()> {
     Ok(())
 }
 
-/// Write `path` on `copy` under a temporary name and move it into place; where the service
-/// cannot rename (object stores), a single PUT replaces the object atomically anyway.
-fn temp_path(copy: &Store, path: &str) -> String {
-    if copy.op.info().capability().rename {
-        format!("{path}{TEMP_SUFFIX}")
-    } else {
-        path.to_owned()
-    }
-}
-
-async fn move_into_place(copy: &Store, temp: &str, path: &str) -> Result<()> {
-    if temp != path {
-        copy.op
-            .rename(temp, path)
-            .await
-            .map_err(|e| storage_error(&format!("cannot move {temp} into place"), e))?;
-    }
-    Ok(())
-}
-
-/// Write small bytes (a manifest, SHA256SUMS) in place, safely.
+/// Write small bytes (a manifest, SHA256SUMS) in place, safely (see `copy_verified`).
 pub(super) async fn put_bytes(copy: &Store, path: &str, bytes: &[u8]) -> Result<()> {
     replace_link(copy, path).await?;
-    let temp = temp_path(copy, path);
-    copy.op
-        .write(&temp, bytes.to_vec())
-        .await
-        .map_err(|e| storage_error(&format!("cannot write {temp}"), e))?;
-    move_into_place(copy, &temp, path).await
+    let mut file = tempfile::NamedTempFile::new()
+        .map_err(|e| Error::Failed(format!("cannot make a scratch file: {e}")))?;
+    std::io::Write::write_all(&mut file, bytes)
+        .map_err(|e| Error::Failed(format!("cannot write a scratch file: {e}")))?;
+    let sha256 = sha256_hex(bytes);
+    let expected = Expected {
+        size: bytes.len() as u64,
+        sha256: &sha256,
+    };
+    copy.put_file(
+        file.path(),
+        path,
+        &expected,
+        &Limiter::new(None),
+        &Silent,
+        false,
+    )
+    .await
 }
 
-/// Stream `src_path` from one copy to `dst_path` on another, hashing on the way: only bytes
-/// that match the manifest entry are moved into place.
+/// Put `src_path` of one copy at `dst_path` on another: through the destination's own
+/// writer (a temporary name moved into place once proven, never through a link, under the
+/// stall deadline, WebDAV streamed), so only bytes that match the manifest entry replace
+/// anything. A remote source is downloaded to a scratch file first.
 async fn copy_verified(
     src: &Store,
     src_path: &str,
@@ -556,37 +545,32 @@ async fn copy_verified(
     entry: &FileEntry,
 ) -> Result<()> {
     replace_link(dst, dst_path).await?;
-    let failed_read = |e| storage_error(&format!("cannot read {src_path} on {}", src.name), e);
-    let reader = src.op.reader(src_path).await.map_err(failed_read)?;
-    let temp = temp_path(dst, dst_path);
-    let failed_write = |e| storage_error(&format!("cannot write {temp} on {}", dst.name), e);
-    let mut writer = dst
-        .op
-        .writer_with(&temp)
-        .chunk(CHUNK as usize)
-        .await
-        .map_err(failed_write)?;
-    let mut hasher = Sha256::new();
-    let mut offset = 0;
-    while offset < entry.size {
-        check_stop()?;
-        let end = (offset + CHUNK).min(entry.size);
-        let buf = reader.read(offset..end).await.map_err(failed_read)?;
-        for chunk in buf.clone() {
-            hasher.update(&chunk);
+    let scratch;
+    let local = match &src.local_root {
+        Some(root) if !src.is_link(src_path) => root.join(src_path),
+        _ => {
+            scratch = tempfile::Builder::new()
+                .prefix("darvault-heal.")
+                .tempdir()
+                .map_err(|e| Error::Failed(format!("cannot make a scratch directory: {e}")))?;
+            let local = scratch.path().join("file");
+            src.download(src_path, &local).await?;
+            local
         }
-        writer.write(buf).await.map_err(failed_write)?;
-        offset = end;
-    }
-    if hex(&hasher.finalize()) != entry.sha256 {
-        let _ = writer.abort().await;
-        return Err(Error::Failed(format!(
-            "{src_path} on {} changed while being copied: nothing was replaced",
-            src.name
-        )));
-    }
-    writer.close().await.map_err(failed_write)?;
-    move_into_place(dst, &temp, dst_path).await
+    };
+    let expected = Expected {
+        size: entry.size,
+        sha256: &entry.sha256,
+    };
+    dst.put_file(
+        &local,
+        dst_path,
+        &expected,
+        &Limiter::new(None),
+        &Silent,
+        false,
+    )
+    .await
 }
 
 /// `par2 verify` of every group and `dar -t` of the archive, on the copy's own bytes (a

@@ -383,7 +383,8 @@ impl<'a> EarlyWork<'a> {
     fn run(&self, mut seals: Seals, settled: &Settled, dar_done: &AtomicBool) -> Result<Early<'a>> {
         let (mut slices, mut groups) = (Vec::new(), Vec::new());
         let mut n = 1;
-        let mut gave_up = false;
+        // Without change notifications nothing done now could be proven later.
+        let mut gave_up = !seals.watching();
         while !dar_done.load(Ordering::Relaxed) {
             check_stop()?;
             if gave_up || !settled.is_settled(n) {

@@ -96,17 +96,21 @@ impl Anchored {
         Ok(dir)
     }
 
-    /// Create (or truncate) the regular file `rel` for writing; never through a link.
+    /// Create the regular file `rel` anew for writing (whatever was there under that name,
+    /// a link included, is removed first, never written through: a hard link planted in a
+    /// copy cannot carry the write elsewhere either).
     pub fn create(&self, rel: &str) -> Result<File> {
         let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
         let dir = self.folder(parent)?;
         let name = self.c_name(rel, name)?;
-        // SAFETY: openat with a valid directory descriptor and a single NUL-terminated name.
+        // SAFETY: unlinkat/openat with a valid directory descriptor and a single
+        // NUL-terminated name.
         let fd = unsafe {
+            libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0);
             libc::openat(
                 dir.as_raw_fd(),
                 name.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
                 0o644,
             )
         };
@@ -115,6 +119,29 @@ impl Anchored {
         }
         // SAFETY: fd was just opened and is owned by nothing else.
         Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// Move `from` onto `to` (both in the same folder), replacing it atomically.
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (parent, from_name) = from.rsplit_once('/').unwrap_or(("", from));
+        let (to_parent, to_name) = to.rsplit_once('/').unwrap_or(("", to));
+        if parent != to_parent {
+            return Err(Error::Failed(format!(
+                "{from} and {to} are not in one folder"
+            )));
+        }
+        let dir = self.folder_if_there(parent)?;
+        let (a, b) = (self.c_name(from, from_name)?, self.c_name(to, to_name)?);
+        // SAFETY: renameat within one valid directory descriptor, single names.
+        let rc =
+            unsafe { libc::renameat(dir.as_raw_fd(), a.as_ptr(), dir.as_raw_fd(), b.as_ptr()) };
+        if rc == -1 {
+            return Err(self.failed(to, std::io::Error::last_os_error()));
+        }
+        // The rename is durable once the folder is.
+        // SAFETY: fsync of a valid descriptor.
+        unsafe { libc::fsync(dir.as_raw_fd()) };
+        Ok(())
     }
 
     /// Remove the file `rel` if it is there (a link is removed, not followed).
@@ -196,8 +223,14 @@ mod tests {
         assert!(err.to_string().contains("symbolic link"), "{err}");
         std::os::unix::fs::symlink(outside.path().join("t"), root.path().join("file-link"))
             .unwrap();
-        assert!(a.create("file-link").is_err());
+        // A link in the file's place is replaced by a real file, never written through.
+        std::io::Write::write_all(&mut a.create("file-link").unwrap(), b"y").unwrap();
         assert!(!outside.path().join("t").exists());
+        assert!(
+            std::fs::symlink_metadata(root.path().join("file-link"))
+                .unwrap()
+                .is_file()
+        );
         assert!(a.create("../escape").is_err());
     }
 }

@@ -47,10 +47,7 @@ pub fn understand(e: &opendal::Error) -> (Retry, String) {
             Retry::Helps,
             format!("the service asks to slow down ({detail})"),
         ),
-        _ if detail.contains("403") || detail.contains("401") => {
-            permanent("access denied: check the credentials and their rights")
-        }
-        _ if detail.contains("NoSuchBucket") => permanent("no such bucket"),
+        _ if detail.contains("<Code>NoSuchBucket</Code>") => permanent("no such bucket"),
         _ if e.is_temporary() => (Retry::Helps, detail),
         _ => (Retry::Useless, detail),
     }

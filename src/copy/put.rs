@@ -19,6 +19,8 @@ use crate::tools::process::check_stop;
 pub const CHUNK: usize = 8 << 20;
 /// Parts of one file in flight at once (multipart services).
 const PARTS_IN_FLIGHT: usize = 2;
+/// The suffix of a file being written, before it is proven and moved into place.
+pub const PARTIAL: &str = ".darvault-partial";
 
 /// An average-rate bandwidth limit shared by every upload to one copy.
 pub struct Limiter {
@@ -60,8 +62,10 @@ pub struct Expected<'a> {
 }
 
 impl Store {
-    /// Put `local` at `remote`: only bytes that hash to `expected` are kept (a mismatch
-    /// aborts the write, nothing half-written stays where the service allows it).
+    /// Put `local` at `remote`: only bytes that hash to `expected` are kept. They are
+    /// written under a temporary name and moved into place once proven (object stores, which
+    /// cannot rename, replace an object only when its upload completes), so a failed or
+    /// refused upload never harms a good file already there.
     pub async fn put_file(
         &self,
         local: &Path,
@@ -71,44 +75,77 @@ impl Store {
         task: &dyn Task,
         readback: bool,
     ) -> Result<()> {
+        let temp = self.temp_name(remote);
         self.retrying(&format!("cannot send {remote}"), || async {
             self.check_mount()?;
             match (&self.anchor, &self.dav) {
                 (Some(anchor), _) => {
-                    self.put_local(anchor, local, remote, expected, limiter, task)
+                    self.put_local(anchor, local, &temp, expected, limiter, task)
                         .await?
                 }
                 (None, Some(_)) => {
-                    self.put_streamed(local, remote, expected, limiter, task)
+                    self.put_streamed(local, &temp, expected, limiter, task)
                         .await?
                 }
                 (None, None) => {
-                    self.put_written(local, remote, expected, limiter, task)
+                    self.put_written(local, &temp, expected, limiter, task)
                         .await?
                 }
             }
             // What was written went to the disk the copy was opened on; is it still there?
             self.check_mount()?;
             if self.anchor.is_none() {
-                let what = format!("cannot check {remote}");
-                let meta = self.within(&what, self.op.stat(remote)).await?;
+                let what = format!("cannot check {temp}");
+                let meta = self.within(&what, self.op.stat(&temp)).await?;
                 if meta.content_length() != expected.size {
                     return Err(Error::Failed(format!(
-                        "{remote} holds {} bytes after upload, {} were sent",
+                        "{temp} holds {} bytes after upload, {} were sent",
                         meta.content_length(),
                         expected.size
                     )));
                 }
             }
-            if readback && self.hash(remote).await?.map(|h| h.1).as_deref() != Some(expected.sha256)
+            if readback && self.hash(&temp).await?.map(|h| h.1).as_deref() != Some(expected.sha256)
             {
                 return Err(Error::Failed(format!(
-                    "{remote} read back differs from what was sent"
+                    "{temp} read back differs from what was sent"
                 )));
             }
-            Ok(())
+            self.move_into_place(&temp, remote).await
         })
         .await
+    }
+
+    /// Where a file is written before it is proven: `<name>.darvault-partial` where the copy
+    /// can rename, the name itself on object stores (an upload replaces the object only when
+    /// it completes). Audit and replicate take such a leftover for what it is.
+    fn temp_name(&self, remote: &str) -> String {
+        if self.anchor.is_some() || self.op.info().capability().rename {
+            format!("{remote}{PARTIAL}")
+        } else {
+            remote.to_owned()
+        }
+    }
+
+    async fn move_into_place(&self, temp: &str, remote: &str) -> Result<()> {
+        if temp == remote {
+            return Ok(());
+        }
+        if let Some(anchor) = &self.anchor {
+            return anchor.rename(temp, remote);
+        }
+        let what = format!("cannot move {temp} into place");
+        if self
+            .within(&what, self.op.rename(temp, remote))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        // SFTP's rename refuses to replace a file: the old one goes first (the proven new
+        // bytes are safe under the temporary name meanwhile).
+        let _ = self.within(&what, self.op.delete(remote)).await;
+        self.within(&what, self.op.rename(temp, remote)).await
     }
 
     /// Into a local copy, through its anchored root; synced, and its size checked on the
@@ -218,11 +255,13 @@ impl Store {
             .as_ref()
             .is_err_and(|e| !matches!(e, Error::Stalled { .. }))
         {
-            // Nothing half-written is kept: a multipart upload is dropped above, a file that
-            // was written directly (fs, SFTP) is removed. (Not when the copy stopped
-            // answering: a partial slice without its manifest is never taken for a set, and
-            // the next run writes it again.)
-            let _ = tokio::time::timeout(self.stall, self.op.delete(remote)).await;
+            // Nothing half-written is kept: a multipart upload is dropped above, a partial
+            // file removed. An object written under its own name (object stores) is never
+            // deleted: the upload that failed did not replace it. (Nothing is tried when the
+            // copy stopped answering.)
+            if remote.ends_with(PARTIAL) {
+                let _ = tokio::time::timeout(self.stall, self.op.delete(remote)).await;
+            }
         }
         outcome
     }
@@ -261,11 +300,16 @@ impl Store {
                 Ok(answer) => answer,
                 Err(_) => Err(self.stalled(&what)),
             },
-            Err(Error::Failed(m)) if m.is_empty() => upload.finish(&what).await,
+            Err(Error::Failed(m)) if m.is_empty() => {
+                match tokio::time::timeout(self.stall, upload.finish(&what)).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(self.stalled(&what)),
+                }
+            }
             Err(e) => {
                 let stalled = matches!(e, Error::Stalled { .. });
                 upload.abort();
-                if !stalled {
+                if !stalled && remote.ends_with(PARTIAL) {
                     let _ = tokio::time::timeout(self.stall, self.op.delete(remote)).await;
                 }
                 Err(e)

@@ -189,7 +189,7 @@ pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {
 struct Catalogues<'a> {
     config: Option<&'a Config>,
     state: crate::state::State,
-    rt: tokio::runtime::Runtime,
+    rt: crate::replicate::Runtime,
     copy: Store,
     scratch: tempfile::TempDir,
     /// Run the copy's bundled dar_static even when this darvault did not bundle it.
@@ -492,8 +492,16 @@ fn trusted_bundled(
         .filter(|p| p.is_file())
         .or_else(|| std::env::args_os().next().map(PathBuf::from))
         .and_then(|p| p.canonicalize().ok());
-    if let (Some(running), Some(root)) = (running, &copy.local_root)
+    let own_darvault = set
+        .manifest
+        .files
+        .iter()
+        .find(|f| f.path == "bundle/darvault")
+        .map(|f| f.sha256.as_str());
+    if let (Some(running), Some(root), Some(own)) = (running, &copy.local_root, own_darvault)
         && running.starts_with(root)
+        && running.ends_with("bundle/darvault")
+        && crate::hashing::hash_file(&running).is_ok_and(|(_, sha)| sha == own)
     {
         return Ok(format!(
             "{path} of {}: this darvault is the copy's own bundled one",
@@ -504,6 +512,28 @@ fn trusted_bundled(
         "{path} of {} (SHA-256 {sha}) is not a binary this darvault bundled, nor this machine's own: it was not run (a copy is untrusted input). Compare it with a dar_static you trust (sha256sum; Debian's package dar-static), then add --trust-bundle",
         set.manifest.set.name
     )))
+}
+
+/// Copy `fetched` (the set's `path`) into `scratch` and prove the copy against the manifest:
+/// the bytes that will run are the bytes that were checked.
+fn private_copy(scratch: &Path, set: &FoundSet, path: &str, fetched: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch.join("trusted");
+    std::fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
+    let copy = dir.join(path.rsplit('/').next().unwrap_or(path));
+    let _ = std::fs::remove_file(&copy);
+    std::fs::copy(fetched, &copy).map_err(Error::io("cannot copy", fetched))?;
+    let expected = set.manifest.files.iter().find(|f| f.path == path);
+    let (size, sha) = crate::hashing::hash_file(&copy)?;
+    if expected.is_none_or(|f| f.size != size || f.sha256 != sha) {
+        return Err(Error::Failed(format!(
+            "{path} of {} changed while it was read: not run",
+            set.manifest.set.name
+        )));
+    }
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o700))
+        .map_err(Error::io("cannot make executable", &copy))?;
+    Ok(copy)
 }
 
 /// dar from the config, else from PATH, else the copy's own bundled dar_static (when trusted).
@@ -531,14 +561,12 @@ fn locate_dar(
             }
         };
         trusted_bundled(state, fetch.copy, newest, "dar_static", None, trust_bundle)?;
-        let bundled = fetch
+        let fetched = fetch
             .file(newest, "bundle/dar_static")
             .map_err(|_| missing)?;
-        if fetch.copy.local_root.is_none() {
-            let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-            std::fs::set_permissions(&bundled, executable)
-                .map_err(Error::io("cannot make executable", &bundled))?;
-        }
+        // What runs is a private copy, proven after it was made: the copy's file could
+        // change between the check and the run.
+        let bundled = private_copy(fetch.scratch, newest, "bundle/dar_static", &fetched)?;
         tracing::info!(
             "using the bundled dar_static of {}",
             newest.manifest.set.name

@@ -74,7 +74,9 @@ struct Seal {
 /// The seals of one staging directory (and its sub-directories that were added).
 pub struct Seals {
     root: PathBuf,
-    inotify: Inotify,
+    /// None when the kernel refused a watch (the per-user inotify limit): then nothing is
+    /// hashed while dar runs, and the last gate hashes every file again.
+    inotify: Option<Inotify>,
     /// Watched directory → its path relative to the root ("" or "bundle/").
     dirs: HashMap<WatchDescriptor, String>,
     seals: BTreeMap<String, Seal>,
@@ -86,31 +88,47 @@ pub struct Seals {
 impl Seals {
     /// Start watching `root` (before anything is written into it).
     pub fn watch(root: &Path) -> Result<Seals> {
-        let inotify = Inotify::init()
-            .map_err(|e| Error::Failed(format!("cannot watch {}: {e}", root.display())))?;
         let mut seals = Seals {
             root: root.to_owned(),
-            inotify,
+            inotify: Inotify::init().ok(),
             dirs: HashMap::new(),
             seals: BTreeMap::new(),
             overflowed: false,
             buffer: vec![0u8; 64 * 1024],
         };
         seals.watch_dir("")?;
+        if seals.inotify.is_none() {
+            tracing::warn!(
+                "cannot watch {} for changes (inotify): slices are hashed after dar ends, and once more before publishing",
+                root.display()
+            );
+        }
         Ok(seals)
+    }
+
+    /// Whether changes are watched (else nothing should be hashed while dar runs).
+    pub fn watching(&self) -> bool {
+        self.inotify.is_some()
     }
 
     /// Also watch the sub-directory `rel` (create it first; seal nothing in it before this).
     pub fn watch_dir(&mut self, rel: &str) -> Result<()> {
         let dir = self.root.join(rel);
-        let wd = self
-            .inotify
-            .watches()
-            .add(
-                &dir,
-                changes() | WatchMask::ONLYDIR | WatchMask::DONT_FOLLOW,
-            )
-            .map_err(|e| Error::Failed(format!("cannot watch {}: {e}", dir.display())))?;
+        let Some(inotify) = &mut self.inotify else {
+            return Ok(());
+        };
+        let added = inotify.watches().add(
+            &dir,
+            changes() | WatchMask::ONLYDIR | WatchMask::DONT_FOLLOW,
+        );
+        let wd = match added {
+            Ok(wd) => wd,
+            Err(e) => {
+                tracing::warn!("cannot watch {} for changes: {e}", dir.display());
+                self.inotify = None;
+                return Ok(());
+            }
+        };
         let prefix = if rel.is_empty() {
             String::new()
         } else {
@@ -122,8 +140,11 @@ impl Seals {
 
     /// Read the notifications queued so far; each one breaks the seal of the name it reports.
     fn drain(&mut self) -> Result<()> {
+        let Some(inotify) = &mut self.inotify else {
+            return Ok(());
+        };
         loop {
-            let events = match self.inotify.read_events(&mut self.buffer) {
+            let events = match inotify.read_events(&mut self.buffer) {
                 Ok(events) => events,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(Error::Failed(format!("cannot read notifications: {e}"))),
@@ -184,7 +205,9 @@ impl Seals {
     /// The sealed names whose seal is broken now, in order.
     pub fn broken(&mut self) -> Result<Vec<String>> {
         self.drain()?;
-        let overflowed = self.overflowed;
+        // A lost notification breaks the seals taken before it; the work redone after this
+        // call is sealed anew.
+        let overflowed = std::mem::take(&mut self.overflowed);
         let mut out = Vec::new();
         for (rel, seal) in &mut self.seals {
             let same = Fingerprint::of(&self.root.join(rel))
@@ -214,6 +237,15 @@ impl Seals {
         };
         if let Some(rel) = self.broken()?.first() {
             return fail(format!("{rel} changed after it was hashed"));
+        }
+        if !self.watching() {
+            // No notifications to prove it: every file is read once more.
+            for f in files {
+                let (size, sha) = hash_file(&self.root.join(&f.path))?;
+                if size != f.size || sha != f.sha256 {
+                    return fail(format!("{} changed after it was hashed", f.path));
+                }
+            }
         }
         let mut expected: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
         expected.extend([MANIFEST, SHA256SUMS]);

@@ -27,11 +27,14 @@ pub fn install(dir: &Path) {
     let current = std::fs::read_to_string(&wrapper).ok();
     if current.as_deref() != Some(script.as_str()) {
         use std::os::unix::fs::PermissionsExt;
+        // Written aside and renamed: another darvault may be running the current one.
+        let partial = dir.join(format!(".ssh.{}", std::process::id()));
         let written = crate::paths::private_dir(dir)
-            .and_then(|_| std::fs::write(&wrapper, &script))
+            .and_then(|_| std::fs::write(&partial, &script))
             .and_then(|_| {
-                std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o700))
-            });
+                std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o700))
+            })
+            .and_then(|_| std::fs::rename(&partial, &wrapper));
         if written.is_err() {
             return;
         }
