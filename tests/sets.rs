@@ -4,7 +4,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -319,17 +319,38 @@ fn a_busybox_chroot_restores_the_chain_by_following_restore_txt() {
             .collect()
     };
     let cd = step("cd ");
-    let check = step("sha256sum -c");
+    let runnable = step("chmod +x bundle/");
+    let check = step("for s in ");
     let test = step("bundle/dar_static -t");
     let restore = step("bundle/dar_static -x");
     assert_eq!(
-        (cd.len(), check.len(), test.len(), restore.len()),
-        (1, 1, 1, sets.len()),
+        (
+            cd.len(),
+            runnable.len(),
+            check.len(),
+            test.len(),
+            restore.len()
+        ),
+        (1, 1, 1, 1, sets.len()),
         "RESTORE.txt's commands:\n{text}"
     );
+    // Copies lose modes: the chroot's tools start without the executable mark.
+    for set in &sets {
+        for tool in ["dar_static", "par2"] {
+            let p = root
+                .join("disk")
+                .join(name_of(set))
+                .join("bundle")
+                .join(tool);
+            if p.exists() {
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+    }
     let script = format!(
-        "set -e\n{}\n{}\n{}\nmkdir /restored\n{}\necho RESTORED\n",
+        "set -e\n{}\n{}\n{} | tee /check.txt\n{}\nmkdir /restored\n{}\necho RESTORED\n",
         cd[0].replace("/path/to/docs", "/disk"),
+        runnable[0],
         check[0],
         test[0],
         restore.join("\n")
@@ -352,6 +373,13 @@ fn a_busybox_chroot_restores_the_chain_by_following_restore_txt() {
         "{terminal}"
     );
     assert_same_tree(&state, &snapshot(&root.join("restored")));
+    let checked = fs::read_to_string(root.join("check.txt")).unwrap();
+    for set in &sets {
+        assert!(
+            checked.contains(&format!("{}: OK", name_of(set))),
+            "step 1 checks every set of the chain: {checked}"
+        );
+    }
 }
 
 #[test]

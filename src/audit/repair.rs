@@ -521,6 +521,7 @@ pub(super) async fn put_bytes(copy: &Store, path: &str, bytes: &[u8]) -> Result<
     let expected = Expected {
         size: bytes.len() as u64,
         sha256: &sha256,
+        executable: false,
     };
     copy.put_file(
         file.path(),
@@ -561,6 +562,7 @@ async fn copy_verified(
     let expected = Expected {
         size: entry.size,
         sha256: &entry.sha256,
+        executable: entry.is_program(),
     };
     dst.put_file(
         &local,

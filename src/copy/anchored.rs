@@ -99,7 +99,7 @@ impl Anchored {
     /// Create the regular file `rel` anew for writing (whatever was there under that name,
     /// a link included, is removed first, never written through: a hard link planted in a
     /// copy cannot carry the write elsewhere either).
-    pub fn create(&self, rel: &str) -> Result<File> {
+    pub fn create(&self, rel: &str, mode: libc::mode_t) -> Result<File> {
         let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
         let dir = self.folder(parent)?;
         let name = self.c_name(rel, name)?;
@@ -111,7 +111,7 @@ impl Anchored {
                 dir.as_raw_fd(),
                 name.as_ptr(),
                 libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o644,
+                mode as libc::c_uint,
             )
         };
         if fd < 0 {
@@ -216,21 +216,21 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         let a = Anchored::at(root.path()).unwrap();
-        std::io::Write::write_all(&mut a.create("d/e/f.txt").unwrap(), b"x").unwrap();
+        std::io::Write::write_all(&mut a.create("d/e/f.txt", 0o644).unwrap(), b"x").unwrap();
         assert_eq!(std::fs::read(root.path().join("d/e/f.txt")).unwrap(), b"x");
         std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
-        let err = a.create("link/f.txt").unwrap_err();
+        let err = a.create("link/f.txt", 0o644).unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
         std::os::unix::fs::symlink(outside.path().join("t"), root.path().join("file-link"))
             .unwrap();
         // A link in the file's place is replaced by a real file, never written through.
-        std::io::Write::write_all(&mut a.create("file-link").unwrap(), b"y").unwrap();
+        std::io::Write::write_all(&mut a.create("file-link", 0o644).unwrap(), b"y").unwrap();
         assert!(!outside.path().join("t").exists());
         assert!(
             std::fs::symlink_metadata(root.path().join("file-link"))
                 .unwrap()
                 .is_file()
         );
-        assert!(a.create("../escape").is_err());
+        assert!(a.create("../escape", 0o644).is_err());
     }
 }

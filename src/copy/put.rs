@@ -59,6 +59,9 @@ impl Limiter {
 pub struct Expected<'a> {
     pub size: u64,
     pub sha256: &'a str,
+    /// A program (a bundled binary): made executable where the copy keeps modes, so that a
+    /// rescue machine can run it straight from the copy.
+    pub executable: bool,
 }
 
 impl Store {
@@ -169,7 +172,8 @@ impl Store {
             },
             None => Error::io("cannot write", Path::new(remote))(e),
         };
-        let mut out = tokio::fs::File::from_std(anchor.create(remote)?);
+        let mode = if expected.executable { 0o755 } else { 0o644 };
+        let mut out = tokio::fs::File::from_std(anchor.create(remote, mode)?);
         let slack = limiter.chunk_time();
         let mut reader = Hashed::open(local, expected).await?;
         let deadline = self.stall + slack;

@@ -36,6 +36,7 @@ struct Upload {
     remote: String,
     sha256: String,
     size: u64,
+    executable: bool,
 }
 
 impl SetJob {
@@ -74,6 +75,7 @@ impl SetJob {
                 remote,
                 sha256: f.sha256.clone(),
                 size: f.size,
+                executable: f.is_program(),
             };
             let (store, limiter, task, state) = (
                 Arc::clone(&self.store),
@@ -136,6 +138,7 @@ impl SetJob {
                 remote: format!("{}/{name}", self.remote_dir),
                 sha256,
                 size: bytes.len() as u64,
+                executable: false,
             };
             send(
                 &self.store,
@@ -168,6 +171,7 @@ async fn send(
     let expected = Expected {
         size: u.size,
         sha256: &u.sha256,
+        executable: u.executable,
     };
     store
         .put_file(&u.local, &u.remote, &expected, limiter, task, readback)

@@ -30,6 +30,18 @@ pub struct RestoreText<'a> {
 }
 
 impl RestoreText<'_> {
+    /// The bundled programs, as RESTORE.txt names them.
+    fn programs(&self) -> Vec<&'static str> {
+        let mut p = vec!["bundle/dar_static"];
+        if self.par2_bundled {
+            p.push("bundle/par2");
+        }
+        if self.darvault_bundled {
+            p.push("bundle/darvault");
+        }
+        p
+    }
+
     pub fn render(&self) -> String {
         let key = if self.encrypted { " -K aes:" } else { "" };
         let par2 = if self.par2_bundled {
@@ -83,6 +95,8 @@ impl RestoreText<'_> {
             )
             .replace("{{PAR2_REPAIR}}", &repair)
             .replace("{{CHAIN_LIST}}", &chain_list)
+            .replace("{{CHAIN_NAMES}}", &self.chain.join(" "))
+            .replace("{{PROGRAMS}}", &self.programs().join(" "))
             .replace("{{CHAIN_COMMANDS}}", &extract(""))
             .replace(
                 "{{ONE_FILE_COMMANDS}}",

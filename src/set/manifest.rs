@@ -104,6 +104,14 @@ pub struct FileEntry {
     pub role: Role,
 }
 
+impl FileEntry {
+    /// A program of the bundle (dar_static, par2, darvault): kept executable on copies that
+    /// keep modes.
+    pub fn is_program(&self) -> bool {
+        self.role == Role::Bundle && !self.path.ends_with(".txt")
+    }
+}
+
 /// No file of a set is larger than this (1 PiB): a larger size is a damaged or crafted manifest.
 const MAX_FILE_SIZE: u64 = 1 << 50;
 
