@@ -101,7 +101,7 @@ fn run(cli: &Cli) -> Result<u8, Error> {
                     temp.path().to_owned()
                 }
             };
-            darvault::demo::run(&dir, &progress, &mut |line| println!("{line}"))
+            darvault::demo::run(&dir, &progress, &mut |line| render::line(line))
         }
         Command::Backup(args) => {
             let config = Config::load(&config_path)?;
@@ -153,10 +153,19 @@ fn run(cli: &Cli) -> Result<u8, Error> {
             let from: Vec<&str> = args.from.iter().map(String::as_str).collect();
             let config = config_unless_path(&config_path, &from)?;
             let _log = cli::logging::init(cli.verbose, cli.quiet, None);
+            let definition = match (&args.definition, config.as_ref()) {
+                (Some(d), _) => d.clone(),
+                (None, Some(c)) if c.definitions.len() == 1 => c.definitions[0].name().to_string(),
+                _ => {
+                    return Err(Error::Usage(
+                        "name the definition to restore with -d (the config has several, or none is read)".into(),
+                    ));
+                }
+            };
             let Some(target) = args.target.clone().filter(|_| !args.list) else {
                 let request = darvault::restore::ListRequest {
                     from: args.from.clone(),
-                    definition: args.definition.clone(),
+                    definition: definition.clone(),
                     as_of: args.as_of.clone(),
                     paths: args.paths.clone(),
                 };
@@ -166,7 +175,7 @@ fn run(cli: &Cli) -> Result<u8, Error> {
             };
             let request = darvault::restore::Request {
                 from: args.from.clone(),
-                definition: args.definition.clone(),
+                definition,
                 as_of: args.as_of.clone(),
                 target,
                 paths: args.paths.clone(),
@@ -272,11 +281,14 @@ fn run(cli: &Cli) -> Result<u8, Error> {
         }
         Command::Completions { shell } => {
             cli::completions(*shell)
+                .inspect_err(render::quiet_exit_on_closed)
                 .map_err(|e| Error::Failed(format!("cannot write the script: {e}")))?;
             Ok(exit::OK)
         }
         Command::Man => {
-            cli::man().map_err(|e| Error::Failed(format!("cannot write the manual page: {e}")))?;
+            cli::man()
+                .inspect_err(render::quiet_exit_on_closed)
+                .map_err(|e| Error::Failed(format!("cannot write the manual page: {e}")))?;
             Ok(exit::OK)
         }
         Command::List { copy, definitions } => {

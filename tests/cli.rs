@@ -94,3 +94,51 @@ fn bash_completes_commands_options_and_the_users_own_names() {
         [set]
     );
 }
+
+/// A reader that goes away ends darvault quietly with exit 0, as other Unix tools do.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {} man | head -c 10 >/dev/null",
+            env!("CARGO_BIN_EXE_darvault")
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+}
+
+/// Silent no-ops and needless flags: a set name that matches nothing is said (exit 2); a
+/// config with one definition needs no -d to restore; a log piped to a file has no colours.
+#[test]
+fn mistakes_are_said_and_needless_flags_are_not_needed() {
+    let env = common::Env::new();
+    env.config(&format!(
+        "[[definition]]\nname = \"photos\"\nsource = {:?}\n",
+        env.path("src").display().to_string()
+    ));
+    common::write(&env.path("src/a.txt"), b"a\n");
+    assert_eq!(common::code(&env.run(&["backup", "--full"])), 0);
+    let out = env.run(&["cleanup", "--set", "photos_FULL_1999-01-01_000000"]);
+    assert_eq!(common::code(&out), 2);
+    assert!(
+        common::stderr(&out).contains("no set named"),
+        "{}",
+        common::stderr(&out)
+    );
+    let target = env.path("restored");
+    let out = env.run(&["restore", "--target", &target.display().to_string()]);
+    assert_eq!(common::code(&out), 0, "{}", common::stderr(&out));
+    assert_eq!(std::fs::read(target.join("a.txt")).unwrap(), b"a\n");
+    let out = env.run(&["backup", "--diff", "-d", "nosuch"]);
+    assert!(
+        !common::stderr(&out).contains('\x1b'),
+        "colours in a pipe: {}",
+        common::stderr(&out)
+    );
+}

@@ -108,7 +108,8 @@ pub fn run(
                 Outcome::Published(set)
             }
             Err(e) => {
-                tracing::error!(definition = %name, "backup failed: {e}");
+                // The report says it on stdout; the log keeps it too.
+                tracing::info!(definition = %name, "backup failed: {e}");
                 Outcome::Failed {
                     error: e.to_string(),
                     exit_code: e.exit_code(),

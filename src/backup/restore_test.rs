@@ -142,11 +142,18 @@ pub fn run(
             mismatches.join("; ")
         )));
     }
+    let compared = (sample.len() - changed.len()) as u64;
     Ok(Outcome {
         record: RestoreTestRecord {
-            outcome: "passed".into(),
+            // Nothing compared is no evidence: never called "passed".
+            outcome: if compared == 0 {
+                "not tested"
+            } else {
+                "passed"
+            }
+            .into(),
             eligible,
-            compared: (sample.len() - changed.len()) as u64,
+            compared,
             changed_since: changed.len() as u64,
         },
         changed,

@@ -42,6 +42,9 @@ pub struct CopyReport {
     /// Staging folders and par2 leftovers removed (or, in a dry run, to remove).
     pub leftovers: Vec<String>,
     pub error: Option<String>,
+    /// The sets found there (to tell a `--set` name that matches nothing).
+    #[serde(skip)]
+    pub found: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -121,8 +124,17 @@ pub fn run(config: &Config, req: &Request, confirm: Confirm) -> Result<Report> {
                 kept: 0,
                 leftovers: Vec::new(),
                 error: Some(e.to_string()),
+                found: Vec::new(),
             });
         copies.push(report);
+    }
+    // A set named on the command line that no copy holds is a mistake to say, not a no-op.
+    for named in &req.sets {
+        if !copies.iter().any(|c| c.found.contains(named)) {
+            return Err(Error::Usage(format!(
+                "no set named {named:?} on the copies cleaned (see `darvault list`)"
+            )));
+        }
     }
     let report = Report {
         dry_run: req.dry_run,
@@ -206,6 +218,7 @@ fn clean_copy(
         kept: 0,
         leftovers: Vec::new(),
         error: None,
+        found: Vec::new(),
     };
     let now = jiff::ZonedDateTime::now();
     for definition in &config.definitions {
@@ -227,6 +240,9 @@ fn clean_copy(
                     chain: &s.manifest.set.chain,
                 })
                 .collect();
+            report
+                .found
+                .extend(found.sets.iter().map(|s| s.manifest.set.name.clone()));
             let mut verdicts = policy::judge(&candidates, keep, &now);
             named_removals(&mut verdicts, &found.sets, &req.sets);
             for (set, verdict) in found.sets.iter().zip(verdicts) {

@@ -37,7 +37,9 @@ pub fn init(
     };
     let stderr_filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{level}{quiet_retries}")));
+    // Colours only for a terminal: a log file or a pipe gets plain text.
     let stderr = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(MaskingWriter(std::io::stderr))
         .with_target(false)
         .without_time()

@@ -164,9 +164,9 @@ pub struct RestoreArgs {
     /// The copy to restore from: a directory or a destination name [default: the repository]
     #[arg(long, value_name = "COPY")]
     pub from: Option<String>,
-    /// The definition whose sets to restore
+    /// The definition whose sets to restore [default: the only one of the config]
     #[arg(short = 'd', long = "definition", value_name = "DEF", add = ArgValueCandidates::new(names::definitions))]
-    pub definition: String,
+    pub definition: Option<String>,
     /// As of this time: RFC 3339, a local date or date-time (a date means its end), or
     /// "3 weeks ago" [default: the newest set]
     #[arg(long, value_name = "WHEN")]

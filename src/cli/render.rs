@@ -10,13 +10,30 @@ use darvault::replicate;
 /// sequences, newlines); they are shown escaped, as `ls -b` does.
 macro_rules! say {
     ($($arg:tt)*) => {
-        println!("{}", darvault::printable(&format!($($arg)*)))
+        $crate::cli::render::line(&darvault::printable(&format!($($arg)*)))
     };
+}
+
+/// One line on stdout. A reader that went away (`| head`) ends the program quietly with
+/// exit 0, as other Unix tools do.
+pub fn line(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}") {
+        quiet_exit_on_closed(&e);
+    }
+}
+
+/// Exit 0 when `e` says stdout was closed by its reader.
+pub fn quiet_exit_on_closed(e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
 }
 
 pub fn json<T: serde::Serialize>(value: &T) {
     let text = serde_json::to_string_pretty(value).expect("reports serialize");
-    println!("{}", darvault::secrets::mask(&text));
+    line(&darvault::secrets::mask(&text));
 }
 
 pub fn backup(report: &backup::Report) {
@@ -29,7 +46,7 @@ pub fn backup(report: &backup::Report) {
                     .map(|(name, secs)| format!("{name} {secs:.1}s"))
                     .collect();
                 say!(
-                    "{}: published {} — {}, {} slice(s), {} files saved, {:.1}s ({})",
+                    "{}: published {} — {}, {} slice(s), {} file(s) saved, {:.1}s ({})",
                     d.definition,
                     s.set,
                     human_bytes(s.size),
@@ -41,7 +58,11 @@ pub fn backup(report: &backup::Report) {
                 let rt = &s.restore_test;
                 if rt.outcome == "nothing eligible" {
                     say!(
-                        "  restore test: no file stored in this archive was eligible for sampling"
+                        "  restore test: not tested: no file stored in this archive fits the sample (restore_test min_size, max_size, exclusions)"
+                    );
+                } else if rt.outcome == "not tested" {
+                    say!(
+                        "  restore test: not tested: every sampled file changed in the source after the backup started"
                     );
                 } else {
                     say!(
@@ -154,12 +175,10 @@ pub fn audit(report: &audit::Report) {
                 say!("    chain broken: {broken}");
             }
             for f in &s.files {
-                let from = f
-                    .repaired_from
-                    .as_deref()
-                    .map(|r| format!(", repaired from {r}"))
-                    .unwrap_or_default();
-                say!("    {}: {} -> {}{from}", f.path, f.found, f.status.as_str());
+                match f.repaired_from.as_deref() {
+                    Some(from) => say!("    {}: {} -> repaired from {from}", f.path, f.found),
+                    None => say!("    {}: {} -> {}", f.path, f.found, f.status.as_str()),
+                }
             }
             for d in &s.deep {
                 say!("    {d}");

@@ -271,6 +271,9 @@ impl Store {
     pub fn label(&self) -> String {
         match &self.local_root {
             Some(root) if root.display().to_string() == self.name => self.name.clone(),
+            Some(root) if self.name == "repository" => {
+                format!("the repository ({})", root.display())
+            }
             _ => format!("destination {}", self.name),
         }
     }

@@ -126,7 +126,8 @@ pub fn run(
         let result = match outcome.map_err(|e| with_hint(dest, e)) {
             Ok(summary) => Outcome::Done(summary),
             Err(e) => {
-                tracing::error!(destination = dest.name(), "replication failed: {e}");
+                // The report says it on stdout; the log keeps it too.
+                tracing::info!(destination = dest.name(), "replication failed: {e}");
                 Outcome::Failed {
                     error: e.to_string(),
                     exit_code: e.exit_code(),
