@@ -431,3 +431,31 @@ fn generated_systemd_units_verify_and_follow_the_schedule() {
     assert!(service.contains(&format!("--config {}", env.path("config.toml").display())));
     assert!(service.contains("backup --incr"));
 }
+
+/// An audit of the repository by its path is credited to "repository" in status; a missing
+/// repository folder (an unplugged disk) is reported by status, not a failure of it.
+#[test]
+fn status_credits_audits_by_path_and_reports_a_missing_repository() {
+    let env = Env::new();
+    awkward_tree(&env.path("src"));
+    definition(&env, "");
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let repo = env.repo().display().to_string();
+    assert_eq!(code(&env.run(&["audit", &repo])), 0);
+    let out = env.run(&["--json", "status"]);
+    assert_eq!(code(&out), 0);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let repository = &status["copies"][0];
+    assert_eq!(repository["name"], "repository", "{status}");
+    assert_eq!(
+        repository["never_proven"].as_array().unwrap().len(),
+        0,
+        "{status}"
+    );
+
+    fs::rename(env.repo(), env.path("unplugged")).unwrap();
+    let out = env.run(&["--json", "status"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(status["copies"][0]["error"].is_string(), "{status}");
+}

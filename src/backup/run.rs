@@ -147,6 +147,7 @@ pub fn make_set(
             settled.file_done();
         })
     });
+    drop(task);
     let created = created?;
     let mut early = early?;
     early.discard_what_dar_changed(staging.path())?;
@@ -159,6 +160,7 @@ pub fn make_set(
     // PAR2 is computed before the checks have passed, but nothing is published unless they
     // all do.
     let scratch = staging.scratch("restore-test")?;
+    let checks = progress.start(&format!("{name}: dar -t, restore test, PAR2"), None);
     let (tested, protected, sampled) = std::thread::scope(|scope| {
         let tester = scope.spawn(|| {
             let t = Instant::now();
@@ -188,6 +190,7 @@ pub fn make_set(
             sampled,
         )
     });
+    drop(checks);
     let _ = std::fs::remove_dir_all(&scratch);
     phases.record("dar -t", tested?);
     let (restore, took) = sampled?;

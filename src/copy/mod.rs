@@ -32,6 +32,20 @@ pub fn open(spec: &str, config: Option<&crate::config::Config>) -> Result<Store>
     }
     let path = Path::new(spec);
     if path.is_dir() {
+        // A configured copy named by its path is that copy (audits are credited to it).
+        if let Some(c) = config {
+            let same = |other: &Path| matches!((path.canonicalize(), other.canonicalize()), (Ok(a), Ok(b)) if a == b);
+            if same(c.repository.path()) {
+                return repository(c);
+            }
+            if let Some(dest) = c
+                .destinations
+                .iter()
+                .find(|d| d.kind == "fs" && d.root().is_some_and(|r| same(Path::new(r))))
+            {
+                return Store::open(dest);
+            }
+        }
         return Store::for_path(path);
     }
     Err(Error::Usage(format!(

@@ -151,10 +151,11 @@ pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {
     let began = Instant::now();
     let paths = clean_paths(&req.paths)?;
     let target = check_target(&req.target, req.overwrite)?;
+    // Arguments are checked before any copy is read (a remote one may be slow to list).
+    let as_of = as_of(req.as_of.as_deref())?;
     let copy = open_copy(config, req.from.as_deref())?;
     let rt = crate::replicate::runtime()?;
     let sets = sets_of(&rt, &copy, &req.definition)?;
-    let as_of = as_of(req.as_of.as_deref())?;
     let chain = chain_as_of(&sets, as_of, &req.definition, &copy.name)?;
     let key = passphrase(config, &chain, &req.definition)?;
     let scratch = scratch_in(target.parent().unwrap_or(Path::new("/tmp")))?;
@@ -234,9 +235,10 @@ impl<'a> Catalogues<'a> {
 
 pub fn list(config: Option<&Config>, req: &ListRequest) -> Result<Listing> {
     let paths = clean_paths(&req.paths)?;
+    // Arguments are checked before any copy is read (a remote one may be slow to list).
+    let as_of = as_of(req.as_of.as_deref())?;
     let c = Catalogues::open(config, req.from.as_deref())?;
     let sets = sets_of(&c.rt, &c.copy, &req.definition)?;
-    let as_of = as_of(req.as_of.as_deref())?;
     let chain = chain_as_of(&sets, as_of, &req.definition, &c.copy.name)?;
     c.index(&req.definition, &chain)?;
     let entries = index::present(&c.state, &chain)?

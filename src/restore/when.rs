@@ -21,7 +21,25 @@ pub fn parse(text: &str, now: &jiff::ZonedDateTime) -> Result<jiff::Timestamp> {
     {
         return local(date.at(23, 59, 59, 999_999_999));
     }
-    if let Ok(dt) = t.parse::<jiff::civil::DateTime>() {
+    // A set's own time, as its name writes it (2026-11-27_164404): local, no colons.
+    let named = t.split_once('_').and_then(|(date, time)| {
+        let time = (time.len() == 6 && time.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| format!("{}:{}:{}", &time[..2], &time[2..4], &time[4..]))?;
+        format!("{date}T{time}")
+            .parse::<jiff::civil::DateTime>()
+            .ok()
+    });
+    if let Some(dt) = named.or_else(|| t.parse::<jiff::civil::DateTime>().ok()) {
+        // A time given to the second includes all of that second: a set made at
+        // 16:44:04.6 is "as of 16:44:04", as its name says.
+        let dt = if dt.subsec_nanosecond() == 0 {
+            dt.with()
+                .subsec_nanosecond(999_999_999)
+                .build()
+                .unwrap_or(dt)
+        } else {
+            dt
+        };
         return local(dt);
     }
     if let Ok(span) = t.parse::<jiff::Span>() {
@@ -62,7 +80,12 @@ mod tests {
         );
         assert_eq!(
             parse("2026-05-01T12:00", &now()).unwrap().to_string(),
-            "2026-05-01T10:00:00Z"
+            "2026-05-01T10:00:00.999999999Z"
+        );
+        // A set's name gives its time to the second: that whole second.
+        assert_eq!(
+            parse("2026-05-01_120003", &now()).unwrap().to_string(),
+            "2026-05-01T10:00:03.999999999Z"
         );
         assert_eq!(
             parse("3 weeks ago", &now()).unwrap().to_string(),

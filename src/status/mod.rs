@@ -67,12 +67,17 @@ pub fn gather(config: &Config) -> Result<Status> {
     let backups = state.runs("backup")?;
     let audits = state.audits()?;
 
-    let repository = Store::for_path(config.repository.path())?;
+    // Named "repository", as audits record it; a missing folder (an unplugged disk) is
+    // reported below, not an error of the whole status.
+    let repository = crate::copy::repository(config);
     let mut repository_sets: Vec<String> = Vec::new();
     let mut definitions = Vec::new();
     for d in &config.definitions {
         let name = d.name().as_str();
-        let found = rt.block_on(repository.sets(name))?;
+        let found = match &repository {
+            Ok(store) => rt.block_on(store.sets(name))?,
+            Err(_) => crate::copy::Found::default(),
+        };
         let sets: Vec<SetPoint> = found
             .sets
             .iter()
@@ -110,14 +115,10 @@ pub fn gather(config: &Config) -> Result<Status> {
         });
     }
 
-    let mut copies = vec![copy_status(
-        &rt,
-        config,
-        &repository,
-        "repository",
-        &repository_sets,
-        &audits,
-    )];
+    let mut copies = vec![match repository {
+        Ok(store) => copy_status(&rt, config, &store, "repository", &repository_sets, &audits),
+        Err(e) => unreadable("repository", "repository", e),
+    }];
     for dest in &config.destinations {
         let status = match Store::open(dest) {
             Ok(store) => copy_status(&rt, config, &store, &dest.kind, &repository_sets, &audits),
