@@ -184,6 +184,10 @@ fn run(cli: &Cli) -> Result<u8, Error> {
             };
             let report = darvault::restore::run(config.as_ref(), &request)?;
             present(cli.json, &report, render::restore);
+            // Nothing of what was asked existed then: say so with the exit code too.
+            if !args.paths.is_empty() && report.absent.len() == args.paths.len() {
+                return Ok(exit::FAILED);
+            }
             Ok(exit::OK)
         }
         Command::Systemd { install } => {

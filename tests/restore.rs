@@ -141,7 +141,9 @@ fn every_point_in_time_restores_exactly_and_deletions_stay_deleted() {
             "modes/private",
         ],
     );
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Nothing of what was asked existed then: exit 1 (docs/exit-codes.md), and the report
+    // says which path was absent.
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["absent"], serde_json::json!(["modes/private"]));
     assert!(!target.join("modes/private").exists());

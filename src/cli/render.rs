@@ -191,6 +191,17 @@ pub fn audit(report: &audit::Report) {
 }
 
 pub fn restore(report: &darvault::restore::Report) {
+    if report.applied.is_empty() {
+        say!(
+            "nothing restored: none of the paths existed in {} as of {}",
+            report.definition,
+            report.as_of
+        );
+        for p in &report.absent {
+            say!("  {p}: absent as of that time (deleted before, or never backed up)");
+        }
+        return;
+    }
     say!(
         "restored {} as of {} from {} into {} ({:.1}s): {}",
         report.definition,
