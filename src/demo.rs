@@ -75,7 +75,13 @@ pub fn change_sample_data(dir: &Path, round: u32) -> Result<()> {
 }
 
 /// Run the demo in `dir` (created; it must be empty or new). `say` narrates each step.
-pub fn run(dir: &Path, progress: &dyn Progress, say: &mut dyn FnMut(&str)) -> Result<u8> {
+/// `kept`: whether `dir` outlives the demo (else the closing hint says how to keep it).
+pub fn run(
+    dir: &Path,
+    kept: bool,
+    progress: &dyn Progress,
+    say: &mut dyn FnMut(&str),
+) -> Result<u8> {
     fs::create_dir_all(dir).map_err(Error::io("cannot create", dir))?;
     if fs::read_dir(dir)
         .map_err(Error::io("cannot read", dir))?
@@ -277,11 +283,16 @@ pub fn run(dir: &Path, progress: &dyn Progress, say: &mut dyn FnMut(&str)) -> Re
         .first()
         .and_then(|d| d.sets.last())
         .map(|s| offsite.join("demo").join(&s.name));
-    if let Some(set) = newest {
-        say(&format!(
+    match newest {
+        Some(set) if kept => say(&format!(
             "   Each set proves itself: cd {} && sha256sum -c SHA256SUMS",
             set.display()
-        ));
+        )),
+        Some(_) => say(
+            "   Each set proves itself with `sha256sum -c SHA256SUMS` inside its folder. This demo's \
+             folder is removed now; run `darvault demo --dir DIR` to keep one and look.",
+        ),
+        None => {}
     }
     Ok(worst)
 }

@@ -88,6 +88,7 @@ fn run(cli: &Cli) -> Result<u8, Error> {
         }
         Command::Demo { dir } => {
             let _log = cli::logging::init(cli.verbose, cli.quiet, None);
+            let kept = dir.is_some();
             let temp;
             let dir = match dir {
                 Some(d) => d.clone(),
@@ -101,7 +102,7 @@ fn run(cli: &Cli) -> Result<u8, Error> {
                     temp.path().to_owned()
                 }
             };
-            darvault::demo::run(&dir, &progress, &mut |line| render::line(line))
+            darvault::demo::run(&dir, kept, &progress, &mut |line| render::line(line))
         }
         Command::Backup(args) => {
             let config = Config::load(&config_path)?;
