@@ -406,3 +406,32 @@ fn a_drill_restores_a_sample_with_only_the_bundle_and_fails_loudly_on_a_broken_o
         stdout(&out)
     );
 }
+
+/// "As of now" from a copy that lacks the newest set is older than the newest backup: the
+/// report names the set it lacks.
+#[test]
+fn a_copy_lacking_the_newest_set_is_said() {
+    let env = Env::new();
+    awkward_tree(&env.path("src"));
+    let usb = env.path("usb");
+    definition(
+        &env,
+        &format!(
+            "[[destination]]\nname = \"usb\"\nkind = \"fs\"\nroot = {:?}\n",
+            usb.display().to_string()
+        ),
+    );
+    backup(&env, "--full");
+    assert_eq!(code(&env.run(&["replicate"])), 0);
+    write(&env.path("src/plain.txt"), b"newer\n");
+    backup(&env, "--diff");
+    let diff = name_of(&env.sets("docs")[1]);
+    let target = env.path("restored");
+    let out = restore(
+        &env,
+        &["--from", "usb", "--target", &target.display().to_string()],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["newer_elsewhere"], diff.as_str(), "{report}");
+}

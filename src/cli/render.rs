@@ -227,6 +227,12 @@ pub fn restore(report: &darvault::restore::Report) {
     for p in &report.absent {
         say!("  {p}: absent as of that time (deleted before, or never backed up)");
     }
+    if let Some(newer) = &report.newer_elsewhere {
+        say!(
+            "  warning: the repository holds a newer set, {newer}, that {} lacks: this restore is older than the newest backup (replicate, or restore --from the repository)",
+            report.copy
+        );
+    }
 }
 
 fn local_time(seconds: i64) -> String {

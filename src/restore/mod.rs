@@ -96,6 +96,9 @@ pub struct Report {
     pub target: PathBuf,
     /// Requested paths that did not exist at that time (deleted before, or never saved).
     pub absent: Vec<String>,
+    /// A restore "as of now" from a copy that lacks sets the repository holds: the newest
+    /// of those (the restore is older than the newest backup).
+    pub newer_elsewhere: Option<String>,
     pub seconds: f64,
 }
 
@@ -173,6 +176,10 @@ pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {
         .filter(|p| std::fs::symlink_metadata(target.join(p)).is_err())
         .cloned()
         .collect();
+    let newer_elsewhere = match req.as_of {
+        None => newer_in_repository(config, &copy, &rt, &req.definition, &sets),
+        Some(_) => None,
+    };
     Ok(Report {
         copy: copy.label(),
         definition: req.definition.clone(),
@@ -182,8 +189,28 @@ pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {
         downloaded_bytes: fetch.downloaded,
         target,
         absent,
+        newer_elsewhere,
         seconds: began.elapsed().as_secs_f64(),
     })
+}
+
+/// The newest set of `definition` in the configured repository when the copy restored from
+/// (another one) lacks it: "as of now" from an older copy is older than the newest backup.
+fn newer_in_repository(
+    config: Option<&Config>,
+    copy: &Store,
+    rt: &crate::replicate::Runtime,
+    definition: &str,
+    on_copy: &[FoundSet],
+) -> Option<String> {
+    let repository = crate::copy::repository(config?).ok()?;
+    if repository.local_root == copy.local_root {
+        return None;
+    }
+    let newest_here = on_copy.last().map(|s| s.manifest.set.created);
+    let found = rt.block_on(repository.sets(definition)).ok()?;
+    let newest = found.sets.last()?;
+    (Some(newest.manifest.set.created) > newest_here).then(|| newest.manifest.set.name.clone())
 }
 
 /// Reads what the catalogues of a copy's sets record, through the version index.
