@@ -169,6 +169,24 @@ fn every_point_in_time_restores_exactly_and_deletions_stay_deleted() {
     assert!(target.join("dir with spaces/file with spaces.txt").exists());
     assert!(!target.join("plain.txt").exists());
 
+    // Both names of the file renamed by the DIFF, as of the DIFF: the new one comes back,
+    // the old one is absent, and dar is not asked for a deletion it cannot apply.
+    let target = env.path("renamed-pair");
+    let out = restore(
+        &env,
+        &[
+            "--as-of",
+            &points[1].1,
+            "--target",
+            &target.display().to_string(),
+            "plain.txt",
+            "renamed.txt",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    assert_eq!(fs::read(target.join("renamed.txt")).unwrap(), b"plain\n");
+    assert!(!target.join("plain.txt").exists());
+
     // Before the first set: nothing to restore, said clearly.
     let out = restore(
         &env,

@@ -386,9 +386,17 @@ fn extract_chain(
     // What dar will read: every slice of every set for a whole tree; for some paths, what
     // the catalogues say holds them. Each file is proven against its manifest first (dar may
     // return 0 with an interior slice missing).
-    let needs: Vec<(usize, BTreeSet<u32>, Option<PathBuf>)> = if paths.is_empty() {
+    #[allow(clippy::type_complexity)]
+    let needs: Vec<(usize, BTreeSet<u32>, Option<PathBuf>, Vec<String>)> = if paths.is_empty() {
         (0..chain.len())
-            .map(|i| (i, (1..=chain[i].manifest.archive.slices).collect(), None))
+            .map(|i| {
+                (
+                    i,
+                    (1..=chain[i].manifest.archive.slices).collect(),
+                    None,
+                    Vec::new(),
+                )
+            })
             .collect()
     } else {
         let catalogues = chain
@@ -397,33 +405,33 @@ fn extract_chain(
             .collect::<Result<Vec<_>>>()?;
         select::needed(dar, key, chain, &catalogues, paths)?
             .into_iter()
-            .map(|n| (n.set, n.slices, Some(catalogues[n.set].clone())))
+            .map(|n| (n.set, n.slices, Some(catalogues[n.set].clone()), n.paths))
             .collect()
     };
     let mut ready = Vec::new();
-    for (i, slices, catalogue) in needs {
+    for (i, slices, catalogue, asked) in needs {
         let set = &chain[i];
         let mut dir = None;
         for n in slices {
             let slice = fetch.file(set, &format!("{}.{n}.dar", set.manifest.archive.basename))?;
             dir = slice.parent().map(Path::to_owned);
         }
-        ready.push((set, dir.unwrap_or_default(), catalogue));
+        ready.push((set, dir.unwrap_or_default(), catalogue, asked));
     }
     std::fs::create_dir_all(target).map_err(Error::io("cannot create", target))?;
-    for (set, dir, catalogue) in &ready {
+    for (set, dir, catalogue, asked) in &ready {
         tracing::info!(set = %set.manifest.set.name, "extracting");
         dar.extract(
             &dir.join(&set.manifest.archive.basename),
             catalogue.as_deref(),
             key,
             target,
-            paths,
+            asked,
         )?;
     }
     Ok(ready
         .iter()
-        .map(|(s, _, _)| s.manifest.set.name.clone())
+        .map(|(s, _, _, _)| s.manifest.set.name.clone())
         .collect())
 }
 

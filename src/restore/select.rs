@@ -19,6 +19,18 @@ pub struct Need {
     pub set: usize,
     /// Slice numbers (1-based) dar reads.
     pub slices: BTreeSet<u32>,
+    /// The requested paths dar is asked for in this set: those it writes something under,
+    /// and those it deletes something under that an older set wrote. (Asked for a path it
+    /// only deletes, dar exits 5 "All files asked could not be restored" when the target
+    /// never held it: a rename between two sets did that to a correct restore.)
+    pub paths: Vec<String>,
+}
+
+/// The requested paths that hold `entry`.
+fn holders<'a>(entry: &str, wanted: &'a [String]) -> impl Iterator<Item = &'a String> {
+    wanted
+        .iter()
+        .filter(move |w| ancestors_or_self(entry).any(|p| p == w.as_str()))
 }
 
 /// Paths whose state at the restore time a newer set already decides.
@@ -71,6 +83,15 @@ pub fn needed(
             continue;
         }
         let only_deletions = records.iter().all(|e| e.data == DataState::Deleted);
+        let (mut writes, mut deletes) = (BTreeSet::new(), BTreeSet::new());
+        for e in &records {
+            let into = if e.data == DataState::Deleted {
+                &mut deletes
+            } else {
+                &mut writes
+            };
+            into.extend(holders(&e.path, paths).cloned());
+        }
         for e in &records {
             match e.data {
                 DataState::Deleted => {
@@ -84,17 +105,39 @@ pub fn needed(
         }
         let mut slices = BTreeSet::from([1, set.manifest.archive.slices.max(1)]);
         slices.extend(dar.slices_holding(&catalogues[i], key, paths)?);
-        needs.push((Need { set: i, slices }, only_deletions));
+        needs.push((
+            Need {
+                set: i,
+                slices,
+                paths: Vec::new(),
+            },
+            only_deletions,
+            writes,
+            deletes,
+        ));
     }
     // A deletion matters only over an older set that writes the path: with none, the path
     // is simply absent.
     while needs
         .last()
-        .is_some_and(|(_, only_deletions)| *only_deletions)
+        .is_some_and(|(_, only_deletions, _, _)| *only_deletions)
     {
         needs.pop();
     }
-    Ok(needs.into_iter().rev().map(|(n, _)| n).collect())
+    // Oldest first: a deletion is asked for only under what an older set wrote.
+    let mut written: BTreeSet<String> = BTreeSet::new();
+    let mut out = Vec::new();
+    for (mut need, _, writes, deletes) in needs.into_iter().rev() {
+        let mut asked: BTreeSet<String> = writes.clone();
+        asked.extend(deletes.intersection(&written).cloned());
+        written.extend(writes);
+        if asked.is_empty() {
+            continue;
+        }
+        need.paths = asked.into_iter().collect();
+        out.push(need);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
