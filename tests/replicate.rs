@@ -128,19 +128,6 @@ fn every_kind_replicates_verifiably_and_a_rerun_sends_nothing() {
     assert_complete_copy(&env, &usb);
 }
 
-fn state_rows(env: &Env, destination: &str) -> i64 {
-    let db = env.path("home/.local/state/darvault/state.db");
-    let Ok(conn) = rusqlite::Connection::open(db) else {
-        return 0;
-    };
-    conn.query_row(
-        "SELECT count(*) FROM replicated_file WHERE destination = ?1",
-        [destination],
-        |r| r.get(0),
-    )
-    .unwrap_or(0)
-}
-
 #[test]
 fn kill_9_mid_upload_resumes_without_resending_finished_files() {
     let env = Env::new();

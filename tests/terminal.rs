@@ -108,31 +108,6 @@ impl OnTerminal {
     }
 }
 
-/// Processes (pid, state, command line) whose command line contains `needle`.
-fn processes_mentioning(needle: &str) -> Vec<(u32, String, String)> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(needle) {
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let state = stat
-                .rsplit(')')
-                .next()
-                .and_then(|s| s.split_whitespace().next())
-                .unwrap_or("?")
-                .to_owned();
-            found.push((pid, state, cmdline));
-        }
-    }
-    found
-}
-
 fn on_terminal(env: &Env, args: &[&str], limit: Duration) -> (i32, String) {
     let mut command = env.cmd();
     command.args(args).env("TERM", "xterm");

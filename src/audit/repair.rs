@@ -139,18 +139,8 @@ pub(super) async fn repair_files(
             for (entry, found, old_sha) in in_group {
                 let outcome = match &remade {
                     Ok(()) => {
-                        copy_verified(
-                            &scratch_copy,
-                            &entry.path,
-                            copy,
-                            &at(location, &entry.path),
-                            entry,
-                        )
-                        .await?;
-                        Outcome::Repaired {
-                            source: "par2 made again from the intact data".into(),
-                            old_sha: (*old_sha).clone(),
-                        }
+                        let source = "par2 made again from the intact data";
+                        put_back(&scratch_copy, copy, location, entry, old_sha, source).await?
                     }
                     Err(why) if !repair => Outcome::NotApplied(why.clone()),
                     Err(why) => Outcome::NotApplied(format!("{why}; the old file was kept")),
@@ -200,18 +190,7 @@ pub(super) async fn repair_files(
                     match rebuilt.prove(entry).await? {
                         Err(why) => Outcome::NotApplied(why),
                         Ok(()) => {
-                            copy_verified(
-                                &scratch_copy,
-                                &entry.path,
-                                copy,
-                                &at(location, &entry.path),
-                                entry,
-                            )
-                            .await?;
-                            Outcome::Repaired {
-                                source: "par2".into(),
-                                old_sha: (*old_sha).clone(),
-                            }
+                            put_back(&scratch_copy, copy, location, entry, old_sha, "par2").await?
                         }
                     }
                 }
@@ -231,6 +210,29 @@ pub(super) async fn repair_files(
     }
     results.sort_by(|a, b| a.0.path.cmp(&b.0.path));
     Ok(results)
+}
+
+/// Put a file made (and proven) in scratch back onto the copy.
+async fn put_back(
+    scratch: &Store,
+    copy: &Store,
+    location: &str,
+    entry: &FileEntry,
+    old_sha: &Option<String>,
+    source: &str,
+) -> Result<Outcome> {
+    copy_verified(
+        scratch,
+        &entry.path,
+        copy,
+        &at(location, &entry.path),
+        entry,
+    )
+    .await?;
+    Ok(Outcome::Repaired {
+        source: source.into(),
+        old_sha: old_sha.clone(),
+    })
 }
 
 /// A file par2 rebuilt in a scratch directory, not yet put back.

@@ -55,6 +55,17 @@ impl Limiter {
     }
 }
 
+/// One file to put: where from, where to, what it must turn out to be, how it is paced and
+/// its progress counted.
+#[derive(Clone, Copy)]
+struct Piece<'a> {
+    local: &'a Path,
+    remote: &'a str,
+    expected: &'a Expected<'a>,
+    limiter: &'a Limiter,
+    task: &'a dyn Task,
+}
+
 /// What a file must turn out to be on the copy.
 pub struct Expected<'a> {
     pub size: u64,
@@ -81,19 +92,17 @@ impl Store {
         let temp = self.temp_name(remote);
         self.retrying(&format!("cannot send {remote}"), || async {
             self.check_mount()?;
+            let piece = Piece {
+                local,
+                remote: &temp,
+                expected,
+                limiter,
+                task,
+            };
             match (&self.anchor, &self.dav) {
-                (Some(anchor), _) => {
-                    self.put_local(anchor, local, &temp, expected, limiter, task)
-                        .await?
-                }
-                (None, Some(_)) => {
-                    self.put_streamed(local, &temp, expected, limiter, task)
-                        .await?
-                }
-                (None, None) => {
-                    self.put_written(local, &temp, expected, limiter, task)
-                        .await?
-                }
+                (Some(anchor), _) => self.put_local(anchor, &piece).await?,
+                (None, Some(_)) => self.put_streamed(&piece).await?,
+                (None, None) => self.put_written(&piece).await?,
             }
             // What was written went to the disk the copy was opened on; is it still there?
             self.check_mount()?;
@@ -153,15 +162,14 @@ impl Store {
 
     /// Into a local copy, through its anchored root; synced, and its size checked on the
     /// open file.
-    async fn put_local(
-        &self,
-        anchor: &super::anchored::Anchored,
-        local: &Path,
-        remote: &str,
-        expected: &Expected<'_>,
-        limiter: &Limiter,
-        task: &dyn Task,
-    ) -> Result<()> {
+    async fn put_local(&self, anchor: &super::anchored::Anchored, piece: &Piece<'_>) -> Result<()> {
+        let Piece {
+            local,
+            remote,
+            expected,
+            limiter,
+            task,
+        } = *piece;
         use tokio::io::AsyncWriteExt;
         let what = format!("cannot write {remote}");
         let failed = |e: std::io::Error| match super::failure::os_cause(&e) {
@@ -214,14 +222,14 @@ impl Store {
     }
 
     /// Through an OpenDAL writer (multipart where the service has it).
-    async fn put_written(
-        &self,
-        local: &Path,
-        remote: &str,
-        expected: &Expected<'_>,
-        limiter: &Limiter,
-        task: &dyn Task,
-    ) -> Result<()> {
+    async fn put_written(&self, piece: &Piece<'_>) -> Result<()> {
+        let Piece {
+            local,
+            remote,
+            expected,
+            limiter,
+            task,
+        } = *piece;
         let what = format!("cannot write {remote}");
         let mut writer = self
             .within(
@@ -271,14 +279,14 @@ impl Store {
     }
 
     /// As one streamed request body (WebDAV).
-    async fn put_streamed(
-        &self,
-        local: &Path,
-        remote: &str,
-        expected: &Expected<'_>,
-        limiter: &Limiter,
-        task: &dyn Task,
-    ) -> Result<()> {
+    async fn put_streamed(&self, piece: &Piece<'_>) -> Result<()> {
+        let Piece {
+            local,
+            remote,
+            expected,
+            limiter,
+            task,
+        } = *piece;
         let dav = self.dav.as_ref().expect("a WebDAV copy");
         let what = self.on_this(&format!("cannot write {remote}"));
         let upload = dav.start(remote, expected.size);

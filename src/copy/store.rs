@@ -302,7 +302,13 @@ impl Store {
     }
 
     /// Size and SHA-256 of a stored file in one streaming read; None when it is missing.
+    /// Temporary failures (a broken connection) are tried again, from the start.
     pub async fn hash(&self, path: &str) -> Result<Option<(u64, String)>> {
+        let what = format!("cannot read {path}");
+        self.retrying(&what, || self.hash_once(path)).await
+    }
+
+    async fn hash_once(&self, path: &str) -> Result<Option<(u64, String)>> {
         let failed = |e| storage_error(&format!("cannot read {path} on {}", self.name), e);
         let size = match self.op.stat(path).await {
             Ok(m) => m.content_length(),
@@ -313,8 +319,15 @@ impl Store {
     }
 
     /// Stream a stored file to a local path, hashing it on the way: its size and SHA-256, or
-    /// None (and nothing written) when it is missing.
+    /// None (and nothing written) when it is missing. Tried again from the start after a
+    /// temporary failure.
     pub async fn download(&self, path: &str, target: &Path) -> Result<Option<(u64, String)>> {
+        let what = format!("cannot read {path}");
+        self.retrying(&what, || self.download_once(path, target))
+            .await
+    }
+
+    async fn download_once(&self, path: &str, target: &Path) -> Result<Option<(u64, String)>> {
         use tokio::io::AsyncWriteExt;
         let failed = |e| storage_error(&format!("cannot read {path} on {}", self.name), e);
         let size = match self.op.stat(path).await {
@@ -356,6 +369,11 @@ impl Store {
                 Err(e) => Err(Error::io("cannot read", &file)(e)),
             };
         }
+        let what = format!("cannot read {path}");
+        self.retrying(&what, || self.read_remote(path)).await
+    }
+
+    async fn read_remote(&self, path: &str) -> Result<Option<Vec<u8>>> {
         match self.op.read(path).await {
             Ok(b) => Ok(Some(b.to_vec())),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
@@ -394,6 +412,11 @@ impl Store {
             }
             return Ok(out);
         }
+        let what = format!("cannot list {}", self.name);
+        self.retrying(&what, || self.walk_remote(dir)).await
+    }
+
+    async fn walk_remote(&self, dir: &str) -> Result<Vec<(String, bool)>> {
         let entries = match self.op.list_with(dir).recursive(true).await {
             Ok(e) => e,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),

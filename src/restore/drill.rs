@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Catalogues, Fetch, extract_chain, index, passphrase, sets_of, trusted_bundled};
+use super::{
+    Catalogues, Fetch, extract_chain, index, passphrase, private_copy, sets_of, trusted_bundled,
+};
 use crate::config::Config;
 use crate::copy::FoundSet;
 use crate::error::{Error, Result};
@@ -170,27 +172,8 @@ fn rehearse(
 /// The newest set's bundle/dar_static, copied into the empty scratch folder and run there
 /// with an empty environment.
 fn bundled_dar(fetch: &mut Fetch, newest: &FoundSet, scratch: &Path) -> Result<Dar> {
-    use std::os::unix::fs::PermissionsExt;
     let fetched = fetch.file(newest, "bundle/dar_static")?;
-    let bundle = scratch.join("bundle");
-    std::fs::create_dir_all(&bundle).map_err(Error::io("cannot create", &bundle))?;
-    let dar_static = bundle.join("dar_static");
-    std::fs::copy(&fetched, &dar_static).map_err(Error::io("cannot copy", &fetched))?;
-    // The bytes that run are the bytes proven: the copy's file could change after the check.
-    let entry = newest
-        .manifest
-        .files
-        .iter()
-        .find(|f| f.path == "bundle/dar_static");
-    let (size, sha) = crate::hashing::hash_file(&dar_static)?;
-    if entry.is_none_or(|f| f.size != size || f.sha256 != sha) {
-        return Err(Error::Failed(format!(
-            "bundle/dar_static of {} changed while it was read: not run",
-            newest.manifest.set.name
-        )));
-    }
-    std::fs::set_permissions(&dar_static, std::fs::Permissions::from_mode(0o755))
-        .map_err(Error::io("cannot make executable", &dar_static))?;
+    let dar_static = private_copy(scratch, newest, "bundle/dar_static", &fetched)?;
     let mut dar = Dar::at(dar_static)?;
     dar.isolated_in = Some(scratch.to_owned());
     Ok(dar)

@@ -2,15 +2,16 @@
 //! master connection with `ControlPersist=yes`: such a master outlived a killed darvault
 //! for good). darvault puts a wrapper first on its own PATH that runs the real ssh with
 //! options that come before (and so win over) any given later:
-//! - `ControlPersist=1`: a master ends a second after its last session ends, so none
-//!   survives darvault, even one killed with -9 (its sessions end with it);
+//! - `ControlPersist=3`: a master ends three seconds after its last session ends, so none
+//!   survives darvault, even one killed with -9 (its sessions end with it); one second was
+//!   too short on a loaded machine, where the first session can take that long to start;
 //! - `ServerAliveInterval=15`, `ServerAliveCountMax=4`: a server that stops answering is
 //!   noticed by ssh within a minute;
 //! - `ConnectTimeout=20` and `BatchMode=yes`: never a prompt, never an endless connect.
 
 use std::path::{Path, PathBuf};
 
-const OPTIONS: &str = "-o ControlPersist=1 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 \
+const OPTIONS: &str = "-o ControlPersist=3 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 \
                        -o ConnectTimeout=20 -o BatchMode=yes";
 
 /// Write the wrapper into `dir` (private) and put `dir` first on this process's PATH. Call

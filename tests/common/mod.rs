@@ -456,3 +456,50 @@ pub fn recording_server() -> (String, Requests) {
     });
     (url, seen)
 }
+
+/// Processes (pid, state, command line) whose command line contains `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<(u32, String, String)> {
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next())
+                .unwrap_or("?")
+                .to_owned();
+            found.push((pid, state, cmdline));
+        }
+    }
+    found
+}
+
+/// Files of a set the state database records as sent to `destination`.
+pub fn state_rows(env: &Env, destination: &str) -> i64 {
+    let db = env.path("home/.local/state/darvault/state.db");
+    let Ok(conn) = rusqlite::Connection::open(db) else {
+        return 0;
+    };
+    conn.query_row(
+        "SELECT count(*) FROM replicated_file WHERE destination = ?1",
+        [destination],
+        |r| r.get(0),
+    )
+    .unwrap_or(0)
+}
+
+/// Whether any regular file lies under `dir`.
+pub fn holds_a_file(dir: &Path) -> bool {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .any(|e| e.file_type().is_file())
+}
