@@ -350,29 +350,15 @@ async fn remove_set(
     let dir = location(store, set);
     // The intent first: an interrupted removal is finished by the next cleanup, and no
     // audit heals the folder back into a set.
-    let marker = format!("{dir}/{REMOVING}");
+    let why = format!("removed by darvault cleanup: {}\n", removal.reason);
     store
-        .op
-        .write(
-            &marker,
-            format!("removed by darvault cleanup: {}\n", removal.reason),
-        )
-        .await
-        .map_err(|e| crate::copy::storage_error(&format!("cannot write {marker}"), e))?;
+        .write_small(&format!("{dir}/{REMOVING}"), why.into_bytes())
+        .await?;
     // Then the manifest: from then on no verb takes the folder for a set.
     for file in [MANIFEST, SHA256SUMS] {
-        store
-            .op
-            .delete(&format!("{dir}/{file}"))
-            .await
-            .map_err(|e| crate::copy::storage_error(&format!("cannot remove {dir}/{file}"), e))?;
+        store.remove(&format!("{dir}/{file}")).await?;
     }
-    store
-        .op
-        .delete_with(&format!("{dir}/"))
-        .recursive(true)
-        .await
-        .map_err(|e| crate::copy::storage_error(&format!("cannot remove {dir}"), e))?;
+    store.remove_folder(&dir).await?;
     tracing::info!(set = %removal.set, copy = %store.label(), "removed: {}", removal.reason);
     removal.removed = true;
     Ok(removal)
@@ -389,12 +375,7 @@ async fn finish_removal(req: &Request, store: &Store, dir: &str) -> Result<Strin
         None => dir.to_owned(),
     };
     if !req.dry_run {
-        store
-            .op
-            .delete_with(&format!("{relative}/"))
-            .recursive(true)
-            .await
-            .map_err(|e| crate::copy::storage_error(&format!("cannot remove {relative}"), e))?;
+        store.remove_folder(&relative).await?;
     }
     Ok(format!("{relative} (the rest of an interrupted removal)"))
 }
@@ -429,11 +410,7 @@ async fn par2_leftovers(req: &Request, store: &Store, set: &FoundSet) -> Result<
             continue;
         }
         if !req.dry_run {
-            store
-                .op
-                .delete(&path)
-                .await
-                .map_err(|e| crate::copy::storage_error(&format!("cannot remove {path}"), e))?;
+            store.remove(&path).await?;
         }
         removed.push(path);
     }

@@ -31,7 +31,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub struct Store {
     pub name: String,
-    pub op: Operator,
+    pub(super) op: Operator,
     /// Where the bytes are when the copy is on a local filesystem (repository, USB path).
     pub local_root: Option<std::path::PathBuf>,
     /// Files read at once (a spinning USB disk is fastest with one reader).
@@ -220,6 +220,64 @@ impl Store {
             )));
         }
         Ok(())
+    }
+
+    /// Whether the service takes a file in one piece held in memory (gdrive, onedrive…;
+    /// WebDAV is streamed instead).
+    pub fn takes_one_piece(&self) -> bool {
+        self.dav.is_none() && !self.op.info().capability().write_can_multi
+    }
+
+    /// Write a small file (a marker) as it is, under the stall deadline.
+    pub async fn write_small(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        self.check_mount()?;
+        if let Some(anchor) = &self.anchor {
+            let mut file = anchor.create(path, 0o644)?;
+            return std::io::Write::write_all(&mut file, &bytes)
+                .and_then(|_| file.sync_all())
+                .map_err(Error::io("cannot write", Path::new(path)));
+        }
+        let what = format!("cannot write {path}");
+        self.within(&what, self.op.write(path, bytes))
+            .await
+            .map(|_| ())
+    }
+
+    /// Remove a file (a link is removed, never followed); nothing when it is not there.
+    pub async fn remove(&self, path: &str) -> Result<()> {
+        if let Some(anchor) = &self.anchor {
+            anchor.remove(path);
+            return Ok(());
+        }
+        let what = format!("cannot remove {path}");
+        self.retrying(&what, || self.within(&what, self.op.delete(path)))
+            .await
+    }
+
+    /// Remove a folder and everything in it (links inside are removed, not followed).
+    pub async fn remove_folder(&self, dir: &str) -> Result<()> {
+        self.check_mount()?;
+        if let Some(root) = &self.local_root {
+            if self.is_link(dir) {
+                return Err(Error::Failed(format!(
+                    "{dir} on {} is (or goes through) a symbolic link: not removed",
+                    self.label()
+                )));
+            }
+            let path = root.join(dir);
+            return match std::fs::remove_dir_all(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::io("cannot remove", &path)(e))
+                }
+                _ => Ok(()),
+            };
+        }
+        let what = format!("cannot remove {dir}");
+        let folder = format!("{}/", dir.trim_end_matches('/'));
+        self.retrying(&what, || {
+            self.within(&what, self.op.delete_with(&folder).recursive(true))
+        })
+        .await
     }
 
     /// Create a folder (and its parents), on services that have folders.

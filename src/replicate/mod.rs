@@ -15,7 +15,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::config::{Config, Destination, human_bytes};
-use crate::copy::{FoundSet, LocalCopy, Store, storage_error};
+use crate::copy::{FoundSet, LocalCopy, Store};
 use crate::error::{Error, Result, exit};
 use crate::progress::{Progress, Task};
 use crate::set::{MANIFEST, SHA256SUMS};
@@ -233,9 +233,7 @@ async fn to_destination(
     let remote = Arc::new(Store::open(dest)?);
     remote.check_marker(dest).await?;
     let _lock = crate::lock::lock_destination(config, dest.name())?;
-    let info = remote.op.info();
-    // WebDAV is streamed (copy::dav); other one-shot services hold a file in memory.
-    let one_shot = !info.capability().write_can_multi && dest.kind != "webdav";
+    let one_shot = remote.takes_one_piece();
     let single_write_cap = dest.max_single_write.map(|b| b.0).unwrap_or(1 << 30);
     let concurrency = dest
         .concurrency
@@ -312,15 +310,10 @@ async fn is_present(
     let manifest_len = std::fs::metadata(set.dir.join(MANIFEST))
         .map(|m| m.len())
         .ok();
-    match remote
-        .op
-        .stat(&format!("{}/{MANIFEST}", set_path(set)))
-        .await
-    {
-        Ok(meta) => Ok(Some(meta.content_length()) == manifest_len),
-        Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(storage_error(&format!("cannot check {}", set_path(set)), e)),
-    }
+    let there = remote
+        .size_of(&format!("{}/{MANIFEST}", set_path(set)))
+        .await?;
+    Ok(there.is_some() && there == manifest_len)
 }
 
 /// The two files that describe a set, sent after everything they describe.
