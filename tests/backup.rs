@@ -534,3 +534,50 @@ fn encrypted_sets_keep_the_passphrase_off_command_lines_manifests_and_logs() {
         stdout(&audit)
     );
 }
+
+/// dar-backup parity: more dar options per definition (refused by name when darvault sets
+/// them), PAR2 verified before publication when asked, and the definition as it was used
+/// recorded in the manifest.
+#[test]
+fn dar_options_par2_verify_and_the_definition_as_used() {
+    let env = Env::new();
+    let src = env.path("src-opts");
+    write(&src.join("keep.txt"), b"keep\n");
+    write(&src.join("big.skip"), b"left out by a dar option\n");
+    let config = |options: &str| {
+        fs::write(
+            env.path("config.toml"),
+            format!(
+                "repository = {:?}\n[[definition]]\nname = \"opts\"\nsource = {:?}\npar2_verify = true\ndar_options = {options}\n",
+                env.repo().display().to_string(),
+                src.display().to_string()
+            ),
+        )
+        .unwrap();
+    };
+    config("[\"-R/etc\"]");
+    let out = env.run(&["backup", "--full"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("dar_options"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("-R/etc"), "{}", stderr(&out));
+
+    config("[\"--exclude=*.skip\"]");
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let set = env.sets("opts").pop().unwrap();
+    let listing = std::process::Command::new("dar")
+        .args(["-Q", "-N", "-l"])
+        .arg(set.join(name_of(&set)))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.contains("keep.txt") && !listing.contains("big.skip"),
+        "{listing}"
+    );
+    let manifest = darvault::set::Manifest::read(&set).unwrap();
+    assert_eq!(manifest.format, 2);
+    assert_eq!(manifest.checks.par2_verify.as_deref(), Some("passed"));
+    let used = manifest.definition.unwrap();
+    assert_eq!(used.dar_options, ["--exclude=*.skip"]);
+    assert_eq!(used.source, src.display().to_string());
+}

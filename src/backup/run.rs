@@ -16,7 +16,8 @@ use crate::progress::Progress;
 use crate::set::Level;
 use crate::set::bundle::{self, RestoreText};
 use crate::set::manifest::{
-    ArchiveInfo, BaseRef, Checks, FORMAT, FileEntry, RestoreTestRecord, SetInfo, ToolVersions,
+    ArchiveInfo, BaseRef, Checks, DefinitionRecord, FORMAT, FileEntry, RestoreTestRecord, SetInfo,
+    ToolVersions,
 };
 use crate::set::seal::Seals;
 use crate::set::staging::Staging;
@@ -117,6 +118,7 @@ pub fn make_set(
         prune_masks: &masks,
         no_compress: &definition.no_compress,
         cache_directory_tagging: definition.cache_directory_tagging,
+        extra: &definition.dar_options,
         comment: &comment,
         timeout: definition.timeout.0,
         key,
@@ -198,6 +200,23 @@ pub fn make_set(
     let ((mut files, groups, mut seals), took) = protected?;
     phases.record("hash + par2 after dar -c", took);
     check_stop()?;
+    // par2_verify: every PAR2 set must verify before the set may be published.
+    let par2_verified = if definition.par2_verify {
+        let t = Instant::now();
+        for g in &groups {
+            let verdict = tools.par2.check(staging.path(), &g.index, false)?;
+            if verdict != par2::Verdict::Intact {
+                return Err(Error::Failed(format!(
+                    "par2 verify of {} found {verdict:?} right after it was made: the set was not published",
+                    g.index
+                )));
+            }
+        }
+        phases.record("par2 verify", t.elapsed());
+        Some("passed".to_owned())
+    } else {
+        None
+    };
 
     let t = Instant::now();
     let created_at = jiff::Timestamp::try_from(started).unwrap_or_else(|_| jiff::Timestamp::now());
@@ -270,10 +289,27 @@ pub fn make_set(
             dar: dar.version.clone(),
             par2: tools.par2.describe(),
         },
+        definition: Some(DefinitionRecord {
+            source: source.display().to_string(),
+            include: include.clone(),
+            exclude: definition.exclude.clone(),
+            prune: definition
+                .prune
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+            cache_directory_tagging: definition.cache_directory_tagging,
+            compression: compression.clone(),
+            no_compress: definition.no_compress.clone(),
+            dar_options: definition.dar_options.clone(),
+            slice_size: definition.slice_size.0,
+            redundancy_percent: redundancy(definition, plan.name.level),
+        }),
         checks: Checks {
             dar_test: "passed".into(),
             restore_test: restore.record.clone(),
             warnings: created.failed_inodes + created.changed_inodes,
+            par2_verify: par2_verified,
         },
         par2: groups,
         files,

@@ -71,6 +71,12 @@ pub struct Definition {
     pub redundancy: Redundancy,
     #[serde(default = "default_whole_slice_max")]
     pub par2_whole_slice_max: ByteSize,
+    /// Verify every PAR2 set with `par2 verify` before the set is published.
+    #[serde(default)]
+    pub par2_verify: bool,
+    /// More options for `dar -c`, one per element; those darvault sets itself are refused.
+    #[serde(default)]
+    pub dar_options: Vec<String>,
     #[serde(default)]
     pub incr_base: IncrBase,
     #[serde(default = "default_timeout")]
@@ -615,6 +621,15 @@ impl Config {
                     ),
                 ));
             }
+            if let Some(refused) = d.dar_options.iter().find_map(|o| refused_dar_option(o)) {
+                return Err(at(
+                    d.name.span(),
+                    format!(
+                        "definition {:?}: key `dar_options`: {refused}",
+                        d.name().as_str()
+                    ),
+                ));
+            }
             if let Some(e) = &d.encryption {
                 let sources = [
                     e.passphrase_env.is_some(),
@@ -733,6 +748,56 @@ pub fn write_default(file: &Path, repository: Option<&Path>) -> Result<()> {
 /// A TOML basic string literal.
 pub fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
+}
+
+/// dar options darvault gives itself, or that would break what a set promises (one command,
+/// its own options, masks it decides, files it writes, no question, no command run per
+/// slice): refused in `dar_options`, by name.
+const DARVAULT_DAR_OPTIONS: &[(&str, &str, &str)] = &[
+    ("c", "create", "the operation"),
+    ("x", "extract", "the operation"),
+    ("t", "test", "the operation"),
+    ("l", "list", "the operation"),
+    ("d", "diff", "the operation"),
+    ("C", "isolate", "the operation"),
+    ("+", "merge", "the operation"),
+    ("R", "fs-root", "the source"),
+    ("s", "slice", "slice_size"),
+    ("S", "first-slice-size", "slice_size"),
+    ("K", "key", "[definition.encryption]"),
+    ("J", "ref-key", "[definition.encryption]"),
+    ("A", "ref", "the base darvault chose"),
+    ("@", "aux", "the isolated catalogue"),
+    ("N", "no-conf", "darvault's own: no ~/.darrc"),
+    ("Q", "", "darvault's own: no question"),
+    ("B", "batch", "reading another options file"),
+    ("E", "execute", "a command run per slice"),
+    ("F", "execute-ref", "a command run per slice"),
+    ("~", "aux-execute", "a command run per slice"),
+    ("z", "compression", "compression"),
+    ("w", "no-warn", "a question answered"),
+];
+
+/// Why `option` may not be in `dar_options`, if it may not.
+fn refused_dar_option(option: &str) -> Option<String> {
+    let (short, long) = match option.strip_prefix("--") {
+        Some(long) => (None, Some(long.split('=').next().unwrap_or(long))),
+        None => match option.strip_prefix('-') {
+            Some(rest) => (rest.chars().next(), None),
+            None => {
+                return Some(format!(
+                    "{option:?} is not an option (each element is one dar option, starting with -)"
+                ));
+            }
+        },
+    };
+    DARVAULT_DAR_OPTIONS
+        .iter()
+        .find(|(s, l, _)| {
+            short.is_some_and(|c| s.starts_with(c))
+                || long.is_some_and(|x| !l.is_empty() && x == *l)
+        })
+        .map(|(_, _, why)| format!("{option:?} is set by darvault ({why}) and may not be given"))
 }
 
 /// darvault's own keys of a `[[destination]]` (the rest go to the OpenDAL service).

@@ -12,7 +12,8 @@ use super::{Level, MANIFEST, Role, SHA256SUMS};
 use crate::error::{Error, Result};
 
 /// Version of the manifest schema; readers refuse versions newer than they know.
-pub const FORMAT: u32 = 1;
+/// 2: the definition as it was used (`[definition]`). Format 1 manifests still read.
+pub const FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -22,6 +23,9 @@ pub struct Manifest {
     pub set: SetInfo,
     pub archive: ArchiveInfo,
     pub tools: ToolVersions,
+    /// The definition as it was used for this set (format 2; absent in format 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<DefinitionRecord>,
     pub checks: Checks,
     /// The PAR2 sets protecting the slices and the catalogue.
     #[serde(rename = "par2", default)]
@@ -72,6 +76,23 @@ pub struct ToolVersions {
     pub par2: String,
 }
 
+/// What the set was meant to hold and how it was made: the definition when it was used, so
+/// that years later the set explains itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefinitionRecord {
+    pub source: String,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub prune: Vec<String>,
+    pub cache_directory_tagging: bool,
+    pub compression: String,
+    pub no_compress: Vec<String>,
+    pub dar_options: Vec<String>,
+    pub slice_size: u64,
+    /// PAR2 percent for this set's level.
+    pub redundancy_percent: u32,
+}
+
 /// What was proven before the set was published.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checks {
@@ -81,6 +102,10 @@ pub struct Checks {
     /// Source files dar could not read or saw change (the set lacks or may hold a torn copy).
     #[serde(default)]
     pub warnings: u64,
+    /// `par2 verify` of every PAR2 set before publication: "passed", or absent when not
+    /// asked for (`par2_verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub par2_verify: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -283,7 +308,9 @@ mod tests {
                     changed_since: 0,
                 },
                 warnings: 0,
+                par2_verify: None,
             },
+            definition: None,
             par2: crate::tools::par2::Layout::new(1 << 30, 5, 64 << 20).plan(
                 "docs_DIFF_2026-01-02_030405",
                 &[("docs_DIFF_2026-01-02_030405.1.dar".into(), 42)],
@@ -302,6 +329,20 @@ mod tests {
     fn parses_back_into_the_same_values() {
         let m = sample();
         assert_eq!(Manifest::parse(&m.to_toml()).unwrap(), m);
+    }
+
+    #[test]
+    fn a_format_1_manifest_still_reads() {
+        let mut m = sample();
+        m.format = 1;
+        let text = m.to_toml();
+        assert!(
+            !text.contains("[definition]"),
+            "format 1 had no definition table"
+        );
+        let read = Manifest::parse(&text).unwrap();
+        assert_eq!(read.format, 1);
+        assert!(read.definition.is_none());
     }
 
     #[test]

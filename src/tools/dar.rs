@@ -46,6 +46,9 @@ pub struct CreateOptions<'a> {
     /// File name masks stored without compression (`-Z`, case-insensitive).
     pub no_compress: &'a [String],
     pub cache_directory_tagging: bool,
+    /// The definition's own `dar_options` (refused at config load when they would touch
+    /// what darvault sets).
+    pub extra: &'a [String],
     pub comment: &'a str,
     pub timeout: Duration,
     /// Encrypt the archive and its catalogue (and read the reference) with this key.
@@ -189,6 +192,7 @@ impl Dar {
         if o.cache_directory_tagging {
             s.arg("--cache-directory-tagging");
         }
+        s.args(o.extra);
         for g in o.include {
             s.arg("-g").arg(g);
         }
