@@ -221,8 +221,14 @@ pub fn run(
                 repair,
                 ..Default::default()
             };
-            let report =
-                crate::audit::run(Some(&config), &offsite_name, &options, &state, progress)?;
+            let report = crate::audit::run(
+                Some(&config),
+                &offsite_name,
+                &options,
+                &state,
+                progress,
+                None,
+            )?;
             let files: Vec<String> = report
                 .copies
                 .iter()

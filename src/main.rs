@@ -145,8 +145,14 @@ fn run(cli: &Cli) -> Result<u8, Error> {
                 definitions: args.definitions.clone(),
                 portion: args.portion,
             };
-            let report =
-                darvault::audit::run(config.as_ref(), &args.copies, &options, &state, &progress)?;
+            let report = darvault::audit::run(
+                config.as_ref(),
+                &args.copies,
+                &options,
+                &state,
+                &progress,
+                Some(&cli::ask_on_terminal),
+            )?;
             present(cli.json, &report, render::audit);
             Ok(report.exit_code())
         }
@@ -210,11 +216,11 @@ fn run(cli: &Cli) -> Result<u8, Error> {
             let status = darvault::status::gather(&config)?;
             if let Some(file) = html {
                 let page = darvault::status::html::render(&status);
-                darvault::status::prometheus::write_atomically(file, &page)?;
+                darvault::status::write_atomically(file, &page)?;
             }
             if let Some(file) = prometheus {
                 let text = darvault::status::prometheus::render(&status);
-                darvault::status::prometheus::write_atomically(file, &text)?;
+                darvault::status::write_atomically(file, &text)?;
             }
             present(cli.json, &status, render::status);
             Ok(exit::OK)
@@ -235,8 +241,7 @@ fn run(cli: &Cli) -> Result<u8, Error> {
                 dry_run: *dry_run,
                 yes: *yes,
             };
-            let ask = darvault::progress::ask_on_terminal;
-            let report = darvault::cleanup::run(&config, &request, Some(&ask))?;
+            let report = darvault::cleanup::run(&config, &request, Some(&cli::ask_on_terminal))?;
             present(cli.json, &report, render::cleanup);
             Ok(if report.failed() {
                 exit::PARTIAL

@@ -112,7 +112,7 @@ fn discord_body(p: &Payload) -> serde_json::Value {
 }
 
 fn post(url: &str, body: &serde_json::Value) -> std::result::Result<(), String> {
-    let rt = crate::replicate::runtime().map_err(|e| e.to_string())?;
+    let rt = crate::copy::runtime().map_err(|e| e.to_string())?;
     rt.block_on(async {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))

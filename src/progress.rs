@@ -23,15 +23,6 @@ impl Task for Silent {
     fn advance(&self, _: u64) {}
 }
 
-/// Ask a yes/no question on the terminal; no terminal (a timer, a pipe) means no.
-pub fn ask_on_terminal(question: &str) -> bool {
-    use std::io::{BufRead, IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
-        return false;
-    }
-    eprint!("{question} [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut answer);
-    matches!(answer.trim(), "y" | "Y" | "yes")
-}
+/// Asks a person a yes/no question (the command line asks on its terminal); `None`: nobody
+/// to ask, which means no.
+pub type Ask<'a> = Option<&'a dyn Fn(&str) -> bool>;

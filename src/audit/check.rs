@@ -185,12 +185,7 @@ fn could_not_audit(copy: &Store, location: &str, e: Error) -> SetReport {
 fn set_name(copy: &Store, location: &str) -> String {
     match location.rsplit('/').next() {
         Some(name) if !name.is_empty() => name.to_owned(),
-        _ => copy
-            .local_root
-            .as_ref()
-            .and_then(|r| r.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        _ => copy.folder_name().unwrap_or_default(),
     }
 }
 
@@ -428,7 +423,7 @@ async fn trusted_manifest(
     report: &mut SetReport,
 ) -> Result<Option<(Manifest, String, Option<HealManifest>)>> {
     let bytes = copy.read_small(&at(location, MANIFEST)).await?;
-    let parsed = bytes.as_deref().and_then(|b| parse_for(b, name));
+    let parsed = bytes.as_deref().and_then(|b| Manifest::parse_for(b, name));
     let sha = bytes.as_deref().map(sha256_hex);
     match (&parsed, recorded) {
         (Some(m), Some(r)) if sha.as_deref() == Some(r) => {
@@ -446,7 +441,7 @@ async fn trusted_manifest(
     };
     match healthy {
         Some((source, good)) => {
-            let m = parse_for(&good, name).expect("checked when found");
+            let m = Manifest::parse_for(&good, name).expect("checked when found");
             let good_sha = sha256_hex(&good);
             let heal = HealManifest {
                 bytes: good,
@@ -471,12 +466,6 @@ async fn trusted_manifest(
             }
         },
     }
-}
-
-/// A manifest that parses (refusing unsafe paths) and describes the set of this name.
-pub(super) fn parse_for(bytes: &[u8], name: &str) -> Option<Manifest> {
-    let m = Manifest::parse(std::str::from_utf8(bytes).ok()?).ok()?;
-    (m.set.name == name).then_some(m)
 }
 
 /// Hash every file the manifest lists; returns the damaged or missing ones with what was found.

@@ -141,8 +141,9 @@ pub fn run(
     options: &Options,
     state: &State,
     progress: &dyn Progress,
+    ask: crate::progress::Ask,
 ) -> Result<Report> {
-    let rt = crate::replicate::runtime()?;
+    let rt = crate::copy::runtime()?;
     let (all, unreachable) = all_copies(config)?;
     let named = !copies.is_empty();
     let targets: Vec<Arc<Store>> = if copies.is_empty() {
@@ -188,7 +189,7 @@ pub fn run(
             error_code: exit::OK,
         };
         let options = Options {
-            repair: options.repair || may_repair(copy),
+            repair: options.repair || may_repair(copy, ask),
             ..options.clone()
         };
         let outcome = writer_lock(config, copy, options.repair).and_then(|_lock| {
@@ -303,15 +304,14 @@ impl Report {
 }
 
 /// The destination's `repair` policy, when --repair is not given: "auto" repairs, "ask"
-/// asks on a terminal (and does not repair without one), "never" reports only.
-fn may_repair(copy: &Store) -> bool {
+/// asks (and does not repair with nobody to ask), "never" reports only.
+fn may_repair(copy: &Store, ask: crate::progress::Ask) -> bool {
     match copy.repair {
         RepairPolicy::Never => false,
         RepairPolicy::Auto => true,
-        RepairPolicy::Ask => crate::progress::ask_on_terminal(&format!(
-            "Repair damage found on {} in place?",
-            copy.name
-        )),
+        RepairPolicy::Ask => {
+            ask.is_some_and(|ask| ask(&format!("Repair damage found on {} in place?", copy.name)))
+        }
     }
 }
 
@@ -352,16 +352,16 @@ fn writer_lock(
     if !repair {
         return Ok(None);
     }
-    let lock = match (config, &copy.local_root) {
-        (Some(c), _) if c.destination(&copy.name).is_some() => {
+    let lock = match config {
+        Some(c) if c.destination(&copy.name).is_some() => {
             crate::lock::lock_destination(c, &copy.name)?
         }
-        (_, Some(root)) => crate::lock::lock_repository(root)?,
-        (_, None) => return Ok(None),
+        _ => match copy.lock_folder()? {
+            Some(lock) => lock,
+            None => return Ok(None),
+        },
     };
-    if let Some(root) = &copy.local_root {
-        let _ = std::fs::remove_dir_all(root.join(repair::SCRATCH));
-    }
+    copy.clear_scratch();
     Ok(Some(lock))
 }
 

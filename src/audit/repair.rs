@@ -9,7 +9,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::Status;
-use super::check::parse_for;
 use crate::config::Config;
 use crate::copy::{Expected, Limiter, Store};
 use crate::error::{Error, Result};
@@ -124,7 +123,7 @@ pub(super) async fn repair_files(
         if in_group.is_empty() {
             continue;
         }
-        let scratch = scratch_for(copy)?;
+        let scratch = copy.scratch("repair")?;
         let scratch_copy = Store::for_path(scratch.path())?;
         // Only PAR2 files of the group are damaged: the data they protect is proven, so the
         // PAR2 set is made again from it (byte-identical with the same engine).
@@ -293,11 +292,9 @@ impl Rebuilt<'_> {
             let gathered = self.scratch.join(&slice.path);
             if gathered.is_file() {
                 link(&gathered, &target)?;
-            } else if let Some(root) = &self.copy.local_root {
-                link(&root.join(at(self.location, &slice.path)), &target)?;
             } else {
                 self.copy
-                    .download(&at(self.location, &slice.path), &target)
+                    .fetch(&at(self.location, &slice.path), &target)
                     .await?;
             }
         }
@@ -349,30 +346,6 @@ fn covered(manifest: &Manifest, group: &Group, path: &str) -> bool {
     group_files(manifest, group).iter().any(|f| f.path == path)
 }
 
-/// A scratch folder for a repair: on a local copy, inside its `.darvault/scratch` (the same
-/// filesystem, so its files are hard-linked, not copied; left-overs of a killed repair are
-/// removed by the next audit that repairs); else in the temporary folder.
-fn scratch_for(copy: &Store) -> Result<tempfile::TempDir> {
-    let failed = |e| Error::Failed(format!("cannot make a scratch directory: {e}"));
-    match &copy.local_root {
-        Some(root) => {
-            let dir = root.join(SCRATCH);
-            std::fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
-            tempfile::Builder::new()
-                .prefix("repair.")
-                .tempdir_in(&dir)
-                .map_err(failed)
-        }
-        None => tempfile::Builder::new()
-            .prefix("darvault-repair.")
-            .tempdir()
-            .map_err(failed),
-    }
-}
-
-/// Where repairs of a local copy keep their scratch folders.
-pub(super) const SCRATCH: &str = ".darvault/scratch";
-
 /// Put a group's files into `scratch`: hard links for a local copy (par2 only reads them and
 /// renames a damaged one away), downloads for a remote one. Missing files, and symbolic
 /// links (never followed), stay missing.
@@ -393,20 +366,8 @@ async fn gather_files(
     scratch: &Path,
 ) -> Result<()> {
     for f in files {
-        let target = scratch.join(&f.path);
-        let rel = at(location, &f.path);
-        if copy.is_link(&rel) {
-            continue;
-        }
-        if let Some(root) = &copy.local_root {
-            let source = root.join(&rel);
-            let regular = std::fs::symlink_metadata(&source).is_ok_and(|m| m.is_file());
-            if regular && std::fs::hard_link(&source, &target).is_err() {
-                std::fs::copy(&source, &target).map_err(Error::io("cannot copy", &source))?;
-            }
-        } else {
-            copy.download(&rel, &target).await?;
-        }
+        copy.fetch(&at(location, &f.path), &scratch.join(&f.path))
+            .await?;
     }
     Ok(())
 }
@@ -489,7 +450,7 @@ pub(super) async fn manifest_from_copies(
                 Some(r) => sha256_hex(&bytes) == r,
                 None => true,
             };
-            if fits && parse_for(&bytes, name).is_some() {
+            if fits && Manifest::parse_for(&bytes, name).is_some() {
                 return Ok(Some((other.name.clone(), bytes)));
             }
         }
@@ -502,14 +463,7 @@ pub(super) async fn manifest_from_copies(
 async fn replace_link(copy: &Store, path: &str) -> Result<()> {
     let parent = path.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
     copy.check_no_link(parent)?;
-    if copy.is_link(path)
-        && let Some(root) = &copy.local_root
-    {
-        // remove_file removes the link itself, whatever it points at.
-        let link = root.join(path);
-        std::fs::remove_file(&link).map_err(Error::io("cannot remove the link", &link))?;
-    }
-    Ok(())
+    copy.remove_link(path)
 }
 
 /// Write small bytes (a manifest, SHA256SUMS) in place, safely (see `copy_verified`).
@@ -549,9 +503,9 @@ async fn copy_verified(
 ) -> Result<()> {
     replace_link(dst, dst_path).await?;
     let scratch;
-    let local = match &src.local_root {
-        Some(root) if !src.is_link(src_path) => root.join(src_path),
-        _ => {
+    let local = match src.in_place(src_path).filter(|_| !src.is_link(src_path)) {
+        Some(local) => local,
+        None => {
             scratch = tempfile::Builder::new()
                 .prefix("darvault-heal.")
                 .tempdir()
@@ -586,8 +540,8 @@ pub(super) async fn deep_checks(
     config: Option<&Config>,
 ) -> Result<Vec<String>> {
     let scratch;
-    let dir = match &copy.local_root {
-        Some(root) => root.join(location),
+    let dir = match copy.in_place(location) {
+        Some(dir) => dir,
         None => {
             scratch = tempfile::Builder::new()
                 .prefix("darvault-deep.")

@@ -73,7 +73,7 @@ impl Report {
 }
 
 /// Asks a person whether FULL sets may go (None: nobody to ask).
-pub type Confirm<'a> = Option<&'a dyn Fn(&str) -> bool>;
+pub type Confirm<'a> = crate::progress::Ask<'a>;
 
 pub fn run(config: &Config, req: &Request, confirm: Confirm) -> Result<Report> {
     for d in &req.destinations {
@@ -89,7 +89,7 @@ pub fn run(config: &Config, req: &Request, confirm: Confirm) -> Result<Report> {
         }
     }
     let state = State::open(&config.state_dir())?;
-    let rt = crate::replicate::runtime()?;
+    let rt = crate::copy::runtime()?;
     let mut copies = Vec::new();
     if req.destinations.is_empty() {
         let _lock = crate::lock::lock_repository(config.repository.path())?;
@@ -347,7 +347,7 @@ async fn remove_set(
     if req.dry_run {
         return Ok(removal);
     }
-    let dir = location(store, set);
+    let dir = store.location(set);
     // The intent first: an interrupted removal is finished by the next cleanup, and no
     // audit heals the folder back into a set.
     let why = format!("removed by darvault cleanup: {}\n", removal.reason);
@@ -366,37 +366,17 @@ async fn remove_set(
 
 /// Finish the removal an interrupted cleanup began (the folder holds its marker).
 async fn finish_removal(req: &Request, store: &Store, dir: &str) -> Result<String> {
-    let relative = match &store.local_root {
-        Some(root) => Path::new(dir)
-            .strip_prefix(root)
-            .unwrap_or(Path::new(dir))
-            .display()
-            .to_string(),
-        None => dir.to_owned(),
-    };
+    let relative = store.relative(Path::new(dir));
     if !req.dry_run {
         store.remove_folder(&relative).await?;
     }
     Ok(format!("{relative} (the rest of an interrupted removal)"))
 }
 
-/// The set's folder relative to the copy's root.
-fn location(store: &Store, set: &FoundSet) -> String {
-    match &store.local_root {
-        Some(root) => set
-            .dir
-            .strip_prefix(root)
-            .unwrap_or(&set.dir)
-            .display()
-            .to_string(),
-        None => set.dir.display().to_string(),
-    }
-}
-
 /// par2 keeps a damaged original as `<file>.1` after a repair: once the set is whole again
 /// (audit proves it), those are clutter.
 async fn par2_leftovers(req: &Request, store: &Store, set: &FoundSet) -> Result<Vec<String>> {
-    let dir = location(store, set);
+    let dir = store.location(set);
     let mut removed = Vec::new();
     for (path, is_dir) in store.walk(&format!("{dir}/")).await? {
         let Some(relative) = path.strip_prefix(&format!("{dir}/")) else {

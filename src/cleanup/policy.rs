@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::config::Keep;
+use crate::config::{Age, Keep};
 use crate::set::Level;
 
 pub struct Candidate<'a> {
@@ -26,12 +26,21 @@ pub struct Verdict {
     pub reason: String,
 }
 
+/// How long sets of this level are kept.
+fn kept_for(keep: &Keep, level: Level) -> Age {
+    match level {
+        Level::Full => keep.full,
+        Level::Diff => keep.diff,
+        Level::Incr => keep.incr,
+    }
+}
+
 /// Verdicts in the order of `sets` (oldest first).
 pub fn judge(sets: &[Candidate], keep: &Keep, now: &jiff::ZonedDateTime) -> Vec<Verdict> {
     let mut reasons: Vec<Option<String>> = sets
         .iter()
         .map(|s| {
-            let age = keep.of(s.level);
+            let age = kept_for(keep, s.level);
             match age.cutoff(now) {
                 None => Some(format!("{} sets are kept forever", s.level)),
                 Some(cutoff) if s.created >= cutoff => Some(format!("younger than {age}")),
@@ -57,7 +66,7 @@ pub fn judge(sets: &[Candidate], keep: &Keep, now: &jiff::ZonedDateTime) -> Vec<
         .map(|(s, reason)| Verdict {
             set: s.name.to_owned(),
             remove: reason.is_none(),
-            reason: reason.unwrap_or_else(|| format!("older than {}", keep.of(s.level))),
+            reason: reason.unwrap_or_else(|| format!("older than {}", kept_for(keep, s.level))),
         })
         .collect()
 }

@@ -27,16 +27,14 @@ pub fn init(
         _ => "debug",
     };
     // RUST_LOG, when set, overrides -v/-q for stderr.
-    // Storage retries are expected on flaky links: shown with -v, not by default.
-    // A request given up on after a stall leaves its writer unfinished on purpose (a dead
-    // server would not answer an abort either): OpenDAL's warning about it is noise.
-    let quiet_retries = if verbose == 0 {
-        ",opendal::layers::retry=error,opendal::layers::complete=error,openssh=off,openssh_sftp_client=off"
+    // The storage libraries' own chatter is shown with -v, not by default.
+    let quiet_storage = if verbose == 0 {
+        darvault::copy::QUIET_LOG_DIRECTIVES
     } else {
         ""
     };
     let stderr_filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level}{quiet_retries}")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level}{quiet_storage}")));
     // Colours only for a terminal: a log file or a pipe gets plain text.
     let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

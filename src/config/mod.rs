@@ -113,16 +113,6 @@ impl Default for Keep {
     }
 }
 
-impl Keep {
-    pub fn of(&self, level: crate::set::Level) -> Age {
-        match level {
-            crate::set::Level::Full => self.full,
-            crate::set::Level::Diff => self.diff,
-            crate::set::Level::Incr => self.incr,
-        }
-    }
-}
-
 /// Commands run before and after a backup of the definition (through `sh -c`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

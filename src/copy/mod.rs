@@ -6,18 +6,27 @@
 mod anchored;
 mod dav;
 mod failure;
+mod local;
 mod put;
+mod runtime;
 mod store;
 
 use std::path::{Path, PathBuf};
 
 pub use failure::{Retry, understand};
 pub use put::{Expected, Limiter};
+pub use runtime::{Runtime, runtime};
 pub use store::{Store, hash_stored, storage_error};
 
 use crate::error::{Error, Result};
 use crate::hashing::sha256_hex;
 use crate::set::{MANIFEST, Manifest, SetName, staging};
+
+/// Log filter directives that keep the storage libraries quiet unless asked (-v): a request
+/// given up on after a stall leaves its writer unfinished on purpose (a dead server would not
+/// answer an abort either), and OpenDAL warns about it; the SFTP client logs its internals.
+pub const QUIET_LOG_DIRECTIVES: &str =
+    ",opendal::layers::complete=error,openssh=off,openssh_sftp_client=off";
 
 /// Open a copy by what the user typed: a destination named in the config, `repository`, or
 /// a directory (which needs no config at all: an old disk found in a drawer).

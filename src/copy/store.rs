@@ -33,7 +33,7 @@ pub struct Store {
     pub name: String,
     pub(super) op: Operator,
     /// Where the bytes are when the copy is on a local filesystem (repository, USB path).
-    pub local_root: Option<std::path::PathBuf>,
+    pub(super) local_root: Option<std::path::PathBuf>,
     /// Files read at once (a spinning USB disk is fastest with one reader).
     pub readers: usize,
     /// What an audit may do with damage here without --repair.

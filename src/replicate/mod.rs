@@ -67,35 +67,6 @@ impl Report {
     }
 }
 
-pub fn runtime() -> Result<Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map(|rt| Runtime(Some(rt)))
-        .map_err(|e| Error::Failed(format!("cannot start the I/O runtime: {e}")))
-}
-
-/// The I/O runtime. When it goes, blocking work still running (a write to a local disk
-/// that hung, given up on after the stall deadline) gets a few seconds, not forever: a
-/// process holding a copy's lock must end.
-pub struct Runtime(Option<tokio::runtime::Runtime>);
-
-impl std::ops::Deref for Runtime {
-    type Target = tokio::runtime::Runtime;
-    fn deref(&self) -> &tokio::runtime::Runtime {
-        self.0.as_ref().expect("the runtime lives until dropped")
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_timeout(std::time::Duration::from_secs(5));
-        }
-    }
-}
-
 /// Replicate the named definitions (all when empty) to the named destinations (all when
 /// empty). Destinations are handled one after another; one failing never stops the others.
 pub fn run(
@@ -115,7 +86,7 @@ pub fn run(
         sets.extend(found.sets);
     }
     let state = Arc::new(State::open(&config.state_dir())?);
-    let rt = runtime()?;
+    let rt = crate::copy::runtime()?;
     let mut report = Report {
         destinations: Vec::new(),
     };

@@ -157,7 +157,7 @@ pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {
     // Arguments are checked before any copy is read (a remote one may be slow to list).
     let as_of = as_of(req.as_of.as_deref())?;
     let copy = open_copy(config, req.from.as_deref())?;
-    let rt = crate::replicate::runtime()?;
+    let rt = crate::copy::runtime()?;
     let sets = sets_of(&rt, &copy, &req.definition)?;
     let chain = chain_as_of(&sets, as_of, &req.definition, &copy.name)?;
     let key = passphrase(config, &chain, &req.definition)?;
@@ -199,12 +199,12 @@ pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {
 fn newer_in_repository(
     config: Option<&Config>,
     copy: &Store,
-    rt: &crate::replicate::Runtime,
+    rt: &crate::copy::Runtime,
     definition: &str,
     on_copy: &[FoundSet],
 ) -> Option<String> {
     let repository = crate::copy::repository(config?).ok()?;
-    if repository.local_root == copy.local_root {
+    if repository.same_folder(copy) {
         return None;
     }
     let newest_here = on_copy.last().map(|s| s.manifest.set.created);
@@ -217,7 +217,7 @@ fn newer_in_repository(
 struct Catalogues<'a> {
     config: Option<&'a Config>,
     state: crate::state::State,
-    rt: crate::replicate::Runtime,
+    rt: crate::copy::Runtime,
     copy: Store,
     scratch: tempfile::TempDir,
     /// Run the copy's bundled dar_static even when this darvault did not bundle it.
@@ -230,7 +230,7 @@ impl<'a> Catalogues<'a> {
         Ok(Catalogues {
             config,
             state: crate::state::State::open(&state_dir)?,
-            rt: crate::replicate::runtime()?,
+            rt: crate::copy::runtime()?,
             copy: open_copy(config, from)?,
             scratch: scratch_in(&std::env::temp_dir())?,
             trust_bundle: false,
@@ -360,19 +360,6 @@ fn chain_as_of(
     Ok(chain)
 }
 
-/// The set's folder relative to the copy root.
-fn rel(copy: &Store, set: &FoundSet) -> String {
-    match &copy.local_root {
-        Some(root) => set
-            .dir
-            .strip_prefix(root)
-            .unwrap_or(&set.dir)
-            .display()
-            .to_string(),
-        None => set.dir.display().to_string(),
-    }
-}
-
 /// Extract `paths` (everything when empty) as of the chain's newest set into `target`; the
 /// names of the sets applied.
 fn extract_chain(
@@ -447,10 +434,9 @@ struct Fetch<'a> {
 impl Fetch<'_> {
     fn file(&mut self, set: &FoundSet, path: &str) -> Result<PathBuf> {
         let entry = set.manifest.files.iter().find(|f| f.path == path);
-        let stored = format!("{}/{path}", rel(self.copy, set));
-        let (local, got) = match &self.copy.local_root {
-            Some(root) => {
-                let local = root.join(&stored);
+        let stored = format!("{}/{path}", self.copy.location(set));
+        let (local, got) = match self.copy.in_place(&stored) {
+            Some(local) => {
                 let got = crate::hashing::hash_file(&local).ok();
                 (local, got)
             }
@@ -535,8 +521,8 @@ fn trusted_bundled(
         .iter()
         .find(|f| f.path == "bundle/darvault")
         .map(|f| f.sha256.as_str());
-    if let (Some(running), Some(root), Some(own)) = (running, &copy.local_root, own_darvault)
-        && running.starts_with(root)
+    if let (Some(running), Some(own)) = (running, own_darvault)
+        && copy.holds(&running)
         && running.ends_with("bundle/darvault")
         && crate::hashing::hash_file(&running).is_ok_and(|(_, sha)| sha == own)
     {

@@ -150,6 +150,13 @@ impl Manifest {
         )
     }
 
+    /// A manifest read from a copy that parses and describes the set of this name; `None`
+    /// for anything else (unreadable, unsafe, or another set's).
+    pub fn parse_for(bytes: &[u8], name: &str) -> Option<Manifest> {
+        let m = Manifest::parse(std::str::from_utf8(bytes).ok()?).ok()?;
+        (m.set.name == name).then_some(m)
+    }
+
     /// Parse a manifest read from a copy. A copy is untrusted input: paths that could point
     /// outside the set are refused.
     pub fn parse(text: &str) -> Result<Manifest> {

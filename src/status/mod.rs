@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::copy::Store;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::state::{Run, State};
 
 #[derive(Debug, Serialize)]
@@ -63,7 +63,7 @@ pub struct CopyStatus {
 
 pub fn gather(config: &Config) -> Result<Status> {
     let state = State::open(&config.state_dir())?;
-    let rt = crate::replicate::runtime()?;
+    let rt = crate::copy::runtime()?;
     let backups = state.runs("backup")?;
     let audits = state.audits()?;
 
@@ -203,16 +203,27 @@ fn copy_status(
             .collect(),
         never_proven,
         oldest_proof,
-        free_bytes: store.local_root.as_deref().and_then(free_bytes),
+        free_bytes: store.free_bytes(),
         error: None,
     }
 }
 
-/// Bytes an unprivileged user may still write on the filesystem holding `path`.
-fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `s` a properly sized out-parameter.
-    (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then(|| s.f_bavail * s.f_frsize)
+/// Write a report (the HTML page, the Prometheus textfile) to `file` through a temporary file in the same folder and a rename.
+pub fn write_atomically(file: &Path, text: &str) -> Result<()> {
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(Error::io("cannot write in", dir))?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes())
+        .map_err(Error::io("cannot write", file))?;
+    // Readable by whoever serves it (a Prometheus collector, a web server): another user.
+    let readable = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    tmp.as_file()
+        .set_permissions(readable)
+        .map_err(Error::io("cannot write", file))?;
+    tmp.persist(file)
+        .map_err(|e| Error::io("cannot write", file)(e.error))?;
+    Ok(())
 }

@@ -2,10 +2,8 @@
 //! so the collector never reads half a file.
 
 use std::fmt::Write;
-use std::path::Path;
 
 use super::Status;
-use crate::error::{Error, Result};
 
 pub fn render(status: &Status) -> String {
     let mut out = String::new();
@@ -108,24 +106,4 @@ fn escape(label: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
-}
-
-/// Write `text` to `file` through a temporary file in the same folder and a rename.
-pub fn write_atomically(file: &Path, text: &str) -> Result<()> {
-    let dir = file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(Error::io("cannot write in", dir))?;
-    std::io::Write::write_all(&mut tmp, text.as_bytes())
-        .map_err(Error::io("cannot write", file))?;
-    // Readable by the collector, which runs as another user.
-    let readable = std::os::unix::fs::PermissionsExt::from_mode(0o644);
-    tmp.as_file()
-        .set_permissions(readable)
-        .map_err(Error::io("cannot write", file))?;
-    tmp.persist(file)
-        .map_err(|e| Error::io("cannot write", file)(e.error))?;
-    Ok(())
 }

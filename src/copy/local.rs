@@ -1,0 +1,129 @@
+//! What a copy on a local filesystem (the repository, a USB disk, an sshfs mount) offers
+//! beyond the operations every copy has: its files read where they are instead of
+//! downloaded, scratch folders on the same filesystem (hard links, not copies), free space.
+//! Callers ask these questions of any copy; a remote one answers "no" and they download.
+
+use std::path::{Path, PathBuf};
+
+use super::{FoundSet, Store};
+use crate::error::{Error, Result};
+
+/// Where repairs of a local copy keep their scratch folders.
+const SCRATCH: &str = ".darvault/scratch";
+
+impl Store {
+    /// The file or folder at `path` where it can be read in place: a local copy's own path
+    /// (callers that must not follow a link check `is_link` first); `None` for a remote copy.
+    pub fn in_place(&self, path: &str) -> Option<PathBuf> {
+        self.local_root.as_ref().map(|root| root.join(path))
+    }
+
+    /// A set's folder relative to the copy's root, as the copy's operations take it.
+    pub fn location(&self, set: &FoundSet) -> String {
+        self.relative(&set.dir)
+    }
+
+    /// A folder found on this copy, relative to its root.
+    pub fn relative(&self, dir: &Path) -> String {
+        match &self.local_root {
+            Some(root) => dir.strip_prefix(root).unwrap_or(dir).display().to_string(),
+            None => dir.display().to_string(),
+        }
+    }
+
+    /// The name of the copy's own folder (a copy that is one set's folder is named by it).
+    pub fn folder_name(&self) -> Option<String> {
+        let root = self.local_root.as_ref()?;
+        Some(root.file_name()?.to_string_lossy().into_owned())
+    }
+
+    /// Whether two handles are the same local folder (the repository named by its path).
+    pub fn same_folder(&self, other: &Store) -> bool {
+        self.local_root.is_some() && self.local_root == other.local_root
+    }
+
+    /// Whether `path` (absolute, on this machine) lies inside this local copy.
+    pub fn holds(&self, path: &Path) -> bool {
+        self.local_root
+            .as_ref()
+            .is_some_and(|root| path.starts_with(root))
+    }
+
+    /// Bytes an unprivileged user may still write here (local copies only).
+    pub fn free_bytes(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let root = self.local_root.as_ref()?;
+        let c = std::ffi::CString::new(root.as_os_str().as_bytes()).ok()?;
+        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a valid NUL-terminated path and `s` a properly sized out-parameter.
+        (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then(|| s.f_bavail * s.f_frsize)
+    }
+
+    /// Put the file at `path` at `target` to be read there: a hard link (else a copy) of a
+    /// local copy's file, a download from a remote one. A symbolic link is never followed:
+    /// the target then stays missing.
+    pub async fn fetch(&self, path: &str, target: &Path) -> Result<()> {
+        if self.is_link(path) {
+            return Ok(());
+        }
+        match &self.local_root {
+            Some(root) => {
+                let source = root.join(path);
+                let regular = std::fs::symlink_metadata(&source).is_ok_and(|m| m.is_file());
+                if regular && std::fs::hard_link(&source, target).is_err() {
+                    std::fs::copy(&source, target).map_err(Error::io("cannot copy", &source))?;
+                }
+                Ok(())
+            }
+            None => self.download(path, target).await.map(|_| ()),
+        }
+    }
+
+    /// A scratch folder for work on this copy's files: inside a local copy's
+    /// `.darvault/scratch` (the same filesystem, so files are hard-linked, not copied;
+    /// left-overs of a killed run are removed by `clear_scratch`), else in the temporary folder.
+    pub fn scratch(&self, purpose: &str) -> Result<tempfile::TempDir> {
+        let failed = |e| Error::Failed(format!("cannot make a scratch directory: {e}"));
+        match &self.local_root {
+            Some(root) => {
+                let dir = root.join(SCRATCH);
+                std::fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
+                tempfile::Builder::new()
+                    .prefix(&format!("{purpose}."))
+                    .tempdir_in(&dir)
+                    .map_err(failed)
+            }
+            None => tempfile::Builder::new()
+                .prefix(&format!("darvault-{purpose}."))
+                .tempdir()
+                .map_err(failed),
+        }
+    }
+
+    /// Remove the scratch folders runs that were killed left in a local copy. Only a run
+    /// holding the copy's writer lock may call this.
+    pub fn clear_scratch(&self) {
+        if let Some(root) = &self.local_root {
+            let _ = std::fs::remove_dir_all(root.join(SCRATCH));
+        }
+    }
+
+    /// Remove a symbolic link found where a file is about to be written (the link itself,
+    /// whatever it points at). Remote copies hold no links.
+    pub fn remove_link(&self, path: &str) -> Result<()> {
+        if let (true, Some(root)) = (self.is_link(path), &self.local_root) {
+            let link = root.join(path);
+            std::fs::remove_file(&link).map_err(Error::io("cannot remove the link", &link))?;
+        }
+        Ok(())
+    }
+
+    /// The writer lock of a local copy that is not a configured destination (an audit of a
+    /// folder named by its path); `None` for a remote one.
+    pub fn lock_folder(&self) -> Result<Option<crate::lock::Lock>> {
+        match &self.local_root {
+            Some(root) => crate::lock::lock_repository(root).map(Some),
+            None => Ok(None),
+        }
+    }
+}

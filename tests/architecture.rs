@@ -1,0 +1,165 @@
+//! The rules of docs/architecture.md that a machine can check: the library's modules import
+//! each other without a cycle (top-level modules, and files inside one module's folder), and
+//! only `src/copy/` touches storage (OpenDAL).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Every `.rs` file under `dir`.
+fn sources(dir: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.expect("readable source tree"))
+        .filter(|e| e.path().extension().is_some_and(|x| x == "rs"))
+        .map(|e| e.into_path())
+        .collect()
+}
+
+/// The code of a file without its unit tests and comments: test modules may reach anywhere.
+fn code(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).expect("readable source file");
+    let text = text.split("#[cfg(test)]").next().unwrap_or("");
+    text.lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            !t.starts_with("//")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The names that follow `prefix` in `text`: `crate::copy::Store` → `copy`,
+/// `super::{check, repair::Group}` → `check`, `repair`.
+fn referenced(text: &str, prefix: &str) -> BTreeSet<String> {
+    let first_name = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut names = BTreeSet::new();
+    for (i, _) in text.match_indices(prefix) {
+        let rest = &text[i + prefix.len()..];
+        match rest.strip_prefix('{') {
+            Some(group) => {
+                let group = group.split('}').next().unwrap_or("");
+                names.extend(group.split(',').map(first_name));
+            }
+            None => {
+                names.insert(first_name(rest));
+            }
+        }
+    }
+    names.retain(|n| !n.is_empty());
+    names
+}
+
+/// The first cycle found in `graph`, as the path of nodes around it.
+fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|n| n == node) {
+            let mut found = path[at..].to_vec();
+            found.push(node.to_owned());
+            return Some(found);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(found) = visit(next, graph, path, done) {
+                return Some(found);
+            }
+        }
+        path.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
+}
+
+/// The top-level module a file under `src/` belongs to (`src/copy/store.rs` → `copy`).
+fn module_of(file: &Path, src: &Path) -> Option<String> {
+    let rel = file.strip_prefix(src).ok()?;
+    let first = rel.components().next()?.as_os_str().to_str()?;
+    let name = first.trim_end_matches(".rs");
+    (!matches!(name, "lib" | "main" | "cli")).then(|| name.to_owned())
+}
+
+#[test]
+fn top_level_modules_import_each_other_without_a_cycle() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in sources(&src) {
+        let Some(module) = module_of(&file, &src) else {
+            continue;
+        };
+        let uses = referenced(&code(&file), "crate::");
+        let entry = graph.entry(module.clone()).or_default();
+        entry.extend(uses.into_iter().filter(|u| *u != module));
+    }
+    assert!(graph.len() > 10, "the module scan found {graph:?}");
+    if let Some(found) = cycle(&graph) {
+        panic!(
+            "modules import each other in a cycle: {}",
+            found.join(" -> ")
+        );
+    }
+}
+
+#[test]
+fn files_inside_a_module_import_each_other_without_a_cycle() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for folder in std::fs::read_dir(&src).unwrap() {
+        let folder = folder.unwrap().path();
+        if !folder.is_dir() {
+            continue;
+        }
+        // Siblings: `super::x` from a file of the folder (mod.rs itself is the parent).
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for file in sources(&folder) {
+            let name = file.file_stem().unwrap().to_string_lossy().into_owned();
+            if name == "mod" || file.parent() != Some(folder.as_path()) {
+                continue;
+            }
+            let uses = referenced(&code(&file), "super::");
+            let entry = graph.entry(name.clone()).or_default();
+            entry.extend(uses.into_iter().filter(|u| *u != name));
+        }
+        let files: BTreeSet<String> = graph.keys().cloned().collect();
+        for uses in graph.values_mut() {
+            uses.retain(|u| files.contains(u));
+        }
+        if let Some(found) = cycle(&graph) {
+            panic!(
+                "files of {} import each other in a cycle: {}",
+                folder.display(),
+                found.join(" -> ")
+            );
+        }
+    }
+}
+
+#[test]
+fn only_the_copy_module_touches_storage() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let copy = root.join("src/copy");
+    let outside: Vec<String> = sources(&root.join("src"))
+        .into_iter()
+        .filter(|f| !f.starts_with(&copy))
+        .filter(|f| std::fs::read_to_string(f).unwrap().contains("opendal::"))
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "OpenDAL used outside src/copy/: {outside:?}"
+    );
+}
