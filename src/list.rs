@@ -28,6 +28,10 @@ pub struct SetLine {
     pub size: u64,
     pub slices: u32,
     pub files: usize,
+    /// The definition as it was used for this set (sets made before darvault recorded it:
+    /// absent), so a restore years later knows what the set was meant to hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub definition: Option<crate::set::DefinitionRecord>,
 }
 
 /// List the sets of a copy for the named definitions (all found when `names` is empty).
@@ -63,6 +67,7 @@ async fn list_async(copy: &Store, names: &[String]) -> Result<Listing> {
                     size: s.manifest.total_size(),
                     slices: s.manifest.archive.slices,
                     files: s.manifest.files.len(),
+                    definition: s.manifest.definition.clone(),
                 })
                 .collect(),
             problems: found.problems,

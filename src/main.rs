@@ -191,8 +191,10 @@ fn run(cli: &Cli) -> Result<u8, Error> {
             };
             let report = darvault::restore::run(config.as_ref(), &request)?;
             present(cli.json, &report, render::restore);
-            // Nothing of what was asked existed then: say so with the exit code too.
-            if !args.paths.is_empty() && report.absent.len() == args.paths.len() {
+            // Nothing of what was asked existed then, or some files could not be written:
+            // say so with the exit code too.
+            let none_existed = !args.paths.is_empty() && report.absent.len() == args.paths.len();
+            if none_existed || !report.not_restored.is_empty() {
                 return Ok(exit::FAILED);
             }
             Ok(exit::OK)

@@ -580,4 +580,73 @@ fn dar_options_par2_verify_and_the_definition_as_used() {
     let used = manifest.definition.unwrap();
     assert_eq!(used.dar_options, ["--exclude=*.skip"]);
     assert_eq!(used.source, src.display().to_string());
+    // `list --json` shows it too.
+    let out = env.run(&["--json", "list", "-d", "opts"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shown = &v["definitions"][0]["sets"][0]["definition"];
+    assert_eq!(
+        shown["dar_options"],
+        serde_json::json!(["--exclude=*.skip"])
+    );
+    assert_eq!(
+        shown["source"],
+        serde_json::json!(src.display().to_string())
+    );
+}
+
+/// A source file darvault may not read (run as a user without the power to read others'
+/// files: root with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH dropped) is named in the
+/// summary, the JSON and the set's manifest, with dar's reason; the set is published with
+/// warnings (exit 6), and the next INCR names it again.
+#[test]
+fn unreadable_source_files_are_named_in_the_summary_the_json_and_the_manifest() {
+    let env = Env::new();
+    let src = env.path("src-locked");
+    write(&src.join("ok.txt"), b"ok\n");
+    write(&src.join("private/locked.txt"), b"secret\n");
+    fs::set_permissions(
+        src.join("private/locked.txt"),
+        fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    env.config(&definition(&env, "locked", ""));
+    let unprivileged = |args: &[&str]| {
+        let darvault = env.cmd();
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--bounding-set=-dac_override,-dac_read_search",
+            "--inh-caps=-dac_override,-dac_read_search",
+        ])
+        .arg(darvault.get_program())
+        .args(darvault.get_args())
+        .args(args);
+        for (k, v) in darvault.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c.output().unwrap()
+    };
+    let out = unprivileged(&["backup", "--full"]);
+    assert_eq!(code(&out), 6, "{}\n{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("not saved: private/locked.txt (Permission denied)"),
+        "{}",
+        stdout(&out)
+    );
+    let set = env.sets("locked").pop().unwrap();
+    let manifest = darvault::set::Manifest::read(&set).unwrap();
+    assert_eq!(manifest.checks.not_saved.len(), 1);
+    assert_eq!(manifest.checks.not_saved[0].path, "private/locked.txt");
+    assert_eq!(manifest.checks.not_saved[0].reason, "Permission denied");
+
+    write(&src.join("ok.txt"), b"changed\n");
+    let out = unprivileged(&["--json", "backup", "--incr"]);
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report.to_string().contains("private/locked.txt"),
+        "{report}"
+    );
 }

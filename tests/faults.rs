@@ -2,7 +2,8 @@
 //! full disk (tmpfs with size=), servers that stop answering (SIGSTOP of a WebDAV and an SSH
 //! server of the test's own, a frozen connection to S3), a closed port. Each fails within
 //! seconds with its cause named, leaves nothing that looks complete, and writes nothing
-//! outside the copy.
+//! outside the copy. And a restore onto a disk that cannot hold everything (exFAT, through
+//! FUSE on a loop device) names each file it could not write.
 
 mod common;
 
@@ -77,6 +78,106 @@ impl Drop for Mounted {
     }
 }
 
+/// A restore target on exFAT (mounted through FUSE on a loop device, as a USB stick is):
+/// no symbolic links, no FIFOs. The files it cannot hold are named with dar's reason, the
+/// others are restored, and the exit code says it was not all (1).
+#[test]
+fn a_restore_onto_exfat_names_each_file_it_could_not_write() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("photo.jpg"), &vec![7u8; 100_000]);
+    write(&src.join("notes/today.txt"), b"kept\n");
+    std::os::unix::fs::symlink("photo.jpg", src.join("latest.jpg")).unwrap();
+    sh(&format!("mkfifo {}", src.join("pipe").display()));
+    env.config(&format!(
+        "[[definition]]\nname = \"docs\"\nsource = {:?}\n",
+        src.display().to_string()
+    ));
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+
+    let stick = env.path("stick");
+    let _mounted = disk_image(&env, "32M", "mkfs.exfat", "mount.exfat-fuse", &stick);
+    let target = stick.join("restored");
+    let out = env.run(&[
+        "--json",
+        "restore",
+        "-d",
+        "docs",
+        "--target",
+        &target.display().to_string(),
+    ]);
+    assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed: Vec<(String, String)> = report["not_restored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_owned(),
+                f["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let named: Vec<&str> = failed.iter().map(|(p, _)| p.as_str()).collect();
+    assert!(
+        named.contains(&"latest.jpg") && named.contains(&"pipe"),
+        "{failed:?}"
+    );
+    assert!(failed.iter().all(|(_, why)| !why.is_empty()), "{failed:?}");
+    assert_eq!(
+        fs::read(target.join("photo.jpg")).unwrap(),
+        vec![7u8; 100_000]
+    );
+    assert_eq!(fs::read(target.join("notes/today.txt")).unwrap(), b"kept\n");
+    // The same on the terminal: each file with its reason.
+    let out = env.run(&[
+        "restore",
+        "-d",
+        "docs",
+        "--overwrite",
+        "--target",
+        &target.display().to_string(),
+    ]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stdout(&out).contains("could not be written") && stdout(&out).contains("latest.jpg: "),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// A disk of `size` made by `mkfs` in an image file, on a loop device, mounted by `mount` at
+/// `point` (as a USB disk is): unmounted and detached when dropped.
+fn disk_image(env: &Env, size: &str, mkfs: &str, mount: &str, point: &Path) -> Mounted {
+    let image = env.path(&format!(
+        "{}.img",
+        point.file_name().unwrap().to_string_lossy()
+    ));
+    sh(&format!(
+        "truncate -s {size} {0} && {mkfs} {0} >/dev/null",
+        image.display()
+    ));
+    let device = String::from_utf8(
+        Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&image)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    fs::create_dir_all(point).unwrap();
+    let mounted = Mounted {
+        point: point.to_owned(),
+        loop_device: Some(device.clone()),
+    };
+    sh(&format!("{mount} {device} {}", point.display()));
+    mounted
+}
+
 #[test]
 fn a_full_disk_fails_at_once_naming_the_cause() {
     let env = Env::new();
@@ -125,29 +226,8 @@ fn a_full_disk_fails_at_once_naming_the_cause() {
 fn a_disk_unmounted_mid_run_stops_the_run_and_nothing_lands_under_the_mount_point() {
     let env = Env::new();
     video_source(&env, 40);
-    let image = env.path("usb.img");
-    sh(&format!(
-        "truncate -s 200M {0} && mkfs.ext4 -q -F {0}",
-        image.display()
-    ));
-    let device = String::from_utf8(
-        Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(&image)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_owned();
     let usb = env.path("usb");
-    fs::create_dir_all(&usb).unwrap();
-    sh(&format!("mount {device} {}", usb.display()));
-    let mounted = Mounted {
-        point: usb.clone(),
-        loop_device: Some(device),
-    };
+    let mounted = disk_image(&env, "200M", "mkfs.ext4 -q -F", "mount", &usb);
     configure(
         &env,
         "4M",

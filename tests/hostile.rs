@@ -286,7 +286,7 @@ fn a_bundled_binary_this_darvault_did_not_bundle_is_never_run_unasked() {
     let env = Env::new();
     let disk = drawer(&env);
     let sets = sets_on(&disk);
-    let newest = &sets[1];
+    let full = &sets[0]; // the chain's tools are in its FULL
     // A consistent copy whose bundled dar_static is a script: it leaves a mark, then does
     // the real work (so the set still restores when the user does trust it).
     let mark = env.path("it-ran");
@@ -294,10 +294,10 @@ fn a_bundled_binary_this_darvault_did_not_bundle_is_never_run_unasked() {
         "#!/bin/sh\n: > {:?}\nexec /usr/bin/dar_static \"$@\"\n",
         mark.display().to_string()
     );
-    let bundled = newest.join("bundle/dar_static");
+    let bundled = full.join("bundle/dar_static");
     fs::remove_file(&bundled).unwrap();
     fs::write(&bundled, &script).unwrap();
-    let manifest_path = newest.join("MANIFEST.toml");
+    let manifest_path = full.join("MANIFEST.toml");
     let mut manifest =
         darvault::set::Manifest::parse(&fs::read_to_string(&manifest_path).unwrap()).unwrap();
     for f in &mut manifest.files {
@@ -306,8 +306,8 @@ fn a_bundled_binary_this_darvault_did_not_bundle_is_never_run_unasked() {
             f.sha256 = darvault::hashing::sha256_hex(script.as_bytes());
         }
     }
-    manifest.write(newest).unwrap();
-    sha256sum_check(newest);
+    manifest.write(full).unwrap();
+    sha256sum_check(full);
 
     // A foreign machine: no state of its own, no config.
     let drill = |extra: &[&str]| {

@@ -410,10 +410,10 @@ fn a_drill_restores_a_sample_with_only_the_bundle_and_fails_loudly_on_a_broken_o
     }
 
     // A copy whose bundled dar is damaged fails the drill (exit 1), naming the file.
-    let newest = env.sets("docs").pop().unwrap();
-    let dar_static = newest.join("bundle/dar_static");
+    let full = env.sets("docs").remove(0); // the chain's tools are in its FULL
+    let dar_static = full.join("bundle/dar_static");
     let mut bytes = fs::read(&dar_static).unwrap();
-    fs::remove_file(&dar_static).unwrap(); // a hard link shared with the other sets
+    fs::remove_file(&dar_static).unwrap(); // a hard link shared with the repository's store
     bytes[5000] ^= 0xff;
     fs::write(&dar_static, bytes).unwrap();
     let out = env.run(&["drill", &env.path("repo").display().to_string()]);

@@ -202,10 +202,17 @@ impl Report {
                     format!("{}: published {}", d.definition, s.set)
                 }
                 Outcome::Published(s) => format!(
-                    "{}: published {} with warnings: {}",
+                    "{}: published {} with {} warning(s): {}{}",
                     d.definition,
                     s.set,
-                    s.warnings.join("; ")
+                    s.warnings.len(),
+                    s.warnings
+                        .iter()
+                        .take(5)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    if s.warnings.len() > 5 { "; …" } else { "" }
                 ),
                 Outcome::Failed { error, .. } => format!("{}: FAILED: {error}", d.definition),
             })

@@ -16,8 +16,8 @@ use crate::progress::Progress;
 use crate::set::Level;
 use crate::set::bundle::{self, RestoreText};
 use crate::set::manifest::{
-    ArchiveInfo, BaseRef, Checks, DefinitionRecord, FORMAT, FileEntry, RestoreTestRecord, SetInfo,
-    ToolVersions,
+    ArchiveInfo, BaseRef, Checks, DefinitionRecord, FORMAT, FileEntry, NotSaved, RestoreTestRecord,
+    SetInfo, ToolVersions,
 };
 use crate::set::seal::Seals;
 use crate::set::staging::Staging;
@@ -248,7 +248,14 @@ pub fn make_set(
         binaries.push(("darvault", darvault));
     }
     let store = repository.root().join(".darvault").join("bundle");
-    let bundled = bundle::write(staging.path(), &store, &binaries, &restore_text)?;
+    // The chain's FULL carries the tools; its DIFFs and INCRs point to them.
+    let carries_tools = plan.name.level == Level::Full;
+    let bundled = bundle::write(
+        staging.path(),
+        &store,
+        carries_tools.then_some(binaries.as_slice()),
+        &restore_text,
+    )?;
     seals.watch_dir(bundle::DIR)?;
     for f in bundled {
         files.push(seals.hash(&f.path, f.role)?);
@@ -310,6 +317,14 @@ pub fn make_set(
             restore_test: restore.record.clone(),
             warnings: created.failed_inodes + created.changed_inodes,
             par2_verify: par2_verified,
+            not_saved: created
+                .not_saved
+                .iter()
+                .map(|n| NotSaved {
+                    path: n.path.clone(),
+                    reason: n.reason.clone(),
+                })
+                .collect(),
         },
         par2: groups,
         files,

@@ -72,8 +72,17 @@ pub fn backup(report: &backup::Report) {
                         rt.eligible
                     );
                 }
-                for w in &s.warnings {
+                // The whole list is in --json and in the set's manifest.
+                const SHOWN: usize = 20;
+                for w in s.warnings.iter().take(SHOWN) {
                     say!("  warning: {w}");
+                }
+                if s.warnings.len() > SHOWN {
+                    say!(
+                        "  … and {} more warnings (all of them: --json, or [checks] not_saved in {}'s MANIFEST.toml)",
+                        s.warnings.len() - SHOWN,
+                        s.set
+                    );
                 }
             }
             Outcome::Failed { error, .. } => say!("{}: FAILED: {error}", d.definition),
@@ -226,6 +235,16 @@ pub fn restore(report: &darvault::restore::Report) {
     }
     for p in &report.absent {
         say!("  {p}: absent as of that time (deleted before, or never backed up)");
+    }
+    if !report.not_restored.is_empty() {
+        say!(
+            "  {} file(s) could not be written into {} (every other file's data was restored):",
+            report.not_restored.len(),
+            report.target.display()
+        );
+        for f in &report.not_restored {
+            say!("    {}: {}", f.path, f.reason);
+        }
     }
     if let Some(newer) = &report.newer_elsewhere {
         say!(

@@ -36,7 +36,7 @@ pub struct Report {
 #[derive(Debug, Serialize)]
 pub struct Drill {
     pub definition: String,
-    /// The newest set, whose bundle did the restore.
+    /// The newest set (restored as of it, with its chain's bundled dar_static).
     pub set: String,
     pub dar_version: String,
     /// Which binary ran, and why it was trusted.
@@ -133,17 +133,17 @@ fn rehearse(
         scratch: &scratch.path().join("copy"),
         downloaded: 0,
     };
-    let newest = chain.last().expect("a chain has a set");
+    let holder = super::tools_holder(&chain);
     let system = crate::tools::process::find_executable("dar_static", None, "").ok();
     drill.dar = trusted_bundled(
         &c.state,
         &c.copy,
-        newest,
+        holder,
         "dar_static",
         system.as_deref(),
         c.trust_bundle,
     )?;
-    let dar = bundled_dar(&mut fetch, newest, scratch.path())?;
+    let dar = bundled_dar(&mut fetch, holder, scratch.path())?;
     drill.dar_version = dar.version.clone();
     let key = passphrase(config, &chain, definition)?;
     let target = scratch.path().join("restored");
@@ -169,11 +169,11 @@ fn rehearse(
     Ok(())
 }
 
-/// The newest set's bundle/dar_static, copied into the empty scratch folder and run there
-/// with an empty environment.
-fn bundled_dar(fetch: &mut Fetch, newest: &FoundSet, scratch: &Path) -> Result<Dar> {
-    let fetched = fetch.file(newest, "bundle/dar_static")?;
-    let dar_static = private_copy(scratch, newest, "bundle/dar_static", &fetched)?;
+/// The chain's bundled dar_static (in `holder`, its FULL), copied into the empty scratch folder
+/// and run there with an empty environment.
+fn bundled_dar(fetch: &mut Fetch, holder: &FoundSet, scratch: &Path) -> Result<Dar> {
+    let fetched = fetch.file(holder, "bundle/dar_static")?;
+    let dar_static = private_copy(scratch, holder, "bundle/dar_static", &fetched)?;
     let mut dar = Dar::at(dar_static)?;
     dar.isolated_in = Some(scratch.to_owned());
     Ok(dar)

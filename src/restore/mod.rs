@@ -12,7 +12,7 @@ pub mod index;
 pub mod select;
 pub mod when;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::copy::{FoundSet, Store};
 use crate::error::{Error, Result};
 use crate::set::manifest::is_safe_relative;
-use crate::tools::dar::Dar;
+use crate::tools::dar::{Dar, NotRestored};
 use crate::tools::secret::Passphrase;
 
 /// `restore --list`: what existed under some paths at a time.
@@ -96,6 +96,9 @@ pub struct Report {
     pub target: PathBuf,
     /// Requested paths that did not exist at that time (deleted before, or never saved).
     pub absent: Vec<String>,
+    /// Files dar could not write into the target (a filesystem that cannot hold a symbolic
+    /// link, a FIFO, a name), and why; every other file's data was restored.
+    pub not_restored: Vec<crate::tools::dar::NotRestored>,
     /// A restore "as of now" from a copy that lacks sets the repository holds: the newest
     /// of those (the restore is older than the newest backup).
     pub newer_elsewhere: Option<String>,
@@ -170,7 +173,8 @@ pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {
     };
     let dar = locate_dar(config, None, &mut fetch, &chain, req.trust_bundle)?;
 
-    let applied = extract_chain(&mut fetch, &dar, key.as_ref(), &chain, &paths, &target)?;
+    let (applied, not_restored) =
+        extract_chain(&mut fetch, &dar, key.as_ref(), &chain, &paths, &target)?;
     let absent = paths
         .iter()
         .filter(|p| std::fs::symlink_metadata(target.join(p)).is_err())
@@ -189,6 +193,7 @@ pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {
         downloaded_bytes: fetch.downloaded,
         target,
         absent,
+        not_restored,
         newer_elsewhere,
         seconds: began.elapsed().as_secs_f64(),
     })
@@ -369,7 +374,7 @@ fn extract_chain(
     chain: &[FoundSet],
     paths: &[String],
     target: &Path,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, Vec<NotRestored>)> {
     // What dar will read: every slice of every set for a whole tree; for some paths, what
     // the catalogues say holds them. Each file is proven against its manifest first (dar may
     // return 0 with an interior slice missing).
@@ -406,20 +411,27 @@ fn extract_chain(
         ready.push((set, dir.unwrap_or_default(), catalogue, asked));
     }
     std::fs::create_dir_all(target).map_err(Error::io("cannot create", target))?;
+    // One line per file, with the last set's reason.
+    let mut failed: BTreeMap<String, NotRestored> = BTreeMap::new();
     for (set, dir, catalogue, asked) in &ready {
         tracing::info!(set = %set.manifest.set.name, "extracting");
-        dar.extract(
+        let not_restored = dar.extract(
             &dir.join(&set.manifest.archive.basename),
             catalogue.as_deref(),
             key,
             target,
             asked,
         )?;
+        for f in not_restored {
+            tracing::debug!(set = %set.manifest.set.name, "{} not restored: {}", f.path, f.reason);
+            failed.insert(f.path.clone(), f);
+        }
     }
-    Ok(ready
+    let applied = ready
         .iter()
         .map(|(s, _, _, _)| s.manifest.set.name.clone())
-        .collect())
+        .collect();
+    Ok((applied, failed.into_values().collect()))
 }
 
 /// Files of the copy made readable for dar, each proven against its manifest entry: in
@@ -559,6 +571,22 @@ fn private_copy(scratch: &Path, set: &FoundSet, path: &str, fetched: &Path) -> R
     Ok(copy)
 }
 
+/// The set of a chain whose bundle holds the tools: the newest that lists a dar_static (the
+/// FULL; before tools were carried once per chain, every set had them).
+pub(super) fn tools_holder(chain: &[FoundSet]) -> &FoundSet {
+    chain
+        .iter()
+        .rev()
+        .find(|s| {
+            s.manifest
+                .files
+                .iter()
+                .any(|f| f.path == "bundle/dar_static")
+        })
+        .or(chain.last())
+        .expect("a chain has a set")
+}
+
 /// dar from the config, else from PATH, else the copy's own bundled dar_static (when trusted).
 fn locate_dar(
     config: Option<&Config>,
@@ -571,7 +599,7 @@ fn locate_dar(
         return Dar::at(p.path().to_owned());
     }
     Dar::locate(None).or_else(|missing| {
-        let newest = chain.last().expect("a chain has a set");
+        let holder = tools_holder(chain);
         // The state database is opened only now: a restore with the system's dar leaves no
         // trace on a machine that has never run darvault.
         let opened;
@@ -583,16 +611,16 @@ fn locate_dar(
                 &opened
             }
         };
-        trusted_bundled(state, fetch.copy, newest, "dar_static", None, trust_bundle)?;
+        trusted_bundled(state, fetch.copy, holder, "dar_static", None, trust_bundle)?;
         let fetched = fetch
-            .file(newest, "bundle/dar_static")
+            .file(holder, "bundle/dar_static")
             .map_err(|_| missing)?;
         // What runs is a private copy, proven after it was made: the copy's file could
         // change between the check and the run.
-        let bundled = private_copy(fetch.scratch, newest, "bundle/dar_static", &fetched)?;
+        let bundled = private_copy(fetch.scratch, holder, "bundle/dar_static", &fetched)?;
         tracing::info!(
             "using the bundled dar_static of {}",
-            newest.manifest.set.name
+            holder.manifest.set.name
         );
         Dar::at(bundled)
     })

@@ -1,7 +1,10 @@
-//! Each set carries its own restore kit in `bundle/`: a static dar, the static par2 when the
-//! engine is par2cmdline-turbo, and RESTORE.txt with plain steps for this set and its chain.
-//! A set directory copied alone is complete; on the repository the binaries are stored once
-//! (`.darvault/bundle/<sha256>`) and hard-linked into each set where the filesystem allows.
+//! The restore kit. Every set's `bundle/` holds RESTORE.txt, plain steps for this set and its
+//! chain. The tools are carried once per chain, by its FULL set (which every restore of the
+//! chain needs anyway): a static dar, the static par2 when the engine is par2cmdline-turbo, a
+//! static darvault when there is one, and the gpg stand-in (see `tools::gpg_stand_in`). A DIFF
+//! or INCR of a few small files thus costs kilobytes on a copy, not the tools' megabytes
+//! again. On the repository the binaries are stored once (`.darvault/bundle/<sha256>`) and
+//! hard-linked into each FULL where the filesystem allows.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +12,7 @@ use super::Role;
 use super::manifest::FileEntry;
 use crate::error::{Error, Result};
 use crate::hashing::{hash_file, sha256_hex};
+use crate::tools::gpg_stand_in;
 
 pub const DIR: &str = "bundle";
 const TEMPLATE: &str = include_str!("../../static-bundle/RESTORE.txt");
@@ -21,7 +25,7 @@ pub struct RestoreText<'a> {
     pub level: &'a str,
     pub created: &'a str,
     pub dar_version: &'a str,
-    /// The sets to restore in order, this one last.
+    /// The sets to restore in order, this one last; the first (the FULL) carries the tools.
     pub chain: &'a [String],
     pub par2_indexes: &'a [String],
     pub par2_bundled: bool,
@@ -29,25 +33,38 @@ pub struct RestoreText<'a> {
     pub encrypted: bool,
 }
 
+/// Where RESTORE.txt's step 0 puts the tools.
+const TOOLS: &str = "/tmp/restore-tools";
+
 impl RestoreText<'_> {
-    /// The bundled programs, as RESTORE.txt names them.
-    fn programs(&self) -> Vec<&'static str> {
-        let mut p = vec!["bundle/dar_static"];
+    /// The chain's FULL set, whose bundle holds the tools.
+    fn full(&self) -> &str {
+        self.chain.first().map_or(self.set, String::as_str)
+    }
+
+    /// The bundled programs that step 0 copies, as RESTORE.txt names them.
+    fn tool_files(&self) -> String {
+        let mut names = vec!["dar_static"];
         if self.par2_bundled {
-            p.push("bundle/par2");
+            names.push("par2");
         }
         if self.darvault_bundled {
-            p.push("bundle/darvault");
+            names.push("darvault");
         }
-        p
+        let full = self.full();
+        names
+            .iter()
+            .map(|n| format!("../{full}/{DIR}/{n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     pub fn render(&self) -> String {
         let key = if self.encrypted { " -K aes:" } else { "" };
         let par2 = if self.par2_bundled {
-            "bundle/par2"
+            format!("{TOOLS}/par2")
         } else {
-            "par2"
+            "par2".to_owned()
         };
         let chain_list: String = self
             .chain
@@ -60,7 +77,7 @@ impl RestoreText<'_> {
                 .iter()
                 .map(|s| {
                     format!(
-                        "    bundle/dar_static -x ../{s}/{s} -R /path/to/target -O -w{extra}{key}\n"
+                        "    {TOOLS}/dar_static -x ../{s}/{s} -R /path/to/target -O -w{extra}{key}\n"
                     )
                 })
                 .collect()
@@ -73,7 +90,13 @@ impl RestoreText<'_> {
         TEMPLATE
             .replace("{{SET}}", self.set)
             .replace("{{DEFINITION}}", self.definition)
-            .replace("{{LEVEL}}", self.level)
+            .replace(
+                "{{A_LEVEL}}",
+                &match self.level {
+                    "INCR" => format!("an {}", self.level),
+                    level => format!("a {level}"),
+                },
+            )
             .replace("{{CREATED}}", self.created)
             .replace("{{DAR_VERSION}}", self.dar_version)
             .replace(
@@ -96,7 +119,8 @@ impl RestoreText<'_> {
             .replace("{{PAR2_REPAIR}}", &repair)
             .replace("{{CHAIN_LIST}}", &chain_list)
             .replace("{{CHAIN_NAMES}}", &self.chain.join(" "))
-            .replace("{{PROGRAMS}}", &self.programs().join(" "))
+            .replace("{{TOOL_FILES}}", &self.tool_files())
+            .replace("{{FULL}}", self.full())
             .replace("{{CHAIN_COMMANDS}}", &extract(""))
             .replace(
                 "{{ONE_FILE_COMMANDS}}",
@@ -111,29 +135,26 @@ impl RestoreText<'_> {
                 },
             )
             .replace("{{KEY}}", key)
-            .replace(
-                "{{GPG_NOTE}}",
-                if self.encrypted {
-                    " (darvault encrypts with AES, not gpg)"
-                } else {
-                    ""
-                },
-            )
     }
 }
 
-/// Write `bundle/` into `set_dir`: the binaries (hard-linked from `store` when possible) and
-/// RESTORE.txt. Returns their manifest entries.
+/// Write `bundle/` into `set_dir`: RESTORE.txt, and for a set that carries its chain's tools
+/// the binaries (hard-linked from `store` when possible) and the gpg stand-in. Returns their
+/// manifest entries.
 pub fn write(
     set_dir: &Path,
     store: &Path,
-    binaries: &[(&str, &Path)],
+    tools: Option<&[(&str, &Path)]>,
     restore_text: &str,
 ) -> Result<Vec<FileEntry>> {
     let dir = set_dir.join(DIR);
     std::fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
     let mut entries = Vec::new();
-    for (name, source) in binaries {
+    let mut texts = vec![("RESTORE.txt", restore_text, 0o644)];
+    if tools.is_some() {
+        texts.push((gpg_stand_in::BUNDLED_NAME, gpg_stand_in::TEXT, 0o755));
+    }
+    for (name, source) in tools.unwrap_or_default() {
         let (size, sha256) = hash_file(source)?;
         let stored = store_once(store, source, &sha256)?;
         let target = dir.join(name);
@@ -147,14 +168,18 @@ pub fn write(
             role: Role::Bundle,
         });
     }
-    let text_path = dir.join("RESTORE.txt");
-    super::manifest::write_synced(&text_path, restore_text.as_bytes())?;
-    entries.push(FileEntry {
-        path: format!("{DIR}/RESTORE.txt"),
-        size: restore_text.len() as u64,
-        sha256: sha256_hex(restore_text.as_bytes()),
-        role: Role::Bundle,
-    });
+    for (name, text, mode) in texts {
+        let path = dir.join(name);
+        super::manifest::write_synced(&path, text.as_bytes())?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(Error::io("cannot set permissions on", &path))?;
+        entries.push(FileEntry {
+            path: format!("{DIR}/{name}"),
+            size: text.len() as u64,
+            sha256: sha256_hex(text.as_bytes()),
+            role: Role::Bundle,
+        });
+    }
     Ok(entries)
 }
 

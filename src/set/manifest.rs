@@ -106,6 +106,17 @@ pub struct Checks {
     /// asked for (`par2_verify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub par2_verify: Option<String>,
+    /// Source files dar could not read (permission denied, vanished), relative to the
+    /// source, with dar's reason: the set lacks them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_saved: Vec<NotSaved>,
+}
+
+/// A source file that is not in the set, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotSaved {
+    pub path: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -316,6 +327,7 @@ mod tests {
                 },
                 warnings: 0,
                 par2_verify: None,
+                not_saved: Vec::new(),
             },
             definition: None,
             par2: crate::tools::par2::Layout::new(1 << 30, 5, 64 << 20).plan(

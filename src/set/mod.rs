@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use manifest::Manifest;
+pub use manifest::{DefinitionRecord, Manifest};
 
 /// The name of MANIFEST.toml inside a set directory.
 pub const MANIFEST: &str = "MANIFEST.toml";

@@ -64,6 +64,8 @@ pub struct CreateReport {
     pub deleted_recorded: u64,
     /// Lines in which dar named files it could not save properly (exit 5 or 11).
     pub warnings: Vec<String>,
+    /// Files dar could not read ("Error while saving <path>: <why>"), relative to the source.
+    pub not_saved: Vec<NotSaved>,
 }
 
 /// One entry of an archive listing.
@@ -105,14 +107,20 @@ pub enum DataState {
 }
 
 impl Dar {
-    /// Find dar (an explicit path or PATH) and read its version.
+    /// Find dar (an explicit path, else `dar` on PATH, else `dar_static` on PATH: a rescue
+    /// machine may have only the static one, a set's bundled copy among them) and read its
+    /// version.
     pub fn locate(explicit: Option<&Path>) -> Result<Dar> {
-        let path = find_executable("dar", explicit, INSTALL_HINT)?;
+        let path =
+            find_executable("dar", explicit, INSTALL_HINT).or_else(|missing| match explicit {
+                Some(_) => Err(missing),
+                None => find_executable("dar_static", None, INSTALL_HINT).map_err(|_| missing),
+            })?;
         Dar::at(path)
     }
 
     pub fn at(path: PathBuf) -> Result<Dar> {
-        let answer_on_terminal = !super::terminal::gpg_available();
+        let answer_on_terminal = !super::gpg_stand_in::gpg_available();
         let mut probe = Spec::new(&path);
         probe.arg("--version");
         if answer_on_terminal {
@@ -207,12 +215,15 @@ impl Dar {
             }
             s.arg("-acase");
         }
+        let source = format!("{}/", o.source.display());
         let (finished, mut report) = s.run(|out| {
             let mut report = CreateReport::default();
             for line in out.split(b'\n').map_while(|l| l.ok()) {
                 let line = String::from_utf8_lossy(&line);
                 if let Some(p) = line.strip_prefix("Adding file to archive: ") {
                     on_file(Path::new(p));
+                } else if let Some(rest) = line.strip_prefix("Error while saving ") {
+                    report.not_saved.push(not_saved(rest, &source));
                 } else {
                     parse_counter(&line, &mut report);
                 }
@@ -222,11 +233,17 @@ impl Dar {
         match finished.code() {
             Some(0) => {}
             Some(c) if CREATE_WITH_WARNINGS.contains(&c) => {
-                report.warnings = finished
-                    .stderr
-                    .lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .map(str::to_owned)
+                report.warnings = report
+                    .not_saved
+                    .iter()
+                    .map(|n| format!("not saved: {} ({})", n.path, n.reason))
+                    .chain(
+                        finished
+                            .stderr
+                            .lines()
+                            .filter(|l| !l.trim().is_empty())
+                            .map(str::to_owned),
+                    )
                     .collect();
                 if report.warnings.is_empty() {
                     report.warnings.push(format!("dar exited with code {c}"));
@@ -294,7 +311,7 @@ impl Dar {
         key: Option<&Passphrase>,
         target: &Path,
         paths: &[String],
-    ) -> Result<Finished> {
+    ) -> Result<Vec<NotRestored>> {
         let mut s = self.spec(key, &["-K", "-J"])?;
         s.arg("-x")
             .arg(archive)
@@ -307,7 +324,54 @@ impl Dar {
         for p in paths {
             s.arg("-g").arg(p);
         }
-        judge(s.output()?.0, key)
+        let (finished, out) = s.output()?;
+        let not_restored = not_restored(&out, target);
+        // Exit 5: some files could not be written (dar restored the others). Anything else
+        // that is not 0 is a failure of the whole extraction.
+        if finished.code() == Some(5) && !not_restored.is_empty() {
+            return Ok(not_restored);
+        }
+        judge(finished, key).map(|_| not_restored)
+    }
+}
+
+/// A file dar could not restore, and why (its words).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NotRestored {
+    /// Relative to the restore's target.
+    pub path: String,
+    pub reason: String,
+}
+
+/// dar's "Error while restoring <path> : <why>" lines (on stdout, one per file).
+fn not_restored(out: &str, target: &Path) -> Vec<NotRestored> {
+    let target = format!("{}/", target.display());
+    out.lines()
+        .filter_map(|line| line.strip_prefix("Error while restoring "))
+        .filter_map(|rest| {
+            let (path, why) = rest.split_once(" : ")?;
+            let reason = why.replace(&format!("{path} : "), "");
+            let path = path.strip_prefix(&target).unwrap_or(path).to_owned();
+            Some(NotRestored { path, reason })
+        })
+        .collect()
+}
+
+/// A source file dar could not read, and why (its words).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotSaved {
+    /// Relative to the source.
+    pub path: String,
+    pub reason: String,
+}
+
+/// "<path>: <why>" of an "Error while saving" line, the path made relative to the source.
+fn not_saved(rest: &str, source: &str) -> NotSaved {
+    let rest = rest.strip_prefix(source).unwrap_or(rest);
+    let (path, reason) = rest.split_once(": ").unwrap_or((rest, ""));
+    NotSaved {
+        path: path.to_owned(),
+        reason: reason.trim().to_owned(),
     }
 }
 
@@ -468,9 +532,14 @@ fn judge(finished: Finished, key: Option<&Passphrase>) -> Result<Finished> {
     }
 }
 
+/// What dar says when a key does not decrypt an archive: which of them depends on the bytes
+/// the wrong key produces (both seen with dar 2.7.8 on the same archive and key).
+const UNDECIPHERABLE: &[&str] = &["elastic buffer", "cannot decrypt data"];
+
 fn failure(finished: &Finished, key: Option<&Passphrase>) -> Error {
+    let undecipherable = UNDECIPHERABLE.iter().any(|m| finished.stderr.contains(m));
     match key {
-        Some(key) if finished.stderr.contains("elastic buffer") => Error::WrongPassphrase {
+        Some(key) if undecipherable => Error::WrongPassphrase {
             definition: key.definition().to_owned(),
         },
         _ => finished.failure(),
@@ -480,6 +549,26 @@ fn failure(finished: &Finished, key: Option<&Passphrase>) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_dar_could_not_restore_are_named_with_why() {
+        let out = "Error while restoring /t/r/fifo : Could not create inode: /t/r/fifo : Input/output error\n\
+                   Error while restoring /t/r/a b/link : Could not create inode: /t/r/a b/link : Function not implemented\n\
+                   \n 3 inode(s) restored\n";
+        assert_eq!(
+            not_restored(out, Path::new("/t/r")),
+            vec![
+                NotRestored {
+                    path: "fifo".into(),
+                    reason: "Could not create inode: Input/output error".into()
+                },
+                NotRestored {
+                    path: "a b/link".into(),
+                    reason: "Could not create inode: Function not implemented".into()
+                },
+            ]
+        );
+    }
 
     const LISTING: &str = r#"<?xml version="1.0" ?>
 <!DOCTYPE Catalog SYSTEM "dar-catalog.dtd">

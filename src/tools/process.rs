@@ -111,8 +111,9 @@ impl Spec {
         self
     }
 
-    /// The child gets its own controlling terminal, on which dar's start-up question about
-    /// gpg is answered (see `terminal`).
+    /// For a dar on a machine without gpg: the child finds the gpg stand-in on its PATH (see
+    /// `gpg_stand_in`) and gets its own controlling terminal, on which dar's start-up question
+    /// about gpg is answered if it is asked anyway (see `terminal`).
     pub fn on_terminal(&mut self) -> &mut Self {
         self.on_terminal = true;
         self
@@ -210,14 +211,31 @@ impl Spec {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // Either way the child leads a new session (below), hence a process group of its own.
+        // dar's start-up question about gpg: the stand-in keeps it from being asked, and a
+        // terminal answers it if it is asked anyway. A bare root (no /dev/ptmx) has no
+        // terminal to give: the stand-in alone then.
         let terminal = match self.on_terminal {
-            true => Some(
+            true => {
+                let path = self
+                    .envs
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == "PATH")
+                    .map(|(_, v)| v.clone());
+                let path = path.or(match self.environment {
+                    Environment::Empty => None,
+                    _ => std::env::var_os("PATH"),
+                });
+                if let Some(path) = super::gpg_stand_in::path_with_stand_in(path) {
+                    command.env("PATH", path);
+                }
                 super::terminal::Terminal::open()
-                    .map_err(|e| Error::Failed(format!("cannot open a pseudo-terminal: {e}")))?,
-            ),
+                    .inspect_err(|e| tracing::debug!("no pseudo-terminal for dar: {e}"))
+                    .ok()
+            }
             false => None,
         };
+        // Either way the child leads a new session (below), hence a process group of its own.
         let controlling = terminal.as_ref().map(|t| t.slave_fd());
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child if
         // this thread dies (even by kill -9), so no orphaned dar keeps writing into a staging

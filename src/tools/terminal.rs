@@ -108,11 +108,3 @@ impl Answerer {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
-
-/// Whether a static dar would find gpg (gpgme looks on PATH and in the usual places).
-pub fn gpg_available() -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin", "/bin", "/usr/local/bin"].map(Into::into))
-        .any(|dir| dir.join("gpg").is_file())
-}
