@@ -11,6 +11,7 @@ pub mod error;
 pub mod hashing;
 pub mod list;
 pub mod lock;
+pub mod logs;
 pub mod notify;
 pub mod parallel;
 pub mod paths;

@@ -297,6 +297,22 @@ fn run(cli: &Cli) -> Result<u8, Error> {
                 .map_err(|e| Error::Failed(format!("cannot write the script: {e}")))?;
             Ok(exit::OK)
         }
+        Command::Log { commands } => {
+            let state_dir = Config::load(&config_path)
+                .map(|c| c.state_dir())
+                .unwrap_or_else(|_| darvault::paths::default_state_dir());
+            let which = match commands {
+                true => darvault::logs::Which::Commands,
+                false => darvault::logs::Which::Main,
+            };
+            let lines = darvault::logs::last_run(&state_dir, which)?;
+            present(cli.json, &lines, |lines| {
+                for line in lines {
+                    render::line(&darvault::printable(line));
+                }
+            });
+            Ok(exit::OK)
+        }
         Command::Man => {
             cli::man()
                 .inspect_err(render::quiet_exit_on_closed)

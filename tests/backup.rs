@@ -649,4 +649,30 @@ fn unreadable_source_files_are_named_in_the_summary_the_json_and_the_manifest() 
         report.to_string().contains("private/locked.txt"),
         "{report}"
     );
+    // dar's own words are in the commands log, which `darvault log --commands` shows for
+    // the last run; the run's own log says what it did.
+    let out = env.run(&["log", "--commands"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let commands = stdout(&out);
+    assert!(commands.contains("=== darvault "), "{commands}");
+    assert!(commands.contains(" --incr"), "{commands}");
+    assert!(
+        !commands.contains(" --full"),
+        "the last run only: {commands}"
+    );
+    assert!(
+        commands.contains("$ ") && commands.contains(" -c "),
+        "{commands}"
+    );
+    assert!(
+        commands.contains("Error while saving") && commands.contains("private/locked.txt"),
+        "{commands}"
+    );
+    assert!(
+        !commands.contains("Adding file to archive"),
+        "no per-file chatter: {commands}"
+    );
+    let out = env.run(&["log"]);
+    assert!(stdout(&out).contains("published"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("$ "), "{}", stdout(&out));
 }

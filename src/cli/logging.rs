@@ -1,7 +1,8 @@
-//! Logs go to stderr (warnings by default) and, in full detail, to a daily-rotated file under
-//! the state directory, where dar's own messages are kept too. Both mask every registered
-//! secret; the file keeps other crates (storage, HTTP, signing) at info, since their debug
-//! output prints credentials, and lives in the private state directory (0700, files 0600).
+//! Logs go to stderr (warnings by default) and to files in the state directory (see
+//! `darvault::logs`): a daily log of what each run did (the debug trace with -vv) and
+//! `commands.log`, what the commands darvault ran said. All mask every registered secret;
+//! the files keep other crates (storage, HTTP, signing) at info, since their debug output
+//! prints credentials, and live in the private state directory (0700, files 0600).
 
 use std::path::Path;
 
@@ -9,17 +10,16 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use darvault::logs::{OUTPUT_TARGET, RUN_MARK};
 use darvault::secrets::MaskingWriter;
 
 /// Keep this many daily log files.
 const KEEP_LOG_FILES: usize = 14;
 
-/// Returns a guard that flushes the file log when dropped.
-pub fn init(
-    verbose: u8,
-    quiet: bool,
-    state_dir: Option<&Path>,
-) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+/// Flushes the file logs when dropped.
+pub struct Guards(#[allow(dead_code)] Vec<tracing_appender::non_blocking::WorkerGuard>);
+
+pub fn init(verbose: u8, quiet: bool, state_dir: Option<&Path>) -> Guards {
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -42,27 +42,52 @@ pub fn init(
         .with_target(false)
         .without_time()
         .with_filter(stderr_filter);
-    let (file_layer, guard) = match state_dir.and_then(file_appender) {
-        Some(appender) => {
-            let (writer, guard) = tracing_appender::non_blocking(appender);
-            let layer = tracing_subscriber::fmt::layer()
+    let mut guards = Vec::new();
+    let main_filter = if verbose >= 2 {
+        format!("info,darvault=debug,{OUTPUT_TARGET}=off")
+    } else {
+        format!("info,{OUTPUT_TARGET}=off")
+    };
+    let file_layer = state_dir.and_then(file_appender).map(|appender| {
+        let (writer, guard) = tracing_appender::non_blocking(appender);
+        guards.push(guard);
+        tracing_subscriber::fmt::layer()
+            .with_writer(MaskingWriter(writer))
+            .with_ansi(false)
+            .with_target(false)
+            .with_filter(EnvFilter::new(main_filter))
+    });
+    let commands_layer = state_dir
+        .and_then(|d| darvault::logs::CappedFile::open(d).ok())
+        .map(|file| {
+            let (writer, guard) = tracing_appender::non_blocking(file);
+            guards.push(guard);
+            tracing_subscriber::fmt::layer()
                 .with_writer(MaskingWriter(writer))
                 .with_ansi(false)
                 .with_target(false)
-                .with_filter(EnvFilter::new("info,darvault=debug"));
-            (Some(layer), Some(guard))
-        }
-        None => (None, None),
-    };
+                .with_filter(EnvFilter::new(format!("off,{OUTPUT_TARGET}=debug")))
+        });
     tracing_subscriber::registry()
         .with(stderr)
         .with(file_layer)
+        .with(commands_layer)
         .init();
-    guard
+    if state_dir.is_some() {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let mark = format!(
+            "{RUN_MARK}{} (pid {}) ===",
+            args.join(" "),
+            std::process::id()
+        );
+        tracing::info!("{mark}");
+        tracing::info!(target: OUTPUT_TARGET, "{mark}");
+    }
+    Guards(guards)
 }
 
 fn file_appender(state_dir: &Path) -> Option<tracing_appender::rolling::RollingFileAppender> {
-    let dir = state_dir.join("logs");
+    let dir = darvault::logs::dir(state_dir);
     darvault::paths::private_dir(state_dir).ok()?;
     darvault::paths::private_dir(&dir).ok()?;
     // Files rotated in later keep to the private folder; the ones there now are closed too.
@@ -71,8 +96,8 @@ fn file_appender(state_dir: &Path) -> Option<tracing_appender::rolling::RollingF
     }
     tracing_appender::rolling::Builder::new()
         .rotation(tracing_appender::rolling::Rotation::DAILY)
-        .filename_prefix("darvault")
-        .filename_suffix("log")
+        .filename_prefix(darvault::logs::MAIN_PREFIX)
+        .filename_suffix(darvault::logs::MAIN_SUFFIX)
         .max_log_files(KEEP_LOG_FILES)
         .build(dir)
         .ok()

@@ -146,6 +146,13 @@ pub enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff): darvault man | man -l -
     Man,
+    /// Show the last run's log: what it did, or what the commands it ran said (dar's
+    /// "Error while saving …", par2's summaries, exit statuses)
+    Log {
+        /// The output of the commands the last run started (commands.log), not its own log
+        #[arg(long)]
+        commands: bool,
+    },
     /// Show the sets and chains a copy holds
     List {
         /// A copy: a directory (/media/usb/darvault) or a destination name [default: the

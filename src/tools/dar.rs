@@ -222,10 +222,18 @@ impl Dar {
                 let line = String::from_utf8_lossy(&line);
                 if let Some(p) = line.strip_prefix("Adding file to archive: ") {
                     on_file(Path::new(p));
-                } else if let Some(rest) = line.strip_prefix("Error while saving ") {
-                    report.not_saved.push(not_saved(rest, &source));
                 } else {
-                    parse_counter(&line, &mut report);
+                    // dar's report (not its per-file chatter) goes to the commands log.
+                    let chatter = line.starts_with("Saving Filesystem Specific Attributes for ")
+                        || line.starts_with("Saving Extended Attributes for ");
+                    if !line.trim().is_empty() && !chatter {
+                        tracing::debug!(target: crate::logs::OUTPUT_TARGET, "dar: {line}");
+                    }
+                    if let Some(rest) = line.strip_prefix("Error while saving ") {
+                        report.not_saved.push(not_saved(rest, &source));
+                    } else {
+                        parse_counter(&line, &mut report);
+                    }
                 }
             }
             report

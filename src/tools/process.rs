@@ -184,7 +184,7 @@ impl Spec {
     /// here: each tool has its own meaning for it.
     pub fn run<R>(&self, consume: impl FnOnce(&mut dyn BufRead) -> R) -> Result<(Finished, R)> {
         check_stop()?;
-        tracing::debug!(command = %self.display(), "running");
+        tracing::debug!(target: crate::logs::OUTPUT_TARGET, "$ {}", self.display());
         let mut command = Command::new(&self.program);
         match self.environment {
             Environment::Empty => {
@@ -305,7 +305,7 @@ impl Spec {
             }
             None => {}
         }
-        tracing::debug!(tool = %name, status = %status, "finished");
+        tracing::debug!(target: crate::logs::OUTPUT_TARGET, "{name}: {status}");
         Ok((
             Finished {
                 tool: name,
@@ -404,7 +404,7 @@ fn read_stderr(
 
 fn keep_line(tail: &mut String, tool: &str, line: &[u8]) {
     let line = String::from_utf8_lossy(line);
-    tracing::debug!(tool, "stderr: {line}");
+    tracing::debug!(target: crate::logs::OUTPUT_TARGET, "{tool}: {line}");
     tail.push_str(&line);
     tail.push('\n');
     if tail.len() > 2 * STDERR_TAIL {
