@@ -76,7 +76,7 @@ fn every_point_in_time_restores_exactly_and_deletions_stay_deleted() {
     }
 
     // What existed as of the DIFF, from the index of the catalogues: the renamed file under
-    // its new name only, the deleted one gone.
+    // its new name only, the deleted one and the removed folder gone, folders listed.
     let out = restore(&env, &["--list", "--as-of", &points[1].1]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -86,13 +86,8 @@ fn every_point_in_time_restores_exactly_and_deletions_stay_deleted() {
         .iter()
         .map(|e| e["path"].as_str().unwrap())
         .collect();
-    let files_then: Vec<&str> = points[1]
-        .0
-        .iter()
-        .filter(|(_, n)| !matches!(n, Node::Dir { .. }))
-        .map(|(p, _)| p.as_str())
-        .collect();
-    assert_eq!(listed, files_then);
+    let then: Vec<&str> = points[1].0.keys().map(String::as_str).collect();
+    assert_eq!(listed, then);
 
     // Every version of a name across the sets, oldest first, deletions included.
     let out = env.run(&["--json", "find", "*.txt"]);
@@ -452,4 +447,57 @@ fn a_copy_lacking_the_newest_set_is_said() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["newer_elsewhere"], diff.as_str(), "{report}");
+}
+
+/// Folders are in the version index: an empty folder restores by name as of a time, is
+/// listed by `restore --list`, and one deleted since is absent as of later times.
+#[test]
+fn an_empty_folder_restores_by_name_and_is_listed() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"a\n");
+    fs::create_dir_all(src.join("kept/empty")).unwrap();
+    definition(&env, "");
+    let (_, full) = backup(&env, "--full");
+    write(&src.join("b.txt"), b"b\n");
+    fs::remove_dir_all(src.join("kept")).unwrap();
+    let (_, incr) = backup(&env, "--incr");
+
+    let target = env.path("as-of-full");
+    let out = restore(
+        &env,
+        &[
+            "--as-of",
+            &full,
+            "--target",
+            &target.display().to_string(),
+            "kept/empty",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(target.join("kept/empty").is_dir());
+    let out = restore(&env, &["--list", "--as-of", &full, "kept"]);
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Vec<&str> = listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["kept", "kept/empty"]);
+
+    let target = env.path("as-of-incr");
+    let out = restore(
+        &env,
+        &[
+            "--as-of",
+            &incr,
+            "--target",
+            &target.display().to_string(),
+            "kept/empty",
+        ],
+    );
+    assert_eq!(code(&out), 1, "deleted since: nothing to restore");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["absent"], serde_json::json!(["kept/empty"]));
 }

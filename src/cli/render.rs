@@ -266,8 +266,10 @@ fn local_time(seconds: i64) -> String {
 
 pub fn as_of_listing(listing: &darvault::restore::Listing) {
     for e in &listing.entries {
+        // A folder ends with '/' (it has no size; its set is the newest that lists it).
+        let slash = if e.kind == "folder" { "/" } else { "" };
         say!(
-            "{:>12}  {}  {}  [{}]",
+            "{:>12}  {}  {}{slash}  [{}]",
             e.size,
             local_time(e.mtime),
             e.path,

@@ -32,12 +32,13 @@ pub(super) fn refresh(
     Ok(())
 }
 
-/// What an entry records in its set, if anything (folders only by their deletion: their
-/// contents speak for them).
+/// What an entry records in its set, if anything. dar's catalogue of every set lists the
+/// whole tree; a folder has no data of its own, so each set that lists it says it exists
+/// ("listed": an empty folder exists too).
 fn recorded(e: Entry) -> Option<Recorded> {
     let state = match e.data {
         DataState::Deleted => "deleted",
-        _ if e.kind == EntryKind::Directory => return None,
+        _ if e.kind == EntryKind::Directory => "listed",
         DataState::Saved => "saved",
         DataState::InodeOnly => "metadata",
         DataState::Referenced | DataState::Other => return None,

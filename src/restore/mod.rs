@@ -303,6 +303,10 @@ pub fn find(config: Option<&Config>, req: &FindRequest) -> Result<Found> {
         c.index(definition, &sets)?;
         for set in &sets {
             for r in c.state.recorded(&set.manifest.set.name)? {
+                // A folder has no versions of its own: every set lists it.
+                if r.state == "listed" {
+                    continue;
+                }
                 let subject = match whole_path {
                     true => r.path.as_str(),
                     false => r.path.rsplit('/').next().unwrap_or_default(),

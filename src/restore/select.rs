@@ -67,9 +67,20 @@ pub fn needed(
 ) -> Result<Vec<Need>> {
     let mut settled = Settled::default();
     let mut needs = Vec::new();
+    // Requested folders that exist at the restore time (the newest set lists them): asked of
+    // the newest set when no set writes anything under them (an empty folder).
+    let mut folders: Vec<String> = Vec::new();
     for (i, set) in chain.iter().enumerate().rev() {
         let mut records = Vec::new();
+        let newest = i + 1 == chain.len();
         dar.list(&catalogues[i], key, paths, |e| {
+            if newest
+                && e.kind == EntryKind::Directory
+                && e.data != DataState::Deleted
+                && paths.contains(&e.path)
+            {
+                folders.push(e.path.clone());
+            }
             let recorded = match e.data {
                 DataState::Saved | DataState::InodeOnly | DataState::Deleted => true,
                 // A device or pipe carries no sign of having changed here: it counts.
@@ -136,6 +147,21 @@ pub fn needed(
         }
         need.paths = asked.into_iter().collect();
         out.push(need);
+    }
+    let unasked: Vec<String> = folders
+        .into_iter()
+        .filter(|f| !out.iter().any(|n| n.paths.iter().any(|p| p == f)))
+        .collect();
+    if !unasked.is_empty() {
+        let last = chain.len() - 1;
+        match out.iter_mut().find(|n| n.set == last) {
+            Some(need) => need.paths.extend(unasked),
+            None => out.push(Need {
+                set: last,
+                slices: BTreeSet::from([1, chain[last].manifest.archive.slices.max(1)]),
+                paths: unasked,
+            }),
+        }
     }
     Ok(out)
 }

@@ -82,6 +82,9 @@ const MIGRATIONS: &[&str] = &[
          name          TEXT NOT NULL,
          first_bundled TEXT NOT NULL
      );",
+    // 6: the version index now lists folders (an empty folder exists too): indexes built
+    // before are dropped, to be read again from the catalogues on first use.
+    "DELETE FROM version; DELETE FROM indexed_set;",
 ];
 
 /// A set's last audit on a copy.
@@ -118,7 +121,7 @@ pub struct Run {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Recorded {
     pub path: String,
-    /// "saved", "metadata" or "deleted".
+    /// "saved", "metadata", "deleted", or "listed" (a folder that exists in this set).
     pub state: String,
     /// "file", "folder", "symlink" or "other".
     pub kind: String,
