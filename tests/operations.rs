@@ -384,6 +384,18 @@ fn status_shows_runs_copies_and_proofs_as_json_prometheus_and_a_page_chromium_re
     let html = fs::read_to_string(&page).unwrap();
     assert_eq!(html.matches("<svg").count(), 3);
     assert!(!html.contains("<script"), "self-contained and static");
+    // Rows in the order of a chain; each phase bar labelled with the run's wall time (the
+    // phases overlap: their sum is more).
+    let (full, diff) = (
+        html.find("<tr><td>FULL").unwrap(),
+        html.find("<tr><td>DIFF").unwrap(),
+    );
+    assert!(full < diff, "FULL before DIFF");
+    let history = docs["history"].as_array().unwrap();
+    for run in history.iter().filter(|r| r["details"]["phases"].is_array()) {
+        let wall = format!(">{:.1} s</text>", run["seconds"].as_f64().unwrap());
+        assert!(html.contains(&wall), "{wall} in the phase plot");
+    }
 }
 
 #[test]

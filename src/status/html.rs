@@ -31,7 +31,7 @@ pub fn render(status: &Status) -> String {
     )
 }
 
-const STYLE: &str = "body{font:15px/1.4 system-ui,sans-serif;margin:2em auto;max-width:1100px;\
+const STYLE: &str = "body{font:15px/1.4 system-ui,sans-serif;margin:2em auto;padding:0 1.5em;max-width:1100px;\
 color:#222}h1{margin-bottom:0}.meta{color:#666}table{border-collapse:collapse;margin:.5em 0 1.5em}\
 td,th{border-bottom:1px solid #ddd;padding:.3em .8em;text-align:left}.bad{color:#b00020;\
 font-weight:600}.ok{color:#2e7d32}svg{display:block;margin:.5em 0 1.5em}text{font-size:12px}";
@@ -43,7 +43,10 @@ fn definition(out: &mut String, d: &DefinitionStatus) {
         <th>outcome</th><th>took</th><th>size</th></tr>",
         esc(&d.name)
     );
-    for (level, run) in &d.last {
+    // FULL, DIFF, INCR: the order of a chain.
+    let mut last: Vec<(&String, &crate::state::Run)> = d.last.iter().collect();
+    last.sort_by_key(|(level, _)| ["FULL", "DIFF", "INCR"].iter().position(|l| l == level));
+    for (level, run) in last {
         let class = if run.outcome == "failed" { "bad" } else { "ok" };
         let _ = write!(
             out,
@@ -69,7 +72,11 @@ fn definition(out: &mut String, d: &DefinitionStatus) {
     }
     out.push_str("<h3>Archive size per set</h3>");
     size_plot(out, d);
-    out.push_str("<h3>Backup duration per phase</h3>");
+    out.push_str(
+        "<h3>Backup duration per phase</h3><p class=\"meta\">Phases overlap in time (slices are \
+         hashed and given PAR2 while dar writes): a bar shows the work each phase did, the \
+         figure after it how long the run took.</p>",
+    );
     phase_plot(out, d);
 }
 
@@ -180,12 +187,12 @@ fn phase_plot(out: &mut String, d: &DefinitionStatus) {
             );
             x += bw;
         }
-        let total: f64 = phases.iter().map(|(_, s)| s).sum();
         let _ = write!(
             out,
-            "<text x=\"{:.0}\" y=\"{:.0}\">{total:.1} s</text>",
+            "<text x=\"{:.0}\" y=\"{:.0}\">{:.1} s</text>",
             x + 4.0,
-            y + 12.0
+            y + 12.0,
+            run.seconds
         );
     }
     let legend_y = 30.0 + row * runs.len().max(1) as f64;
