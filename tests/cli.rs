@@ -39,13 +39,25 @@ fn the_manual_page_is_generated() {
 fn bash_completes_commands_options_and_the_users_own_names() {
     let env = common::Env::new();
     env.config(&format!(
-        "[[definition]]\nname = \"photos\"\nsource = {:?}\n\n[[destination]]\nname = \"usb-disk\"\nkind = \"fs\"\nroot = {:?}\n",
+        "[[definition]]\nname = \"photos\"\nsource = {:?}\n\n[[definition]]\nname = \"docs\"\nsource = {:?}\n\n[[destination]]\nname = \"usb-disk\"\nkind = \"fs\"\nroot = {:?}\n",
+        env.path("src").display().to_string(),
         env.path("src").display().to_string(),
         env.path("usb").display().to_string()
     ));
     common::write(&env.path("src/a.txt"), b"a\n");
     assert_eq!(common::code(&env.run(&["backup", "--full"])), 0);
     let set = common::name_of(&env.sets("photos")[0]);
+    let docs_set = common::name_of(&env.sets("docs")[0]);
+    // Another config, named on the line being completed.
+    let other = env.path("other.toml");
+    std::fs::write(
+        &other,
+        format!(
+            "repository = {:?}\n[[definition]]\nname = \"music\"\nsource = \"/srv/music\"\n",
+            env.path("other-repo").display().to_string()
+        ),
+    )
+    .unwrap();
 
     let (code, script) = darvault(&["completions", "bash"]);
     assert_eq!(code, 0);
@@ -84,7 +96,34 @@ fn bash_completes_commands_options_and_the_users_own_names() {
     };
     assert_eq!(complete(&["darvault", "repl"]), ["replicate"]);
     assert!(complete(&["darvault", "restore", "--as"]).contains(&"--as-of".to_owned()));
-    assert_eq!(complete(&["darvault", "backup", "-d", ""]), ["photos"]);
+    assert_eq!(
+        complete(&["darvault", "backup", "-d", ""]),
+        ["photos", "docs"]
+    );
+    let other = other.display().to_string();
+    assert_eq!(
+        complete(&["darvault", "--config", &other, "backup", "-d", ""]),
+        ["music"]
+    );
+    // Set names follow the definition on the line.
+    assert_eq!(
+        complete(&["darvault", "cleanup", "-d", "docs", "--set", ""]),
+        [docs_set]
+    );
+    // A copy: a destination, the repository, or a folder.
+    assert_eq!(
+        complete(&["darvault", "restore", "--from", "usb-"]),
+        ["usb-disk"]
+    );
+    assert!(complete(&["darvault", "restore", "--from", "rep"]).contains(&"repository".to_owned()));
+    std::fs::create_dir_all(env.path("drawer-disk")).unwrap();
+    let folder = env.path("drawer-d").display().to_string();
+    assert!(
+        complete(&["darvault", "audit", &folder])
+            .iter()
+            .any(|c| c.ends_with("drawer-disk/")),
+        "folders complete"
+    );
     assert_eq!(
         complete(&["darvault", "replicate", "--to", "usb"]),
         ["usb-disk"]

@@ -8,7 +8,7 @@ pub mod render;
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
-use clap_complete::ArgValueCandidates;
+use clap_complete::{ArgValueCandidates, ArgValueCompleter};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -111,6 +111,7 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Drill {
         /// A directory (/media/usb/darvault) or a destination name [default: the repository]
+        #[arg(add = ArgValueCompleter::new(names::copies))]
         copy: Option<String>,
         /// Only this definition (repeatable)
         #[arg(short = 'd', long = "definition", value_name = "DEF", add = ArgValueCandidates::new(names::definitions))]
@@ -129,7 +130,7 @@ pub enum Command {
         /// (photos/2019/*)
         pattern: String,
         /// The copy to search: a directory or a destination name [default: the repository]
-        #[arg(long, value_name = "COPY")]
+        #[arg(long, value_name = "COPY", add = ArgValueCompleter::new(names::copies))]
         from: Option<String>,
         /// Only this definition (repeatable)
         #[arg(short = 'd', long = "definition", value_name = "DEF", add = ArgValueCandidates::new(names::definitions))]
@@ -157,6 +158,7 @@ pub enum Command {
     List {
         /// A copy: a directory (/media/usb/darvault) or a destination name [default: the
         /// configured repository]
+        #[arg(add = ArgValueCompleter::new(names::copies))]
         copy: Option<String>,
         /// Only this definition (repeatable)
         #[arg(short = 'd', long = "definition", value_name = "DEF", add = ArgValueCandidates::new(names::definitions))]
@@ -169,7 +171,7 @@ pub struct RestoreArgs {
     /// Paths inside the backed-up folder (files or folders) [default: everything]
     pub paths: Vec<String>,
     /// The copy to restore from: a directory or a destination name [default: the repository]
-    #[arg(long, value_name = "COPY")]
+    #[arg(long, value_name = "COPY", add = ArgValueCompleter::new(names::copies))]
     pub from: Option<String>,
     /// The definition whose sets to restore [default: the only one of the config]
     #[arg(short = 'd', long = "definition", value_name = "DEF", add = ArgValueCandidates::new(names::definitions))]
@@ -197,6 +199,7 @@ pub struct RestoreArgs {
 pub struct AuditArgs {
     /// Copies to audit: directories (/media/usb/darvault) or destination names
     /// [default: the repository and every destination]
+    #[arg(add = ArgValueCompleter::new(names::copies))]
     pub copies: Vec<String>,
     /// Repair damage: from another copy whose file matches the manifest, else with PAR2
     #[arg(long)]
