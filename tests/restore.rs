@@ -501,3 +501,28 @@ fn an_empty_folder_restores_by_name_and_is_listed() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["absent"], serde_json::json!(["kept/empty"]));
 }
+
+/// A folder asked for as of a DIFF that both changed a file in it and deleted another: only
+/// the DIFF is needed, and the deletion of a file the target never held is not a failure.
+#[test]
+fn a_folder_with_an_edit_and_a_deletion_restores_from_the_diff_alone() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("notes/monday.txt"), b"monday\n");
+    write(&src.join("notes/tuesday.txt"), b"tuesday\n");
+    definition(&env, "");
+    backup(&env, "--full");
+    write(&src.join("notes/monday.txt"), b"monday, edited\n");
+    fs::remove_file(src.join("notes/tuesday.txt")).unwrap();
+    let (state, _) = backup(&env, "--diff");
+    let target = env.path("restored");
+    let out = restore(&env, &["--target", &target.display().to_string(), "notes"]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["not_restored"], serde_json::json!([]));
+    let expected: BTreeMap<String, Node> = state
+        .into_iter()
+        .filter(|(p, _)| p.starts_with("notes"))
+        .collect();
+    assert_same_tree(&expected, &snapshot(&target));
+}

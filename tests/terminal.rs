@@ -214,6 +214,16 @@ fn ctrl_c_ends_a_backup_within_two_seconds() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The bar knows how much there is to save (a quick estimate before dar starts).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !t.output().contains("ETA") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        t.output().contains(": dar -c [") && t.output().contains("ETA"),
+        "a bar with a total: {}",
+        t.output()
+    );
     let interrupted = Instant::now();
     t.interrupt();
     let code = t.wait(Duration::from_secs(20));

@@ -1,6 +1,7 @@
 //! `darvault backup`: one set per definition at the requested level. A failing definition
 //! never stops the others; the report says what happened to each.
 
+mod estimate;
 mod hooks;
 mod plan;
 mod restore_test;

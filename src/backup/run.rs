@@ -134,7 +134,12 @@ pub fn make_set(
     );
     let started = SystemTime::now();
     let t = Instant::now();
-    let task = progress.start(&format!("{name}: dar -c"), None);
+    let since = plan
+        .base
+        .as_ref()
+        .map(|b| b.manifest.set.created.as_second());
+    let total = super::estimate::bytes_to_save(source, &include, since);
+    let task = progress.start(&format!("{name}: dar -c"), total);
     let early = EarlyWork {
         archive: &archive,
         set_name: &name,
@@ -143,10 +148,18 @@ pub fn make_set(
         par2: &tools.par2,
     };
     let seals = Seals::watch(staging.path())?;
+    let meter = Meter::new(&*task);
     let (created, early) = early.alongside(seals, |settled| {
-        dar.create(&options, |p| {
-            task.advance(std::fs::symlink_metadata(p).map(|m| m.len()).unwrap_or(0));
-            settled.file_done();
+        std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| meter.watch_slices(staging.path(), &archive));
+            let created = dar.create(&options, |p| {
+                meter.file_started(std::fs::symlink_metadata(p).map(|m| m.len()).unwrap_or(0));
+                settled.file_done();
+            });
+            meter.stop();
+            watcher.thread().unpark();
+            let _ = watcher.join();
+            created
         })
     });
     drop(task);
@@ -577,5 +590,72 @@ fn slice_number(name: &str) -> u32 {
 fn remove_group_files(dir: &Path, group: &par2::Group) {
     for f in par2::files_of(dir, group).unwrap_or_default() {
         let _ = std::fs::remove_file(dir.join(f));
+    }
+}
+
+/// Progress of `dar -c` in source bytes: the files dar has finished (it names a file as it
+/// starts it, so a file counts once the next one starts), or the bytes of the slices written
+/// so far when that is more (one large video is a long time in one file). Never goes back.
+struct Meter<'a> {
+    task: &'a dyn crate::progress::Task,
+    shown: std::sync::atomic::AtomicU64,
+    finished: std::sync::atomic::AtomicU64,
+    current: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl<'a> Meter<'a> {
+    fn new(task: &'a dyn crate::progress::Task) -> Self {
+        Meter {
+            task,
+            shown: 0.into(),
+            finished: 0.into(),
+            current: 0.into(),
+            done: false.into(),
+        }
+    }
+
+    fn show(&self, position: u64) {
+        let before = self.shown.fetch_max(position, Ordering::Relaxed);
+        if position > before {
+            self.task.advance(position - before);
+        }
+    }
+
+    fn file_started(&self, size: u64) {
+        let previous = self.current.swap(size, Ordering::Relaxed);
+        let finished = self.finished.fetch_add(previous, Ordering::Relaxed) + previous;
+        self.show(finished);
+    }
+
+    /// Until `stop`: twice a second, the size of the archive's slices in `dir`.
+    fn watch_slices(&self, dir: &Path, archive: &Path) {
+        let prefix = format!(
+            "{}.",
+            archive.file_name().unwrap_or_default().to_string_lossy()
+        );
+        while !self.done.load(Ordering::Relaxed) {
+            std::thread::park_timeout(Duration::from_millis(500));
+            let written: u64 = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.starts_with(&prefix)
+                        && name.ends_with(".dar")
+                        && !name.contains(".catalog.")
+                })
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum();
+            self.show(written);
+        }
+    }
+
+    fn stop(&self) {
+        self.done.store(true, Ordering::Relaxed);
+        let finished = self.finished.load(Ordering::Relaxed) + self.current.load(Ordering::Relaxed);
+        self.show(finished);
     }
 }

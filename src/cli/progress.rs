@@ -44,7 +44,7 @@ impl Progress for Terminal {
             bar.enable_steady_tick(Duration::from_millis(120));
             Box::new(Bar(bar))
         } else {
-            Box::new(LogLines::start(label))
+            Box::new(LogLines::start(label, total))
         }
     }
 }
@@ -79,7 +79,7 @@ struct Shared {
 const EVERY: Duration = Duration::from_secs(30);
 
 impl LogLines {
-    fn start(label: &str) -> LogLines {
+    fn start(label: &str, total: Option<u64>) -> LogLines {
         let shared = std::sync::Arc::new(Shared {
             label: label.to_owned(),
             bytes: std::sync::atomic::AtomicU64::new(0),
@@ -97,8 +97,11 @@ impl LogLines {
                 }
                 let bytes = ticking.bytes.load(Ordering::Relaxed);
                 let rate = (bytes - last_bytes) as f64 / last_line.elapsed().as_secs_f64();
+                let of_total = total
+                    .map(|t| format!(" of about {}", human_bytes(t)))
+                    .unwrap_or_default();
                 let line = format!(
-                    "{}: {} so far after {}s ({}/s over the last {}s)",
+                    "{}: {}{of_total} so far after {}s ({}/s over the last {}s)",
                     ticking.label,
                     human_bytes(bytes),
                     started.elapsed().as_secs(),

@@ -368,7 +368,7 @@ pub fn status(status: &darvault::status::Status) {
     use darvault::config::human_bytes;
     for d in &status.definitions {
         say!("{}: {} set(s) in the repository", d.name, d.sets.len());
-        for (level, run) in &d.last {
+        for (level, run) in d.last_in_chain_order() {
             say!(
                 "  last {level}: {} {} ({:.1}s, {})",
                 local_time(run.started_at.as_second()),

@@ -43,10 +43,7 @@ fn definition(out: &mut String, d: &DefinitionStatus) {
         <th>outcome</th><th>took</th><th>size</th></tr>",
         esc(&d.name)
     );
-    // FULL, DIFF, INCR: the order of a chain.
-    let mut last: Vec<(&String, &crate::state::Run)> = d.last.iter().collect();
-    last.sort_by_key(|(level, _)| ["FULL", "DIFF", "INCR"].iter().position(|l| l == level));
-    for (level, run) in last {
+    for (level, run) in d.last_in_chain_order() {
         let class = if run.outcome == "failed" { "bad" } else { "ok" };
         let _ = write!(
             out,

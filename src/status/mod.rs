@@ -35,6 +35,15 @@ pub struct DefinitionStatus {
     pub history: Vec<Run>,
 }
 
+impl DefinitionStatus {
+    /// The last run of each level in the order of a chain: FULL, DIFF, INCR.
+    pub fn last_in_chain_order(&self) -> Vec<(&str, &Run)> {
+        let mut last: Vec<(&str, &Run)> = self.last.iter().map(|(l, r)| (l.as_str(), r)).collect();
+        last.sort_by_key(|(level, _)| ["FULL", "DIFF", "INCR"].iter().position(|l| l == level));
+        last
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct SetPoint {
     pub set: String,

@@ -333,15 +333,26 @@ impl Dar {
             s.arg("-g").arg(p);
         }
         let (finished, out) = s.output()?;
-        let not_restored = not_restored(&out, target);
+        let (not_restored, already_absent): (Vec<_>, Vec<_>) = not_restored(&out, target)
+            .into_iter()
+            .partition(|n| !n.reason.starts_with(ALREADY_ABSENT));
+        // A deletion this set records, of a file the target does not hold (an older set that
+        // wrote it was not needed): the file is absent, as it should be.
+        for n in &already_absent {
+            tracing::debug!("{}: deleted in this set, and not in the target", n.path);
+        }
         // Exit 5: some files could not be written (dar restored the others). Anything else
         // that is not 0 is a failure of the whole extraction.
-        if finished.code() == Some(5) && !not_restored.is_empty() {
+        let only_files = !not_restored.is_empty() || !already_absent.is_empty();
+        if finished.code() == Some(5) && only_files {
             return Ok(not_restored);
         }
         judge(finished, key).map(|_| not_restored)
     }
 }
+
+/// dar's reason when a set deletes a file the target does not hold.
+const ALREADY_ABSENT: &str = "Cannot remove non-existent file";
 
 /// A file dar could not restore, and why (its words).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
