@@ -676,3 +676,32 @@ fn unreadable_source_files_are_named_in_the_summary_the_json_and_the_manifest() 
     assert!(stdout(&out).contains("published"), "{}", stdout(&out));
     assert!(!stdout(&out).contains("$ "), "{}", stdout(&out));
 }
+
+/// A set of files all larger than the restore test's window (home videos) is still
+/// restore-tested: the smallest one is restored and compared in part.
+#[test]
+fn a_set_of_large_files_is_restore_tested_in_part() {
+    let env = Env::new();
+    let src = env.path("src-videos");
+    let mut rng = fastrand::Rng::with_seed(3);
+    for (name, mib) in [("holiday.m2ts", 3), ("wedding.m2ts", 5)] {
+        let mut bytes = vec![0u8; mib << 20];
+        rng.fill(&mut bytes);
+        write(&src.join(name), &bytes);
+    }
+    env.config(&definition(&env, "videos", "").replace(
+        "[definition.restore_test]\ncount = 50\n",
+        "[definition.restore_test]\ncount = 50\nmax_size = \"1M\"\n",
+    ));
+    let out = env.run(&["backup", "--full"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("restore test passed in part: holiday.m2ts"),
+        "{}",
+        stdout(&out)
+    );
+    let manifest = darvault::set::Manifest::read(&env.sets("videos")[0]).unwrap();
+    let record = manifest.checks.restore_test;
+    assert_eq!((record.outcome.as_str(), record.compared), ("passed", 1));
+    assert!(record.partial.unwrap().starts_with("holiday.m2ts"));
+}

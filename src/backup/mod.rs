@@ -35,7 +35,7 @@ pub struct DefinitionOutcome {
 #[derive(Debug, Serialize)]
 #[serde(tag = "outcome", rename_all = "lowercase")]
 pub enum Outcome {
-    Published(SetReport),
+    Published(Box<SetReport>),
     Failed { error: String, exit_code: u8 },
 }
 
@@ -106,7 +106,7 @@ pub fn run(
         let result = match made {
             Ok(set) => {
                 tracing::info!(definition = %name, set = %set.set, seconds = set.seconds, "published");
-                Outcome::Published(set)
+                Outcome::Published(Box::new(set))
             }
             Err(e) => {
                 // The report says it on stdout; the log keeps it too.

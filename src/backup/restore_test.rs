@@ -31,6 +31,8 @@ pub struct Sampler<'a> {
     chosen: Vec<Entry>,
     eligible: u64,
     rng: fastrand::Rng,
+    /// The smallest file above the window (up to `partial_max_size`), in case none fits.
+    large: Option<Entry>,
 }
 
 impl<'a> Sampler<'a> {
@@ -40,11 +42,20 @@ impl<'a> Sampler<'a> {
             chosen: Vec::with_capacity(settings.count),
             eligible: 0,
             rng: fastrand::Rng::new(),
+            large: None,
         }
     }
 
     pub fn offer(&mut self, entry: &Entry) {
         if !self.qualifies(entry) {
+            let s = self.settings;
+            let large = (s.max_size.0 + 1..=s.partial_max_size.0).contains(&entry.size);
+            if large
+                && self.qualifies_but_for_size(entry)
+                && self.large.as_ref().is_none_or(|l| entry.size < l.size)
+            {
+                self.large = Some(entry.clone());
+            }
             return;
         }
         self.eligible += 1;
@@ -60,10 +71,14 @@ impl<'a> Sampler<'a> {
 
     fn qualifies(&self, e: &Entry) -> bool {
         let s = self.settings;
+        (s.min_size.0..=s.max_size.0).contains(&e.size) && self.qualifies_but_for_size(e)
+    }
+
+    fn qualifies_but_for_size(&self, e: &Entry) -> bool {
+        let s = self.settings;
         e.kind == EntryKind::File
             && e.data == DataState::Saved
             && !e.dirty
-            && (s.min_size.0..=s.max_size.0).contains(&e.size)
             && !s
                 .exclude_prefixes
                 .iter()
@@ -95,6 +110,9 @@ pub fn run(
     let eligible = sampler.eligible;
     let mut sample = sampler.chosen;
     sample.sort_by(|a, b| a.path.cmp(&b.path));
+    // Nothing fits the window: a larger file, compared in part, is still evidence.
+    let partial = sample.is_empty() && sampler.large.is_some();
+    sample.extend(sampler.large.filter(|_| partial));
     if sample.is_empty() {
         return Ok(Outcome {
             record: RestoreTestRecord {
@@ -102,6 +120,7 @@ pub fn run(
                 eligible,
                 compared: 0,
                 changed_since: 0,
+                partial: None,
             },
             changed: Vec::new(),
         });
@@ -130,7 +149,11 @@ pub fn run(
             changed.push(entry.path.clone());
             continue;
         }
-        if let Some(why) = differs(&src, &scratch.join(&entry.path), &meta)? {
+        let how = match partial {
+            true => Compare::Ranges(ranges(meta.len(), &mut fastrand::Rng::new())),
+            false => Compare::Whole,
+        };
+        if let Some(why) = differs(&src, &scratch.join(&entry.path), &meta, &how)? {
             mismatches.push(format!("{}: {why}", entry.path));
         }
     }
@@ -155,19 +178,50 @@ pub fn run(
             eligible,
             compared,
             changed_since: changed.len() as u64,
+            partial: (partial && compared > 0).then(|| {
+                format!(
+                    "{} ({} bytes, above max_size): size, mode, time, and its first, last and one random MiB",
+                    sample[0].path, sample[0].size
+                )
+            }),
         },
         changed,
     })
 }
 
+/// How much of a restored file is compared with the source.
+enum Compare {
+    Whole,
+    /// These byte ranges (offset, length).
+    Ranges(Vec<(u64, u64)>),
+}
+
+/// The first and last MiB of a file of `size` bytes, and one random MiB between.
+fn ranges(size: u64, rng: &mut fastrand::Rng) -> Vec<(u64, u64)> {
+    const MIB: u64 = 1 << 20;
+    let len = MIB.min(size);
+    let last = size - len;
+    vec![(0, len), (rng.u64(0..=last), len), (last, len)]
+}
+
 /// Why the extracted file differs from the source, if it does.
-fn differs(src: &Path, restored: &Path, src_meta: &std::fs::Metadata) -> Result<Option<String>> {
+fn differs(
+    src: &Path,
+    restored: &Path,
+    src_meta: &std::fs::Metadata,
+    how: &Compare,
+) -> Result<Option<String>> {
     let meta = match std::fs::symlink_metadata(restored) {
         Ok(m) => m,
         Err(_) => return Ok(Some("not extracted".into())),
     };
     let mut why = Vec::new();
-    if meta.len() != src_meta.len() || !same_bytes(src, restored)? {
+    let same = meta.len() == src_meta.len()
+        && match how {
+            Compare::Whole => same_bytes(src, restored)?,
+            Compare::Ranges(ranges) => same_ranges(src, restored, ranges)?,
+        };
+    if !same {
         why.push("content differs".to_owned());
     }
     if meta.mode() & 0o7777 != src_meta.mode() & 0o7777 {
@@ -197,6 +251,23 @@ fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
             return Ok(true);
         }
     }
+}
+
+fn same_ranges(a: &Path, b: &Path, ranges: &[(u64, u64)]) -> Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let fa = File::open(a).map_err(Error::io("cannot open", a))?;
+    let fb = File::open(b).map_err(Error::io("cannot open", b))?;
+    for &(offset, len) in ranges {
+        let (mut ba, mut bb) = (vec![0u8; len as usize], vec![0u8; len as usize]);
+        fa.read_exact_at(&mut ba, offset)
+            .map_err(Error::io("cannot read", a))?;
+        fb.read_exact_at(&mut bb, offset)
+            .map_err(Error::io("cannot read", b))?;
+        if ba != bb {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -242,6 +313,26 @@ mod tests {
         let chosen: Vec<_> = s.chosen.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(chosen, ["a"]);
         assert_eq!(s.eligible, 1);
+    }
+
+    #[test]
+    fn a_file_above_the_window_is_kept_in_case_none_fits() {
+        let settings = RestoreTest {
+            max_size: crate::config::ByteSize(100),
+            partial_max_size: crate::config::ByteSize(10_000),
+            ..RestoreTest::default()
+        };
+        let mut s = Sampler::new(&settings);
+        s.offer(&entry("big", 5000, DataState::Saved));
+        s.offer(&entry("bigger", 9000, DataState::Saved));
+        s.offer(&entry("too big", 20_000, DataState::Saved));
+        s.offer(&entry("big ref", 200, DataState::Referenced));
+        assert!(s.chosen.is_empty());
+        assert_eq!(s.large.map(|e| e.path), Some("big".to_owned()));
+        let r = ranges(5 << 20, &mut fastrand::Rng::with_seed(1));
+        assert_eq!((r[0], r[2]), ((0, 1 << 20), (4 << 20, 1 << 20)));
+        assert!(r[1].0 <= 4 << 20);
+        assert_eq!(ranges(10, &mut fastrand::Rng::new())[2], (0, 10));
     }
 
     #[test]

@@ -56,9 +56,11 @@ pub fn backup(report: &backup::Report) {
                     phases.join(", ")
                 );
                 let rt = &s.restore_test;
-                if rt.outcome == "nothing eligible" {
+                if let Some(partial) = &rt.partial {
+                    say!("  restore test {} in part: {partial}", rt.outcome);
+                } else if rt.outcome == "nothing eligible" {
                     say!(
-                        "  restore test: not tested: no file stored in this archive fits the sample (restore_test min_size, max_size, exclusions)"
+                        "  restore test: not tested: no file stored in this archive fits the sample (restore_test min_size, max_size, partial_max_size, exclusions)"
                     );
                 } else if rt.outcome == "not tested" {
                     say!(

@@ -382,6 +382,10 @@ pub struct RestoreTest {
     pub min_size: ByteSize,
     #[serde(default = "default_max_sample")]
     pub max_size: ByteSize,
+    /// When no file fits the window: the smallest larger one up to this size is restored
+    /// and compared in part (0: never).
+    #[serde(default = "default_partial_max")]
+    pub partial_max_size: ByteSize,
     #[serde(default)]
     pub exclude_prefixes: Vec<String>,
     #[serde(default)]
@@ -396,6 +400,7 @@ impl Default for RestoreTest {
             count: default_sample_count(),
             min_size: zero_size(),
             max_size: default_max_sample(),
+            partial_max_size: default_partial_max(),
             exclude_prefixes: Vec::new(),
             exclude_suffixes: Vec::new(),
             exclude_regex: Vec::new(),
@@ -491,6 +496,10 @@ fn zero_size() -> ByteSize {
 }
 fn default_max_sample() -> ByteSize {
     ByteSize(64 << 20)
+}
+
+fn default_partial_max() -> ByteSize {
+    ByteSize(4 << 30)
 }
 
 impl Config {

@@ -129,6 +129,10 @@ pub struct RestoreTestRecord {
     pub compared: u64,
     /// Sampled files that had changed in the source after dar read them (not comparable).
     pub changed_since: u64,
+    /// A file too large for the sample compared in part instead (when nothing fitted):
+    /// its path and which bytes were compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -324,6 +328,7 @@ mod tests {
                     eligible: 3,
                     compared: 3,
                     changed_since: 0,
+                    partial: None,
                 },
                 warnings: 0,
                 par2_verify: None,
