@@ -178,6 +178,94 @@ fn disk_image(env: &Env, size: &str, mkfs: &str, mount: &str, point: &Path) -> M
     mounted
 }
 
+/// `par2_dir` on another filesystem (a tmpfs of its own): the repository's disk damages a
+/// slice of a set and every one of its PAR2 files; `audit --repair` heals the PAR2 files from
+/// par2_dir, then repairs the slice with them. Cleanup removes the set's PAR2 copy with it.
+#[test]
+fn par2_kept_on_another_disk_repairs_a_set_whose_own_par2_is_damaged() {
+    let env = Env::new();
+    let src = env.path("src");
+    let mut bytes = vec![0u8; 700_000];
+    fastrand::Rng::with_seed(9).fill(&mut bytes);
+    write(&src.join("scan.tif"), &bytes);
+    write(&src.join("notes.txt"), b"notes\n");
+    let other = env.path("other-disk");
+    fs::create_dir_all(&other).unwrap();
+    sh(&format!(
+        "mount -t tmpfs -o size=32m tmpfs {}",
+        other.display()
+    ));
+    let _mounted = Mounted {
+        point: other.clone(),
+        loop_device: None,
+    };
+    env.config(&format!(
+        "[[definition]]\nname = \"docs\"\nsource = {:?}\nslice_size = \"128K\"\npar2_dir = {:?}\n",
+        src.display().to_string(),
+        other.display().to_string()
+    ));
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let set = env.sets("docs")[0].clone();
+    let name = name_of(&set);
+    let kept = other.join("docs").join(&name);
+    let manifest = darvault::set::Manifest::read(&set).unwrap();
+    let par2_files: Vec<String> = manifest
+        .files
+        .iter()
+        .filter(|f| f.role == darvault::set::Role::Par2)
+        .map(|f| f.path.clone())
+        .collect();
+    assert!(!par2_files.is_empty());
+    for f in par2_files.iter().chain([&"MANIFEST.toml".to_owned()]) {
+        assert_eq!(
+            fs::read(kept.join(f)).unwrap(),
+            fs::read(set.join(f)).unwrap(),
+            "{f} kept in par2_dir"
+        );
+    }
+    assert_eq!(
+        manifest.definition.unwrap().par2_dir,
+        Some(other.display().to_string())
+    );
+
+    // The repository's disk: a damaged slice, and every PAR2 file damaged too.
+    let flip = |p: &Path| {
+        let mut b = fs::read(p).unwrap();
+        b[50] ^= 0xff;
+        fs::write(p, b).unwrap();
+    };
+    flip(&set.join(format!("{name}.2.dar")));
+    for f in &par2_files {
+        flip(&set.join(f));
+    }
+    let out = env.run(&["--json", "audit", "repository", "--repair"]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    let report = json(&out);
+    let files = report["copies"][0]["sets"][0]["files"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let source_of = |path: &str| {
+        files
+            .iter()
+            .find(|f| f["path"] == path)
+            .map(|f| f["repaired_from"].as_str().unwrap_or("").to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(source_of(&format!("{name}.2.dar")), "par2", "{files:?}");
+    assert!(
+        source_of(&par2_files[0]).starts_with("copy par2_dir"),
+        "{files:?}"
+    );
+    sha256sum_check(&set);
+
+    // Retention takes the PAR2 copy with the set.
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let out = env.run(&["cleanup", "--set", &name, "--yes"]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    assert!(!set.exists() && !kept.exists());
+}
+
 #[test]
 fn a_full_disk_fails_at_once_naming_the_cause() {
     let env = Env::new();

@@ -173,12 +173,15 @@ pub fn run(
             });
         }
     }
+    let par2_dirs = par2_dirs(config);
     for copy in &targets {
         let started = jiff::Timestamp::now();
-        // Healing sources: every other configured copy.
+        // Healing sources: every other configured copy, then the par2_dir copies of PAR2
+        // files (never audited themselves: they hold no slices).
         let others: Vec<Arc<Store>> = all
             .iter()
             .filter(|o| o.name != copy.name)
+            .chain(&par2_dirs)
             .cloned()
             .collect();
         let mut copy_report = CopyReport {
@@ -313,6 +316,28 @@ fn may_repair(copy: &Store, ask: crate::progress::Ask) -> bool {
             ask.is_some_and(|ask| ask(&format!("Repair damage found on {} in place?", copy.name)))
         }
     }
+}
+
+/// The definitions' `par2_dir` folders that exist, as copies to heal PAR2 files from.
+fn par2_dirs(config: Option<&Config>) -> Vec<Arc<Store>> {
+    let mut dirs: Vec<&std::path::Path> = config
+        .map(|c| {
+            c.definitions
+                .iter()
+                .filter_map(|d| d.par2_dir.as_ref().map(|p| p.path()))
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.dedup();
+    dirs.into_iter()
+        .filter(|d| d.is_dir())
+        .filter_map(|d| Store::for_path(d).ok())
+        .map(|mut s| {
+            s.name = format!("par2_dir {}", s.name);
+            Arc::new(s)
+        })
+        .collect()
 }
 
 /// The repository and every destination of the config, by name; and those that cannot be

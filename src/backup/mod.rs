@@ -3,6 +3,7 @@
 
 mod estimate;
 mod hooks;
+mod par2_dir;
 mod plan;
 mod restore_test;
 mod run;

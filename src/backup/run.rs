@@ -236,6 +236,10 @@ pub fn make_set(
     let mut chain = plan.chain.clone();
     chain.push(name.clone());
     let par2_indexes: Vec<String> = groups.iter().map(|g| g.index.clone()).collect();
+    let par2_dir = definition
+        .par2_dir
+        .as_ref()
+        .map(|d| d.path().display().to_string());
     let turbo = tools.par2.engine == par2::Engine::Turbo;
     let restore_text = RestoreText {
         set: &name,
@@ -251,6 +255,7 @@ pub fn make_set(
         par2_bundled: turbo,
         darvault_bundled: tools.darvault_static.is_some(),
         encrypted: key.is_some(),
+        par2_dir: par2_dir.as_deref(),
     }
     .render();
     let mut binaries: Vec<(&str, &Path)> = vec![("dar_static", &tools.dar_static)];
@@ -324,6 +329,7 @@ pub fn make_set(
             dar_options: definition.dar_options.clone(),
             slice_size: definition.slice_size.0,
             redundancy_percent: redundancy(definition, plan.name.level),
+            par2_dir: par2_dir.clone(),
         }),
         checks: Checks {
             dar_test: "passed".into(),
@@ -347,6 +353,12 @@ pub fn make_set(
     seals.prove(&manifest.files)?;
     let path = staging.publish()?;
     phases.record("manifest + publish", t.elapsed());
+    if let Some(dir) = &definition.par2_dir
+        && let Err(e) =
+            super::par2_dir::keep(dir.path(), definition.name().as_str(), &path, &manifest)
+    {
+        warnings.push(format!("PAR2 not kept in par2_dir: {e}"));
+    }
     Ok(SetReport {
         set: name,
         level: plan.name.level.to_string(),

@@ -360,8 +360,33 @@ async fn remove_set(
     }
     store.remove_folder(&dir).await?;
     tracing::info!(set = %removal.set, copy = %store.label(), "removed: {}", removal.reason);
+    if !is_destination {
+        remove_par2_copy(config, set).await;
+    }
     removal.removed = true;
     Ok(removal)
+}
+
+/// The set's folder in its definition's `par2_dir` goes with the set (a disk that is not
+/// there today keeps it: it is only PAR2 files and a manifest, and is said in the log).
+async fn remove_par2_copy(config: &Config, set: &FoundSet) {
+    let Some(dir) = config
+        .definitions
+        .iter()
+        .find(|d| d.name().as_str() == set.manifest.set.definition)
+        .and_then(|d| d.par2_dir.as_ref())
+    else {
+        return;
+    };
+    let folder = format!("{}/{}", set.manifest.set.definition, set.manifest.set.name);
+    let removed = match Store::for_path(dir.path()) {
+        Ok(par2) if par2.is_folder(&folder) => par2.remove_folder(&folder).await,
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = removed {
+        tracing::warn!(set = %set.manifest.set.name, "its PAR2 copy in {} stays: {e}", dir.path().display());
+    }
 }
 
 /// Finish the removal an interrupted cleanup began (the folder holds its marker).

@@ -74,6 +74,8 @@ pub struct Definition {
     /// Verify every PAR2 set with `par2 verify` before the set is published.
     #[serde(default)]
     pub par2_verify: bool,
+    /// A second copy of every set's PAR2 files (and its manifest), on another disk.
+    pub par2_dir: Option<AbsPath>,
     /// More options for `dar -c`, one per element; those darvault sets itself are refused.
     #[serde(default)]
     pub dar_options: Vec<String>,
@@ -617,6 +619,19 @@ impl Config {
                     format!(
                         "definition {:?}: slice_size must be at least 64K",
                         d.name().as_str()
+                    ),
+                ));
+            }
+            if let Some(dir) = &d.par2_dir
+                && (dir.path().starts_with(self.repository.path())
+                    || self.repository.path().starts_with(dir.path()))
+            {
+                return Err(at(
+                    d.name.span(),
+                    format!(
+                        "definition {:?}: key `par2_dir`: {} and the repository must not hold one another (it keeps PAR2 apart, best on another disk)",
+                        d.name().as_str(),
+                        dir.path().display()
                     ),
                 ));
             }

@@ -31,6 +31,8 @@ pub struct RestoreText<'a> {
     pub par2_bundled: bool,
     pub darvault_bundled: bool,
     pub encrypted: bool,
+    /// Where the machine that made the set kept a second copy of its PAR2 files.
+    pub par2_dir: Option<&'a str>,
 }
 
 /// Where RESTORE.txt's step 0 puts the tools.
@@ -117,6 +119,18 @@ impl RestoreText<'_> {
                 },
             )
             .replace("{{PAR2_REPAIR}}", &repair)
+            .replace(
+                "{{PAR2_ELSEWHERE}}",
+                &self
+                    .par2_dir
+                    .map(|dir| {
+                        format!(
+                            "\n   If the .par2 files are damaged too: the machine that made this set kept a\n   second copy of them in {dir}/{}/{} — copy them here from\n   there first (step 1 then checks them).\n",
+                            self.definition, self.set
+                        )
+                    })
+                    .unwrap_or_default(),
+            )
             .replace("{{CHAIN_LIST}}", &chain_list)
             .replace("{{CHAIN_NAMES}}", &self.chain.join(" "))
             .replace("{{TOOL_FILES}}", &self.tool_files())

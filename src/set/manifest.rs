@@ -91,6 +91,9 @@ pub struct DefinitionRecord {
     pub slice_size: u64,
     /// PAR2 percent for this set's level.
     pub redundancy_percent: u32,
+    /// Where a second copy of the set's PAR2 files was kept, on the machine that made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub par2_dir: Option<String>,
 }
 
 /// What was proven before the set was published.
