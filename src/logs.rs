@@ -114,8 +114,22 @@ fn open_private(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+impl CappedFile {
+    /// Another run (a timer) may have rotated the file: write to the one with the name.
+    fn follow_rotation(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let named = std::fs::metadata(&self.path).map(|m| m.ino()).ok();
+        if named != Some(self.file.metadata()?.ino()) {
+            self.file = open_private(&self.path)?;
+            self.size = self.file.metadata()?.len();
+        }
+        Ok(())
+    }
+}
+
 impl Write for CappedFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.follow_rotation()?;
         if self.size > 0 && self.size + buf.len() as u64 > COMMANDS_MAX {
             self.rotate()?;
         }

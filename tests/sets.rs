@@ -523,3 +523,44 @@ fn debian_par2_works_as_a_slower_fallback() {
     );
     sha256sum_check(set);
 }
+
+/// A chain whose FULL was made with other tools (here: before the gpg stand-in existed): the
+/// next set carries today's tools itself, and the sets after it point to that one.
+#[test]
+fn a_set_made_after_the_tools_changed_carries_them_for_its_chain() {
+    let env = Env::new();
+    let src = env.path("src");
+    awkward_tree(&src);
+    config(&env, "");
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let full = env.sets("docs")[0].clone();
+    let mut manifest = darvault::set::Manifest::read(&full).unwrap();
+    manifest.files.retain(|f| f.path != "bundle/gpg-stand-in");
+    fs::remove_file(full.join("bundle/gpg-stand-in")).unwrap();
+    manifest.write(&full).unwrap();
+    sha256sum_check(&full);
+
+    write(&src.join("plain.txt"), b"changed once\n");
+    assert_eq!(code(&env.run(&["backup", "--diff"])), 0);
+    write(&src.join("plain.txt"), b"changed twice\n");
+    assert_eq!(code(&env.run(&["backup", "--incr"])), 0);
+    let sets = env.sets("docs");
+    let (diff, incr) = (&sets[1], &sets[2]);
+    for tool in ["bundle/dar_static", "bundle/gpg-stand-in"] {
+        assert!(diff.join(tool).is_file(), "the DIFF carries {tool}");
+        assert!(
+            !incr.join(tool).exists(),
+            "the INCR points to the DIFF's {tool}"
+        );
+    }
+    let diff_text = fs::read_to_string(diff.join("bundle/RESTORE.txt")).unwrap();
+    assert!(
+        diff_text.contains("cp bundle/dar_static"),
+        "the DIFF's own tools: {diff_text}"
+    );
+    let incr_text = fs::read_to_string(incr.join("bundle/RESTORE.txt")).unwrap();
+    assert!(
+        incr_text.contains(&format!("cp ../{}/bundle/dar_static", name_of(diff))),
+        "{incr_text}"
+    );
+}

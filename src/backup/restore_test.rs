@@ -126,9 +126,19 @@ pub fn run(
         });
     }
     let paths: Vec<String> = sample.iter().map(|e| e.path.clone()).collect();
-    archive
+    let not_restored = archive
         .dar
         .extract(archive.path, None, archive.key, scratch, &paths)?;
+    if !not_restored.is_empty() {
+        let named: Vec<String> = not_restored
+            .iter()
+            .map(|n| format!("{}: {}", n.path, n.reason))
+            .collect();
+        return Err(Error::Failed(format!(
+            "restore test failed: dar could not restore {}",
+            named.join("; ")
+        )));
+    }
     let started = started
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i128)

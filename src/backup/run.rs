@@ -152,14 +152,12 @@ pub fn make_set(
     let (created, early) = early.alongside(seals, |settled| {
         std::thread::scope(|scope| {
             let watcher = scope.spawn(|| meter.watch_slices(staging.path(), &archive));
-            let created = dar.create(&options, |p| {
+            // Stopped however dar's run ends, a panic included: the scope waits for it.
+            let _stop = meter.stop_on_drop(watcher.thread().clone());
+            dar.create(&options, |p| {
                 meter.file_started(std::fs::symlink_metadata(p).map(|m| m.len()).unwrap_or(0));
                 settled.file_done();
-            });
-            meter.stop();
-            watcher.thread().unpark();
-            let _ = watcher.join();
-            created
+            })
         })
     });
     drop(task);
@@ -241,6 +239,21 @@ pub fn make_set(
         .as_ref()
         .map(|d| d.path().display().to_string());
     let turbo = tools.par2.engine == par2::Engine::Turbo;
+    let mut binaries: Vec<(&str, &Path)> = vec![("dar_static", &tools.dar_static)];
+    if turbo {
+        binaries.push(("par2", &tools.par2.path));
+    }
+    if let Some(darvault) = &tools.darvault_static {
+        binaries.push(("darvault", darvault));
+    }
+    // The chain's tools are carried once, by the newest set of the chain that has them (its
+    // FULL, or a later set made when the tools changed: an upgrade, another par2 engine).
+    let tools_set = match plan.name.level {
+        Level::Full => None,
+        _ => tools_holder(definition_dir, &plan.chain, &binaries)?,
+    };
+    let carries_tools = tools_set.is_none();
+    let tools_set = tools_set.unwrap_or_else(|| name.clone());
     let restore_text = RestoreText {
         set: &name,
         definition: definition.name().as_str(),
@@ -251,6 +264,7 @@ pub fn make_set(
             .to_string(),
         dar_version: &dar.version,
         chain: &chain,
+        tools_set: &tools_set,
         par2_indexes: &par2_indexes,
         par2_bundled: turbo,
         darvault_bundled: tools.darvault_static.is_some(),
@@ -258,16 +272,7 @@ pub fn make_set(
         par2_dir: par2_dir.as_deref(),
     }
     .render();
-    let mut binaries: Vec<(&str, &Path)> = vec![("dar_static", &tools.dar_static)];
-    if turbo {
-        binaries.push(("par2", &tools.par2.path));
-    }
-    if let Some(darvault) = &tools.darvault_static {
-        binaries.push(("darvault", darvault));
-    }
     let store = repository.root().join(".darvault").join("bundle");
-    // The chain's FULL carries the tools; its DIFFs and INCRs point to them.
-    let carries_tools = plan.name.level == Level::Full;
     let bundled = bundle::write(
         staging.path(),
         &store,
@@ -665,9 +670,67 @@ impl<'a> Meter<'a> {
         }
     }
 
-    fn stop(&self) {
-        self.done.store(true, Ordering::Relaxed);
-        let finished = self.finished.load(Ordering::Relaxed) + self.current.load(Ordering::Relaxed);
-        self.show(finished);
+    fn stop_on_drop(&'a self, watcher: std::thread::Thread) -> StopMeter<'a> {
+        StopMeter {
+            meter: self,
+            watcher,
+        }
     }
+}
+
+/// Ends a `Meter`'s watch when dropped.
+struct StopMeter<'a> {
+    meter: &'a Meter<'a>,
+    watcher: std::thread::Thread,
+}
+
+impl Drop for StopMeter<'_> {
+    fn drop(&mut self) {
+        let m = self.meter;
+        m.done.store(true, Ordering::Relaxed);
+        self.watcher.unpark();
+        m.show(m.finished.load(Ordering::Relaxed) + m.current.load(Ordering::Relaxed));
+    }
+}
+
+/// The newest set of `chain` (in `definition_dir`) whose bundle holds every one of today's
+/// tools byte for byte, and the gpg stand-in; `None` when that set does not (this set then
+/// carries them).
+fn tools_holder(
+    definition_dir: &Path,
+    chain: &[String],
+    binaries: &[(&str, &Path)],
+) -> Result<Option<String>> {
+    let holder = chain.iter().rev().find_map(|set| {
+        let manifest = crate::set::Manifest::read(&definition_dir.join(set)).ok()?;
+        let carries = manifest.files.iter().any(|f| f.path == "bundle/dar_static");
+        carries.then_some((set, manifest))
+    });
+    let Some((set, manifest)) = holder else {
+        return Ok(None);
+    };
+    let holds = |path: &str, sha: &str| {
+        manifest
+            .files
+            .iter()
+            .any(|f| f.path == path && f.sha256 == sha)
+    };
+    let stand_in = crate::hashing::sha256_hex(crate::tools::gpg_stand_in::TEXT.as_bytes());
+    if !holds(
+        &format!(
+            "{}/{}",
+            bundle::DIR,
+            crate::tools::gpg_stand_in::BUNDLED_NAME
+        ),
+        &stand_in,
+    ) {
+        return Ok(None);
+    }
+    for (name, path) in binaries {
+        let (_, sha) = crate::hashing::hash_file(path)?;
+        if !holds(&format!("{}/{name}", bundle::DIR), &sha) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(set.clone()))
 }

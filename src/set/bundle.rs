@@ -25,8 +25,10 @@ pub struct RestoreText<'a> {
     pub level: &'a str,
     pub created: &'a str,
     pub dar_version: &'a str,
-    /// The sets to restore in order, this one last; the first (the FULL) carries the tools.
+    /// The sets to restore in order, this one last.
     pub chain: &'a [String],
+    /// The set of the chain whose bundle holds the tools (this one, or an older one).
+    pub tools_set: &'a str,
     pub par2_indexes: &'a [String],
     pub par2_bundled: bool,
     pub darvault_bundled: bool,
@@ -39,9 +41,12 @@ pub struct RestoreText<'a> {
 const TOOLS: &str = "/tmp/restore-tools";
 
 impl RestoreText<'_> {
-    /// The chain's FULL set, whose bundle holds the tools.
-    fn full(&self) -> &str {
-        self.chain.first().map_or(self.set, String::as_str)
+    /// The folder holding the tools, from inside this set's folder.
+    fn tools_dir(&self) -> String {
+        match self.tools_set == self.set {
+            true => DIR.to_owned(),
+            false => format!("../{}/{DIR}", self.tools_set),
+        }
     }
 
     /// The bundled programs that step 0 copies, as RESTORE.txt names them.
@@ -53,10 +58,10 @@ impl RestoreText<'_> {
         if self.darvault_bundled {
             names.push("darvault");
         }
-        let full = self.full();
+        let dir = self.tools_dir();
         names
             .iter()
-            .map(|n| format!("../{full}/{DIR}/{n}"))
+            .map(|n| format!("{dir}/{n}"))
             .collect::<Vec<_>>()
             .join(" ")
     }
@@ -105,7 +110,9 @@ impl RestoreText<'_> {
                 "{{ENCRYPTION}}",
                 if self.encrypted {
                     "\nTHE ARCHIVE IS ENCRYPTED (AES-256). Every dar command below ends with\n\
-                     -K aes: and dar asks for the passphrase. Without it nothing can be restored.\n"
+                     -K aes: and dar asks for the passphrase on the terminal (with no terminal,\n\
+                     write -K aes:PASSPHRASE instead: other users of the machine can see it).\n\
+                     Without the passphrase nothing can be restored.\n"
                 } else {
                     ""
                 },
@@ -134,7 +141,8 @@ impl RestoreText<'_> {
             .replace("{{CHAIN_LIST}}", &chain_list)
             .replace("{{CHAIN_NAMES}}", &self.chain.join(" "))
             .replace("{{TOOL_FILES}}", &self.tool_files())
-            .replace("{{FULL}}", self.full())
+            .replace("{{TOOLS_DIR}}", &self.tools_dir())
+            .replace("{{TOOLS_SET}}", self.tools_set)
             .replace("{{CHAIN_COMMANDS}}", &extract(""))
             .replace(
                 "{{ONE_FILE_COMMANDS}}",

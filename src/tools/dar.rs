@@ -341,10 +341,11 @@ impl Dar {
         for n in &already_absent {
             tracing::debug!("{}: deleted in this set, and not in the target", n.path);
         }
-        // Exit 5: some files could not be written (dar restored the others). Anything else
-        // that is not 0 is a failure of the whole extraction.
-        let only_files = !not_restored.is_empty() || !already_absent.is_empty();
-        if finished.code() == Some(5) && only_files {
+        // Exit 5: some files could not be written (dar restored the others) — when dar's own
+        // count of failures is exactly the files it named. Anything else that is not 0 is a
+        // failure of the whole extraction.
+        let named = (not_restored.len() + already_absent.len()) as u64;
+        if finished.code() == Some(5) && named > 0 && failed_to_restore(&out) == Some(named) {
             return Ok(not_restored);
         }
         judge(finished, key).map(|_| not_restored)
@@ -360,6 +361,16 @@ pub struct NotRestored {
     /// Relative to the restore's target.
     pub path: String,
     pub reason: String,
+}
+
+/// dar's count in its summary: " N inode(s) failed to restore (filesystem error)".
+fn failed_to_restore(out: &str) -> Option<u64> {
+    out.lines().find_map(|l| {
+        let (n, rest) = l.trim().split_once(' ')?;
+        rest.starts_with("inode(s) failed to restore")
+            .then(|| n.parse().ok())
+            .flatten()
+    })
 }
 
 /// dar's "Error while restoring <path> : <why>" lines (on stdout, one per file).

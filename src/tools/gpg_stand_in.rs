@@ -54,8 +54,35 @@ fn folder() -> Option<&'static Path> {
 }
 
 fn make_folder() -> std::io::Result<PathBuf> {
+    // The user's runtime folder (private by definition) when there is one; else the
+    // temporary folder, under a name of this user's — and if someone else holds that name,
+    // a fresh folder of this run's own.
     let uid = unsafe { libc::getuid() };
-    let dir = std::env::temp_dir().join(format!("darvault-{uid}-gpg-stand-in"));
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_absolute() && d.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let stable = base.join(format!("darvault-{uid}-gpg-stand-in"));
+    match fill(&stable, uid) {
+        Ok(()) => Ok(stable),
+        Err(e) => {
+            tracing::debug!(
+                "{}: {e}; a folder of this run's own instead",
+                stable.display()
+            );
+            let own = tempfile::Builder::new()
+                .prefix("darvault-gpg-stand-in.")
+                .tempdir()?
+                .keep();
+            fill(&own, uid)?;
+            Ok(own)
+        }
+    }
+}
+
+/// Make `dir` (0700, this user's, not a link) hold only the stand-in as `gpg`.
+fn fill(dir: &Path, uid: u32) -> std::io::Result<()> {
+    let dir = dir.to_owned();
     match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -75,5 +102,5 @@ fn make_folder() -> std::io::Result<PathBuf> {
         std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o700))?;
         std::fs::rename(&partial, &gpg)?;
     }
-    Ok(dir)
+    Ok(())
 }
