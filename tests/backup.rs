@@ -705,3 +705,26 @@ fn a_set_of_large_files_is_restore_tested_in_part() {
     assert_eq!((record.outcome.as_str(), record.compared), ("passed", 1));
     assert!(record.partial.unwrap().starts_with("holiday.m2ts"));
 }
+
+/// A chain never grows past `max_chain`: the INCR that would make it longer is a DIFF.
+#[test]
+fn an_incr_that_would_pass_max_chain_is_made_as_a_diff() {
+    let env = Env::new();
+    let src = env.path("src-long");
+    write(&src.join("a.txt"), b"0\n");
+    env.config(&definition(&env, "long", "max_chain = 3\n"));
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    for round in 1..=3 {
+        write(&src.join("a.txt"), format!("{round}\n").as_bytes());
+        let out = env.run(&["backup", "--incr"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    let levels: Vec<String> = env
+        .sets("long")
+        .iter()
+        .map(|s| name_of(s).split('_').nth(1).unwrap().to_owned())
+        .collect();
+    assert_eq!(levels, ["FULL", "INCR", "INCR", "DIFF"]);
+    let last = darvault::set::Manifest::read(&env.sets("long")[3]).unwrap();
+    assert_eq!(last.set.chain, [name_of(&env.sets("long")[0])]);
+}

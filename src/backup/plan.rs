@@ -23,6 +23,16 @@ pub fn plan(
 ) -> Result<Plan> {
     let name = definition.name().as_str();
     let newest = |want: &dyn Fn(Level) -> bool| sets.iter().rev().find(|s| want(s.name.level));
+    let level = match level {
+        Level::Incr if chain_too_long(definition, sets) => {
+            tracing::warn!(
+                "{name}: an INCR would make the chain longer than max_chain = {}: this set is a DIFF (everything since the FULL), which starts a short chain again",
+                definition.max_chain
+            );
+            Level::Diff
+        }
+        level => level,
+    };
     let base = match level {
         Level::Full => None,
         Level::Diff => Some(newest(&|l| l == Level::Full).ok_or_else(|| {
@@ -31,17 +41,7 @@ pub fn plan(
             ))
         })?),
         Level::Incr => {
-            // Everything newer than the newest FULL belongs to its chain.
-            let candidate = match definition.incr_base {
-                IncrBase::Latest => newest(&|_| true),
-                IncrBase::Diff => sets
-                    .iter()
-                    .rev()
-                    .take_while(|s| s.name.level != Level::Full)
-                    .find(|s| s.name.level == Level::Diff)
-                    .or_else(|| newest(&|l| l == Level::Full)),
-            };
-            Some(candidate.ok_or_else(|| {
+            Some(incr_base(definition, sets).ok_or_else(|| {
                 Error::Failed(format!(
                     "{name}: an INCR needs a set to be based on and there is none: run `darvault backup --full -d {name}` first"
                 ))
@@ -61,6 +61,28 @@ pub fn plan(
         base: base.cloned(),
         chain,
     })
+}
+
+/// What an INCR is based on (`incr_base`). Everything newer than the newest FULL belongs to
+/// its chain.
+fn incr_base<'a>(definition: &Definition, sets: &'a [FoundSet]) -> Option<&'a FoundSet> {
+    let newest_full = || sets.iter().rev().find(|s| s.name.level == Level::Full);
+    match definition.incr_base {
+        IncrBase::Latest => sets.last(),
+        IncrBase::Diff => sets
+            .iter()
+            .rev()
+            .take_while(|s| s.name.level != Level::Full)
+            .find(|s| s.name.level == Level::Diff)
+            .or_else(newest_full),
+    }
+}
+
+/// Whether an INCR would make its chain hold more than `max_chain` sets.
+fn chain_too_long(definition: &Definition, sets: &[FoundSet]) -> bool {
+    // The base's chain, the base, and the new set.
+    let length = incr_base(definition, sets).map_or(0, |b| b.manifest.set.chain.len() + 2);
+    definition.max_chain > 0 && length > definition.max_chain
 }
 
 /// Names carry the time to the second; a second set in the same second moves to the next one.

@@ -81,6 +81,9 @@ pub struct Definition {
     pub dar_options: Vec<String>,
     #[serde(default)]
     pub incr_base: IncrBase,
+    /// The most sets a chain may hold: an INCR that would make it longer becomes a DIFF.
+    #[serde(default = "default_max_chain")]
+    pub max_chain: usize,
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
     pub encryption: Option<Encryption>,
@@ -498,6 +501,10 @@ fn zero_size() -> ByteSize {
 }
 fn default_max_sample() -> ByteSize {
     ByteSize(64 << 20)
+}
+
+fn default_max_chain() -> usize {
+    30
 }
 
 fn default_partial_max() -> ByteSize {
