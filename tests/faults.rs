@@ -264,6 +264,18 @@ fn par2_kept_on_another_disk_repairs_a_set_whose_own_par2_is_damaged() {
     let out = env.run(&["cleanup", "--set", &name, "--yes"]);
     assert_eq!(code(&out), 0, "{}", stdout(&out));
     assert!(!set.exists() && !kept.exists());
+    // And when a removal was interrupted (its marker left, the manifest gone), the next
+    // cleanup finishes it, PAR2 copy included.
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let second = env.sets("docs")[0].clone();
+    let second_kept = other.join("docs").join(name_of(&second));
+    assert!(second_kept.join("MANIFEST.toml").is_file());
+    fs::write(second.join(".darvault-removing"), b"interrupted\n").unwrap();
+    fs::remove_file(second.join("MANIFEST.toml")).unwrap();
+    fs::remove_file(second.join("SHA256SUMS")).unwrap();
+    let out = env.run(&["cleanup", "--yes"]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    assert!(!second.exists() && !second_kept.exists());
 }
 
 #[test]

@@ -163,8 +163,19 @@ pub fn run(
             true => Compare::Ranges(ranges(meta.len(), &mut fastrand::Rng::new())),
             false => Compare::Whole,
         };
-        if let Some(why) = differs(&src, &scratch.join(&entry.path), &meta, &how)? {
-            mismatches.push(format!("{}: {why}", entry.path));
+        let verdict = differs(&src, &scratch.join(&entry.path), &meta, &how);
+        // A source file that changed (or shrank) while it was being compared is no evidence
+        // against the archive.
+        let changed_meanwhile = || {
+            std::fs::symlink_metadata(&src).map_or(true, |m| {
+                i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()) >= started
+            })
+        };
+        match verdict {
+            Ok(None) => {}
+            Ok(Some(_)) | Err(_) if changed_meanwhile() => changed.push(entry.path.clone()),
+            Ok(Some(why)) => mismatches.push(format!("{}: {why}", entry.path)),
+            Err(e) => return Err(e),
         }
     }
     if !mismatches.is_empty() {

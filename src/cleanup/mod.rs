@@ -272,6 +272,10 @@ fn clean_copy(
                 report
                     .leftovers
                     .push(finish_removal(req, store, dir).await?);
+                let set = Path::new(dir).file_name().map(|n| n.to_string_lossy());
+                if let (false, false, Some(set)) = (is_destination, req.dry_run, set) {
+                    remove_par2_copy(config, name, &set).await;
+                }
             }
             Ok::<_, Error>(())
         });
@@ -361,7 +365,8 @@ async fn remove_set(
     store.remove_folder(&dir).await?;
     tracing::info!(set = %removal.set, copy = %store.label(), "removed: {}", removal.reason);
     if !is_destination {
-        remove_par2_copy(config, set).await;
+        let made = &set.manifest.set;
+        remove_par2_copy(config, &made.definition, &made.name).await;
     }
     removal.removed = true;
     Ok(removal)
@@ -369,23 +374,23 @@ async fn remove_set(
 
 /// The set's folder in its definition's `par2_dir` goes with the set (a disk that is not
 /// there today keeps it: it is only PAR2 files and a manifest, and is said in the log).
-async fn remove_par2_copy(config: &Config, set: &FoundSet) {
+async fn remove_par2_copy(config: &Config, definition: &str, set: &str) {
     let Some(dir) = config
         .definitions
         .iter()
-        .find(|d| d.name().as_str() == set.manifest.set.definition)
+        .find(|d| d.name().as_str() == definition)
         .and_then(|d| d.par2_dir.as_ref())
     else {
         return;
     };
-    let folder = format!("{}/{}", set.manifest.set.definition, set.manifest.set.name);
+    let folder = format!("{definition}/{set}");
     let removed = match Store::for_path(dir.path()) {
         Ok(par2) if par2.is_folder(&folder) => par2.remove_folder(&folder).await,
         Ok(_) => Ok(()),
         Err(e) => Err(e),
     };
     if let Err(e) = removed {
-        tracing::warn!(set = %set.manifest.set.name, "its PAR2 copy in {} stays: {e}", dir.path().display());
+        tracing::warn!(set, "its PAR2 copy in {} stays: {e}", dir.path().display());
     }
 }
 
