@@ -154,8 +154,7 @@ pub fn run(
                 continue;
             }
         };
-        let ctime = i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec());
-        if ctime >= started {
+        if changed_since(&meta, started) {
             changed.push(entry.path.clone());
             continue;
         }
@@ -166,11 +165,8 @@ pub fn run(
         let verdict = differs(&src, &scratch.join(&entry.path), &meta, &how);
         // A source file that changed (or shrank) while it was being compared is no evidence
         // against the archive.
-        let changed_meanwhile = || {
-            std::fs::symlink_metadata(&src).map_or(true, |m| {
-                i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()) >= started
-            })
-        };
+        let changed_meanwhile =
+            || std::fs::symlink_metadata(&src).map_or(true, |m| changed_since(&m, started));
         match verdict {
             Ok(None) => {}
             Ok(Some(_)) | Err(_) if changed_meanwhile() => changed.push(entry.path.clone()),
@@ -208,6 +204,11 @@ pub fn run(
         },
         changed,
     })
+}
+
+/// Whether the file's inode changed at or after `started` (nanoseconds since the epoch).
+fn changed_since(meta: &std::fs::Metadata, started: i128) -> bool {
+    i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()) >= started
 }
 
 /// How much of a restored file is compared with the source.

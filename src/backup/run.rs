@@ -703,8 +703,7 @@ fn tools_holder(
 ) -> Result<Option<String>> {
     let holder = chain.iter().rev().find_map(|set| {
         let manifest = crate::set::Manifest::read(&definition_dir.join(set)).ok()?;
-        let carries = manifest.files.iter().any(|f| f.path == "bundle/dar_static");
-        carries.then_some((set, manifest))
+        manifest.carries_tools().then_some((set, manifest))
     });
     let Some((set, manifest)) = holder else {
         return Ok(None);

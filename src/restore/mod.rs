@@ -581,12 +581,7 @@ pub(super) fn tools_holder(chain: &[FoundSet]) -> &FoundSet {
     chain
         .iter()
         .rev()
-        .find(|s| {
-            s.manifest
-                .files
-                .iter()
-                .any(|f| f.path == "bundle/dar_static")
-        })
+        .find(|s| s.manifest.carries_tools())
         .or(chain.last())
         .expect("a chain has a set")
 }

@@ -168,6 +168,11 @@ impl Manifest {
         )
     }
 
+    /// Whether this set's bundle carries its chain's tools (a static dar among them).
+    pub fn carries_tools(&self) -> bool {
+        self.files.iter().any(|f| f.path == "bundle/dar_static")
+    }
+
     /// A manifest read from a copy that parses and describes the set of this name; `None`
     /// for anything else (unreadable, unsafe, or another set's).
     pub fn parse_for(bytes: &[u8], name: &str) -> Option<Manifest> {
