@@ -269,7 +269,10 @@ fn local_time(seconds: i64) -> String {
 pub fn as_of_listing(listing: &darvault::restore::Listing) {
     for e in &listing.entries {
         // A folder ends with '/' (it has no size; its set is the newest that lists it).
-        let slash = if e.kind == "folder" { "/" } else { "" };
+        let slash = match e.kind {
+            darvault::state::PathKind::Folder => "/",
+            _ => "",
+        };
         say!(
             "{:>12}  {}  {}{slash}  [{}]",
             e.size,
@@ -290,9 +293,9 @@ pub fn as_of_listing(listing: &darvault::restore::Listing) {
 
 pub fn found(found: &darvault::restore::Found) {
     for v in &found.versions {
-        let what = match v.recorded.state.as_str() {
-            "deleted" => "deleted".to_owned(),
-            "metadata" => "metadata changed".to_owned(),
+        let what = match v.recorded.state {
+            darvault::state::RecordState::Deleted => "deleted".to_owned(),
+            darvault::state::RecordState::Metadata => "metadata changed".to_owned(),
             _ => format!(
                 "{} bytes, modified {}",
                 v.recorded.size,

@@ -115,10 +115,7 @@ fn rehearse(
     let definition = drill.definition.as_str();
     let chain = super::chain_as_of(sets, jiff::Timestamp::now(), definition, &c.copy.name)?;
     c.index(definition, &chain)?;
-    let mut files: Vec<index::Present> = index::present(&c.state, &chain)?
-        .into_values()
-        .filter(|p| p.kind == "file")
-        .collect();
+    let mut files = index::present(&c.state, &chain, |p| p.kind == crate::state::PathKind::File)?;
     fastrand::shuffle(&mut files);
     files.truncate(sample.max(1));
     files.sort_by(|a, b| a.path.cmp(&b.path));

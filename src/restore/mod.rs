@@ -61,9 +61,10 @@ pub struct Found {
 
 #[derive(Debug, Serialize)]
 pub struct Version {
-    pub definition: String,
-    pub set: String,
-    pub created: String,
+    // Shared by every version of a set (a find may answer with millions).
+    pub definition: std::sync::Arc<str>,
+    pub set: std::sync::Arc<str>,
+    pub created: std::sync::Arc<str>,
     #[serde(flatten)]
     pub recorded: crate::state::Recorded,
 }
@@ -273,10 +274,9 @@ pub fn list(config: Option<&Config>, req: &ListRequest) -> Result<Listing> {
     let sets = sets_of(&c.rt, &c.copy, &req.definition)?;
     let chain = chain_as_of(&sets, as_of, &req.definition, &c.copy.name)?;
     c.index(&req.definition, &chain)?;
-    let entries = index::present(&c.state, &chain)?
-        .into_values()
-        .filter(|p| paths.is_empty() || select::within(&p.path, &paths))
-        .collect();
+    let entries = index::present(&c.state, &chain, |p| {
+        paths.is_empty() || select::within(&p.path, &paths)
+    })?;
     Ok(Listing {
         copy: c.copy.label(),
         definition: req.definition.clone(),
@@ -301,11 +301,14 @@ pub fn find(config: Option<&Config>, req: &FindRequest) -> Result<Found> {
     for definition in &definitions {
         let sets = sets_of(&c.rt, &c.copy, definition)?;
         c.index(definition, &sets)?;
+        let definition: std::sync::Arc<str> = definition.as_str().into();
         for set in &sets {
-            for r in c.state.recorded(&set.manifest.set.name)? {
+            let name: std::sync::Arc<str> = set.manifest.set.name.as_str().into();
+            let created: std::sync::Arc<str> = set.manifest.set.created.to_string().into();
+            c.state.each_recorded(&set.manifest.set.name, |r| {
                 // A folder has no versions of its own: every set lists it.
-                if r.state == "listed" {
-                    continue;
+                if r.state == crate::state::RecordState::Listed {
+                    return;
                 }
                 let subject = match whole_path {
                     true => r.path.as_str(),
@@ -314,12 +317,12 @@ pub fn find(config: Option<&Config>, req: &FindRequest) -> Result<Found> {
                 if glob.is_match(subject) {
                     versions.push(Version {
                         definition: definition.clone(),
-                        set: set.manifest.set.name.clone(),
-                        created: set.manifest.set.created.to_string(),
+                        set: name.clone(),
+                        created: created.clone(),
                         recorded: r,
                     });
                 }
-            }
+            })?;
         }
     }
     versions.sort_by(|a, b| {

@@ -121,13 +121,68 @@ pub struct Run {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Recorded {
     pub path: String,
-    /// "saved", "metadata", "deleted", or "listed" (a folder that exists in this set).
-    pub state: String,
-    /// "file", "folder", "symlink" or "other".
-    pub kind: String,
+    pub state: RecordState,
+    pub kind: PathKind,
     pub size: u64,
     /// Seconds since the epoch.
     pub mtime: i64,
+}
+
+/// What a set records of a path (stored in the index by these lowercase names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordState {
+    /// Its data is stored in the set.
+    Saved,
+    /// Only its metadata changed; the data is an older set's.
+    Metadata,
+    /// It was deleted since the set's base.
+    Deleted,
+    /// A folder that exists in the set (every set lists the whole tree's folders).
+    Listed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathKind {
+    File,
+    Folder,
+    Symlink,
+    Other,
+}
+
+impl RecordState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordState::Saved => "saved",
+            RecordState::Metadata => "metadata",
+            RecordState::Deleted => "deleted",
+            RecordState::Listed => "listed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<RecordState> {
+        [Self::Saved, Self::Metadata, Self::Deleted, Self::Listed]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+impl PathKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathKind::File => "file",
+            PathKind::Folder => "folder",
+            PathKind::Symlink => "symlink",
+            PathKind::Other => "other",
+        }
+    }
+
+    fn parse(s: &str) -> Option<PathKind> {
+        [Self::File, Self::Folder, Self::Symlink, Self::Other]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
 }
 
 /// Shared between concurrent uploads: one connection behind a lock (writes are tiny).
@@ -317,55 +372,110 @@ impl State {
         })
     }
 
-    /// Replace what the index holds for a set.
-    pub fn index_set(&self, set: &str, manifest_sha256: &str, rows: &[Recorded]) -> Result<()> {
+    /// Replace what the index holds for a set with the rows `fill` gives, written as they
+    /// come (a catalogue of a million files is never held in memory).
+    pub fn index_set(
+        &self,
+        set: &str,
+        manifest_sha256: &str,
+        fill: impl FnOnce(&mut dyn FnMut(Recorded)) -> Result<()>,
+    ) -> Result<()> {
         let mut conn = self.conn.lock().expect("state lock");
-        let write = |tx: &rusqlite::Transaction| -> rusqlite::Result<()> {
-            tx.execute("DELETE FROM version WHERE set_name = ?1", params![set])?;
-            let mut insert = tx.prepare(
-                "INSERT INTO version (set_name, path, state, kind, size, mtime)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for r in rows {
-                insert.execute(params![
-                    set,
-                    r.path,
-                    r.state,
-                    r.kind,
-                    r.size as i64,
-                    r.mtime
-                ])?;
-            }
-            tx.execute(
-                "INSERT OR REPLACE INTO indexed_set VALUES (?1, ?2)",
-                params![set, manifest_sha256],
-            )?;
-            Ok(())
-        };
         let tx = conn.transaction().map_err(db_error)?;
-        write(&tx).map_err(db_error)?;
+        tx.execute("DELETE FROM version WHERE set_name = ?1", params![set])
+            .map_err(db_error)?;
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO version (set_name, path, state, kind, size, mtime)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(db_error)?;
+            let mut failed = None;
+            fill(&mut |r| {
+                if failed.is_none() {
+                    failed = insert
+                        .execute(params![
+                            set,
+                            r.path,
+                            r.state.as_str(),
+                            r.kind.as_str(),
+                            r.size as i64,
+                            r.mtime
+                        ])
+                        .err();
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(db_error(e));
+            }
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO indexed_set VALUES (?1, ?2)",
+            params![set, manifest_sha256],
+        )
+        .map_err(db_error)?;
         tx.commit().map_err(db_error)
     }
 
-    /// What a set records, in archive order.
-    pub fn recorded(&self, set: &str) -> Result<Vec<Recorded>> {
+    /// Each row a set records, in archive order, one at a time.
+    pub fn each_recorded(&self, set: &str, mut f: impl FnMut(Recorded)) -> Result<()> {
         self.with(|c| {
-            c.prepare(
+            let mut query = c.prepare(
                 "SELECT path, state, kind, size, mtime FROM version WHERE set_name = ?1
                  ORDER BY rowid",
-            )?
-            .query_map(params![set], |r| {
-                Ok(Recorded {
-                    path: r.get(0)?,
-                    state: r.get(1)?,
-                    kind: r.get(2)?,
-                    size: r.get::<_, i64>(3)? as u64,
-                    mtime: r.get(4)?,
-                })
-            })?
-            .collect()
+            )?;
+            let mut rows = query.query(params![set])?;
+            while let Some(r) = rows.next()? {
+                f(recorded_row(r)?);
+            }
+            Ok(())
         })
     }
+
+    /// Each row the sets of a chain record, one at a time: by path (a folder before what is
+    /// below it), each path's rows in chain order; with the position of its set in `chain`.
+    pub fn each_in_chain(&self, chain: &[&str], mut f: impl FnMut(usize, Recorded)) -> Result<()> {
+        if chain.is_empty() {
+            return Ok(());
+        }
+        let positions = (1..=chain.len())
+            .map(|i| format!("(?{i}, {})", i - 1))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "WITH chain(name, position) AS (VALUES {positions})
+             SELECT v.path, v.state, v.kind, v.size, v.mtime, chain.position
+             FROM version v JOIN chain ON v.set_name = chain.name
+             ORDER BY v.path, chain.position, v.rowid"
+        );
+        self.with(|c| {
+            let mut query = c.prepare(&sql)?;
+            let mut rows = query.query(rusqlite::params_from_iter(chain))?;
+            while let Some(r) = rows.next()? {
+                let position = r.get::<_, i64>(5)? as usize;
+                f(position, recorded_row(r)?);
+            }
+            Ok(())
+        })
+    }
+}
+
+fn recorded_row(r: &rusqlite::Row) -> rusqlite::Result<Recorded> {
+    let unknown = |column: usize| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            "not a value this darvault writes".into(),
+        )
+    };
+    Ok(Recorded {
+        path: r.get(0)?,
+        state: RecordState::parse(r.get_ref(1)?.as_str()?).ok_or_else(|| unknown(1))?,
+        kind: PathKind::parse(r.get_ref(2)?.as_str()?).ok_or_else(|| unknown(2))?,
+        size: r.get::<_, i64>(3)? as u64,
+        mtime: r.get(4)?,
+    })
 }
 
 impl State {

@@ -80,6 +80,8 @@ pub fn gather(config: &Config) -> Result<Status> {
     // reported below, not an error of the whole status.
     let repository = crate::copy::repository(config);
     let mut repository_sets: Vec<String> = Vec::new();
+    // What the repository holds, read once: its definitions' rows and its copy row.
+    let mut repository_held: Vec<(String, u64)> = Vec::new();
     let mut definitions = Vec::new();
     for d in &config.definitions {
         let name = d.name().as_str();
@@ -98,6 +100,7 @@ pub fn gather(config: &Config) -> Result<Status> {
             })
             .collect();
         repository_sets.extend(sets.iter().map(|s| s.set.clone()));
+        repository_held.extend(sets.iter().map(|s| (s.set.clone(), s.bytes)));
         let mine: Vec<&Run> = backups.iter().filter(|r| r.subject == name).collect();
         let mut last = BTreeMap::new();
         for r in &mine {
@@ -125,12 +128,21 @@ pub fn gather(config: &Config) -> Result<Status> {
     }
 
     let mut copies = vec![match repository {
-        Ok(store) => copy_status(&rt, config, &store, "repository", &repository_sets, &audits),
+        Ok(store) => copy_status(
+            &store,
+            "repository",
+            repository_held,
+            &repository_sets,
+            &audits,
+        ),
         Err(e) => unreadable("repository", "repository", e),
     }];
     for dest in &config.destinations {
-        let status = match Store::open(dest) {
-            Ok(store) => copy_status(&rt, config, &store, &dest.kind, &repository_sets, &audits),
+        let status = match Store::open(dest).and_then(|store| {
+            let held = held_sets(&rt, config, &store)?;
+            Ok((store, held))
+        }) {
+            Ok((store, held)) => copy_status(&store, &dest.kind, held, &repository_sets, &audits),
             Err(e) => unreadable(dest.name(), &dest.kind, e),
         };
         copies.push(status);
@@ -157,26 +169,34 @@ fn unreadable(name: &str, kind: &str, e: crate::Error) -> CopyStatus {
     }
 }
 
-fn copy_status(
+/// The sets of the config's definitions a copy holds, with their sizes.
+fn held_sets(
     rt: &tokio::runtime::Runtime,
     config: &Config,
     store: &Store,
+) -> Result<Vec<(String, u64)>> {
+    let mut held = Vec::new();
+    for d in &config.definitions {
+        let found = rt.block_on(store.sets(d.name().as_str()))?;
+        held.extend(found.sets.iter().map(|s| {
+            (
+                s.manifest.set.name.clone(),
+                s.manifest.files.iter().map(|f| f.size).sum(),
+            )
+        }));
+    }
+    Ok(held)
+}
+
+fn copy_status(
+    store: &Store,
     kind: &str,
+    held: Vec<(String, u64)>,
     repository_sets: &[String],
     audits: &[crate::state::Audited],
 ) -> CopyStatus {
-    let mut held: Vec<(String, u64)> = Vec::new();
-    for d in &config.definitions {
-        match rt.block_on(store.sets(d.name().as_str())) {
-            Ok(found) => held.extend(found.sets.iter().map(|s| {
-                (
-                    s.manifest.set.name.clone(),
-                    s.manifest.files.iter().map(|f| f.size).sum(),
-                )
-            })),
-            Err(e) => return unreadable(&store.name, kind, e),
-        }
-    }
+    let held_names: std::collections::HashSet<&str> =
+        held.iter().map(|(s, _)| s.as_str()).collect();
     let proofs: BTreeMap<&str, Option<jiff::Timestamp>> = audits
         .iter()
         .filter(|a| a.copy == store.name)
@@ -207,7 +227,7 @@ fn copy_status(
         bytes: held.iter().map(|(_, b)| b).sum(),
         missing: repository_sets
             .iter()
-            .filter(|s| !held.iter().any(|(h, _)| h == *s))
+            .filter(|s| !held_names.contains(s.as_str()))
             .cloned()
             .collect(),
         never_proven,
