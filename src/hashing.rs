@@ -36,6 +36,35 @@ pub fn hash_file(path: &Path) -> Result<(u64, String)> {
     Ok((size, hex(&hasher.finalize())))
 }
 
+/// Size and SHA-256 of each file (None where it cannot be read), several at once: one
+/// thread per core, each taking the next file.
+pub fn hash_files(paths: &[std::path::PathBuf]) -> Vec<Option<(u64, String)>> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(paths.len())
+        .max(1);
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<(u64, String)>>> =
+        paths.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = paths.get(i) else { break };
+                    *results[i].lock().expect("hash result") = hash_file(path).ok();
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.into_inner().expect("hash result"))
+        .collect()
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -73,23 +73,30 @@ pub fn needed(
     for (i, set) in chain.iter().enumerate().rev() {
         let mut records = Vec::new();
         let newest = i + 1 == chain.len();
-        dar.list(&catalogues[i], key, paths, |e| {
-            if newest
-                && e.kind == EntryKind::Directory
-                && e.data != DataState::Deleted
-                && paths.contains(&e.path)
-            {
-                folders.push(e.path.clone());
-            }
-            let recorded = match e.data {
-                DataState::Saved | DataState::InodeOnly | DataState::Deleted => true,
-                // A device or pipe carries no sign of having changed here: it counts.
-                DataState::Referenced | DataState::Other => e.kind == EntryKind::Other,
-            };
-            if recorded && within(&e.path, paths) && !settled.covers(&e.path) {
-                records.push(e);
-            }
-        })?;
+        // Which slices hold the paths is asked at the same time (dar reads the catalogue
+        // twice, on two cores); the answer counts only if this set records something.
+        let (listed, holding) = std::thread::scope(|scope| {
+            let holding = scope.spawn(|| dar.slices_holding(&catalogues[i], key, paths));
+            let listed = dar.list(&catalogues[i], key, paths, |e| {
+                if newest
+                    && e.kind == EntryKind::Directory
+                    && e.data != DataState::Deleted
+                    && paths.contains(&e.path)
+                {
+                    folders.push(e.path.clone());
+                }
+                let recorded = match e.data {
+                    DataState::Saved | DataState::InodeOnly | DataState::Deleted => true,
+                    // A device or pipe carries no sign of having changed here: it counts.
+                    DataState::Referenced | DataState::Other => e.kind == EntryKind::Other,
+                };
+                if recorded && within(&e.path, paths) && !settled.covers(&e.path) {
+                    records.push(e);
+                }
+            });
+            (listed, holding.join().expect("dar -l thread"))
+        });
+        listed?;
         if records.is_empty() {
             continue;
         }
@@ -115,7 +122,7 @@ pub fn needed(
             }
         }
         let mut slices = BTreeSet::from([1, set.manifest.archive.slices.max(1)]);
-        slices.extend(dar.slices_holding(&catalogues[i], key, paths)?);
+        slices.extend(holding?);
         needs.push((
             Need {
                 set: i,
