@@ -492,10 +492,7 @@ impl Fetch<'_> {
             })
             .collect();
         let Some(in_place) = in_place else {
-            return wanted
-                .iter()
-                .map(|(set, path)| self.file(set, path))
-                .collect();
+            return self.download_all(wanted);
         };
         let hashes = crate::hashing::hash_files(&in_place);
         wanted
@@ -504,6 +501,34 @@ impl Fetch<'_> {
             .zip(hashes)
             .map(|(((set, path), local), got)| self.proven(set, path, local, got))
             .collect()
+    }
+
+    /// Files of a remote copy into the scratch folder, as many at once as the copy reads
+    /// (its `readers`), each hashed on the way.
+    fn download_all(&mut self, wanted: &[(&FoundSet, String)]) -> Result<Vec<PathBuf>> {
+        use futures_util::StreamExt;
+        let mut targets = Vec::new();
+        for (set, path) in wanted {
+            let local = self.scratch.join(&set.manifest.set.name).join(path);
+            if let Some(parent) = local.parent() {
+                std::fs::create_dir_all(parent).map_err(Error::io("cannot create", parent))?;
+            }
+            targets.push((format!("{}/{path}", self.copy.location(set)), local));
+        }
+        let copy = self.copy;
+        let got: Vec<Result<Option<(u64, String)>>> = self.rt.block_on(
+            futures_util::stream::iter(targets.iter())
+                .map(|(stored, local)| copy.download(stored, local))
+                .buffered(copy.readers)
+                .collect(),
+        );
+        let mut proven = Vec::new();
+        for (((set, path), (_, local)), got) in wanted.iter().zip(targets).zip(got) {
+            let got = got?;
+            self.downloaded += got.as_ref().map_or(0, |(size, _)| *size);
+            proven.push(self.proven(set, path, local, got)?);
+        }
+        Ok(proven)
     }
 
     /// `local` when what was read there (`got`: size and SHA-256) is what the manifest says.
