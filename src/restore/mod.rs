@@ -462,27 +462,12 @@ struct Fetch<'a> {
 
 impl Fetch<'_> {
     fn file(&mut self, set: &FoundSet, path: &str) -> Result<PathBuf> {
-        let stored = format!("{}/{path}", self.copy.location(set));
-        let (local, got) = match self.copy.in_place(&stored) {
-            Some(local) => {
-                let got = crate::hashing::hash_file(&local).ok();
-                (local, got)
-            }
-            None => {
-                let local = self.scratch.join(&set.manifest.set.name).join(path);
-                if let Some(parent) = local.parent() {
-                    std::fs::create_dir_all(parent).map_err(Error::io("cannot create", parent))?;
-                }
-                let got = self.rt.block_on(self.copy.download(&stored, &local))?;
-                self.downloaded += got.as_ref().map_or(0, |(size, _)| *size);
-                (local, got)
-            }
-        };
-        self.proven(set, path, local, got)
+        let mut proven = self.files(&[(set, path.to_owned())])?;
+        Ok(proven.remove(0))
     }
 
-    /// Several files: on a local copy proven side by side, a core each (hashing is the whole
-    /// cost of proving a slice in place); downloaded one after another otherwise.
+    /// Several files: on a local copy proven in place side by side, a core each (hashing is
+    /// the whole cost of proving a slice there); from a remote copy downloaded side by side.
     fn files(&mut self, wanted: &[(&FoundSet, String)]) -> Result<Vec<PathBuf>> {
         let in_place: Option<Vec<PathBuf>> = wanted
             .iter()
