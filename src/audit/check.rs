@@ -251,8 +251,24 @@ async fn audit_set(
 
     report.chain = manifest.set.chain.clone();
 
+    // On a folder, the deep checks start with the hashing and read the files with it (one
+    // read from disk for both); their verdict stands only if the hashing then finds every
+    // file intact, else they run again on the repaired files (or not at all).
+    let early_deep = match copy.in_place(location) {
+        Some(dir) if options.deep => {
+            let checks = repair::DeepChecks::new(dir, &manifest, config)?;
+            Some(tokio::task::spawn_blocking(move || checks.run()))
+        }
+        _ => None,
+    };
+
     // Every file: size and SHA-256, a few at a time.
-    let damaged = hash_files(copy, location, &manifest, task, &mut report).await?;
+    let hashed = hash_files(copy, location, &manifest, task, &mut report).await;
+    let early_deep = match early_deep {
+        Some(running) => Some(running.await.expect("deep checks thread")),
+        None => None,
+    };
+    let damaged = hashed?;
 
     // Stray files inside the set folder (a par2 `.1` leftover, a partial upload).
     let listed: HashSet<&str> = manifest
@@ -367,7 +383,10 @@ async fn audit_set(
     report.status = verdict(&manifest, &report.files);
 
     if options.deep && report.status <= Status::Repaired {
-        report.deep = repair::deep_checks(copy, location, &manifest, config).await?;
+        report.deep = match early_deep {
+            Some(lines) if report.status == Status::Ok => lines?,
+            _ => repair::deep_checks(copy, location, &manifest, config).await?,
+        };
         if report.deep.iter().any(|d| d.contains("FAILED")) {
             report.status = Status::Unrepairable;
         }
