@@ -20,7 +20,7 @@ use crate::set::manifest::{
     SetInfo, ToolVersions,
 };
 use crate::set::seal::Seals;
-use crate::set::staging::Staging;
+use crate::set::staging::{self, Staging};
 use crate::set::{Manifest, Role};
 use crate::tools::Tools;
 use crate::tools::dar::CreateOptions;
@@ -501,14 +501,16 @@ impl<'a> EarlyWork<'a> {
     fn slice(&self, seals: &mut Seals, n: u32) -> Result<(FileEntry, Option<par2::Group>)> {
         let rel = slice_name(self.archive, n);
         let slice = seals.hash(&rel, Role::Slice)?;
+        staging::start_writeback(&self.dir.join(&rel));
         let group = self
             .layout
             .early_group(self.set_name, n as usize, &(rel, slice.size));
-        if let Some(g) = &group
-            && let Err(e) = self.par2.create(self.dir, g)
-        {
-            remove_group_files(self.dir, g);
-            return Err(e);
+        if let Some(g) = &group {
+            if let Err(e) = self.par2.create(self.dir, g) {
+                remove_group_files(self.dir, g);
+                return Err(e);
+            }
+            start_group_writeback(self.dir, g);
         }
         Ok((slice, group))
     }
@@ -558,6 +560,7 @@ impl Early<'_> {
             let rel = slice_name(self.archive, n);
             if !files.iter().any(|f| f.path == rel) {
                 files.push(self.seals.hash(&rel, Role::Slice)?);
+                staging::start_writeback(&self.dir.join(&rel));
             }
             n += 1;
         }
@@ -575,6 +578,7 @@ impl Early<'_> {
         for g in groups.iter().filter(|g| !self.groups.contains(g)) {
             remove_group_files(self.dir, g);
             par2.create(self.dir, g)?;
+            start_group_writeback(self.dir, g);
         }
         for g in &groups {
             for f in par2::files_of(self.dir, g)? {
@@ -604,6 +608,12 @@ fn slice_number(name: &str) -> u32 {
 }
 
 /// Remove whatever par2 wrote for `group` (a failed or outdated run).
+fn start_group_writeback(dir: &Path, group: &par2::Group) {
+    for f in par2::files_of(dir, group).unwrap_or_default() {
+        staging::start_writeback(&dir.join(f));
+    }
+}
+
 fn remove_group_files(dir: &Path, group: &par2::Group) {
     for f in par2::files_of(dir, group).unwrap_or_default() {
         let _ = std::fs::remove_file(dir.join(f));
