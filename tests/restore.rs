@@ -526,3 +526,113 @@ fn a_folder_with_an_edit_and_a_deletion_restores_from_the_diff_alone() {
         .collect();
     assert_same_tree(&expected, &snapshot(&target));
 }
+
+/// The slices of `set` holding `path` (and the folders above it), as dar lists them.
+fn slices_of(set: &Path, path: &str) -> Vec<u32> {
+    let name = name_of(set);
+    let out = Command::new("dar")
+        .args(["-Q", "-N", "-l"])
+        .arg(set.join(format!("{name}.catalog")))
+        .args(["-Tslicing", "-g", path])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = text
+        .lines()
+        .find_map(|l| l.strip_prefix("All displayed files have their data in slice range ["))
+        .unwrap()
+        .trim_end_matches(']')
+        .to_owned();
+    summary
+        .split(',')
+        .flat_map(|r| {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            a.parse::<u32>().unwrap()..=b.parse::<u32>().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_file_in_a_middle_slice_needs_only_the_ends_of_the_first_and_last() {
+    let env = Env::new();
+    let src = env.path("src");
+    for (i, name) in ["a.bin", "b.bin", "c.bin"].iter().enumerate() {
+        write(&src.join(name), &noise(i as u64 + 11, 1_600_000));
+    }
+    let usb = env.path("usb");
+    env.config(&format!(
+        "[[definition]]\nname = \"docs\"\nsource = {:?}\nslice_size = \"1M\"\n\n[[destination]]\nname = \"usb\"\nkind = \"fs\"\nroot = {:?}\n",
+        src.display().to_string(),
+        usb.display().to_string()
+    ));
+    backup(&env, "--full");
+    assert_eq!(code(&env.run(&["replicate"])), 0);
+    let set = env.sets("docs").pop().unwrap();
+    let on_usb = usb.join("docs").join(name_of(&set));
+    let slices = fs::read_dir(&on_usb)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name().to_string_lossy().ends_with(".dar")
+                && !e.file_name().to_string_lossy().contains("catalog")
+        })
+        .count() as u32;
+    assert!(slices >= 4, "{slices} slices");
+    let (inside, edge): (Vec<&str>, Vec<&str>) =
+        ["a.bin", "b.bin", "c.bin"].iter().partition(|f| {
+            let s = slices_of(&set, f);
+            !s.contains(&1) && !s.contains(&slices)
+        });
+    assert!(
+        !inside.is_empty() && !edge.is_empty(),
+        "{inside:?} {edge:?}"
+    );
+
+    // Damage in the middle of the first and last slices: bytes dar does not read for a file
+    // held elsewhere, and that the slices' ends (proven by their PAR2 blocks) do not cover.
+    let name = name_of(&set);
+    for n in [1, slices] {
+        let slice = on_usb.join(format!("{name}.{n}.dar"));
+        let len = fs::metadata(&slice).unwrap().len();
+        assert!(len > 400_000, "slice {n}: {len} bytes");
+        let mut bytes = fs::read(&slice).unwrap();
+        bytes[(len / 2) as usize] ^= 0x5a;
+        fs::write(&slice, bytes).unwrap();
+    }
+    let restore_from_usb = |path: &str, target: &str| {
+        let target = env.path(target);
+        let out = restore(
+            &env,
+            &[
+                "--from",
+                "usb",
+                "--target",
+                &target.display().to_string(),
+                path,
+            ],
+        );
+        (code(&out), target, stderr(&out))
+    };
+    let (code_inside, target, err) = restore_from_usb(inside[0], "inside");
+    assert_eq!(code_inside, 0, "{err}");
+    let i = ["a.bin", "b.bin", "c.bin"]
+        .iter()
+        .position(|f| *f == inside[0])
+        .unwrap();
+    assert!(fs::read(target.join(inside[0])).unwrap() == noise(i as u64 + 11, 1_600_000));
+    // A file whose data is in a damaged slice is refused, nothing written.
+    let (code_edge, target, err) = restore_from_usb(edge[0], "edge");
+    assert_ne!(code_edge, 0);
+    assert!(err.contains("damaged"), "{err}");
+    assert!(!target.join(edge[0]).exists());
+
+    // Damage at a slice's very start (its header, which dar reads): the edge is not proven,
+    // the whole slice is tried and refused.
+    let first = on_usb.join(format!("{name}.1.dar"));
+    let mut bytes = fs::read(&first).unwrap();
+    bytes[20] ^= 0x5a;
+    fs::write(&first, bytes).unwrap();
+    let (code_inside, _, err) = restore_from_usb(inside[0], "inside-again");
+    assert_ne!(code_inside, 0);
+    assert!(err.contains("damaged"), "{err}");
+}

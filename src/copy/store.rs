@@ -2,6 +2,7 @@
 //! a USB disk (fs)… built from a `[[destination]]` entry (with retries and timeouts sized for
 //! multi-GB objects) or from a path given on the command line.
 
+use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
@@ -440,6 +441,40 @@ impl Store {
                 e,
             )),
         }
+    }
+
+    /// The bytes of `range` of a stored file (fewer where the file ends first); None when it
+    /// is missing.
+    pub async fn read_range(&self, path: &str, range: Range<u64>) -> Result<Option<Vec<u8>>> {
+        if let Some(root) = &self.local_root {
+            use std::io::{Read, Seek, SeekFrom};
+            if self.is_link(path) {
+                return Ok(None);
+            }
+            let file = root.join(path.trim_start_matches('/'));
+            let mut f = match std::fs::File::open(&file) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::io("cannot read", &file)(e)),
+            };
+            let mut bytes = Vec::with_capacity((range.end - range.start) as usize);
+            f.seek(SeekFrom::Start(range.start))
+                .and_then(|_| f.take(range.end - range.start).read_to_end(&mut bytes))
+                .map_err(Error::io("cannot read", &file))?;
+            return Ok(Some(bytes));
+        }
+        let what = format!("cannot read {path}");
+        self.retrying(&what, || async {
+            match self.op.read_with(path).range(range.clone()).await {
+                Ok(b) => Ok(Some(b.to_vec())),
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(storage_error(
+                    &format!("cannot read {path} on {}", self.name),
+                    e,
+                )),
+            }
+        })
+        .await
     }
 
     /// Every entry under `dir`, recursively: (path relative to the copy root, is a directory).

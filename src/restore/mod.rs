@@ -3,7 +3,8 @@
 //! The chain is worked out from the manifests on the copy alone (no database, no config from
 //! the original machine). Before anything is extracted, every slice and catalogue of the
 //! sets involved is proven against its manifest (dar may return 0 with an interior slice
-//! missing), and the target is checked: empty or new unless --overwrite, never a system
+//! missing) — of a first or last slice that dar opens only for its header and end, those ends,
+//! by the set's PAR2 block checksums — and the target is checked: empty or new unless --overwrite, never a system
 //! directory, never a symlink. The FULL is extracted, then each DIFF/INCR over it: files that
 //! a later set records as deleted are removed, so nothing deleted is resurrected.
 
@@ -22,6 +23,7 @@ use crate::config::Config;
 use crate::copy::{FoundSet, Store};
 use crate::error::{Error, Result};
 use crate::set::manifest::is_safe_relative;
+use crate::set::par2_index::BlockSums;
 use crate::tools::dar::{Dar, NotRestored};
 use crate::tools::secret::Passphrase;
 
@@ -383,72 +385,95 @@ fn extract_chain(
     target: &Path,
 ) -> Result<(Vec<String>, Vec<NotRestored>)> {
     // What dar will read: every slice of every set for a whole tree; for some paths, what
-    // the catalogues say holds them. Each file is proven against its manifest first (dar may
-    // return 0 with an interior slice missing).
-    #[allow(clippy::type_complexity)]
-    let needs: Vec<(usize, BTreeSet<u32>, Option<PathBuf>, Vec<String>)> = if paths.is_empty() {
-        (0..chain.len())
-            .map(|i| {
-                (
-                    i,
-                    (1..=chain[i].manifest.archive.slices).collect(),
-                    None,
-                    Vec::new(),
-                )
+    // the catalogues say holds them, and the header and trailer of the first and last
+    // slices. Each file is proven against its manifest first (dar may return 0 with an
+    // interior slice missing); dar only ever reads proven bytes.
+    let (needs, catalogues) = if paths.is_empty() {
+        let whole =
+            |set: &FoundSet| -> BTreeSet<u32> { (1..=set.manifest.archive.slices).collect() };
+        let needs = (0..chain.len())
+            .map(|i| select::Need {
+                set: i,
+                slices: whole(&chain[i]),
+                edges: BTreeSet::new(),
+                whole: whole(&chain[i]),
+                written: Vec::new(),
+                paths: Vec::new(),
             })
-            .collect()
+            .collect();
+        (needs, vec![None; chain.len()])
     } else {
         let catalogues = chain
             .iter()
             .map(|set| fetch.catalogue(set))
             .collect::<Result<Vec<_>>>()?;
-        select::needed(dar, key, chain, &catalogues, paths)?
-            .into_iter()
-            .map(|n| (n.set, n.slices, Some(catalogues[n.set].clone()), n.paths))
-            .collect()
+        let needs = select::needed(dar, key, chain, &catalogues, paths)?;
+        (needs, catalogues.into_iter().map(Some).collect())
     };
-    let wanted: Vec<(&FoundSet, String)> = needs
-        .iter()
-        .flat_map(|(i, slices, _, _)| {
-            let set = &chain[*i];
-            slices
-                .iter()
-                .map(move |n| (set, format!("{}.{n}.dar", set.manifest.archive.basename)))
-        })
-        .collect();
-    let proven = fetch.files(&wanted)?;
-    let mut ready = Vec::new();
-    for (i, _, catalogue, asked) in needs {
-        let set = &chain[i];
-        let dir = wanted
-            .iter()
-            .zip(&proven)
-            .find(|((s, _), _)| std::ptr::eq(*s, set))
-            .and_then(|(_, p)| p.parent().map(Path::to_owned));
-        ready.push((set, dir.unwrap_or_default(), catalogue, asked));
+    // The first and last slices, where they hold no data asked for, by their edges alone.
+    let mut edges: Vec<Vec<PathBuf>> = Vec::new();
+    let mut whole: Vec<BTreeSet<u32>> = Vec::new();
+    for need in &needs {
+        let mut slices = need.slices.clone();
+        let mut made = Vec::new();
+        for &n in &need.edges {
+            match fetch.edge(&chain[need.set], n)? {
+                Some(proxy) => made.push(proxy),
+                None => {
+                    slices.insert(n);
+                }
+            }
+        }
+        edges.push(made);
+        whole.push(slices);
     }
+    let proven = fetch.slices(chain, needs.iter().map(|n| n.set).zip(&whole))?;
     std::fs::create_dir_all(target).map_err(Error::io("cannot create", target))?;
     // One line per file, with the last set's reason.
     let mut failed: BTreeMap<String, NotRestored> = BTreeMap::new();
-    for (set, dir, catalogue, asked) in &ready {
+    for ((need, proxies), proven) in needs.iter().zip(&edges).zip(proven) {
+        let set = &chain[need.set];
+        let catalogue = catalogues[need.set].as_deref();
         tracing::info!(set = %set.manifest.set.name, "extracting");
-        let not_restored = dar.extract(
-            &dir.join(&set.manifest.archive.basename),
-            catalogue.as_deref(),
-            key,
-            target,
-            asked,
-        )?;
-        for f in not_restored {
+        let archive = |dir: &Path| dir.join(&set.manifest.archive.basename);
+        let mut not_restored = if proxies.is_empty() {
+            dar.extract(&archive(&proven.dir), catalogue, key, target, &need.paths)?
+        } else {
+            let dir = fetch.beside_edges(set, &proven.files)?;
+            // dar exits 0 having restored nothing when it cannot read a slice it wanted (it
+            // was refused a slice): what it was to write is looked for, too.
+            let all_there = || {
+                need.written
+                    .iter()
+                    .all(|p| std::fs::symlink_metadata(target.join(p)).is_ok())
+            };
+            match dar.extract(&archive(&dir), catalogue, key, target, &need.paths) {
+                Ok(not_restored) if not_restored.is_empty() && all_there() => not_restored,
+                Err(Error::Interrupted) => return Err(Error::Interrupted),
+                // dar wanted more than the edges of a slice: every slice it may open, whole.
+                outcome => {
+                    tracing::debug!(set = %set.manifest.set.name, "with the edges of slices {:?} only: {outcome:?}; again with every slice whole", need.edges);
+                    let all = fetch.slices(chain, [(need.set, &need.whole)].into_iter())?;
+                    dar.extract(&archive(&all[0].dir), catalogue, key, target, &need.paths)?
+                }
+            }
+        };
+        for f in not_restored.drain(..) {
             tracing::debug!(set = %set.manifest.set.name, "{} not restored: {}", f.path, f.reason);
             failed.insert(f.path.clone(), f);
         }
     }
-    let applied = ready
+    let applied = needs
         .iter()
-        .map(|(s, _, _, _)| s.manifest.set.name.clone())
+        .map(|n| chain[n.set].manifest.set.name.clone())
         .collect();
     Ok((applied, failed.into_values().collect()))
+}
+
+/// The proven slices of one set: their paths and the folder that holds them.
+struct Proven {
+    dir: PathBuf,
+    files: Vec<PathBuf>,
 }
 
 /// Files of the copy made readable for dar, each proven against its manifest entry: in
@@ -532,6 +557,106 @@ impl Fetch<'_> {
                 set.manifest.set.name, self.copy.name, self.copy.name
             ))),
         }
+    }
+
+    /// The given slices of each set, proven (all of them side by side).
+    fn slices<'s>(
+        &mut self,
+        chain: &[FoundSet],
+        wanted: impl Iterator<Item = (usize, &'s BTreeSet<u32>)>,
+    ) -> Result<Vec<Proven>> {
+        let wanted: Vec<(usize, Vec<String>)> = wanted
+            .map(|(i, slices)| {
+                let base = &chain[i].manifest.archive.basename;
+                (
+                    i,
+                    slices.iter().map(|n| format!("{base}.{n}.dar")).collect(),
+                )
+            })
+            .collect();
+        let flat: Vec<(&FoundSet, String)> = wanted
+            .iter()
+            .flat_map(|(i, names)| names.iter().map(|n| (&chain[*i], n.clone())))
+            .collect();
+        let mut proven = self.files(&flat)?.into_iter();
+        Ok(wanted
+            .iter()
+            .map(|(i, names)| {
+                let files: Vec<PathBuf> = proven.by_ref().take(names.len()).collect();
+                let dir = match files.first().and_then(|f| f.parent()) {
+                    Some(dir) => dir.to_owned(),
+                    None => self.scratch.join(&chain[*i].manifest.set.name),
+                };
+                Proven { dir, files }
+            })
+            .collect())
+    }
+
+    /// Slice `n` of `set` as dar reads it when it needs only its header and trailer: a file
+    /// of the slice's size in the scratch folder holding the slice's first and last 64 KiB
+    /// (whole PAR2 blocks), each block proven by the set's PAR2 index (itself proven by the
+    /// manifest), and zeros elsewhere: were dar to read more, it would find zeros, never
+    /// unproven bytes. None when no PAR2 index protects the slice or a block is not as it
+    /// recorded: then the slice is proven whole.
+    fn edge(&mut self, set: &FoundSet, n: u32) -> Result<Option<PathBuf>> {
+        use std::os::unix::fs::FileExt;
+        const EDGE: u64 = 64 * 1024;
+        let name = format!("{}.{n}.dar", set.manifest.archive.basename);
+        let (Some(entry), Some(group)) = (
+            set.manifest.files.iter().find(|f| f.path == name),
+            set.manifest.par2.iter().find(|g| g.covers.contains(&name)),
+        ) else {
+            return Ok(None);
+        };
+        let index = match self.file(set, &group.index) {
+            Ok(index) => index,
+            Err(Error::Interrupted) => return Err(Error::Interrupted),
+            Err(_) => return Ok(None),
+        };
+        let index = std::fs::read(&index).map_err(Error::io("cannot read", &index))?;
+        let Ok(sums) = BlockSums::parse(&index) else {
+            return Ok(None);
+        };
+        let dir = self.scratch.join("edges").join(&set.manifest.set.name);
+        std::fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
+        let proxy = dir.join(&name);
+        let file = std::fs::File::create(&proxy).map_err(Error::io("cannot create", &proxy))?;
+        file.set_len(entry.size)
+            .map_err(Error::io("cannot write", &proxy))?;
+        let stored = format!("{}/{name}", self.copy.location(set));
+        let size = entry.size;
+        for wanted in [0..EDGE.min(size), size.saturating_sub(EDGE)..size] {
+            let Some(range) = sums.blocks_covering(&name, wanted) else {
+                return Ok(None);
+            };
+            let read = self
+                .rt
+                .block_on(self.copy.read_range(&stored, range.clone()))?;
+            let Some(bytes) = read.filter(|b| sums.proves(&name, range.start, b)) else {
+                return Ok(None);
+            };
+            if self.copy.in_place(&stored).is_none() {
+                self.downloaded += bytes.len() as u64;
+            }
+            file.write_all_at(&bytes, range.start)
+                .map_err(Error::io("cannot write", &proxy))?;
+        }
+        Ok(Some(proxy))
+    }
+
+    /// The folder of `set`'s slice edges, with links to its proven whole slices beside them:
+    /// one folder holding every slice dar opens.
+    fn beside_edges(&self, set: &FoundSet, whole: &[PathBuf]) -> Result<PathBuf> {
+        let dir = self.scratch.join("edges").join(&set.manifest.set.name);
+        for file in whole {
+            let (Some(name), Ok(target)) = (file.file_name(), std::path::absolute(file)) else {
+                continue;
+            };
+            let link = dir.join(name);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&target, &link).map_err(Error::io("cannot link", &link))?;
+        }
+        Ok(dir)
     }
 
     /// The set's isolated catalogue, proven; the basename dar is given.

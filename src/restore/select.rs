@@ -17,13 +17,31 @@ use crate::tools::secret::Passphrase;
 pub struct Need {
     /// Index into the chain.
     pub set: usize,
-    /// Slice numbers (1-based) dar reads.
+    /// Slice numbers (1-based) holding what dar reads of the paths (their data, and their
+    /// folders' records with attributes).
     pub slices: BTreeSet<u32>,
+    /// The first and the last slice where they hold nothing of the paths: of those dar reads
+    /// only the header and the end.
+    pub edges: BTreeSet<u32>,
+    /// Every slice dar opens for these paths: what is proven whole when the edges alone do
+    /// not do.
+    pub whole: BTreeSet<u32>,
+    /// What this set writes under the paths (files with data, changed inodes): present in
+    /// the target after dar ran, or dar did not do all it was asked.
+    pub written: Vec<String>,
     /// The requested paths dar is asked for in this set: those it writes something under,
     /// and those it deletes something under that an older set wrote. (Asked for a path it
     /// only deletes, dar exits 5 "All files asked could not be restored" when the target
     /// never held it: a rename between two sets did that to a correct restore.)
     pub paths: Vec<String>,
+}
+
+/// The first and the last of `count` slices, unless they hold data dar reads.
+fn edges(count: u32, holding: &BTreeSet<u32>) -> BTreeSet<u32> {
+    [1, count.max(1)]
+        .into_iter()
+        .filter(|n| !holding.contains(n))
+        .collect()
 }
 
 /// The requested paths that hold `entry`.
@@ -121,12 +139,21 @@ pub fn needed(
                 _ => {}
             }
         }
-        let mut slices = BTreeSet::from([1, set.manifest.archive.slices.max(1)]);
-        slices.extend(holding?);
+        // dar opens every slice the listing names (data, and the folders' records with
+        // their attributes) and, for its header and trailer, the first and the last.
+        let slices = holding?;
+        let first_and_last = BTreeSet::from([1, set.manifest.archive.slices.max(1)]);
         needs.push((
             Need {
                 set: i,
+                edges: first_and_last.difference(&slices).copied().collect(),
+                whole: slices.union(&first_and_last).copied().collect(),
                 slices,
+                written: records
+                    .iter()
+                    .filter(|e| matches!(e.data, DataState::Saved | DataState::InodeOnly))
+                    .map(|e| e.path.clone())
+                    .collect(),
                 paths: Vec::new(),
             },
             only_deletions,
@@ -165,7 +192,10 @@ pub fn needed(
             Some(need) => need.paths.extend(unasked),
             None => out.push(Need {
                 set: last,
-                slices: BTreeSet::from([1, chain[last].manifest.archive.slices.max(1)]),
+                slices: BTreeSet::new(),
+                edges: edges(chain[last].manifest.archive.slices, &BTreeSet::new()),
+                whole: BTreeSet::from([1, chain[last].manifest.archive.slices.max(1)]),
+                written: Vec::new(),
                 paths: unasked,
             }),
         }

@@ -2,6 +2,7 @@
 
 pub mod bundle;
 pub mod manifest;
+pub mod par2_index;
 pub mod seal;
 pub mod staging;
 
