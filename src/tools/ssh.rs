@@ -7,12 +7,32 @@
 //!   too short on a loaded machine, where the first session can take that long to start;
 //! - `ServerAliveInterval=15`, `ServerAliveCountMax=4`: a server that stops answering is
 //!   noticed by ssh within a minute;
-//! - `ConnectTimeout=20` and `BatchMode=yes`: never a prompt, never an endless connect.
+//! - `ConnectTimeout=20` and `BatchMode=yes`: never a prompt, never an endless connect;
+//! - on a CPU with AES instructions, AES-GCM before ChaCha20 (OpenSSH's default first
+//!   choice): every transfer of a copy goes through the one master connection, so its cipher
+//!   is the ceiling of a replication (on loopback here: 256 MiB in 0.56 s with aes128-gcm,
+//!   1.09 s with chacha20-poly1305). The list is OpenSSH's default set reordered, so any
+//!   server that ssh alone could talk to still negotiates.
 
 use std::path::{Path, PathBuf};
 
 const OPTIONS: &str = "-o ControlPersist=3 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 \
                        -o ConnectTimeout=20 -o BatchMode=yes";
+
+/// The cipher preference to add: AES-GCM first where the CPU has AES instructions.
+fn ciphers() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    let aes = std::arch::is_x86_feature_detected!("aes");
+    #[cfg(target_arch = "aarch64")]
+    let aes = std::arch::is_aarch64_feature_detected!("aes");
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let aes = false;
+    if aes {
+        " -o Ciphers=aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr"
+    } else {
+        ""
+    }
+}
 
 /// Write the wrapper into `dir` (private) and put `dir` first on this process's PATH. Call
 /// before any thread starts. Without a system ssh (or a writable `dir`) nothing changes.
@@ -21,8 +41,9 @@ pub fn install(dir: &Path) {
         return;
     };
     let script = format!(
-        "#!/bin/sh\n# darvault's ssh (see darvault's tools::ssh): the real one with safe options.\nexec {} {OPTIONS} \"$@\"\n",
-        shell_quote(&real.display().to_string())
+        "#!/bin/sh\n# darvault's ssh (see darvault's tools::ssh): the real one with safe options.\nexec {} {OPTIONS}{} \"$@\"\n",
+        shell_quote(&real.display().to_string()),
+        ciphers()
     );
     let wrapper = dir.join("ssh");
     let current = std::fs::read_to_string(&wrapper).ok();
