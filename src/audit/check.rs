@@ -255,10 +255,10 @@ async fn audit_set(
     // read from disk for both); their verdict stands only if the hashing then finds every
     // file intact, else they run again on the repaired files (or not at all).
     let early_deep = match copy.in_place(location) {
-        Some(dir) if options.deep => {
-            let checks = repair::DeepChecks::new(dir, &manifest, config)?;
-            Some(tokio::task::spawn_blocking(move || checks.run()))
-        }
+        // (A passphrase that cannot be had now is said by the deep checks proper, later.)
+        Some(dir) if options.deep => repair::DeepChecks::new(dir, &manifest, config)
+            .ok()
+            .map(|checks| tokio::task::spawn_blocking(move || checks.run())),
         _ => None,
     };
 

@@ -607,13 +607,14 @@ fn slice_number(name: &str) -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-/// Remove whatever par2 wrote for `group` (a failed or outdated run).
+/// Start writing the files par2 made for `group` to disk (see `staging::start_writeback`).
 fn start_group_writeback(dir: &Path, group: &par2::Group) {
     for f in par2::files_of(dir, group).unwrap_or_default() {
         staging::start_writeback(&dir.join(f));
     }
 }
 
+/// Remove whatever par2 wrote for `group` (a failed or outdated run).
 fn remove_group_files(dir: &Path, group: &par2::Group) {
     for f in par2::files_of(dir, group).unwrap_or_default() {
         let _ = std::fs::remove_file(dir.join(f));

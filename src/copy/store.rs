@@ -417,16 +417,9 @@ impl Store {
     pub async fn read_small(&self, path: &str) -> Result<Option<Vec<u8>>> {
         if let Some(root) = &self.local_root {
             // Read as it is: OpenDAL's fs reader zero-fills a 2 MiB buffer per file first.
-            // A link is never read (a copy is read only inside its own folder).
-            if self.is_link(path) {
-                return Ok(None);
-            }
-            let file = root.join(path.trim_start_matches('/'));
-            return match std::fs::read(&file) {
-                Ok(bytes) => Ok(Some(bytes)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(Error::io("cannot read", &file)(e)),
-            };
+            return self.read_local(root, path, |f, bytes| {
+                std::io::Read::read_to_end(f, bytes).map(|_| ())
+            });
         }
         let what = format!("cannot read {path}");
         self.retrying(&what, || self.read_remote(path)).await
@@ -443,25 +436,37 @@ impl Store {
         }
     }
 
+    /// What `read` gets of a file of a local copy; None when it is missing. A link is never
+    /// read (a copy is read only inside its own folder).
+    fn read_local(
+        &self,
+        root: &Path,
+        path: &str,
+        read: impl FnOnce(&mut std::fs::File, &mut Vec<u8>) -> std::io::Result<()>,
+    ) -> Result<Option<Vec<u8>>> {
+        if self.is_link(path) {
+            return Ok(None);
+        }
+        let file = root.join(path.trim_start_matches('/'));
+        let mut bytes = Vec::new();
+        match std::fs::File::open(&file).and_then(|mut f| read(&mut f, &mut bytes)) {
+            Ok(()) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("cannot read", &file)(e)),
+        }
+    }
+
     /// The bytes of `range` of a stored file (fewer where the file ends first); None when it
     /// is missing.
     pub async fn read_range(&self, path: &str, range: Range<u64>) -> Result<Option<Vec<u8>>> {
         if let Some(root) = &self.local_root {
             use std::io::{Read, Seek, SeekFrom};
-            if self.is_link(path) {
-                return Ok(None);
-            }
-            let file = root.join(path.trim_start_matches('/'));
-            let mut f = match std::fs::File::open(&file) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(Error::io("cannot read", &file)(e)),
-            };
-            let mut bytes = Vec::with_capacity((range.end - range.start) as usize);
-            f.seek(SeekFrom::Start(range.start))
-                .and_then(|_| f.take(range.end - range.start).read_to_end(&mut bytes))
-                .map_err(Error::io("cannot read", &file))?;
-            return Ok(Some(bytes));
+            return self.read_local(root, path, |f, bytes| {
+                f.seek(SeekFrom::Start(range.start))?;
+                f.take(range.end - range.start)
+                    .read_to_end(bytes)
+                    .map(|_| ())
+            });
         }
         let what = format!("cannot read {path}");
         self.retrying(&what, || async {

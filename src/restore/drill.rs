@@ -129,6 +129,7 @@ fn rehearse(
         copy: &c.copy,
         scratch: &scratch.path().join("copy"),
         downloaded: 0,
+        edges: None,
     };
     let holder = super::tools_holder(&chain);
     let system = crate::tools::process::find_executable("dar_static", None, "").ok();

@@ -173,6 +173,7 @@ pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {
         copy: &copy,
         scratch: scratch.path(),
         downloaded: 0,
+        edges: None,
     };
     let dar = locate_dar(config, None, &mut fetch, &chain, req.trust_bundle)?;
 
@@ -253,6 +254,7 @@ impl<'a> Catalogues<'a> {
             copy: &self.copy,
             scratch: self.scratch.path(),
             downloaded: 0,
+            edges: None,
         };
         let Some(newest) = sets.last() else {
             return Ok(());
@@ -436,28 +438,45 @@ fn extract_chain(
         let catalogue = catalogues[need.set].as_deref();
         tracing::info!(set = %set.manifest.set.name, "extracting");
         let archive = |dir: &Path| dir.join(&set.manifest.archive.basename);
-        let mut not_restored = if proxies.is_empty() {
-            dar.extract(&archive(&proven.dir), catalogue, key, target, &need.paths)?
+        let dir = if proxies.is_empty() {
+            proven.dir
         } else {
-            let dir = fetch.beside_edges(set, &proven.files)?;
-            // dar exits 0 having restored nothing when it cannot read a slice it wanted (it
-            // was refused a slice): what it was to write is looked for, too.
-            let all_there = || {
-                need.written
-                    .iter()
-                    .all(|p| std::fs::symlink_metadata(target.join(p)).is_ok())
-            };
-            match dar.extract(&archive(&dir), catalogue, key, target, &need.paths) {
-                Ok(not_restored) if not_restored.is_empty() && all_there() => not_restored,
-                Err(Error::Interrupted) => return Err(Error::Interrupted),
-                // dar wanted more than the edges of a slice: every slice it may open, whole.
-                outcome => {
-                    tracing::debug!(set = %set.manifest.set.name, "with the edges of slices {:?} only: {outcome:?}; again with every slice whole", need.edges);
-                    let all = fetch.slices(chain, [(need.set, &need.whole)].into_iter())?;
-                    dar.extract(&archive(&all[0].dir), catalogue, key, target, &need.paths)?
-                }
+            fetch.beside_edges(set, &proven.files)?
+        };
+        // Given some slices only (or only the ends of some), dar may want more: it exits 0
+        // having restored nothing when it cannot open a slice it wants, and reports what it
+        // could not read of a stand-in. So what it was to write is looked at in the target,
+        // and short of that it runs again with every slice of the set proven whole.
+        let partial =
+            !proxies.is_empty() || proven.files.len() < set.manifest.archive.slices as usize;
+        let mut not_restored = match dar.extract(
+            &archive(&dir),
+            catalogue,
+            key,
+            target,
+            &need.paths,
+        ) {
+            Ok(not_restored)
+                if !partial
+                    || (not_restored.is_empty()
+                        && need.written.iter().all(|w| w.is_in(target))) =>
+            {
+                not_restored
+            }
+            Err(e) if !partial || matches!(e, Error::Interrupted) => return Err(e),
+            outcome => {
+                tracing::debug!(set = %set.manifest.set.name, "with slices {:?} and the ends of {:?}: {outcome:?}; again with every slice whole", need.slices, need.edges);
+                let every: BTreeSet<u32> = (1..=set.manifest.archive.slices).collect();
+                let all = fetch.slices(chain, [(need.set, &every)].into_iter())?;
+                dar.extract(&archive(&all[0].dir), catalogue, key, target, &need.paths)?
             }
         };
+        // An older set's failure is over for a path whose data this set has written.
+        for w in need.written.iter().filter(|w| w.data) {
+            if !not_restored.iter().any(|f| f.path == w.path) {
+                failed.remove(&w.path);
+            }
+        }
         for f in not_restored.drain(..) {
             tracing::debug!(set = %set.manifest.set.name, "{} not restored: {}", f.path, f.reason);
             failed.insert(f.path.clone(), f);
@@ -483,6 +502,10 @@ struct Fetch<'a> {
     copy: &'a Store,
     scratch: &'a Path,
     downloaded: u64,
+    /// Where the stand-ins of slices proven by their ends go: in the system's temporary
+    /// folder, which holds sparse files (the scratch folder is beside the target, which may
+    /// be a FAT disk that would write out every zero).
+    edges: Option<tempfile::TempDir>,
 }
 
 impl Fetch<'_> {
@@ -593,7 +616,7 @@ impl Fetch<'_> {
     }
 
     /// Slice `n` of `set` as dar reads it when it needs only its header and trailer: a file
-    /// of the slice's size in the scratch folder holding the slice's first and last 64 KiB
+    /// of the slice's size in a temporary folder holding the slice's first and last 64 KiB
     /// (whole PAR2 blocks), each block proven by the set's PAR2 index (itself proven by the
     /// manifest), and zeros elsewhere: were dar to read more, it would find zeros, never
     /// unproven bytes. None when no PAR2 index protects the slice or a block is not as it
@@ -617,8 +640,7 @@ impl Fetch<'_> {
         let Ok(sums) = BlockSums::parse(&index) else {
             return Ok(None);
         };
-        let dir = self.scratch.join("edges").join(&set.manifest.set.name);
-        std::fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
+        let dir = self.edges_of(set)?;
         let proxy = dir.join(&name);
         let file = std::fs::File::create(&proxy).map_err(Error::io("cannot create", &proxy))?;
         file.set_len(entry.size)
@@ -629,10 +651,19 @@ impl Fetch<'_> {
             let Some(range) = sums.blocks_covering(&name, wanted) else {
                 return Ok(None);
             };
-            let read = self
+            let read = match self
                 .rt
-                .block_on(self.copy.read_range(&stored, range.clone()))?;
-            let Some(bytes) = read.filter(|b| sums.proves(&name, range.start, b)) else {
+                .block_on(self.copy.read_range(&stored, range.clone()))
+            {
+                Ok(read) => read,
+                Err(Error::Interrupted) => return Err(Error::Interrupted),
+                // Unreadable here: proven whole (or refused) with the slices.
+                Err(_) => None,
+            };
+            let whole_blocks = |b: &Vec<u8>| b.len() as u64 == range.end - range.start;
+            let Some(bytes) =
+                read.filter(|b| whole_blocks(b) && sums.proves(&name, range.start, b))
+            else {
                 return Ok(None);
             };
             if self.copy.in_place(&stored).is_none() {
@@ -646,8 +677,8 @@ impl Fetch<'_> {
 
     /// The folder of `set`'s slice edges, with links to its proven whole slices beside them:
     /// one folder holding every slice dar opens.
-    fn beside_edges(&self, set: &FoundSet, whole: &[PathBuf]) -> Result<PathBuf> {
-        let dir = self.scratch.join("edges").join(&set.manifest.set.name);
+    fn beside_edges(&mut self, set: &FoundSet, whole: &[PathBuf]) -> Result<PathBuf> {
+        let dir = self.edges_of(set)?;
         for file in whole {
             let (Some(name), Ok(target)) = (file.file_name(), std::path::absolute(file)) else {
                 continue;
@@ -656,6 +687,25 @@ impl Fetch<'_> {
             let _ = std::fs::remove_file(&link);
             std::os::unix::fs::symlink(&target, &link).map_err(Error::io("cannot link", &link))?;
         }
+        Ok(dir)
+    }
+
+    /// The folder of `set`'s stand-ins.
+    fn edges_of(&mut self, set: &FoundSet) -> Result<PathBuf> {
+        if self.edges.is_none() {
+            let made = tempfile::Builder::new()
+                .prefix("darvault-edges.")
+                .tempdir()
+                .map_err(|e| Error::Failed(format!("cannot make a temporary folder: {e}")))?;
+            self.edges = Some(made);
+        }
+        let dir = self
+            .edges
+            .as_ref()
+            .expect("made")
+            .path()
+            .join(&set.manifest.set.name);
+        std::fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
         Ok(dir)
     }
 

@@ -7,11 +7,11 @@
 //! reads the first and last slices (header and trailer) and those holding the paths' data.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::copy::FoundSet;
 use crate::error::Result;
-use crate::tools::dar::{Dar, DataState, EntryKind};
+use crate::tools::dar::{Dar, DataState, Entry, EntryKind};
 use crate::tools::secret::Passphrase;
 
 pub struct Need {
@@ -26,9 +26,9 @@ pub struct Need {
     /// Every slice dar opens for these paths: what is proven whole when the edges alone do
     /// not do.
     pub whole: BTreeSet<u32>,
-    /// What this set writes under the paths (files with data, changed inodes): present in
-    /// the target after dar ran, or dar did not do all it was asked.
-    pub written: Vec<String>,
+    /// What this set writes under the paths (data, changed inodes): as recorded in the
+    /// target after dar ran, or dar did not do all it was asked.
+    pub written: Vec<Written>,
     /// The requested paths dar is asked for in this set: those it writes something under,
     /// and those it deletes something under that an older set wrote. (Asked for a path it
     /// only deletes, dar exits 5 "All files asked could not be restored" when the target
@@ -36,12 +36,41 @@ pub struct Need {
     pub paths: Vec<String>,
 }
 
-/// The first and the last of `count` slices, unless they hold data dar reads.
-fn edges(count: u32, holding: &BTreeSet<u32>) -> BTreeSet<u32> {
-    [1, count.max(1)]
-        .into_iter()
-        .filter(|n| !holding.contains(n))
-        .collect()
+/// An entry a set writes into the target.
+pub struct Written {
+    pub path: String,
+    /// Its data is stored in this set (not only a changed inode).
+    pub data: bool,
+    /// A regular file's size and modification time (seconds), as dar restores them.
+    pub file: Option<(u64, i64)>,
+}
+
+impl Written {
+    fn of(e: &Entry) -> Written {
+        let data = e.data == DataState::Saved && e.kind != EntryKind::Directory;
+        Written {
+            path: e.path.clone(),
+            data,
+            file: (data && e.kind == EntryKind::File).then_some((e.size, e.mtime)),
+        }
+    }
+
+    /// Whether the target holds it as this set records it.
+    pub fn is_in(&self, target: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(target.join(&self.path)).is_ok_and(|m| {
+            self.file
+                .is_none_or(|(size, mtime)| m.len() == size && m.mtime() == mtime)
+        })
+    }
+}
+
+/// The first and last slices (dar reads their header and end) and every slice holding
+/// something of the paths: the slices dar opens, and those of them it reads only the ends of.
+fn opened(count: u32, holding: &BTreeSet<u32>) -> (BTreeSet<u32>, BTreeSet<u32>) {
+    let first_and_last = BTreeSet::from([1, count.max(1)]);
+    let edges = first_and_last.difference(holding).copied().collect();
+    (holding.union(&first_and_last).copied().collect(), edges)
 }
 
 /// The requested paths that hold `entry`.
@@ -142,17 +171,17 @@ pub fn needed(
         // dar opens every slice the listing names (data, and the folders' records with
         // their attributes) and, for its header and trailer, the first and the last.
         let slices = holding?;
-        let first_and_last = BTreeSet::from([1, set.manifest.archive.slices.max(1)]);
+        let (whole, edges) = opened(set.manifest.archive.slices, &slices);
         needs.push((
             Need {
                 set: i,
-                edges: first_and_last.difference(&slices).copied().collect(),
-                whole: slices.union(&first_and_last).copied().collect(),
                 slices,
+                edges,
+                whole,
                 written: records
                     .iter()
                     .filter(|e| matches!(e.data, DataState::Saved | DataState::InodeOnly))
-                    .map(|e| e.path.clone())
+                    .map(Written::of)
                     .collect(),
                 paths: Vec::new(),
             },
@@ -190,14 +219,17 @@ pub fn needed(
         let last = chain.len() - 1;
         match out.iter_mut().find(|n| n.set == last) {
             Some(need) => need.paths.extend(unasked),
-            None => out.push(Need {
-                set: last,
-                slices: BTreeSet::new(),
-                edges: edges(chain[last].manifest.archive.slices, &BTreeSet::new()),
-                whole: BTreeSet::from([1, chain[last].manifest.archive.slices.max(1)]),
-                written: Vec::new(),
-                paths: unasked,
-            }),
+            None => {
+                let (whole, edges) = opened(chain[last].manifest.archive.slices, &BTreeSet::new());
+                out.push(Need {
+                    set: last,
+                    slices: BTreeSet::new(),
+                    edges,
+                    whole,
+                    written: Vec::new(),
+                    paths: unasked,
+                })
+            }
         }
     }
     Ok(out)

@@ -35,8 +35,8 @@ impl BlockSums {
             if &bytes[at..at + 8] != MAGIC {
                 return Err(bad("no packet where one should start"));
             }
-            let length = u64_at(bytes, at + 8) as usize;
-            if length < HEADER || !length.is_multiple_of(4) || at + length > bytes.len() {
+            let length = usize::try_from(u64_at(bytes, at + 8)).unwrap_or(usize::MAX);
+            if length < HEADER || !length.is_multiple_of(4) || length > bytes.len() - at {
                 return Err(bad("a packet's length is out of bounds"));
             }
             let kind = &bytes[at + 48..at + 64];
@@ -85,7 +85,10 @@ impl BlockSums {
         let Some((length, blocks)) = self.files.get(file) else {
             return false;
         };
-        if !offset.is_multiple_of(self.block_size) || offset + data.len() as u64 > *length {
+        if data.is_empty()
+            || !offset.is_multiple_of(self.block_size)
+            || offset + data.len() as u64 > *length
+        {
             return false;
         }
         let first = (offset / self.block_size) as usize;
