@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -16,7 +17,26 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Size and SHA-256 of a file, in one streaming read.
 pub fn hash_file(path: &Path) -> Result<(u64, String)> {
-    let mut file = std::fs::File::open(path).map_err(Error::io("cannot open", path))?;
+    let file = std::fs::File::open(path).map_err(Error::io("cannot open", path))?;
+    hash_open(file, path, &AtomicU64::new(0))
+}
+
+/// Size and SHA-256 of a file that is not a symbolic link (None when it is missing), the
+/// bytes read so far counted in `progress` as they are.
+pub fn hash_unlinked(path: &Path, progress: &AtomicU64) -> Result<Option<(u64, String)>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(file) => hash_open(file, path, progress).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("cannot open", path)(e)),
+    }
+}
+
+fn hash_open(mut file: std::fs::File, path: &Path, progress: &AtomicU64) -> Result<(u64, String)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; BUFFER];
     let mut size = 0u64;
@@ -29,6 +49,7 @@ pub fn hash_file(path: &Path) -> Result<(u64, String)> {
         }
         hasher.update(&buf[..n]);
         size += n as u64;
+        progress.store(size, Ordering::Relaxed);
         if size.is_multiple_of(256 * BUFFER as u64) {
             check_stop()?;
         }

@@ -27,6 +27,21 @@ pub fn storage_error(what: &str, e: opendal::Error) -> Error {
     }
 }
 
+/// The storage error for `what` failing with an OS error, classified like an OpenDAL one.
+pub fn io_error(what: &str, io: &std::io::Error) -> Error {
+    let (retry, cause) = os_cause(io).unwrap_or_else(|| match io.kind() {
+        std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock => {
+            (Retry::Helps, io.to_string())
+        }
+        _ => (Retry::Useless, io.to_string()),
+    });
+    Error::Storage {
+        what: crate::secrets::mask(what).into_owned(),
+        cause: crate::secrets::mask(&cause).into_owned(),
+        retry: retry == Retry::Helps,
+    }
+}
+
 /// The class and a plain cause of an OpenDAL error, from the OS error or HTTP status under it
 /// where there is one.
 pub fn understand(e: &opendal::Error) -> (Retry, String) {

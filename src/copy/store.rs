@@ -5,6 +5,8 @@
 use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use std::future::{Future, IntoFuture};
@@ -368,6 +370,9 @@ impl Store {
     }
 
     async fn hash_once(&self, path: &str) -> Result<Option<(u64, String)>> {
+        if let Some(root) = &self.local_root {
+            return self.hash_local(root, path).await;
+        }
         let failed = |e| storage_error(&format!("cannot read {path} on {}", self.name), e);
         let size = match self.op.stat(path).await {
             Ok(m) => m.content_length(),
@@ -375,6 +380,53 @@ impl Store {
             Err(e) => return Err(failed(e)),
         };
         Ok(Some((size, hash_stored(&self.op, path, size).await?)))
+    }
+
+    /// A file of a local copy, hashed with plain reads on a blocking thread (OpenDAL's fs
+    /// reader copies every chunk and zero-fills its buffers: an audit took twice as long as
+    /// reading the files). A link is never followed.
+    async fn hash_local(&self, root: &Path, path: &str) -> Result<Option<(u64, String)>> {
+        let file = root.join(path.trim_start_matches('/'));
+        let what = format!("cannot read {path}");
+        match self
+            .blocking(&what, move |read| {
+                crate::hashing::hash_unlinked(&file, read)
+            })
+            .await?
+        {
+            Err(Error::Io { source, .. }) => {
+                Err(super::failure::io_error(&self.on_this(&what), &source))
+            }
+            found => found,
+        }
+    }
+
+    /// `work` on a blocking thread, under the stall deadline: given up on when the count it
+    /// keeps (bytes read, entries listed) stops moving for that long, so a local disk that
+    /// stops answering (pulled, a dead FUSE mount) fails the run in time. The thread is left
+    /// behind; the runtime gives it a few seconds when it ends.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        what: &str,
+        work: impl FnOnce(&AtomicU64) -> T + Send + 'static,
+    ) -> Result<T> {
+        let progress = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&progress);
+        let mut running = tokio::task::spawn_blocking(move || work(&counted));
+        let (mut seen, mut since) = (0, tokio::time::Instant::now());
+        loop {
+            match tokio::time::timeout(Duration::from_millis(250), &mut running).await {
+                Ok(done) => return Ok(done.expect("blocking work")),
+                Err(_) => {
+                    let now = progress.load(Ordering::Relaxed);
+                    if now != seen {
+                        (seen, since) = (now, tokio::time::Instant::now());
+                    } else if since.elapsed() > self.stall {
+                        return Err(self.stalled(what));
+                    }
+                }
+            }
+        }
     }
 
     /// Stream a stored file to a local path, hashing it on the way: its size and SHA-256, or
@@ -487,28 +539,14 @@ impl Store {
     /// never followed.
     pub async fn walk(&self, dir: &str) -> Result<Vec<(String, bool)>> {
         if let Some(root) = &self.local_root {
+            let (root, name) = (root.clone(), self.name.clone());
             let start = root.join(dir.trim_start_matches('/'));
-            let mut out = Vec::new();
-            for e in walkdir::WalkDir::new(&start)
-                .min_depth(1)
-                .follow_links(false)
-            {
-                let e = match e {
-                    Ok(e) => e,
-                    Err(err)
-                        if err.io_error().map(|io| io.kind())
-                            == Some(std::io::ErrorKind::NotFound) =>
-                    {
-                        continue;
-                    }
-                    Err(err) => {
-                        return Err(Error::Failed(format!("cannot list {}: {err}", self.name)));
-                    }
-                };
-                let rel = e.path().strip_prefix(root).expect("under the root");
-                out.push((rel.to_string_lossy().into_owned(), e.file_type().is_dir()));
-            }
-            return Ok(out);
+            let what = format!("cannot list {dir}");
+            return self
+                .blocking(&what, move |listed| {
+                    walk_local(&root, &start, &name, listed)
+                })
+                .await?;
         }
         let what = format!("cannot list {}", self.name);
         self.retrying(&what, || self.walk_remote(dir)).await
@@ -625,6 +663,35 @@ pub async fn hash_stored(op: &Operator, path: &str, size: u64) -> Result<String>
         }
     }
     Ok(crate::hashing::hex(&hasher.finalize()))
+}
+
+/// Every entry below `start` of a local copy at `root`, links not followed, counted in
+/// `listed` as they come.
+fn walk_local(
+    root: &Path,
+    start: &Path,
+    name: &str,
+    listed: &AtomicU64,
+) -> Result<Vec<(String, bool)>> {
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(start)
+        .min_depth(1)
+        .follow_links(false)
+    {
+        let e = match e {
+            Ok(e) => e,
+            Err(err)
+                if err.io_error().map(|io| io.kind()) == Some(std::io::ErrorKind::NotFound) =>
+            {
+                continue;
+            }
+            Err(err) => return Err(Error::Failed(format!("cannot list {name}: {err}"))),
+        };
+        let rel = e.path().strip_prefix(root).expect("under the root");
+        out.push((rel.to_string_lossy().into_owned(), e.file_type().is_dir()));
+        listed.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(out)
 }
 
 /// `size` bytes of a stored file in bounded reads (memory stays bounded), stoppable.
