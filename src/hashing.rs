@@ -57,8 +57,9 @@ fn hash_open(mut file: std::fs::File, path: &Path, progress: &AtomicU64) -> Resu
     Ok((size, hex(&hasher.finalize())))
 }
 
-/// Size and SHA-256 of each file (None where it cannot be read), several at once: one
-/// thread per core, each taking the next file.
+/// Size and SHA-256 of each file of a copy (None where it is missing, unreadable or a
+/// symbolic link: a copy is read only inside its own folder), several at once: one thread per
+/// core, each taking the next file.
 pub fn hash_files(paths: &[std::path::PathBuf]) -> Vec<Option<(u64, String)>> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -75,7 +76,8 @@ pub fn hash_files(paths: &[std::path::PathBuf]) -> Vec<Option<(u64, String)>> {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = paths.get(i) else { break };
-                    *results[i].lock().expect("hash result") = hash_file(path).ok();
+                    *results[i].lock().expect("hash result") =
+                        hash_unlinked(path, &AtomicU64::new(0)).ok().flatten();
                 }
             });
         }
