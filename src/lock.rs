@@ -21,7 +21,25 @@ pub fn set_wait(wait: std::time::Duration) {
 
 /// Held for as long as it lives; the kernel drops the lock if the process dies, even by kill -9.
 pub struct Lock {
-    _file: File,
+    file: Option<File>,
+    /// How the file is closed when it is not simply dropped (a lock on a copy's disk).
+    close: Option<fn(File)>,
+}
+
+impl Lock {
+    /// Close the lock's file with `close` (on a copy that may hang: see `copy::disk`).
+    pub fn closed_by(mut self, close: fn(File)) -> Lock {
+        self.close = Some(close);
+        self
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if let (Some(file), Some(close)) = (self.file.take(), self.close) {
+            close(file);
+        }
+    }
 }
 
 pub fn lock_repository(repository: &Path) -> Result<Lock> {
@@ -97,5 +115,8 @@ pub fn lock_path(path: &Path) -> Result<Lock> {
     let _ = file.set_len(0);
     let _ = file.rewind();
     let _ = file.write_all(who.as_bytes());
-    Ok(Lock { _file: file })
+    Ok(Lock {
+        file: Some(file),
+        close: None,
+    })
 }

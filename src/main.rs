@@ -21,14 +21,16 @@ fn main() -> ExitCode {
     if std::fs::read_to_string(&config_file).is_ok_and(|t| t.contains("sftp")) {
         darvault::tools::ssh::install(&darvault::paths::default_state_dir().join("bin"));
     }
-    match run(&cli) {
+    let code = match run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let text = darvault::secrets::mask(&e.to_string()).into_owned();
             eprintln!("darvault: {}", darvault::printable(&text));
             ExitCode::from(e.exit_code())
         }
-    }
+    };
+    darvault::copy::disk::end_of_output();
+    code
 }
 
 /// Large buffers (the 8 MiB chunks of every transfer) come from and go back to the kernel.

@@ -691,3 +691,108 @@ fn a_repairing_audit_does_not_write_beside_replicate() {
     let mut run = run;
     assert!(run.wait().unwrap().success());
 }
+
+/// The FUSE daemon serving `point`, frozen (SIGSTOP) until dropped: the disk then hangs
+/// instead of failing, as a dying disk or a stuck driver does. Every call into the mount
+/// waits for an answer that does not come.
+struct FrozenDisk(i32);
+
+impl FrozenDisk {
+    fn freeze(point: &Path) -> FrozenDisk {
+        let out = Command::new("pgrep")
+            .arg("-f")
+            .arg(format!("exfat-fuse .* {}$", point.display()))
+            .output()
+            .unwrap();
+        let pid: i32 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no FUSE daemon serves {}", point.display()));
+        // SAFETY: a signal to a process of the test's own making.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        FrozenDisk(pid)
+    }
+}
+
+impl Drop for FrozenDisk {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+fn usb_on_exfat(stick: &Path, extra: &str) -> String {
+    format!(
+        "[[destination]]\nname = \"usb\"\nkind = \"fs\"\nroot = {:?}\nrequire_mount = true\nstall_timeout = \"3s\"\n{extra}",
+        stick.join("backups").display().to_string()
+    )
+}
+
+#[test]
+fn a_usb_disk_that_hangs_mid_replicate_fails_the_run_within_the_stall_timeout() {
+    let env = Env::new();
+    video_source(&env, 40);
+    let stick = env.path("stick");
+    let _mounted = disk_image(&env, "128M", "mkfs.exfat", "mount.exfat-fuse", &stick);
+    let mut frozen = None;
+    let dest = usb_on_exfat(&stick, "bandwidth_limit = \"16M\"\n");
+    stalls_fail_in_time(
+        &env,
+        &dest,
+        || holds_a_file(&stick),
+        || frozen = Some(FrozenDisk::freeze(&stick)),
+    );
+}
+
+/// A disk that hangs from the start: each verb that reads it ends within seconds of the
+/// stall timeout, saying which copy stopped answering, and leaves no process behind.
+#[test]
+fn every_verb_on_a_usb_disk_that_hangs_ends_in_time_naming_it() {
+    let env = Env::new();
+    video_source(&env, 12);
+    let stick = env.path("stick");
+    let _mounted = disk_image(&env, "128M", "mkfs.exfat", "mount.exfat-fuse", &stick);
+    configure(&env, "4M", &usb_on_exfat(&stick, ""));
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    assert_eq!(code(&env.run(&["replicate", "--to", "usb"])), 0);
+    assert_eq!(code(&env.run(&["backup", "--incr"])), 0);
+    let target = env.path("restored").display().to_string();
+    let _frozen = FrozenDisk::freeze(&stick);
+    for args in [
+        vec!["audit", "usb"],
+        vec!["audit", "usb", "--deep", "--repair"],
+        vec!["replicate", "--to", "usb"],
+        vec!["restore", "--from", "usb", "--target", &target],
+        vec!["list", "usb"],
+        vec!["status"],
+    ] {
+        let started = Instant::now();
+        let mut run = env
+            .cmd()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        while run.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let hung = run.try_wait().unwrap().is_none();
+        if hung {
+            let _ = run.kill();
+        }
+        let out = run.wait_with_output().unwrap();
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(!hung, "darvault {args:?} still running after 60 s: {said}");
+        eprintln!("darvault {args:?}: {:?}, {said}", started.elapsed());
+        // status reports a copy it cannot read and goes on; the others fail.
+        if args[0] != "status" {
+            assert_ne!(code(&out), 0, "darvault {args:?}: {said}");
+        }
+        assert!(
+            said.contains("stopped answering"),
+            "darvault {args:?}: {said}"
+        );
+    }
+}

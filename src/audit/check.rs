@@ -29,11 +29,9 @@ pub(super) async fn audit_copy(
     let mut entries = copy.walk("/").await?;
     // A copy is read only inside its own folder: a symbolic link (to a set, a folder, a
     // file) is reported and neither followed nor read.
-    let links: Vec<String> = entries
-        .iter()
-        .filter(|(p, _)| copy.is_link(p))
-        .map(|(p, _)| p.clone())
-        .collect();
+    let links = copy
+        .links_among(entries.iter().map(|(p, _)| p.clone()).collect())
+        .await?;
     for link in &links {
         report.problems.push(format!(
             "{}: a symbolic link (refused: a copy is read only inside its own folder)",
@@ -256,9 +254,11 @@ async fn audit_set(
     // file intact, else they run again on the repaired files (or not at all).
     let early_deep = match copy.in_place(location) {
         // (A passphrase that cannot be had now is said by the deep checks proper, later.)
-        Some(dir) if options.deep => repair::DeepChecks::new(dir, &manifest, config)
-            .ok()
-            .map(|checks| tokio::task::spawn_blocking(move || checks.run())),
+        Some(dir) if options.deep => {
+            repair::DeepChecks::new(dir, &manifest, config, copy.tool_stall())
+                .ok()
+                .map(|checks| tokio::task::spawn_blocking(move || checks.run()))
+        }
         _ => None,
     };
 
@@ -526,7 +526,7 @@ async fn examine(
     entry: &FileEntry,
 ) -> Result<Option<(String, Option<String>)>> {
     // A copy is untrusted: a symlink could point anywhere.
-    if copy.is_link(path) {
+    if copy.is_link(path)? {
         return Ok(Some(("a symbolic link (refused)".into(), None)));
     }
     let found = match copy.hash(path).await {

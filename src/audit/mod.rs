@@ -386,7 +386,7 @@ fn writer_lock(
             None => return Ok(None),
         },
     };
-    copy.clear_scratch();
+    copy.clear_scratch()?;
     Ok(Some(lock))
 }
 

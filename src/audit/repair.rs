@@ -89,7 +89,7 @@ pub(super) async fn repair_files(
     let mut results = Vec::new();
     let mut for_par2 = Vec::new();
     for (entry, found, old_sha) in damaged {
-        if copy.is_folder(&at(location, &entry.path)) {
+        if copy.is_folder(&at(location, &entry.path))? {
             let why =
                 "a folder stands where this file belongs: remove it, then audit --repair again";
             results.push((
@@ -150,7 +150,8 @@ pub(super) async fn repair_files(
         }
         let verdict = match gather(copy, location, manifest, group, scratch.path()).await {
             Ok(()) => {
-                let par2 = Par2::locate(None)?;
+                let mut par2 = Par2::locate(None)?;
+                par2.io_stall = copy.tool_stall();
                 match tokio::task::block_in_place(|| {
                     par2.check(scratch.path(), &group.index, repair)
                 }) {
@@ -272,7 +273,8 @@ impl Rebuilt<'_> {
             None => None,
         };
         let archive = self.assemble().await?;
-        let dar = Dar::locate(None)?;
+        let mut dar = Dar::locate(None)?;
+        dar.io_stall = self.copy.tool_stall();
         match tokio::task::block_in_place(|| dar.test(&archive, key.as_ref())) {
             Ok(_) => Ok(Ok(())),
             Err(e) => not_applied(format!(
@@ -387,7 +389,8 @@ async fn regenerate(
         .filter(|f| is_group_source(group, &f.path))
         .collect();
     gather_files(copy, location, &sources, scratch).await?;
-    let par2 = Par2::locate(None)?;
+    let mut par2 = Par2::locate(None)?;
+    par2.io_stall = copy.tool_stall();
     if let Err(e) = tokio::task::block_in_place(|| par2.create(scratch, group)) {
         return Ok(Err(format!("par2 could not make the PAR2 set again: {e}")));
     }
@@ -503,7 +506,11 @@ async fn copy_verified(
 ) -> Result<()> {
     replace_link(dst, dst_path).await?;
     let scratch;
-    let local = match src.in_place(src_path).filter(|_| !src.is_link(src_path)) {
+    let in_place = match src.is_link(src_path)? {
+        true => None,
+        false => src.in_place(src_path),
+    };
+    let local = match in_place {
         Some(local) => local,
         None => {
             scratch = tempfile::Builder::new()
@@ -540,7 +547,7 @@ pub(super) async fn deep_checks(
     config: Option<&Config>,
 ) -> Result<Vec<String>> {
     if let Some(dir) = copy.in_place(location) {
-        let checks = DeepChecks::new(dir, manifest, config)?;
+        let checks = DeepChecks::new(dir, manifest, config, copy.tool_stall())?;
         return tokio::task::block_in_place(|| checks.run());
     }
     let scratch = tempfile::Builder::new()
@@ -553,7 +560,7 @@ pub(super) async fn deep_checks(
         copy.download(&at(location, &f.path), &scratch.path().join(&f.path))
             .await?;
     }
-    let checks = DeepChecks::new(scratch.path().to_owned(), manifest, config)?;
+    let checks = DeepChecks::new(scratch.path().to_owned(), manifest, config, None)?;
     tokio::task::block_in_place(|| checks.run())
 }
 
@@ -566,12 +573,20 @@ pub(super) struct DeepChecks {
     archive: String,
     encrypted: bool,
     key: Option<Passphrase>,
+    /// The folder is a copy's own (see `Store::tool_stall`).
+    io_stall: Option<std::time::Duration>,
 }
 
 impl DeepChecks {
-    pub(super) fn new(dir: PathBuf, manifest: &Manifest, config: Option<&Config>) -> Result<Self> {
+    pub(super) fn new(
+        dir: PathBuf,
+        manifest: &Manifest,
+        config: Option<&Config>,
+        io_stall: Option<std::time::Duration>,
+    ) -> Result<Self> {
         Ok(DeepChecks {
             dir,
+            io_stall,
             indexes: manifest.par2.iter().map(|g| g.index.clone()).collect(),
             archive: manifest.archive.basename.clone(),
             encrypted: manifest.archive.encrypted,
@@ -583,8 +598,9 @@ impl DeepChecks {
     /// par2 and dar each keep one core busy, so side by side they take the time of the longer.
     pub(super) fn run(&self) -> Result<Vec<String>> {
         // This machine's own tools: a copy's bundled binaries are never run unverified.
-        let par2 = Par2::locate(None)?;
-        let dar = Dar::locate(None)?;
+        let mut par2 = Par2::locate(None)?;
+        let mut dar = Dar::locate(None)?;
+        (par2.io_stall, dar.io_stall) = (self.io_stall, self.io_stall);
         let (verified, tested) = std::thread::scope(|scope| {
             let verifier = scope.spawn(|| self.verify(&par2));
             let tested = self.test(&dar);

@@ -385,8 +385,11 @@ async fn remove_par2_copy(config: &Config, definition: &str, set: &str) {
     };
     let folder = format!("{definition}/{set}");
     let removed = match Store::for_path(dir.path()) {
-        Ok(par2) if par2.is_folder(&folder) => par2.remove_folder(&folder).await,
-        Ok(_) => Ok(()),
+        Ok(par2) => match par2.is_folder(&folder) {
+            Ok(true) => par2.remove_folder(&folder).await,
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     if let Err(e) = removed {

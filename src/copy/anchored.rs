@@ -11,9 +11,10 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+#[derive(Clone)]
 pub struct Anchored {
     /// The copy's root, or its nearest existing ancestor (a root not created yet).
-    root: OwnedFd,
+    root: std::sync::Arc<OwnedFd>,
     /// From there to the copy's root ("" when the root exists).
     prefix: String,
     label: String,
@@ -61,7 +62,7 @@ impl Anchored {
         }
         Ok(Anchored {
             // SAFETY: fd was just opened and is owned by nothing else.
-            root: unsafe { OwnedFd::from_raw_fd(fd) },
+            root: std::sync::Arc::new(unsafe { OwnedFd::from_raw_fd(fd) }),
             prefix: String::new(),
             label: root.display().to_string(),
         })

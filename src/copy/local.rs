@@ -31,6 +31,13 @@ impl Store {
         }
     }
 
+    /// How long a tool reading this copy's files where they are (par2, dar) may read
+    /// nothing before it is stopped; None for a remote copy, whose files are downloaded
+    /// first.
+    pub fn tool_stall(&self) -> Option<std::time::Duration> {
+        self.local_root.as_ref().map(|_| self.stall)
+    }
+
     /// The name of the copy's own folder (a copy that is one set's folder is named by it).
     pub fn folder_name(&self) -> Option<String> {
         let root = self.local_root.as_ref()?;
@@ -50,30 +57,40 @@ impl Store {
     }
 
     /// Bytes an unprivileged user may still write here (local copies only).
-    pub fn free_bytes(&self) -> Option<u64> {
+    pub fn free_bytes(&self) -> Result<Option<u64>> {
         use std::os::unix::ffi::OsStrExt;
-        let root = self.local_root.as_ref()?;
-        let c = std::ffi::CString::new(root.as_os_str().as_bytes()).ok()?;
-        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: `c` is a valid NUL-terminated path and `s` a properly sized out-parameter.
-        (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then(|| s.f_bavail * s.f_frsize)
+        let Some(root) = &self.local_root else {
+            return Ok(None);
+        };
+        let Ok(c) = std::ffi::CString::new(root.as_os_str().as_bytes()) else {
+            return Ok(None);
+        };
+        self.on_disk("cannot ask for free space", move || {
+            let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+            // SAFETY: `c` is a valid NUL-terminated path and `s` a properly sized out-parameter.
+            (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then(|| s.f_bavail * s.f_frsize)
+        })
     }
 
     /// Put the file at `path` at `target` to be read there: a hard link (else a copy) of a
     /// local copy's file, a download from a remote one. A symbolic link is never followed:
     /// the target then stays missing.
     pub async fn fetch(&self, path: &str, target: &Path) -> Result<()> {
-        if self.is_link(path) {
+        if self.is_link(path)? {
             return Ok(());
         }
         match &self.local_root {
             Some(root) => {
-                let source = root.join(path);
-                let regular = std::fs::symlink_metadata(&source).is_ok_and(|m| m.is_file());
-                if regular && std::fs::hard_link(&source, target).is_err() {
-                    std::fs::copy(&source, target).map_err(Error::io("cannot copy", &source))?;
-                }
-                Ok(())
+                let (source, target) = (root.join(path), target.to_owned());
+                self.blocking(&format!("cannot read {path}"), move |copied| {
+                    let regular = std::fs::symlink_metadata(&source).is_ok_and(|m| m.is_file());
+                    if regular && std::fs::hard_link(&source, &target).is_err() {
+                        copy_counted(&source, &target, copied)
+                            .map_err(Error::io("cannot copy", &source))?;
+                    }
+                    Ok(())
+                })
+                .await?
             }
             None => self.download(path, target).await.map(|_| ()),
         }
@@ -82,38 +99,52 @@ impl Store {
     /// A scratch folder for work on this copy's files: inside a local copy's
     /// `.darvault/scratch` (the same filesystem, so files are hard-linked, not copied;
     /// left-overs of a killed run are removed by `clear_scratch`), else in the temporary folder.
-    pub fn scratch(&self, purpose: &str) -> Result<tempfile::TempDir> {
+    pub fn scratch(&self, purpose: &str) -> Result<Scratch> {
         let failed = |e| Error::Failed(format!("cannot make a scratch directory: {e}"));
-        match &self.local_root {
+        let dir = match &self.local_root {
             Some(root) => {
-                let dir = root.join(SCRATCH);
-                std::fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
-                tempfile::Builder::new()
-                    .prefix(&format!("{purpose}."))
-                    .tempdir_in(&dir)
-                    .map_err(failed)
+                let (dir, prefix) = (root.join(SCRATCH), format!("{purpose}."));
+                self.on_disk("cannot make a scratch directory", move || {
+                    std::fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
+                    tempfile::Builder::new()
+                        .prefix(&prefix)
+                        .tempdir_in(&dir)
+                        .map_err(failed)
+                })??
             }
             None => tempfile::Builder::new()
                 .prefix(&format!("darvault-{purpose}."))
                 .tempdir()
-                .map_err(failed),
-        }
+                .map_err(failed)?,
+        };
+        Ok(Scratch {
+            dir: Some(dir),
+            stall: self.stall,
+        })
     }
 
     /// Remove the scratch folders runs that were killed left in a local copy. Only a run
     /// holding the copy's writer lock may call this.
-    pub fn clear_scratch(&self) {
-        if let Some(root) = &self.local_root {
-            let _ = std::fs::remove_dir_all(root.join(SCRATCH));
+    pub fn clear_scratch(&self) -> Result<()> {
+        match &self.local_root {
+            Some(root) => {
+                let dir = root.join(SCRATCH);
+                self.on_disk("cannot clear the scratch folder", move || {
+                    let _ = std::fs::remove_dir_all(dir);
+                })
+            }
+            None => Ok(()),
         }
     }
 
     /// Remove a symbolic link found where a file is about to be written (the link itself,
     /// whatever it points at). Remote copies hold no links.
     pub fn remove_link(&self, path: &str) -> Result<()> {
-        if let (true, Some(root)) = (self.is_link(path), &self.local_root) {
+        if let (true, Some(root)) = (self.is_link(path)?, &self.local_root) {
             let link = root.join(path);
-            std::fs::remove_file(&link).map_err(Error::io("cannot remove the link", &link))?;
+            self.on_disk("cannot remove a link", move || {
+                std::fs::remove_file(&link).map_err(Error::io("cannot remove the link", &link))
+            })??;
         }
         Ok(())
     }
@@ -122,8 +153,56 @@ impl Store {
     /// folder named by its path); `None` for a remote one.
     pub fn lock_folder(&self) -> Result<Option<crate::lock::Lock>> {
         match &self.local_root {
-            Some(root) => crate::lock::lock_repository(root).map(Some),
+            Some(root) => {
+                let root = root.clone();
+                self.on_disk("cannot take the lock", move || {
+                    crate::lock::lock_repository(&root)
+                        .map(|lock| Some(lock.closed_by(super::disk::close)))
+                })?
+            }
             None => Ok(None),
+        }
+    }
+}
+
+/// A scratch folder for work on a copy's files (see `Store::scratch`), removed when dropped
+/// without waiting longer than the copy's stall deadline for its disk.
+pub struct Scratch {
+    dir: Option<tempfile::TempDir>,
+    stall: std::time::Duration,
+}
+
+impl Scratch {
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().expect("until dropped").path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            super::disk::bounded(self.stall, move || drop(dir));
+        }
+    }
+}
+
+/// Copy `from` to `to` (a new file), counting the bytes in `copied`.
+fn copy_counted(
+    from: &Path,
+    to: &Path,
+    copied: &std::sync::atomic::AtomicU64,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut input = std::fs::File::open(from)?;
+    let mut output = std::fs::File::create_new(to)?;
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        match input.read(&mut buffer)? {
+            0 => return Ok(()),
+            n => {
+                output.write_all(&buffer[..n])?;
+                copied.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod anchored;
 mod dav;
+pub mod disk;
 mod failure;
 mod local;
 mod put;
@@ -40,26 +41,50 @@ pub fn open(spec: &str, config: Option<&crate::config::Config>) -> Result<Store>
         return repository(c);
     }
     let path = Path::new(spec);
-    if path.is_dir() {
-        // A configured copy named by its path is that copy (audits are credited to it).
-        if let Some(c) = config {
-            let same = |other: &Path| matches!((path.canonicalize(), other.canonicalize()), (Ok(a), Ok(b)) if a == b);
-            if same(c.repository.path()) {
-                return repository(c);
-            }
-            if let Some(dest) = c
+    // A configured copy named by its path is that copy (audits are credited to it). The
+    // folders are looked at under a deadline: any of these disks may hang.
+    let candidates: Vec<PathBuf> = config
+        .map(|c| {
+            std::iter::once(c.repository.path().to_owned())
+                .chain(
+                    c.destinations
+                        .iter()
+                        .filter(|d| d.kind == "fs")
+                        .filter_map(|d| d.root().map(PathBuf::from)),
+                )
+                .collect()
+        })
+        .unwrap_or_default();
+    let given = path.to_owned();
+    let named = disk::bounded(store::STALL, move || {
+        let canonical = given.is_dir().then(|| given.canonicalize().ok())?;
+        Some(
+            candidates
+                .iter()
+                .position(|c| c.canonicalize().ok() == canonical),
+        )
+    })
+    .ok_or_else(|| Error::Stalled {
+        what: format!("cannot open {spec}"),
+        copy: spec.to_owned(),
+        seconds: store::STALL.as_secs(),
+    })?;
+    match (named, config) {
+        (None, _) => Err(Error::Usage(format!(
+            "{spec:?} is neither a directory nor a destination named in the config"
+        ))),
+        (Some(Some(0)), Some(c)) => repository(c),
+        (Some(Some(i)), Some(c)) => {
+            let dest = c
                 .destinations
                 .iter()
-                .find(|d| d.kind == "fs" && d.root().is_some_and(|r| same(Path::new(r))))
-            {
-                return Store::open(dest);
-            }
+                .filter(|d| d.kind == "fs" && d.root().is_some())
+                .nth(i - 1)
+                .expect("found among them");
+            Store::open(dest)
         }
-        return Store::for_path(path);
+        _ => Store::for_path(path),
     }
-    Err(Error::Usage(format!(
-        "{spec:?} is neither a directory nor a destination named in the config"
-    )))
 }
 
 /// The configured repository, as a copy named "repository".

@@ -143,10 +143,11 @@ impl Store {
         if temp == remote {
             return Ok(());
         }
-        if let Some(anchor) = &self.anchor {
-            return anchor.rename(temp, remote);
-        }
         let what = format!("cannot move {temp} into place");
+        if let Some(anchor) = self.anchor.clone() {
+            let (temp, remote) = (temp.to_owned(), remote.to_owned());
+            return self.on_disk(&what, move || anchor.rename(&temp, &remote))?;
+        }
         if self
             .within(&what, self.op.rename(temp, remote))
             .await
@@ -181,7 +182,11 @@ impl Store {
             None => Error::io("cannot write", Path::new(remote))(e),
         };
         let mode = if expected.executable { 0o755 } else { 0o644 };
-        let mut out = tokio::fs::File::from_std(anchor.create(remote, mode)?);
+        let created = {
+            let (anchor, remote) = (anchor.clone(), remote.to_owned());
+            self.on_disk(&what, move || anchor.create(&remote, mode))??
+        };
+        let mut out = tokio::fs::File::from_std(created);
         let slack = limiter.chunk_time();
         let mut reader = Hashed::open(local, expected).await?;
         let deadline = self.stall + slack;
@@ -201,7 +206,11 @@ impl Store {
             })
             .await
             {
-                Ok(Ok(meta)) if meta.len() == expected.size => Ok(()),
+                Ok(Ok(meta)) if meta.len() == expected.size => {
+                    // A close waits for the disk: never here (see `disk::close`).
+                    super::disk::close(out.into_std().await);
+                    Ok(())
+                }
                 Ok(Ok(meta)) => Err(Error::Failed(format!(
                     "{remote} holds {} bytes after writing, {} were written",
                     meta.len(),
@@ -216,7 +225,7 @@ impl Store {
             .as_ref()
             .is_err_and(|e| !matches!(e, Error::Stalled { .. }))
         {
-            anchor.remove(remote);
+            let _ = self.remove(remote).await;
         }
         outcome
     }

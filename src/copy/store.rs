@@ -5,7 +5,6 @@
 use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ use crate::set::{MANIFEST, SetName, staging};
 /// A backstop for one whole request; the stall deadline below is what normally fires.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// A request that moves no byte for this long fails the copy [stall_timeout].
-const STALL: Duration = Duration::from_secs(120);
+pub(super) const STALL: Duration = Duration::from_secs(120);
 /// Temporary failures of one request are tried again this often [retries].
 const RETRIES: usize = 5;
 /// The longest pause between two tries.
@@ -61,9 +60,25 @@ impl Store {
     /// Build the operator. Refuses an fs destination whose disk is not there before anything
     /// can be written (an unplugged USB disk must never fill the root filesystem).
     pub fn open(dest: &Destination) -> Result<Store> {
-        let mount = match dest.kind.as_str() {
-            "fs" => check_fs(dest)?,
-            _ => None,
+        let stall = dest.stall_timeout.map(|d| d.0).unwrap_or(STALL);
+        let local_root = (dest.kind == "fs")
+            .then(|| dest.root().map(std::path::PathBuf::from))
+            .flatten();
+        if local_root.is_some() {
+            super::disk::expect_hanging_files();
+        }
+        // The disk is looked at (and anchored) now, while it is known to be there; one that
+        // hangs fails here, in time.
+        let (mount, anchor) = {
+            let (given, root) = (dest.clone(), local_root.clone());
+            super::disk::bounded(stall, move || -> Result<_> {
+                let mount = match given.kind.as_str() {
+                    "fs" => check_fs(&given)?,
+                    _ => None,
+                };
+                Ok((mount, root.as_deref().map(Anchored::at).transpose()?))
+            })
+            .ok_or_else(|| opening_stalled(&format!("destination {}", dest.name()), stall))??
         };
         let options = dest.service_options()?;
         let endpoint = options
@@ -90,11 +105,6 @@ impl Store {
                     // fires first and is not retried.
                     .with_io_timeout(dest.stall_timeout.map(|d| d.0).unwrap_or(STALL) * 3),
             );
-        let local_root = (dest.kind == "fs")
-            .then(|| dest.root().map(std::path::PathBuf::from))
-            .flatten();
-        // Anchored now, while the disk is known to be there.
-        let anchor = local_root.as_deref().map(Anchored::at).transpose()?;
         Ok(Store {
             name: dest.name().to_owned(),
             op,
@@ -104,7 +114,7 @@ impl Store {
                 .unwrap_or(if dest.kind == "fs" { 1 } else { 4 })
                 .max(1),
             repair: dest.repair,
-            stall: dest.stall_timeout.map(|d| d.0).unwrap_or(STALL),
+            stall,
             retries: dest.retries.unwrap_or(RETRIES),
             mount,
             dav,
@@ -191,32 +201,48 @@ impl Store {
 
     /// Whether `path`, or a folder on the way to it, is a symbolic link (local copies; a
     /// copy is read and written only inside its own folder).
-    pub fn is_link(&self, path: &str) -> bool {
-        let Some(root) = &self.local_root else {
-            return false;
+    pub fn is_link(&self, path: &str) -> Result<bool> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(false);
         };
-        let mut at = root.clone();
-        for part in path.split('/').filter(|p| !p.is_empty()) {
-            at.push(part);
-            match std::fs::symlink_metadata(&at) {
-                Ok(m) if m.file_type().is_symlink() => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-        false
+        let path = path.to_owned();
+        self.on_disk(&format!("cannot look at {path}"), move || {
+            goes_through_link(&root, &path)
+        })
+    }
+
+    /// Those of `paths` that are (or go through) symbolic links, looked at in one go (local
+    /// copies; a remote copy holds no links).
+    pub async fn links_among(&self, paths: Vec<String>) -> Result<Vec<String>> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(Vec::new());
+        };
+        self.blocking("cannot look at the files", move |seen| {
+            paths
+                .into_iter()
+                .filter(|p| {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                    goes_through_link(&root, p)
+                })
+                .collect()
+        })
+        .await
     }
 
     /// Whether a folder stands at `path` (local copies).
-    pub fn is_folder(&self, path: &str) -> bool {
-        self.local_root.as_ref().is_some_and(|root| {
+    pub fn is_folder(&self, path: &str) -> Result<bool> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(false);
+        };
+        let path = path.to_owned();
+        self.on_disk(&format!("cannot look at {path}"), move || {
             std::fs::symlink_metadata(root.join(path)).is_ok_and(|m| m.is_dir())
         })
     }
 
     /// Refuse to write `path` when it would go through a symbolic link.
     pub fn check_no_link(&self, path: &str) -> Result<()> {
-        if self.is_link(path) {
+        if self.is_link(path)? {
             return Err(Error::Failed(format!(
                 "{path} on {} is (or goes through) a symbolic link: refusing to write through it",
                 self.label()
@@ -234,13 +260,18 @@ impl Store {
     /// Write a small file (a marker) as it is, under the stall deadline.
     pub async fn write_small(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
         self.check_mount()?;
-        if let Some(anchor) = &self.anchor {
-            let mut file = anchor.create(path, 0o644)?;
-            return std::io::Write::write_all(&mut file, &bytes)
-                .and_then(|_| file.sync_all())
-                .map_err(Error::io("cannot write", Path::new(path)));
-        }
         let what = format!("cannot write {path}");
+        if let Some(anchor) = self.anchor.clone() {
+            let path = path.to_owned();
+            return self.on_disk(&what, move || {
+                let mut file = anchor.create(&path, 0o644)?;
+                let written = std::io::Write::write_all(&mut file, &bytes)
+                    .and_then(|_| file.sync_all())
+                    .map_err(Error::io("cannot write", Path::new(&path)));
+                super::disk::close(file);
+                written
+            })?;
+        }
         self.within(&what, self.op.write(path, bytes))
             .await
             .map(|_| ())
@@ -248,11 +279,11 @@ impl Store {
 
     /// Remove a file (a link is removed, never followed); nothing when it is not there.
     pub async fn remove(&self, path: &str) -> Result<()> {
-        if let Some(anchor) = &self.anchor {
-            anchor.remove(path);
-            return Ok(());
-        }
         let what = format!("cannot remove {path}");
+        if let Some(anchor) = self.anchor.clone() {
+            let path = path.to_owned();
+            return self.on_disk(&what, move || anchor.remove(&path));
+        }
         self.retrying(&what, || self.within(&what, self.op.delete(path)))
             .await
     }
@@ -260,22 +291,22 @@ impl Store {
     /// Remove a folder and everything in it (links inside are removed, not followed).
     pub async fn remove_folder(&self, dir: &str) -> Result<()> {
         self.check_mount()?;
+        let what = format!("cannot remove {dir}");
         if let Some(root) = &self.local_root {
-            if self.is_link(dir) {
+            if self.is_link(dir)? {
                 return Err(Error::Failed(format!(
                     "{dir} on {} is (or goes through) a symbolic link: not removed",
                     self.label()
                 )));
             }
             let path = root.join(dir);
-            return match std::fs::remove_dir_all(&path) {
+            return self.on_disk(&what, move || match std::fs::remove_dir_all(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     Err(Error::io("cannot remove", &path)(e))
                 }
                 _ => Ok(()),
-            };
+            })?;
         }
-        let what = format!("cannot remove {dir}");
         let folder = format!("{}/", dir.trim_end_matches('/'));
         self.retrying(&what, || {
             self.within(&what, self.op.delete_with(&folder).recursive(true))
@@ -286,10 +317,11 @@ impl Store {
     /// Create a folder (and its parents), on services that have folders.
     pub async fn make_dir(&self, dir: &str) -> Result<()> {
         self.check_mount()?;
-        if let Some(anchor) = &self.anchor {
-            return anchor.folder(dir).map(|_| ());
-        }
         let what = format!("cannot create {dir}");
+        if let Some(anchor) = self.anchor.clone() {
+            let dir = dir.to_owned();
+            return self.on_disk(&what, move || anchor.folder(&dir).map(|_| ()))?;
+        }
         self.retrying(&what, || self.within(&what, self.op.create_dir(dir)))
             .await
     }
@@ -314,7 +346,10 @@ impl Store {
         let Some((root, dev)) = &self.mount else {
             return Ok(());
         };
-        let now = std::fs::metadata(root).map(|m| m.dev()).ok();
+        let at = root.clone();
+        let now = self.on_disk(&format!("cannot look at {}", root.display()), move || {
+            std::fs::metadata(at).map(|m| m.dev()).ok()
+        })?;
         if now == Some(*dev) {
             return Ok(());
         }
@@ -341,12 +376,18 @@ impl Store {
 
     /// A copy at a local path (a repository, a mounted disk found in a drawer): no config.
     pub fn for_path(path: &Path) -> Result<Store> {
-        let root = path
-            .canonicalize()
-            .map_err(Error::io("cannot open", path))?;
+        super::disk::expect_hanging_files();
+        let given = path.to_owned();
+        let (root, anchor) = super::disk::bounded(STALL, move || -> Result<_> {
+            let root = given
+                .canonicalize()
+                .map_err(Error::io("cannot open", &given))?;
+            let anchor = Anchored::at(&root)?;
+            Ok((root, anchor))
+        })
+        .ok_or_else(|| opening_stalled(&path.display().to_string(), STALL))??;
         let op = Operator::via_iter("fs", [("root".to_owned(), root.display().to_string())])
             .map_err(|e| storage_error(&format!("cannot open {}", root.display()), e))?;
-        let anchor = Some(Anchored::at(&root)?);
         Ok(Store {
             name: root.display().to_string(),
             op,
@@ -358,7 +399,7 @@ impl Store {
             mount: None,
             dav: None,
             endpoint: None,
-            anchor,
+            anchor: Some(anchor),
         })
     }
 
@@ -389,9 +430,7 @@ impl Store {
         let file = root.join(path.trim_start_matches('/'));
         let what = format!("cannot read {path}");
         match self
-            .blocking(&what, move |read| {
-                crate::hashing::hash_unlinked(&file, read)
-            })
+            .blocking(&what, move |read| hash_unlinked(&file, read))
             .await?
         {
             Err(Error::Io { source, .. }) => {
@@ -401,32 +440,29 @@ impl Store {
         }
     }
 
-    /// `work` on a blocking thread, under the stall deadline: given up on when the count it
-    /// keeps (bytes read, entries listed) stops moving for that long, so a local disk that
-    /// stops answering (pulled, a dead FUSE mount) fails the run in time. The thread is left
-    /// behind; the runtime gives it a few seconds when it ends.
-    async fn blocking<T: Send + 'static>(
+    /// `work` on a thread of its own, under the stall deadline: given up on when the count
+    /// it keeps (bytes read, entries listed) stops moving for that long, so a local disk
+    /// that stops answering (pulled, a dead FUSE mount) fails the run in time (see `disk`).
+    pub(super) async fn blocking<T: Send + 'static>(
         &self,
         what: &str,
         work: impl FnOnce(&AtomicU64) -> T + Send + 'static,
     ) -> Result<T> {
-        let progress = Arc::new(AtomicU64::new(0));
-        let counted = Arc::clone(&progress);
-        let mut running = tokio::task::spawn_blocking(move || work(&counted));
-        let (mut seen, mut since) = (0, tokio::time::Instant::now());
-        loop {
-            match tokio::time::timeout(Duration::from_millis(250), &mut running).await {
-                Ok(done) => return Ok(done.expect("blocking work")),
-                Err(_) => {
-                    let now = progress.load(Ordering::Relaxed);
-                    if now != seen {
-                        (seen, since) = (now, tokio::time::Instant::now());
-                    } else if since.elapsed() > self.stall {
-                        return Err(self.stalled(what));
-                    }
-                }
-            }
-        }
+        let stall = self.stall;
+        tokio::task::spawn_blocking(move || super::disk::while_moving(stall, work))
+            .await
+            .expect("a disk call")
+            .ok_or_else(|| self.stalled(what))
+    }
+
+    /// One call into a local copy (a folder opened, a file renamed), waited for at most the
+    /// stall deadline (see `disk`).
+    pub(super) fn on_disk<T: Send + 'static>(
+        &self,
+        what: &str,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        super::disk::bounded(self.stall, work).ok_or_else(|| self.stalled(what))
     }
 
     /// Stream a stored file to a local path, hashing it on the way: its size and SHA-256, or
@@ -469,9 +505,11 @@ impl Store {
     pub async fn read_small(&self, path: &str) -> Result<Option<Vec<u8>>> {
         if let Some(root) = &self.local_root {
             // Read as it is: OpenDAL's fs reader zero-fills a 2 MiB buffer per file first.
-            return self.read_local(root, path, |f, bytes| {
-                std::io::Read::read_to_end(f, bytes).map(|_| ())
-            });
+            return self
+                .read_local(root, path, |f, bytes| {
+                    std::io::Read::read_to_end(f, bytes).map(|_| ())
+                })
+                .await;
         }
         let what = format!("cannot read {path}");
         self.retrying(&what, || self.read_remote(path)).await
@@ -490,22 +528,16 @@ impl Store {
 
     /// What `read` gets of a file of a local copy; None when it is missing. A link is never
     /// read (a copy is read only inside its own folder).
-    fn read_local(
+    async fn read_local(
         &self,
         root: &Path,
         path: &str,
-        read: impl FnOnce(&mut std::fs::File, &mut Vec<u8>) -> std::io::Result<()>,
+        read: impl FnOnce(&mut std::fs::File, &mut Vec<u8>) -> std::io::Result<()> + Send + 'static,
     ) -> Result<Option<Vec<u8>>> {
-        if self.is_link(path) {
-            return Ok(None);
-        }
-        let file = root.join(path.trim_start_matches('/'));
-        let mut bytes = Vec::new();
-        match std::fs::File::open(&file).and_then(|mut f| read(&mut f, &mut bytes)) {
-            Ok(()) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("cannot read", &file)(e)),
-        }
+        let (root, path) = (root.to_owned(), path.to_owned());
+        let what = format!("cannot read {path}");
+        self.blocking(&what, move |_| read_unlinked(&root, &path, read))
+            .await?
     }
 
     /// The bytes of `range` of a stored file (fewer where the file ends first); None when it
@@ -513,12 +545,14 @@ impl Store {
     pub async fn read_range(&self, path: &str, range: Range<u64>) -> Result<Option<Vec<u8>>> {
         if let Some(root) = &self.local_root {
             use std::io::{Read, Seek, SeekFrom};
-            return self.read_local(root, path, |f, bytes| {
-                f.seek(SeekFrom::Start(range.start))?;
-                f.take(range.end - range.start)
-                    .read_to_end(bytes)
-                    .map(|_| ())
-            });
+            return self
+                .read_local(root, path, move |f, bytes| {
+                    f.seek(SeekFrom::Start(range.start))?;
+                    f.take(range.end - range.start)
+                        .read_to_end(bytes)
+                        .map(|_| ())
+                })
+                .await;
         }
         let what = format!("cannot read {path}");
         self.retrying(&what, || async {
@@ -572,27 +606,33 @@ impl Store {
 
     pub async fn check_marker(&self, dest: &Destination) -> Result<()> {
         if let Some(marker) = &dest.require_marker {
-            self.op.stat(marker).await.map_err(|_| {
-                Error::Failed(format!(
-                    "destination {:?}: the marker file {marker:?} is not there: is this the right disk (or bucket), and is it mounted? Nothing was written",
-                    dest.name()
-                ))
-            })?;
+            match tokio::time::timeout(self.stall, self.op.stat(marker)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => {
+                    return Err(Error::Failed(format!(
+                        "destination {:?}: the marker file {marker:?} is not there: is this the right disk (or bucket), and is it mounted? Nothing was written",
+                        dest.name()
+                    )));
+                }
+                Err(_) => return Err(self.stalled(&format!("cannot look for {marker}"))),
+            }
         }
         Ok(())
     }
 
     pub async fn definitions(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = self
-            .op
-            .list("/")
-            .await
-            .map_err(|e| storage_error(&format!("cannot list {}", self.name), e))?
-            .into_iter()
-            .filter(|e| e.metadata().is_dir())
-            .map(|e| e.name().trim_end_matches('/').to_owned())
-            .filter(|n| !n.is_empty() && !n.starts_with('.') && !self.is_link(n))
-            .collect();
+        let what = format!("cannot list {}", self.name);
+        let mut names = Vec::new();
+        for entry in self.within(&what, self.op.list("/")).await? {
+            let name = entry.name().trim_end_matches('/');
+            if entry.metadata().is_dir()
+                && !name.is_empty()
+                && !name.starts_with('.')
+                && !self.is_link(name)?
+            {
+                names.push(name.to_owned());
+            }
+        }
         names.sort();
         names.dedup();
         Ok(names)
@@ -600,56 +640,214 @@ impl Store {
 
     pub async fn sets(&self, definition: &str) -> Result<Found> {
         let mut found = Found::default();
-        let entries = match self.op.list(&format!("{definition}/")).await {
-            Ok(e) => e,
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(found),
-            Err(e) => {
-                return Err(storage_error(
-                    &format!("cannot list {}/{definition}", self.name),
-                    e,
-                ));
+        let folders = match &self.local_root {
+            Some(root) => {
+                let (root, definition) = (root.clone(), definition.to_owned());
+                let what = format!("cannot list {definition}");
+                self.blocking(&what, move |seen| {
+                    set_folders_here(&root, &definition, seen)
+                })
+                .await??
             }
+            None => self.set_folders(definition).await?,
         };
-        for e in entries {
-            let dir_name = e.name().trim_end_matches('/').to_owned();
-            let location = format!("{definition}/{dir_name}");
-            if self.is_link(&location) {
+        for folder in folders {
+            let location = match folder.name.as_str() {
+                "" => definition.to_owned(),
+                name => format!("{definition}/{name}"),
+            };
+            if folder.link {
                 found.problems.push(format!(
                     "{location}: a symbolic link (refused: a copy is read only inside its own folder)"
                 ));
                 continue;
             }
-            if staging::is_staging(&dir_name) {
+            if staging::is_staging(&folder.name) {
                 found
                     .problems
                     .push(format!("{location}: unfinished set (staging leftover)"));
                 continue;
             }
-            let Ok(name) = dir_name.parse::<SetName>() else {
+            let Ok(name) = folder.name.parse::<SetName>() else {
                 continue;
             };
-            match self.read_small(&format!("{location}/{MANIFEST}")).await? {
+            match folder.manifest {
                 Some(bytes) => {
                     match FoundSet::from_manifest(location.clone().into(), name, &bytes) {
                         Ok(set) => found.sets.push(set),
                         Err(err) => found.problems.push(format!("{location}: {err}")),
                     }
                 }
-                None => {
-                    let marker = format!("{location}/{}", crate::set::REMOVING);
-                    if self.op.exists(&marker).await.unwrap_or(false) {
-                        found.problems.push(super::removal_in_progress(&location));
-                        found.removing.push(location);
-                    } else {
-                        found
-                            .problems
-                            .push(format!("{location}: no {MANIFEST}: an incomplete copy"));
-                    }
+                None if folder.removing => {
+                    found.problems.push(super::removal_in_progress(&location));
+                    found.removing.push(location);
                 }
+                None => found
+                    .problems
+                    .push(format!("{location}: no {MANIFEST}: an incomplete copy")),
             }
         }
         found.sort();
         Ok(found)
+    }
+
+    /// The folders under `definition` on a remote copy, with what `sets` needs of each.
+    async fn set_folders(&self, definition: &str) -> Result<Vec<SetFolder>> {
+        let what = format!("cannot list {}/{definition}", self.name);
+        let entries = match self
+            .within(&what, self.op.list(&format!("{definition}/")))
+            .await
+        {
+            Ok(e) => e,
+            Err(Error::Storage { cause, .. }) if cause.starts_with("not found") => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut folders = Vec::new();
+        for e in entries {
+            let name = e.name().trim_end_matches('/').to_owned();
+            if name.is_empty() || name.parse::<SetName>().is_err() {
+                folders.push(SetFolder::named(name));
+                continue;
+            }
+            let location = format!("{definition}/{name}");
+            let manifest = self.read_small(&format!("{location}/{MANIFEST}")).await?;
+            let removing = manifest.is_none() && {
+                let marker = format!("{location}/{}", crate::set::REMOVING);
+                matches!(self.within(&what, self.op.exists(&marker)).await, Ok(true))
+            };
+            folders.push(SetFolder {
+                manifest,
+                removing,
+                ..SetFolder::named(name)
+            });
+        }
+        Ok(folders)
+    }
+}
+
+/// A folder found under a definition's folder, and what tells whether it is a set.
+struct SetFolder {
+    name: String,
+    /// A symbolic link (never followed).
+    link: bool,
+    /// Its MANIFEST.toml (sets only).
+    manifest: Option<Vec<u8>>,
+    /// An interrupted cleanup's marker stands in it.
+    removing: bool,
+}
+
+impl SetFolder {
+    fn named(name: String) -> SetFolder {
+        SetFolder {
+            name,
+            link: false,
+            manifest: None,
+            removing: false,
+        }
+    }
+}
+
+/// The folders under `definition` of a local copy at `root`, read in one go (one call per
+/// set would cost a thread each), counted in `seen` as they come. Links are never followed.
+fn set_folders_here(root: &Path, definition: &str, seen: &AtomicU64) -> Result<Vec<SetFolder>> {
+    let dir = root.join(definition);
+    if goes_through_link(root, definition) {
+        return Ok(vec![SetFolder {
+            link: true,
+            ..SetFolder::named(String::new())
+        }]);
+    }
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("cannot list", &dir)(e)),
+    };
+    let mut folders = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(Error::io("cannot list", &dir))?;
+        seen.fetch_add(1, Ordering::Relaxed);
+        let mut folder = SetFolder::named(entry.file_name().to_string_lossy().into_owned());
+        folder.link = entry.file_type().is_ok_and(|t| t.is_symlink());
+        if !folder.link && folder.name.parse::<SetName>().is_ok() {
+            let location = format!("{definition}/{}", folder.name);
+            folder.manifest = read_unlinked(root, &format!("{location}/{MANIFEST}"), |f, b| {
+                std::io::Read::read_to_end(f, b).map(|_| ())
+            })?;
+            folder.removing = folder.manifest.is_none()
+                && std::fs::symlink_metadata(root.join(&location).join(crate::set::REMOVING))
+                    .is_ok();
+        }
+        folders.push(folder);
+    }
+    Ok(folders)
+}
+
+/// Size and SHA-256 of a file that is not a symbolic link (None when it is missing), the
+/// bytes read so far counted in `progress` as they are.
+fn hash_unlinked(path: &Path, progress: &AtomicU64) -> Result<Option<(u64, String)>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(mut file) => {
+            let hashed = crate::hashing::hash_open(&mut file, path, progress).map(Some);
+            // A copy's file: closed without waiting for its disk (see `copy::disk`).
+            super::disk::close(file);
+            hashed
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("cannot open", path)(e)),
+    }
+}
+
+/// What `read` gets of the file `path` of a local copy at `root`; None when it is missing
+/// or is (or goes through) a symbolic link: a copy is read only inside its own folder.
+fn read_unlinked(
+    root: &Path,
+    path: &str,
+    read: impl FnOnce(&mut std::fs::File, &mut Vec<u8>) -> std::io::Result<()>,
+) -> Result<Option<Vec<u8>>> {
+    if goes_through_link(root, path) {
+        return Ok(None);
+    }
+    let file = root.join(path.trim_start_matches('/'));
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(&file).and_then(|mut f| {
+        let read = read(&mut f, &mut bytes);
+        super::disk::close(f);
+        read
+    });
+    match read {
+        Ok(()) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("cannot read", &file)(e)),
+    }
+}
+
+/// Whether `path` under `root`, or a folder on the way to it, is a symbolic link.
+fn goes_through_link(root: &Path, path: &str) -> bool {
+    let mut at = root.to_owned();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// A copy that hung while it was being opened.
+fn opening_stalled(copy: &str, stall: Duration) -> Error {
+    Error::Stalled {
+        what: format!("cannot open {copy}"),
+        copy: copy.to_owned(),
+        seconds: stall.as_secs(),
     }
 }
 

@@ -174,6 +174,7 @@ fn bundled_dar(fetch: &mut Fetch, holder: &FoundSet, scratch: &Path) -> Result<D
     let dar_static = private_copy(scratch, holder, "bundle/dar_static", &fetched)?;
     let mut dar = Dar::at(dar_static)?;
     dar.isolated_in = Some(scratch.to_owned());
+    dar.io_stall = fetch.copy.tool_stall();
     Ok(dar)
 }
 

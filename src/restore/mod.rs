@@ -527,12 +527,39 @@ impl Fetch<'_> {
         let Some(in_place) = in_place else {
             return self.download_all(wanted);
         };
-        let hashes = crate::hashing::hash_files(&in_place);
+        let hashes = self.hash_in_place(wanted)?;
         wanted
             .iter()
             .zip(in_place)
             .zip(hashes)
             .map(|(((set, path), local), got)| self.proven(set, path, local, got))
+            .collect()
+    }
+
+    /// Size and SHA-256 of files of a local copy where they are, a core each (hashing is the
+    /// whole cost there), under the copy's stall deadline; None for a file missing,
+    /// unreadable or a link.
+    fn hash_in_place(&self, wanted: &[(&FoundSet, String)]) -> Result<Vec<Option<(u64, String)>>> {
+        use futures_util::StreamExt;
+        let copy = self.copy;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let stored: Vec<String> = wanted
+            .iter()
+            .map(|(set, path)| format!("{}/{path}", copy.location(set)))
+            .collect();
+        let hashed: Vec<Result<Option<(u64, String)>>> = self.rt.block_on(
+            futures_util::stream::iter(stored.iter())
+                .map(|path| copy.hash(path))
+                .buffered(cores)
+                .collect(),
+        );
+        hashed
+            .into_iter()
+            .map(|got| match got {
+                Ok(got) => Ok(got),
+                Err(e @ (Error::Stalled { .. } | Error::Interrupted)) => Err(e),
+                Err(_) => Ok(None),
+            })
             .collect()
     }
 
@@ -820,8 +847,21 @@ pub(super) fn tools_holder(chain: &[FoundSet]) -> &FoundSet {
         .expect("a chain has a set")
 }
 
-/// dar from the config, else from PATH, else the copy's own bundled dar_static (when trusted).
+/// dar from the config, else from PATH, else the copy's own bundled dar_static (when
+/// trusted); stopped when the copy it reads in place stops answering.
 fn locate_dar(
+    config: Option<&Config>,
+    state: Option<&crate::state::State>,
+    fetch: &mut Fetch,
+    chain: &[FoundSet],
+    trust_bundle: bool,
+) -> Result<Dar> {
+    let mut dar = find_dar(config, state, fetch, chain, trust_bundle)?;
+    dar.io_stall = fetch.copy.tool_stall();
+    Ok(dar)
+}
+
+fn find_dar(
     config: Option<&Config>,
     state: Option<&crate::state::State>,
     fetch: &mut Fetch,

@@ -232,7 +232,7 @@ fn copy_status(
             .collect(),
         never_proven,
         oldest_proof,
-        free_bytes: store.free_bytes(),
+        free_bytes: store.free_bytes().unwrap_or(None),
         error: None,
     }
 }

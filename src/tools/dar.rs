@@ -27,6 +27,8 @@ pub struct Dar {
     /// No gpg on this machine: a static dar asks about it on a terminal (see `terminal`),
     /// so it runs on one, without -Q.
     answer_on_terminal: bool,
+    /// Reading a copy that may hang: stopped after reading nothing for this long.
+    pub io_stall: Option<Duration>,
 }
 
 /// What `dar -c` is asked to do.
@@ -145,6 +147,7 @@ impl Dar {
             version,
             isolated_in: None,
             answer_on_terminal,
+            io_stall: None,
         })
     }
 
@@ -152,6 +155,7 @@ impl Dar {
     /// options file.
     fn spec(&self, key: Option<&Passphrase>, key_flags: &[&str]) -> Result<Spec> {
         let mut s = Spec::new(&self.path);
+        s.io_stall(self.io_stall);
         if self.answer_on_terminal {
             s.arg("-N").on_terminal();
         } else {

@@ -41,6 +41,8 @@ pub struct Par2 {
     pub path: PathBuf,
     pub engine: Engine,
     pub version: String,
+    /// Reading a copy that may hang: stopped after reading nothing for this long.
+    pub io_stall: Option<std::time::Duration>,
 }
 
 /// One PAR2 set of a layout, as recorded in the manifest.
@@ -91,6 +93,7 @@ impl Par2 {
             path,
             engine,
             version,
+            io_stall: None,
         })
     }
 
@@ -108,7 +111,8 @@ impl Par2 {
         let memory_mb =
             ((group.recovery_blocks * group.block_size).div_ceil(1 << 20) + 64).min(1024);
         let mut s = Spec::new(&self.path);
-        s.current_dir(dir)
+        s.io_stall(self.io_stall)
+            .current_dir(dir)
             .arg("create")
             .arg("-q")
             .arg(format!("-s{}", group.block_size))
@@ -141,7 +145,8 @@ impl Par2 {
     /// Never `-p`: repair keeps the PAR2 files; damaged originals are left as `<name>.1`.
     pub fn check(&self, dir: &Path, index: &str, repair: bool) -> Result<Verdict> {
         let mut s = Spec::new(&self.path);
-        s.current_dir(dir)
+        s.io_stall(self.io_stall)
+            .current_dir(dir)
             .arg(if repair { "repair" } else { "verify" })
             .arg("-q")
             .arg("-B")

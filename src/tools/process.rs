@@ -7,7 +7,11 @@
 //! hung). Children get `LC_ALL=C` (parseable messages), stdin closed
 //! (a question can never hang a run), stderr read on its own thread (a full pipe can never
 //! block the child), and a watchdog that sends SIGTERM then SIGKILL to the whole group on
-//! timeout or when darvault itself is asked to stop.
+//! timeout or when darvault itself is asked to stop. A child reading a copy also stops when
+//! it has read and written nothing for the copy's stall deadline: a disk that hangs holds
+//! it in the kernel, where even SIGKILL may not end it (on a FUSE mount a process that
+//! ends waits for the server to answer): the run then gives up on it and goes on without
+//! waiting for its end.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read};
@@ -89,6 +93,8 @@ pub struct Spec {
     envs: Vec<(OsString, OsString)>,
     /// In-memory files the child inherits (see `options_file`).
     inherited: Vec<OwnedFd>,
+    /// Stopped when it reads and writes nothing for this long (a child reading a copy).
+    io_stall: Option<Duration>,
 }
 
 impl Spec {
@@ -102,7 +108,15 @@ impl Spec {
             on_terminal: false,
             envs: Vec::new(),
             inherited: Vec::new(),
+            io_stall: None,
         }
+    }
+
+    /// Stop the child when it reads and writes nothing for `stall` (it reads a copy that
+    /// may hang: see the module comment).
+    pub fn io_stall(&mut self, stall: Option<Duration>) -> &mut Self {
+        self.io_stall = stall;
+        self
     }
 
     pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
@@ -284,15 +298,39 @@ impl Spec {
             move || read_stderr(stderr, &name, answerer)
         });
         let done = Arc::new(AtomicBool::new(false));
-        let watchdog = spawn_watchdog(child.id(), self.timeout, Arc::clone(&done));
+        let given_up = Arc::new(AtomicBool::new(false));
+        let watchdog = spawn_watchdog(
+            child.id(),
+            Limits {
+                timeout: self.timeout,
+                io_stall: self.io_stall,
+            },
+            Arc::clone(&done),
+            Arc::clone(&given_up),
+        );
 
-        let mut stdout = BufReader::with_capacity(64 * 1024, child.stdout.take().expect("piped"));
+        let stdout = Abandonable {
+            pipe: child.stdout.take().expect("piped"),
+            given_up: Arc::clone(&given_up),
+        };
+        let mut stdout = BufReader::with_capacity(64 * 1024, stdout);
         let consumed = consume(&mut stdout);
         // Whatever the consumer left unread must still be drained or the child may block.
         let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        let status = wait(&mut child, &self.program)?;
+        let status = wait(&mut child, &self.program, &given_up)?;
         done.store(true, Ordering::Relaxed);
         let stop = watchdog.join().expect("watchdog thread");
+        if let Some(WhyStopped::Stalled(t)) = stop {
+            // Not waited for: its end may never come (the stderr thread goes with it).
+            return Err(Error::Tool {
+                tool: name,
+                status: format!(
+                    "read and wrote nothing for {}s: the copy it reads stopped answering (stall_timeout)",
+                    t.as_secs()
+                ),
+                detail: String::new(),
+            });
+        }
         let stderr_tail = stderr_reader.join().expect("stderr thread");
         match stop {
             Some(WhyStopped::StopRequested) => return Err(Error::Interrupted),
@@ -303,8 +341,9 @@ impl Spec {
                     detail: tail_detail(&stderr_tail),
                 });
             }
-            None => {}
+            Some(WhyStopped::Stalled(_)) | None => {}
         }
+        let status = status.expect("waited for unless given up");
         tracing::debug!(target: crate::logs::OUTPUT_TARGET, "{name}: {status}");
         Ok((
             Finished {
@@ -418,16 +457,26 @@ fn keep_line(tail: &mut String, tool: &str, line: &[u8]) {
 
 enum WhyStopped {
     StopRequested,
+    /// Read and wrote nothing for this long.
+    Stalled(Duration),
     Timeout(Duration),
+}
+
+/// When a child is stopped.
+struct Limits {
+    timeout: Option<Duration>,
+    io_stall: Option<Duration>,
 }
 
 fn spawn_watchdog(
     pid: u32,
-    timeout: Option<Duration>,
+    limits: Limits,
     done: Arc<AtomicBool>,
+    given_up: Arc<AtomicBool>,
 ) -> thread::JoinHandle<Option<WhyStopped>> {
     let started = Instant::now();
     thread::spawn(move || {
+        let mut io = (io_count(pid), Instant::now());
         let why = loop {
             if done.load(Ordering::Relaxed) {
                 return None;
@@ -435,15 +484,23 @@ fn spawn_watchdog(
             if stop_flag().load(Ordering::Relaxed) {
                 break WhyStopped::StopRequested;
             }
-            if let Some(t) = timeout.filter(|t| started.elapsed() > *t) {
+            if let Some(t) = limits.timeout.filter(|t| started.elapsed() > *t) {
                 break WhyStopped::Timeout(t);
+            }
+            if let Some(stall) = limits.io_stall {
+                let now = io_count(pid);
+                if now != io.0 {
+                    io = (now, Instant::now());
+                } else if io.1.elapsed() > stall {
+                    break WhyStopped::Stalled(stall);
+                }
             }
             thread::sleep(Duration::from_millis(50));
         };
         signal_group(pid, libc::SIGTERM);
         let term_sent = Instant::now();
         let grace = match why {
-            WhyStopped::StopRequested => STOP_GRACE,
+            WhyStopped::StopRequested | WhyStopped::Stalled(_) => STOP_GRACE,
             WhyStopped::Timeout(_) => KILL_GRACE,
         };
         while !done.load(Ordering::Relaxed) {
@@ -453,8 +510,50 @@ fn spawn_watchdog(
             }
             thread::sleep(Duration::from_millis(50));
         }
+        if matches!(why, WhyStopped::Stalled(_)) {
+            // A child held by a disk that hangs may outlive SIGKILL: the run stops waiting.
+            thread::sleep(STOP_GRACE);
+            given_up.store(true, Ordering::Relaxed);
+        }
         Some(why)
     })
+}
+
+/// Bytes a process has read and written so far (`/proc/<pid>/io`, every thread of it);
+/// None when it cannot be read.
+fn io_count(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some(field("rchar:")? + field("wchar:")?)
+}
+
+/// A child's stdout that reads as ended once the run has given up on the child.
+struct Abandonable {
+    pipe: std::process::ChildStdout,
+    given_up: Arc<AtomicBool>,
+}
+
+impl Read for Abandonable {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let mut ready = libc::pollfd {
+                fd: self.pipe.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll of one valid descriptor.
+            if unsafe { libc::poll(&mut ready, 1, 100) } != 0 {
+                return self.pipe.read(buf);
+            }
+            if self.given_up.load(Ordering::Relaxed) {
+                return Ok(0);
+            }
+        }
+    }
 }
 
 fn signal_group(pid: u32, signal: i32) {
@@ -465,8 +564,18 @@ fn signal_group(pid: u32, signal: i32) {
     }
 }
 
-fn wait(child: &mut Child, program: &Path) -> Result<ExitStatus> {
-    child.wait().map_err(Error::io("waiting for", program))
+/// The child's exit status; None once the run has given up on it.
+fn wait(child: &mut Child, program: &Path, given_up: &AtomicBool) -> Result<Option<ExitStatus>> {
+    loop {
+        match child
+            .try_wait()
+            .map_err(Error::io("waiting for", program))?
+        {
+            Some(status) => return Ok(Some(status)),
+            None if given_up.load(Ordering::Relaxed) => return Ok(None),
+            None => thread::sleep(Duration::from_millis(5)),
+        }
+    }
 }
 
 /// Find an executable: an explicit path, else the first match on PATH that is a real binary.
@@ -538,5 +647,22 @@ mod tests {
         // Returns at all only if the background sleep, which holds stdout open, was killed too.
         let err = spec.output().err().expect("timed out");
         assert!(err.to_string().contains("timed out"), "{err}");
+    }
+
+    #[test]
+    fn a_child_that_reads_and_writes_nothing_is_stopped_and_one_that_works_is_not() {
+        let started = Instant::now();
+        let mut idle = Spec::new("/bin/sh");
+        idle.args(["-c", "sleep 30"])
+            .io_stall(Some(Duration::from_millis(300)));
+        let err = idle.output().err().expect("stopped");
+        assert!(err.to_string().contains("read and wrote nothing"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let mut busy = Spec::new("/bin/sh");
+        busy.args(["-c", "for i in 1 2 3 4 5 6; do echo $i; sleep 0.1; done"])
+            .io_stall(Some(Duration::from_millis(300)));
+        let (finished, out) = busy.output().expect("not stopped");
+        assert_eq!(finished.code(), Some(0));
+        assert_eq!(out.lines().count(), 6);
     }
 }

@@ -1,0 +1,223 @@
+//! A local copy's filesystem may stop answering instead of failing: a USB disk that hangs, a
+//! FUSE or network mount whose server froze. A call into it then waits forever, in the
+//! kernel, where no timer reaches it. So every call into a local copy runs on a thread of
+//! its own and is waited for at most the copy's stall deadline; a call that does not come
+//! back is left behind (its thread is killed with the process) and the run fails in time,
+//! naming the copy.
+//!
+//! Closing a file there is worse: on a FUSE mount a close waits for the server to answer
+//! (FLUSH) and nothing, not even SIGKILL, ends that wait; the closes the kernel makes when a
+//! process ends wait the same way, so a process that merely held a file open on such a disk
+//! could never end. Hence `close`: files of copies are closed by a helper process that shares
+//! this process's table of open files (clone with CLONE_FILES). The table, and whatever is
+//! still open in it, outlives this process in the helper, which alone waits for the disk.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+/// `work` on a thread of its own; None when it has not returned within `limit`.
+pub fn bounded<T: Send + 'static>(
+    limit: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (done, result) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("disk".into())
+        .spawn(move || {
+            let _ = done.send(work());
+        })
+        .expect("a thread for a disk call");
+    result.recv_timeout(limit).ok()
+}
+
+/// `work` on a thread of its own, given up on when the count it keeps (bytes, entries)
+/// stops moving for `stall`: long work on a disk that answers goes on for as long as it
+/// takes. None when given up on.
+pub fn while_moving<T: Send + 'static>(
+    stall: Duration,
+    work: impl FnOnce(&AtomicU64) -> T + Send + 'static,
+) -> Option<T> {
+    let progress = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&progress);
+    let (done, result) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("disk".into())
+        .spawn(move || {
+            let _ = done.send(work(&counted));
+        })
+        .expect("a thread for a disk call");
+    let (mut seen, mut since) = (0, Instant::now());
+    loop {
+        match result.recv_timeout(Duration::from_millis(250)) {
+            Ok(value) => return Some(value),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let now = progress.load(Ordering::Relaxed);
+                if now != seen {
+                    (seen, since) = (now, Instant::now());
+                } else if since.elapsed() > stall {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Close a file of a local copy without ever waiting for its disk (see above).
+pub fn close(file: impl Into<std::os::fd::OwnedFd>) {
+    use std::os::fd::IntoRawFd;
+    let fd = file.into().into_raw_fd();
+    match closer() {
+        // SAFETY: a write of 4 bytes from a valid buffer to our pipe.
+        Some(pipe) => {
+            let sent = unsafe { libc::write(*pipe, (&fd as *const i32).cast(), 4) };
+            if sent != 4 {
+                // SAFETY: fd is ours, handed over by `into_raw_fd`.
+                unsafe { libc::close(fd) };
+            }
+        }
+        // SAFETY: as above.
+        None => unsafe {
+            libc::close(fd);
+        },
+    }
+}
+
+/// Start the helper that closes files of copies, once per process: before anything is
+/// opened on a local copy, so that no file of it is ever in a table only this process holds.
+pub fn expect_hanging_files() {
+    closer();
+}
+
+/// The write end of the pipe to the helper that closes files, started on first use; None
+/// where it cannot be started (files are then closed here).
+fn closer() -> Option<&'static i32> {
+    CLOSER.get_or_init(start_closer).as_ref()
+}
+
+static CLOSER: std::sync::OnceLock<Option<i32>> = std::sync::OnceLock::new();
+
+/// The last thing a run does: its standard streams go to /dev/null, so that whoever reads
+/// its output sees the end now, even while the helper still holds the shared table (and
+/// waits for a copy that hangs).
+pub fn end_of_output() {
+    if CLOSER.get().is_some_and(|c| c.is_some())
+        && let Ok(null) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+    {
+        use std::io::Write;
+        let _ = (std::io::stdout().flush(), std::io::stderr().flush());
+        for stream in 0..=2 {
+            // SAFETY: dup2 of a valid descriptor onto a standard one.
+            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), stream) };
+        }
+    }
+}
+
+fn start_closer() -> Option<i32> {
+    let mut ends = [0i32; 2];
+    // SAFETY: pipe2 fills the two-element array.
+    if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return None;
+    }
+    let [read_end, write_end] = ends;
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: a fork that shares the file table (no CLONE_VM: the child has its own copy of
+    // memory and stack). The child calls only async-signal-safe system calls, then _exit.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_FILES | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match pid {
+        0 => unsafe { closer_loop(read_end, parent) },
+        p if p < 0 => {
+            // SAFETY: both ends are ours.
+            unsafe {
+                libc::close(read_end);
+                libc::close(write_end);
+            }
+            None
+        }
+        _ => Some(write_end),
+    }
+}
+
+/// The helper: closes each descriptor named on the pipe; ends once its parent has (checked
+/// every 50 ms), taking the shared file table with it.
+///
+/// # Safety
+/// Only in the child of `start_closer`.
+unsafe fn closer_loop(pipe: i32, parent: libc::pid_t) -> ! {
+    loop {
+        let mut ready = libc::pollfd {
+            fd: pipe,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: async-signal-safe system calls on valid arguments.
+        unsafe {
+            if libc::poll(&mut ready, 1, 50) == 1 {
+                let mut fd = -1i32;
+                if libc::read(pipe, (&mut fd as *mut i32).cast(), 4) == 4 && fd > 2 {
+                    libc::close(fd);
+                }
+            }
+            if libc::getppid() != parent {
+                libc::_exit(0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_that_hangs_is_given_up_on_and_one_that_moves_is_not() {
+        let started = Instant::now();
+        let hung = bounded(Duration::from_millis(100), || {
+            std::thread::sleep(Duration::from_secs(5))
+        });
+        assert!(hung.is_none() && started.elapsed() < Duration::from_secs(2));
+        assert_eq!(bounded(Duration::from_secs(5), || 7), Some(7));
+        let moving = while_moving(Duration::from_millis(400), |n| {
+            for _ in 0..10 {
+                std::thread::sleep(Duration::from_millis(100));
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+            "done"
+        });
+        assert_eq!(moving, Some("done"));
+        let stuck = while_moving(Duration::from_millis(300), |_| {
+            std::thread::sleep(Duration::from_secs(5))
+        });
+        assert!(stuck.is_none());
+    }
+
+    #[test]
+    fn the_helper_closes_files_for_this_process() {
+        use std::os::fd::AsRawFd;
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let named = file.path().to_owned();
+        let open = std::fs::File::open(&named).unwrap();
+        let link = format!("/proc/self/fd/{}", open.as_raw_fd());
+        close(open);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Closed once the descriptor no longer names the file (it may name another by then).
+        while std::fs::read_link(&link).is_ok_and(|target| target == named) {
+            assert!(Instant::now() < deadline, "{link} still open");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
