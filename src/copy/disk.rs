@@ -68,7 +68,7 @@ pub fn while_moving<T: Send + 'static>(
 pub fn close(file: impl Into<std::os::fd::OwnedFd>) {
     use std::os::fd::IntoRawFd;
     let fd = file.into().into_raw_fd();
-    match closer() {
+    match closer().filter(|pipe| keeps_up(**pipe)) {
         // SAFETY: a write of 4 bytes from a valid buffer to our pipe.
         Some(pipe) => {
             let sent = unsafe { libc::write(*pipe, (&fd as *const i32).cast(), 4) };
@@ -88,6 +88,24 @@ pub fn close(file: impl Into<std::os::fd::OwnedFd>) {
 /// opened on a local copy, so that no file of it is ever in a table only this process holds.
 pub fn expect_hanging_files() {
     closer();
+}
+
+/// Whether the helper keeps up (waiting up to 100 ms for it): each file handed to it stays
+/// open here until it is closed, and a process may hold only so many (often 1,024).
+fn keeps_up(pipe: i32) -> bool {
+    const MOST_WAITING: libc::c_int = 128 * 4;
+    for _ in 0..100 {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes the bytes waiting in the pipe into `queued`.
+        if unsafe { libc::ioctl(pipe, libc::FIONREAD, &mut queued) } != 0 {
+            return false;
+        }
+        if queued < MOST_WAITING {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
 }
 
 /// The write end of the pipe to the helper that closes files, started on first use; None
@@ -203,6 +221,17 @@ mod tests {
             std::thread::sleep(Duration::from_secs(5))
         });
         assert!(stuck.is_none());
+    }
+
+    #[test]
+    fn files_handed_to_the_helper_never_pile_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        // More than a process may hold at once: each must be closed in time.
+        for _ in 0..5_000 {
+            close(std::fs::File::open(&file).unwrap());
+        }
     }
 
     #[test]
