@@ -14,6 +14,11 @@ pub const LOCK_FILE: &str = ".darvault.lock";
 /// How long to wait for a lock held by another run, in seconds (`--lock-wait`).
 static WAIT_SECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// How long a busy lock is waited for (`--lock-wait`).
+pub fn wait() -> std::time::Duration {
+    std::time::Duration::from_secs(WAIT_SECS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
 /// Wait up to `wait` for a busy lock before giving up (the default is not to wait).
 pub fn set_wait(wait: std::time::Duration) {
     WAIT_SECS.store(wait.as_secs(), std::sync::atomic::Ordering::Relaxed);
@@ -70,7 +75,7 @@ pub fn lock_path(path: &Path) -> Result<Lock> {
         .truncate(false)
         .open(&path)
         .map_err(Error::io("cannot open", &path))?;
-    let wait = std::time::Duration::from_secs(WAIT_SECS.load(std::sync::atomic::Ordering::Relaxed));
+    let wait = wait();
     let started = std::time::Instant::now();
     let mut said = false;
     let taken = loop {

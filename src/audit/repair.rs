@@ -156,7 +156,7 @@ pub(super) async fn repair_files(
                     par2.check(scratch.path(), &group.index, repair)
                 }) {
                     Ok(v) => Ok(v),
-                    Err(Error::Interrupted) => return Err(Error::Interrupted),
+                    Err(e @ (Error::Interrupted | Error::Stalled { .. })) => return Err(e),
                     Err(e) => Err(format!("par2 could not check this group: {e}")),
                 }
             }
@@ -277,6 +277,7 @@ impl Rebuilt<'_> {
         dar.io_stall = self.copy.tool_stall();
         match tokio::task::block_in_place(|| dar.test(&archive, key.as_ref())) {
             Ok(_) => Ok(Ok(())),
+            Err(e @ (Error::Interrupted | Error::Stalled { .. })) => Err(e),
             Err(e) => not_applied(format!(
                 "par2 rebuilt it to the manifest's SHA-256, but dar -t of the archive with it \
                  fails ({e}): the manifest and PAR2 do not describe this archive"
@@ -391,8 +392,10 @@ async fn regenerate(
     gather_files(copy, location, &sources, scratch).await?;
     let mut par2 = Par2::locate(None)?;
     par2.io_stall = copy.tool_stall();
-    if let Err(e) = tokio::task::block_in_place(|| par2.create(scratch, group)) {
-        return Ok(Err(format!("par2 could not make the PAR2 set again: {e}")));
+    match tokio::task::block_in_place(|| par2.create(scratch, group)) {
+        Err(e @ (Error::Interrupted | Error::Stalled { .. })) => return Err(e),
+        Err(e) => return Ok(Err(format!("par2 could not make the PAR2 set again: {e}"))),
+        Ok(()) => {}
     }
     for f in group_files(manifest, group)
         .into_iter()
@@ -617,7 +620,7 @@ impl DeepChecks {
             lines.push(match par2.check(&self.dir, index, false) {
                 Ok(Verdict::Intact) => format!("par2 verify {index}: ok"),
                 Ok(v) => format!("par2 verify {index}: FAILED ({v:?})"),
-                Err(Error::Interrupted) => return Err(Error::Interrupted),
+                Err(e @ (Error::Interrupted | Error::Stalled { .. })) => return Err(e),
                 Err(e) => format!("par2 verify {index}: FAILED ({e})"),
             });
         }
@@ -633,7 +636,7 @@ impl DeepChecks {
         Ok(
             match dar.test(&self.dir.join(&self.archive), self.key.as_ref()) {
                 Ok(_) => format!("dar -t ({}): ok", dar.path.display()),
-                Err(Error::Interrupted) => return Err(Error::Interrupted),
+                Err(e @ (Error::Interrupted | Error::Stalled { .. })) => return Err(e),
                 // Not evidence against the archive: say so, do not cry wolf.
                 Err(e @ Error::WrongPassphrase { .. }) => format!("dar -t: not run: {e}"),
                 Err(e) => format!("dar -t: FAILED ({e})"),

@@ -12,56 +12,39 @@
 //! this process's table of open files (clone with CLONE_FILES). The table, and whatever is
 //! still open in it, outlives this process in the helper, which alone waits for the disk.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// `work` on a thread of its own; None when it has not returned within `limit`.
-pub fn bounded<T: Send + 'static>(
-    limit: Duration,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    let (done, result) = mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name("disk".into())
-        .spawn(move || {
-            let _ = done.send(work());
-        })
-        .expect("a thread for a disk call");
-    result.recv_timeout(limit).ok()
-}
+pub use crate::deadline::{bounded, while_moving};
 
-/// `work` on a thread of its own, given up on when the count it keeps (bytes, entries)
-/// stops moving for `stall`: long work on a disk that answers goes on for as long as it
-/// takes. None when given up on.
-pub fn while_moving<T: Send + 'static>(
-    stall: Duration,
-    work: impl FnOnce(&AtomicU64) -> T + Send + 'static,
-) -> Option<T> {
-    let progress = Arc::new(AtomicU64::new(0));
-    let counted = Arc::clone(&progress);
-    let (done, result) = mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name("disk".into())
-        .spawn(move || {
-            let _ = done.send(work(&counted));
-        })
-        .expect("a thread for a disk call");
-    let (mut seen, mut since) = (0, Instant::now());
-    loop {
-        match result.recv_timeout(Duration::from_millis(250)) {
-            Ok(value) => return Some(value),
-            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let now = progress.load(Ordering::Relaxed);
-                if now != seen {
-                    (seen, since) = (now, Instant::now());
-                } else if since.elapsed() > stall {
-                    return None;
-                }
+/// Remove the folder `dir` and everything in it (links removed, never followed), counting
+/// each entry in `removed`: a large folder on a slow disk keeps moving, a hung one does not.
+/// Nothing when it is not there.
+pub fn remove_all(dir: &Path, removed: &AtomicU64) -> std::io::Result<()> {
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .contents_first(true)
+    {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if e.io_error().map(|io| io.kind()) == Some(std::io::ErrorKind::NotFound) => {
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let gone = match entry.file_type().is_dir() {
+            true => std::fs::remove_dir(entry.path()),
+            false => std::fs::remove_file(entry.path()),
+        };
+        match gone {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {
+                removed.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
+    Ok(())
 }
 
 /// Close a file of a local copy without ever waiting for its disk (see above).
@@ -200,28 +183,7 @@ unsafe fn closer_loop(pipe: i32, parent: libc::pid_t) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_call_that_hangs_is_given_up_on_and_one_that_moves_is_not() {
-        let started = Instant::now();
-        let hung = bounded(Duration::from_millis(100), || {
-            std::thread::sleep(Duration::from_secs(5))
-        });
-        assert!(hung.is_none() && started.elapsed() < Duration::from_secs(2));
-        assert_eq!(bounded(Duration::from_secs(5), || 7), Some(7));
-        let moving = while_moving(Duration::from_millis(400), |n| {
-            for _ in 0..10 {
-                std::thread::sleep(Duration::from_millis(100));
-                n.fetch_add(1, Ordering::Relaxed);
-            }
-            "done"
-        });
-        assert_eq!(moving, Some("done"));
-        let stuck = while_moving(Duration::from_millis(300), |_| {
-            std::thread::sleep(Duration::from_secs(5))
-        });
-        assert!(stuck.is_none());
-    }
+    use std::time::Instant;
 
     #[test]
     fn files_handed_to_the_helper_never_pile_up() {

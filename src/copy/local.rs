@@ -129,9 +129,10 @@ impl Store {
         match &self.local_root {
             Some(root) => {
                 let dir = root.join(SCRATCH);
-                self.on_disk("cannot clear the scratch folder", move || {
-                    let _ = std::fs::remove_dir_all(dir);
+                super::disk::while_moving(self.stall, move |removed| {
+                    let _ = super::disk::remove_all(&dir, removed);
                 })
+                .ok_or_else(|| self.stalled("cannot clear the scratch folder"))
             }
             None => Ok(()),
         }
@@ -155,10 +156,12 @@ impl Store {
         match &self.local_root {
             Some(root) => {
                 let root = root.clone();
-                self.on_disk("cannot take the lock", move || {
+                // The wait for a lock another run holds (--lock-wait) is not a stall.
+                super::disk::bounded(self.stall + crate::lock::wait(), move || {
                     crate::lock::lock_repository(&root)
                         .map(|lock| Some(lock.closed_by(super::disk::close)))
-                })?
+                })
+                .ok_or_else(|| self.stalled("cannot take the lock"))?
             }
             None => Ok(None),
         }
@@ -181,7 +184,10 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         if let Some(dir) = self.dir.take() {
-            super::disk::bounded(self.stall, move || drop(dir));
+            let dir = dir.keep();
+            super::disk::while_moving(self.stall, move |removed| {
+                let _ = super::disk::remove_all(&dir, removed);
+            });
         }
     }
 }
@@ -194,15 +200,24 @@ fn copy_counted(
 ) -> std::io::Result<()> {
     use std::io::{Read, Write};
     let mut input = std::fs::File::open(from)?;
-    let mut output = std::fs::File::create_new(to)?;
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        match input.read(&mut buffer)? {
-            0 => return Ok(()),
-            n => {
-                output.write_all(&buffer[..n])?;
-                copied.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    let output = std::fs::File::create_new(to);
+    let copied = output.and_then(|mut output| {
+        let mut buffer = vec![0u8; 1 << 20];
+        let done = loop {
+            match input.read(&mut buffer) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    if let Err(e) = output.write_all(&buffer[..n]) {
+                        break Err(e);
+                    }
+                    copied.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => break Err(e),
             }
-        }
-    }
+        };
+        super::disk::close(output);
+        done
+    });
+    super::disk::close(input);
+    copied
 }

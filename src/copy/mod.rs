@@ -58,11 +58,11 @@ pub fn open(spec: &str, config: Option<&crate::config::Config>) -> Result<Store>
     let given = path.to_owned();
     let named = disk::bounded(store::STALL, move || {
         let canonical = given.is_dir().then(|| given.canonicalize().ok())?;
-        Some(
+        Some(canonical.and_then(|canonical| {
             candidates
                 .iter()
-                .position(|c| c.canonicalize().ok() == canonical),
-        )
+                .position(|c| c.canonicalize().is_ok_and(|c| c == canonical))
+        }))
     })
     .ok_or_else(|| Error::Stalled {
         what: format!("cannot open {spec}"),

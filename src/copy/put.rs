@@ -188,7 +188,7 @@ impl Store {
         };
         let mut out = tokio::fs::File::from_std(created);
         let slack = limiter.chunk_time();
-        let mut reader = Hashed::open(local, expected).await?;
+        let mut reader = Hashed::open(local, expected, self.stall).await?;
         let deadline = self.stall + slack;
         let outcome: Result<()> = async {
             while let Some(chunk) = reader.next().await? {
@@ -250,7 +250,7 @@ impl Store {
             )
             .await?;
         let slack = limiter.chunk_time();
-        let mut reader = Hashed::open(local, expected).await?;
+        let mut reader = Hashed::open(local, expected, self.stall).await?;
         let outcome: Result<()> = async {
             while let Some(chunk) = reader.next().await? {
                 let n = chunk.len() as u64;
@@ -300,7 +300,7 @@ impl Store {
         let what = self.on_this(&format!("cannot write {remote}"));
         let upload = dav.start(remote, expected.size);
         let slack = limiter.chunk_time();
-        let mut reader = Hashed::open(local, expected).await?;
+        let mut reader = Hashed::open(local, expected, self.stall).await?;
         let outcome: Result<()> = async {
             while let Some(chunk) = reader.next().await? {
                 let n = chunk.len() as u64;
@@ -343,6 +343,8 @@ impl Store {
 /// when the whole file hashes to what is expected, so that a write can still be aborted.
 struct Hashed<'a> {
     file: tokio::fs::File,
+    /// The file may be on another copy that can hang (a repair from a replica).
+    stall: Duration,
     local: &'a Path,
     expected: &'a Expected<'a>,
     hasher: Sha256,
@@ -351,12 +353,18 @@ struct Hashed<'a> {
 }
 
 impl<'a> Hashed<'a> {
-    async fn open(local: &'a Path, expected: &'a Expected<'a>) -> Result<Hashed<'a>> {
-        let file = tokio::fs::File::open(local)
+    async fn open(
+        local: &'a Path,
+        expected: &'a Expected<'a>,
+        stall: Duration,
+    ) -> Result<Hashed<'a>> {
+        let file = tokio::time::timeout(stall, tokio::fs::File::open(local))
             .await
+            .map_err(|_| reading_stalled(local, stall))?
             .map_err(Error::io("cannot open", local))?;
         Ok(Hashed {
             file,
+            stall,
             local,
             expected,
             hasher: Sha256::new(),
@@ -371,8 +379,9 @@ impl<'a> Hashed<'a> {
         }
         check_stop()?;
         let mut buf = vec![0u8; CHUNK];
-        let n = read_full(&mut self.file, &mut buf)
+        let n = tokio::time::timeout(self.stall, read_full(&mut self.file, &mut buf))
             .await
+            .map_err(|_| reading_stalled(self.local, self.stall))?
             .map_err(Error::io("cannot read", self.local))?;
         buf.truncate(n);
         self.hasher.update(&buf);
@@ -393,6 +402,14 @@ impl<'a> Hashed<'a> {
             }
         }
         Ok(Some(buf))
+    }
+}
+
+fn reading_stalled(local: &Path, stall: Duration) -> Error {
+    Error::Stalled {
+        what: format!("cannot read {}", local.display()),
+        copy: "the disk it is on".into(),
+        seconds: stall.as_secs(),
     }
 }
 

@@ -300,12 +300,12 @@ impl Store {
                 )));
             }
             let path = root.join(dir);
-            return self.on_disk(&what, move || match std::fs::remove_dir_all(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(Error::io("cannot remove", &path)(e))
-                }
-                _ => Ok(()),
-            })?;
+            return self
+                .blocking(&what, move |removed| {
+                    super::disk::remove_all(&path, removed)
+                        .map_err(Error::io("cannot remove", &path))
+                })
+                .await?;
         }
         let folder = format!("{}/", dir.trim_end_matches('/'));
         self.retrying(&what, || {

@@ -31,6 +31,8 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 /// The same when the user asked darvault to stop (Ctrl-C must end a run within 2 s; nothing a
 /// child writes is published unless the run completes, so a killed child loses nothing).
 const STOP_GRACE: Duration = Duration::from_millis(700);
+/// How long starting a program may take.
+const SPAWN_LIMIT: Duration = Duration::from_secs(60);
 /// How much of a child's stderr is kept for error messages.
 const STDERR_TAIL: usize = 8 * 1024;
 
@@ -280,7 +282,15 @@ impl Spec {
         if let Some(dir) = &self.current_dir {
             command.current_dir(dir);
         }
-        let mut child = command.spawn().map_err(|e| {
+        let spawned = spawn(command).ok_or_else(|| Error::Tool {
+            tool: self.name(),
+            status: format!(
+                "could not start within {}s (a disk that stopped answering?)",
+                SPAWN_LIMIT.as_secs()
+            ),
+            detail: String::new(),
+        })?;
+        let mut child = spawned.map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::MissingTool {
                     tool: self.program.display().to_string(),
@@ -322,15 +332,23 @@ impl Spec {
         let stop = watchdog.join().expect("watchdog thread");
         if let Some(WhyStopped::Stalled(t)) = stop {
             // Not waited for: its end may never come (the stderr thread goes with it).
-            return Err(Error::Tool {
-                tool: name,
-                status: format!(
-                    "read and wrote nothing for {}s: the copy it reads stopped answering (stall_timeout)",
-                    t.as_secs()
-                ),
-                detail: String::new(),
+            return Err(Error::Stalled {
+                what: name,
+                copy: "the copy it reads".into(),
+                seconds: t.as_secs(),
             });
         }
+        let Some(status) = status else {
+            // Stopped, but held where even SIGKILL does not reach (a disk that hangs).
+            return Err(match stop {
+                Some(WhyStopped::Timeout(t)) => Error::Tool {
+                    tool: name,
+                    status: format!("timed out after {}s and could not be stopped", t.as_secs()),
+                    detail: String::new(),
+                },
+                _ => Error::Interrupted,
+            });
+        };
         let stderr_tail = stderr_reader.join().expect("stderr thread");
         match stop {
             Some(WhyStopped::StopRequested) => return Err(Error::Interrupted),
@@ -343,7 +361,6 @@ impl Spec {
             }
             Some(WhyStopped::Stalled(_)) | None => {}
         }
-        let status = status.expect("waited for unless given up");
         tracing::debug!(target: crate::logs::OUTPUT_TARGET, "{name}: {status}");
         Ok((
             Finished {
@@ -476,7 +493,7 @@ fn spawn_watchdog(
 ) -> thread::JoinHandle<Option<WhyStopped>> {
     let started = Instant::now();
     thread::spawn(move || {
-        let mut io = (io_count(pid), Instant::now());
+        let mut io = (progress_of(pid), Instant::now());
         let why = loop {
             if done.load(Ordering::Relaxed) {
                 return None;
@@ -488,8 +505,9 @@ fn spawn_watchdog(
                 break WhyStopped::Timeout(t);
             }
             if let Some(stall) = limits.io_stall {
-                let now = io_count(pid);
-                if now != io.0 {
+                let now = progress_of(pid);
+                // Unknown (no /proc/<pid>/io here) counts as moving: never a false stall.
+                if now != io.0 || now.is_none() {
                     io = (now, Instant::now());
                 } else if io.1.elapsed() > stall {
                     break WhyStopped::Stalled(stall);
@@ -510,25 +528,60 @@ fn spawn_watchdog(
             }
             thread::sleep(Duration::from_millis(50));
         }
-        if matches!(why, WhyStopped::Stalled(_)) {
-            // A child held by a disk that hangs may outlive SIGKILL: the run stops waiting.
-            thread::sleep(STOP_GRACE);
-            given_up.store(true, Ordering::Relaxed);
+        // A child held by a disk that hangs may outlive SIGKILL: the run stops waiting.
+        let killed = Instant::now();
+        while !done.load(Ordering::Relaxed) && killed.elapsed() < STOP_GRACE {
+            thread::sleep(Duration::from_millis(50));
         }
+        given_up.store(true, Ordering::Relaxed);
         Some(why)
     })
 }
 
-/// Bytes a process has read and written so far (`/proc/<pid>/io`, every thread of it);
-/// None when it cannot be read.
-fn io_count(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+/// Start `command` on the one thread that starts every child, waiting no longer than
+/// `SPAWN_LIMIT`: starting a program closes the descriptors it must not inherit, and on a
+/// FUSE mount that hangs a close never returns. That thread lives as long as darvault, so
+/// the children's PR_SET_PDEATHSIG (tied to the thread that started them) fires only when
+/// darvault itself ends. None when the start was given up on.
+fn spawn(command: Command) -> Option<std::io::Result<Child>> {
+    type Request = (Command, std::sync::mpsc::SyncSender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (requests, incoming) = std::sync::mpsc::channel::<Request>();
+        thread::Builder::new()
+            .name("spawner".into())
+            .spawn(move || {
+                for (mut command, answer) in incoming {
+                    let _ = answer.send(command.spawn());
+                }
+            })
+            .expect("the thread that starts programs");
+        std::sync::Mutex::new(requests)
+    });
+    let (answer, started) = std::sync::mpsc::sync_channel(1);
+    spawner
+        .lock()
+        .expect("spawner")
+        .send((command, answer))
+        .ok()?;
+    started.recv_timeout(SPAWN_LIMIT).ok()
+}
+
+/// What a process has done so far: bytes read and written (`/proc/<pid>/io`) and CPU time
+/// (`/proc/<pid>/stat`), every thread of it. A process waiting on a disk that hangs moves
+/// neither; one computing (par2 solving its matrix) moves the second. None when unknown.
+fn progress_of(pid: u32) -> Option<(u64, u64)> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
     let field = |name: &str| -> Option<u64> {
-        text.lines()
+        io.lines()
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.trim().parse().ok())
     };
-    Some(field("rchar:")? + field("wchar:")?)
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (which may hold spaces): state, ppid, … utime is the 12th.
+    let mut after_name = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let cpu = after_name.next()?.parse::<u64>().ok()? + after_name.next()?.parse::<u64>().ok()?;
+    Some((field("rchar:")? + field("wchar:")?, cpu))
 }
 
 /// A child's stdout that reads as ended once the run has given up on the child.
@@ -546,8 +599,14 @@ impl Read for Abandonable {
                 revents: 0,
             };
             // SAFETY: poll of one valid descriptor.
-            if unsafe { libc::poll(&mut ready, 1, 100) } != 0 {
+            let polled = unsafe { libc::poll(&mut ready, 1, 100) };
+            if polled > 0 && ready.revents != 0 {
                 return self.pipe.read(buf);
+            }
+            if polled < 0
+                && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+            {
+                return Err(std::io::Error::last_os_error());
             }
             if self.given_up.load(Ordering::Relaxed) {
                 return Ok(0);
@@ -656,7 +715,7 @@ mod tests {
         idle.args(["-c", "sleep 30"])
             .io_stall(Some(Duration::from_millis(300)));
         let err = idle.output().err().expect("stopped");
-        assert!(err.to_string().contains("read and wrote nothing"), "{err}");
+        assert!(matches!(err, Error::Stalled { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(10));
         let mut busy = Spec::new("/bin/sh");
         busy.args(["-c", "for i in 1 2 3 4 5 6; do echo $i; sleep 0.1; done"])

@@ -1,0 +1,82 @@
+//! Work on a thread of its own, waited for no longer than a deadline: a call into a disk
+//! or a system call that may never come back (see `copy::disk`, `tools::process`). Work
+//! given up on is left behind; its thread ends with it, or with the process.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+/// `work` on a thread of its own; None when it has not returned within `limit`.
+pub fn bounded<T: Send + 'static>(
+    limit: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (done, result) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("disk".into())
+        .spawn(move || {
+            let _ = done.send(work());
+        })
+        .expect("a thread for a disk call");
+    result.recv_timeout(limit).ok()
+}
+
+/// `work` on a thread of its own, given up on when the count it keeps (bytes, entries)
+/// stops moving for `stall`: long work on a disk that answers goes on for as long as it
+/// takes. None when given up on.
+pub fn while_moving<T: Send + 'static>(
+    stall: Duration,
+    work: impl FnOnce(&AtomicU64) -> T + Send + 'static,
+) -> Option<T> {
+    let progress = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&progress);
+    let (done, result) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("disk".into())
+        .spawn(move || {
+            let _ = done.send(work(&counted));
+        })
+        .expect("a thread for a disk call");
+    let (mut seen, mut since) = (0, Instant::now());
+    loop {
+        match result.recv_timeout(Duration::from_millis(250)) {
+            Ok(value) => return Some(value),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let now = progress.load(Ordering::Relaxed);
+                if now != seen {
+                    (seen, since) = (now, Instant::now());
+                } else if since.elapsed() > stall {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_that_hangs_is_given_up_on_and_one_that_moves_is_not() {
+        let started = Instant::now();
+        let hung = bounded(Duration::from_millis(100), || {
+            std::thread::sleep(Duration::from_secs(5))
+        });
+        assert!(hung.is_none() && started.elapsed() < Duration::from_secs(2));
+        assert_eq!(bounded(Duration::from_secs(5), || 7), Some(7));
+        let moving = while_moving(Duration::from_millis(400), |n| {
+            for _ in 0..10 {
+                std::thread::sleep(Duration::from_millis(100));
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+            "done"
+        });
+        assert_eq!(moving, Some("done"));
+        let stuck = while_moving(Duration::from_millis(300), |_| {
+            std::thread::sleep(Duration::from_secs(5))
+        });
+        assert!(stuck.is_none());
+    }
+}
