@@ -250,8 +250,9 @@ impl Rebuilt<'_> {
     async fn prove(&self, entry: &FileEntry) -> Result<std::result::Result<(), String>> {
         let not_applied = |why: String| Ok(Err(format!("{why}; the old file was kept")));
         let path = self.scratch.join(&entry.path);
-        let found = tokio::task::block_in_place(|| crate::hashing::hash_file(&path));
+        let found = self.copy.hash_here(&path).await;
         match found {
+            Err(e @ (Error::Interrupted | Error::Stalled { .. })) => return Err(e),
             Ok((size, sha)) if size == entry.size && sha == entry.sha256 => {}
             Ok(_) => {
                 return not_applied("par2 rebuilt it, but not to the manifest's SHA-256".into());
@@ -289,12 +290,19 @@ impl Rebuilt<'_> {
     /// scratch (gathered with the PAR2 group), to the copy's own (a local copy) or downloads.
     async fn assemble(&self) -> Result<std::path::PathBuf> {
         let dir = self.scratch.join("dar-test");
-        std::fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
+        let made = dir.clone();
+        self.copy.on_disk("cannot make the test folder", move || {
+            std::fs::create_dir_all(&made).map_err(Error::io("cannot create", &made))
+        })??;
         for slice in self.manifest.slices() {
             let target = dir.join(&slice.path);
             let gathered = self.scratch.join(&slice.path);
-            if gathered.is_file() {
-                link(&gathered, &target)?;
+            let (from, to) = (gathered.clone(), target.clone());
+            let linked = self.copy.on_disk("cannot link a slice", move || {
+                from.is_file().then(|| link(&from, &to))
+            })?;
+            if let Some(linked) = linked {
+                linked?;
             } else {
                 self.copy
                     .fetch(&at(self.location, &slice.path), &target)
@@ -401,8 +409,10 @@ async fn regenerate(
         .into_iter()
         .filter(|f| f.role == Role::Par2)
     {
-        let made =
-            tokio::task::block_in_place(|| crate::hashing::hash_file(&scratch.join(&f.path)));
+        let made = match copy.hash_here(&scratch.join(&f.path)).await {
+            Err(e @ (Error::Interrupted | Error::Stalled { .. })) => return Err(e),
+            made => made,
+        };
         if !made.is_ok_and(|(size, sha)| size == f.size && sha == f.sha256) {
             return Ok(Err(format!(
                 "the PAR2 set made again here ({}) differs from the one recorded ({}): the data is intact; another copy can heal the PAR2 files",

@@ -96,6 +96,32 @@ impl Store {
         }
     }
 
+    /// A file on this machine that may lie on this copy's disk (in place, or in a scratch
+    /// folder inside it), read whole under the copy's stall deadline.
+    pub async fn read_here(&self, path: &Path) -> Result<Vec<u8>> {
+        let path = path.to_owned();
+        self.blocking(&format!("cannot read {}", path.display()), move |_| {
+            let mut file = std::fs::File::open(&path).map_err(Error::io("cannot open", &path))?;
+            let mut bytes = Vec::new();
+            let read = std::io::Read::read_to_end(&mut file, &mut bytes);
+            super::disk::close(file);
+            read.map(|_| bytes).map_err(Error::io("cannot read", &path))
+        })
+        .await?
+    }
+
+    /// The same, hashed in one streaming read: size and SHA-256.
+    pub async fn hash_here(&self, path: &Path) -> Result<(u64, String)> {
+        let path = path.to_owned();
+        self.blocking(&format!("cannot read {}", path.display()), move |read| {
+            let mut file = std::fs::File::open(&path).map_err(Error::io("cannot open", &path))?;
+            let hashed = crate::hashing::hash_open(&mut file, &path, read);
+            super::disk::close(file);
+            hashed
+        })
+        .await?
+    }
+
     /// A scratch folder for work on this copy's files: inside a local copy's
     /// `.darvault/scratch` (the same filesystem, so files are hard-linked, not copied;
     /// left-overs of a killed run are removed by `clear_scratch`), else in the temporary folder.

@@ -457,7 +457,7 @@ impl Store {
 
     /// One call into a local copy (a folder opened, a file renamed), waited for at most the
     /// stall deadline (see `disk`).
-    pub(super) fn on_disk<T: Send + 'static>(
+    pub fn on_disk<T: Send + 'static>(
         &self,
         what: &str,
         work: impl FnOnce() -> T + Send + 'static,

@@ -663,7 +663,7 @@ impl Fetch<'_> {
             Err(Error::Interrupted) => return Err(Error::Interrupted),
             Err(_) => return Ok(None),
         };
-        let index = std::fs::read(&index).map_err(Error::io("cannot read", &index))?;
+        let index = self.rt.block_on(self.copy.read_here(&index))?;
         let Ok(sums) = BlockSums::parse(&index) else {
             return Ok(None);
         };
