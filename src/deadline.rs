@@ -37,20 +37,43 @@ pub fn while_moving<T: Send + 'static>(
             let _ = done.send(work(&counted));
         })
         .expect("a thread for a disk call");
-    let (mut seen, mut since) = (0, Instant::now());
+    let mut watch = Watch::new(stall);
     loop {
-        match result.recv_timeout(Duration::from_millis(250)) {
+        match result.recv_timeout(Watch::EVERY) {
             Ok(value) => return Some(value),
             Err(mpsc::RecvTimeoutError::Disconnected) => return None,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let now = progress.load(Ordering::Relaxed);
-                if now != seen {
-                    (seen, since) = (now, Instant::now());
-                } else if since.elapsed() > stall {
-                    return None;
-                }
-            }
+            Err(mpsc::RecvTimeoutError::Timeout) if watch.stalled(&progress) => return None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
+    }
+}
+
+/// Whether a progress count has stopped moving for a stall deadline, looked at every
+/// `EVERY`.
+pub struct Watch {
+    stall: Duration,
+    seen: u64,
+    since: Instant,
+}
+
+impl Watch {
+    pub const EVERY: Duration = Duration::from_millis(250);
+
+    pub fn new(stall: Duration) -> Watch {
+        Watch {
+            stall,
+            seen: 0,
+            since: Instant::now(),
+        }
+    }
+
+    /// True once `progress` has not moved for the stall deadline.
+    pub fn stalled(&mut self, progress: &AtomicU64) -> bool {
+        let now = progress.load(Ordering::Relaxed);
+        if now != self.seen {
+            (self.seen, self.since) = (now, Instant::now());
+        }
+        self.since.elapsed() > self.stall
     }
 }
 

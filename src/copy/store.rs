@@ -5,6 +5,7 @@
 use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -448,11 +449,19 @@ impl Store {
         what: &str,
         work: impl FnOnce(&AtomicU64) -> T + Send + 'static,
     ) -> Result<T> {
-        let stall = self.stall;
-        tokio::task::spawn_blocking(move || super::disk::while_moving(stall, work))
-            .await
-            .expect("a disk call")
-            .ok_or_else(|| self.stalled(what))
+        // A thread of the runtime's pool (no thread made per call, as `disk::while_moving`
+        // would: an audit makes thousands); one that hangs is left to the runtime's end.
+        let progress = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&progress);
+        let mut running = tokio::task::spawn_blocking(move || work(&counted));
+        let mut watch = crate::deadline::Watch::new(self.stall);
+        loop {
+            match tokio::time::timeout(crate::deadline::Watch::EVERY, &mut running).await {
+                Ok(done) => return Ok(done.expect("blocking work")),
+                Err(_) if watch.stalled(&progress) => return Err(self.stalled(what)),
+                Err(_) => {}
+            }
+        }
     }
 
     /// One call into a local copy (a folder opened, a file renamed), waited for at most the
@@ -668,16 +677,12 @@ impl Store {
                     .push(format!("{location}: unfinished set (staging leftover)"));
                 continue;
             }
-            let Ok(name) = folder.name.parse::<SetName>() else {
+            if folder.name.parse::<SetName>().is_err() {
                 continue;
-            };
-            match folder.manifest {
-                Some(bytes) => {
-                    match FoundSet::from_manifest(location.clone().into(), name, &bytes) {
-                        Ok(set) => found.sets.push(set),
-                        Err(err) => found.problems.push(format!("{location}: {err}")),
-                    }
-                }
+            }
+            match folder.set {
+                Some(Ok(set)) => found.sets.push(set),
+                Some(Err(err)) => found.problems.push(format!("{location}: {err}")),
                 None if folder.removing => {
                     found.problems.push(super::removal_in_progress(&location));
                     found.removing.push(location);
@@ -713,12 +718,13 @@ impl Store {
             }
             let location = format!("{definition}/{name}");
             let manifest = self.read_small(&format!("{location}/{MANIFEST}")).await?;
-            let removing = manifest.is_none() && {
+            let set = manifest.map(|bytes| read_manifest(&location, &name, &bytes));
+            let removing = set.is_none() && {
                 let marker = format!("{location}/{}", crate::set::REMOVING);
                 matches!(self.within(&what, self.op.exists(&marker)).await, Ok(true))
             };
             folders.push(SetFolder {
-                manifest,
+                set,
                 removing,
                 ..SetFolder::named(name)
             });
@@ -732,8 +738,8 @@ struct SetFolder {
     name: String,
     /// A symbolic link (never followed).
     link: bool,
-    /// Its MANIFEST.toml (sets only).
-    manifest: Option<Vec<u8>>,
+    /// The set its MANIFEST.toml describes, or why it does not (sets only).
+    set: Option<std::result::Result<FoundSet, String>>,
     /// An interrupted cleanup's marker stands in it.
     removing: bool,
 }
@@ -743,7 +749,7 @@ impl SetFolder {
         SetFolder {
             name,
             link: false,
-            manifest: None,
+            set: None,
             removing: false,
         }
     }
@@ -772,10 +778,12 @@ fn set_folders_here(root: &Path, definition: &str, seen: &AtomicU64) -> Result<V
         folder.link = entry.file_type().is_ok_and(|t| t.is_symlink());
         if !folder.link && folder.name.parse::<SetName>().is_ok() {
             let location = format!("{definition}/{}", folder.name);
-            folder.manifest = read_unlinked(root, &format!("{location}/{MANIFEST}"), |f, b| {
+            let manifest = read_unlinked(root, &format!("{location}/{MANIFEST}"), |f, b| {
                 std::io::Read::read_to_end(f, b).map(|_| ())
             })?;
-            folder.removing = folder.manifest.is_none()
+            // Parsed as read: the bytes of thousands of manifests are never held at once.
+            folder.set = manifest.map(|bytes| read_manifest(&location, &folder.name, &bytes));
+            folder.removing = folder.set.is_none()
                 && std::fs::symlink_metadata(root.join(&location).join(crate::set::REMOVING))
                     .is_ok();
         }
@@ -802,6 +810,16 @@ fn hash_unlinked(path: &Path, progress: &AtomicU64) -> Result<Option<(u64, Strin
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("cannot open", path)(e)),
     }
+}
+
+/// The set a manifest read at `location` describes, or why it does not.
+fn read_manifest(
+    location: &str,
+    folder: &str,
+    bytes: &[u8],
+) -> std::result::Result<FoundSet, String> {
+    let name = folder.parse::<SetName>().map_err(|e| e.to_string())?;
+    FoundSet::from_manifest(location.into(), name, bytes).map_err(|e| e.to_string())
 }
 
 /// What `read` gets of the file `path` of a local copy at `root`; None when it is missing
