@@ -856,47 +856,39 @@ fn locate_dar(
     chain: &[FoundSet],
     trust_bundle: bool,
 ) -> Result<Dar> {
-    let mut dar = find_dar(config, state, fetch, chain, trust_bundle)?;
+    let found = match config.and_then(|c| c.tools.dar.as_ref()) {
+        Some(p) => Dar::at(p.path().to_owned()),
+        None => Dar::locate(None).or_else(|missing| {
+            let holder = tools_holder(chain);
+            // The state database is opened only now: a restore with the system's dar leaves no
+            // trace on a machine that has never run darvault.
+            let opened;
+            let state = match state {
+                Some(s) => s,
+                None => {
+                    let dir =
+                        config.map_or_else(crate::paths::default_state_dir, Config::state_dir);
+                    opened = crate::state::State::open(&dir)?;
+                    &opened
+                }
+            };
+            trusted_bundled(state, fetch.copy, holder, "dar_static", None, trust_bundle)?;
+            let fetched = fetch
+                .file(holder, "bundle/dar_static")
+                .map_err(|_| missing)?;
+            // What runs is a private copy, proven after it was made: the copy's file could
+            // change between the check and the run.
+            let bundled = private_copy(fetch.scratch, holder, "bundle/dar_static", &fetched)?;
+            tracing::info!(
+                "using the bundled dar_static of {}",
+                holder.manifest.set.name
+            );
+            Dar::at(bundled)
+        }),
+    };
+    let mut dar = found?;
     dar.io_stall = fetch.copy.tool_stall();
     Ok(dar)
-}
-
-fn find_dar(
-    config: Option<&Config>,
-    state: Option<&crate::state::State>,
-    fetch: &mut Fetch,
-    chain: &[FoundSet],
-    trust_bundle: bool,
-) -> Result<Dar> {
-    if let Some(p) = config.and_then(|c| c.tools.dar.as_ref()) {
-        return Dar::at(p.path().to_owned());
-    }
-    Dar::locate(None).or_else(|missing| {
-        let holder = tools_holder(chain);
-        // The state database is opened only now: a restore with the system's dar leaves no
-        // trace on a machine that has never run darvault.
-        let opened;
-        let state = match state {
-            Some(s) => s,
-            None => {
-                let dir = config.map_or_else(crate::paths::default_state_dir, Config::state_dir);
-                opened = crate::state::State::open(&dir)?;
-                &opened
-            }
-        };
-        trusted_bundled(state, fetch.copy, holder, "dar_static", None, trust_bundle)?;
-        let fetched = fetch
-            .file(holder, "bundle/dar_static")
-            .map_err(|_| missing)?;
-        // What runs is a private copy, proven after it was made: the copy's file could
-        // change between the check and the run.
-        let bundled = private_copy(fetch.scratch, holder, "bundle/dar_static", &fetched)?;
-        tracing::info!(
-            "using the bundled dar_static of {}",
-            holder.manifest.set.name
-        );
-        Dar::at(bundled)
-    })
 }
 
 fn passphrase(
