@@ -114,10 +114,8 @@ impl Store {
     pub async fn hash_here(&self, path: &Path) -> Result<(u64, String)> {
         let path = path.to_owned();
         self.blocking(&format!("cannot read {}", path.display()), move |read| {
-            let mut file = std::fs::File::open(&path).map_err(Error::io("cannot open", &path))?;
-            let hashed = crate::hashing::hash_open(&mut file, &path, read);
-            super::disk::close(file);
-            hashed
+            super::store::hash_unlinked(&path, read)?
+                .ok_or_else(|| Error::Failed(format!("{} is missing", path.display())))
         })
         .await?
     }

@@ -794,7 +794,7 @@ fn set_folders_here(root: &Path, definition: &str, seen: &AtomicU64) -> Result<V
 
 /// Size and SHA-256 of a file that is not a symbolic link (None when it is missing), the
 /// bytes read so far counted in `progress` as they are.
-fn hash_unlinked(path: &Path, progress: &AtomicU64) -> Result<Option<(u64, String)>> {
+pub(super) fn hash_unlinked(path: &Path, progress: &AtomicU64) -> Result<Option<(u64, String)>> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new()
         .read(true)
