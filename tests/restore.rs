@@ -636,3 +636,119 @@ fn a_file_in_a_middle_slice_needs_only_the_ends_of_the_first_and_last() {
     assert_ne!(code_inside, 0);
     assert!(err.contains("damaged"), "{err}");
 }
+
+/// The slices of `path`'s own row in `set`'s slicing listing (not its folders').
+fn own_slices(set: &Path, path: &str) -> Vec<u32> {
+    let name = name_of(set);
+    let out = Command::new("dar")
+        .args(["-Q", "-N", "-l"])
+        .arg(set.join(format!("{name}.catalog")))
+        .args(["-Tslicing", "-g", path])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.ends_with(&format!(" {path}")))
+        .unwrap_or_else(|| panic!("no row for {path}: {text}"));
+    let field = row.split('\t').next().unwrap();
+    field
+        .split(',')
+        .flat_map(|r| {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            a.parse::<u32>().unwrap()..=b.parse::<u32>().unwrap()
+        })
+        .collect()
+}
+
+/// dar writes a folder's record where it walks the folder, before its files: a file far
+/// down a big folder has its data slices after its folder's record. That file is restored
+/// without reading the slice holding the record (damaged here, so reading it would refuse
+/// the restore), and its folder is made with the mode and time the set records.
+#[test]
+fn one_file_restores_without_the_slice_holding_its_folders_record() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = Env::new();
+    let src = env.path("src");
+    // Laid out in the order dar will walk (readdir's): a big file first at the top, then a
+    // folder whose big video comes before its photo.
+    let in_walk_order = |dir: &Path, names: [&str; 2], make: &dyn Fn(&Path)| {
+        for n in names {
+            make(&dir.join(n));
+        }
+        let walked: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        walked
+    };
+    fs::create_dir_all(&src).unwrap();
+    let tops = in_walk_order(&src, ["one", "two"], &|p| fs::create_dir(p).unwrap());
+    write(&tops[0].join("filler.bin"), &noise(40, 3_000_000));
+    let album = tops[1].clone();
+    let files = in_walk_order(&album, ["a", "b"], &|p| write(p, b""));
+    write(&files[0], &noise(41, 3_000_000));
+    write(&files[1], &noise(42, 20_000));
+    fs::set_permissions(&album, fs::Permissions::from_mode(0o750)).unwrap();
+    let touched = Command::new("touch")
+        .args(["-m", "-d", "@1577934245"])
+        .arg(&album)
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    let folder = album.file_name().unwrap().to_string_lossy().into_owned();
+    let photo = format!(
+        "{folder}/{}",
+        files[1].file_name().unwrap().to_string_lossy()
+    );
+    let usb = env.path("usb");
+    env.config(&format!(
+        "[[definition]]\nname = \"docs\"\nsource = {:?}\nslice_size = \"1M\"\n\n[[destination]]\nname = \"usb\"\nkind = \"fs\"\nroot = {:?}\n",
+        src.display().to_string(),
+        usb.display().to_string()
+    ));
+    backup(&env, "--full");
+    assert_eq!(code(&env.run(&["replicate"])), 0);
+    let set = env.sets("docs").pop().unwrap();
+    let name = name_of(&set);
+    let on_usb = usb.join("docs").join(&name);
+    let last = (1..)
+        .take_while(|n| on_usb.join(format!("{name}.{n}.dar")).exists())
+        .last()
+        .unwrap();
+    let record = *own_slices(&set, &folder).last().unwrap();
+    let data = own_slices(&set, &photo);
+    assert!(
+        record != 1 && record != last && !data.contains(&record),
+        "the folder's record in slice {record} of {last}, the photo in {data:?}"
+    );
+    let slice = on_usb.join(format!("{name}.{record}.dar"));
+    let mut bytes = fs::read(&slice).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    fs::write(&slice, bytes).unwrap();
+
+    let target = env.path("restored");
+    let out = restore(
+        &env,
+        &[
+            "--from",
+            "usb",
+            "--target",
+            &target.display().to_string(),
+            &photo,
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(fs::read(target.join(&photo)).unwrap() == fs::read(src.join(&photo)).unwrap());
+    let made = fs::metadata(target.join(&folder)).unwrap();
+    assert_eq!(made.mode() & 0o7777, 0o750);
+    assert_eq!(made.mtime(), 1577934245);
+    let leftovers: Vec<_> = fs::read_dir(&target)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(leftovers, [std::ffi::OsString::from(&folder)]);
+}

@@ -14,7 +14,7 @@ use std::path::Path;
 use crate::config::RestoreTest;
 use crate::error::{Error, Result};
 use crate::set::manifest::RestoreTestRecord;
-use crate::tools::dar::{Dar, DataState, Entry, EntryKind};
+use crate::tools::dar::{Dar, DataState, Entry, EntryKind, Layout};
 use crate::tools::secret::Passphrase;
 
 /// The archive under test and how to read it.
@@ -126,9 +126,14 @@ pub fn run(
         });
     }
     let paths: Vec<String> = sample.iter().map(|e| e.path.clone()).collect();
-    let not_restored = archive
-        .dar
-        .extract(archive.path, None, archive.key, scratch, &paths)?;
+    let not_restored = archive.dar.extract(
+        archive.path,
+        None,
+        archive.key,
+        scratch,
+        &paths,
+        Layout::Tree,
+    )?;
     if !not_restored.is_empty() {
         let named: Vec<String> = not_restored
             .iter()
@@ -314,6 +319,7 @@ mod tests {
             data,
             size,
             mtime: 0,
+            mode: None,
             dirty: false,
         }
     }

@@ -24,7 +24,7 @@ use crate::copy::{FoundSet, Store};
 use crate::error::{Error, Result};
 use crate::set::manifest::is_safe_relative;
 use crate::set::par2_index::BlockSums;
-use crate::tools::dar::{Dar, NotRestored};
+use crate::tools::dar::{Dar, Layout, NotRestored};
 use crate::tools::secret::Passphrase;
 
 /// `restore --list`: what existed under some paths at a time.
@@ -401,6 +401,7 @@ fn extract_chain(
                 whole: whole(&chain[i]),
                 written: Vec::new(),
                 paths: Vec::new(),
+                flat: None,
             })
             .collect();
         (needs, vec![None; chain.len()])
@@ -446,16 +447,25 @@ fn extract_chain(
         // Given some slices only (or only the ends of some), dar may want more: it exits 0
         // having restored nothing when it cannot open a slice it wants, and reports what it
         // could not read of a stand-in. So what it was to write is looked at in the target,
-        // and short of that it runs again with every slice of the set proven whole.
-        let partial =
-            !proxies.is_empty() || proven.files.len() < set.manifest.archive.slices as usize;
-        let mut not_restored = match dar.extract(
-            &archive(&dir),
-            catalogue,
-            key,
-            target,
-            &need.paths,
-        ) {
+        // and short of that it runs again with every slice of the set proven whole (and as a
+        // tree, should a flat restore have fallen short).
+        let partial = need.flat.is_some()
+            || !proxies.is_empty()
+            || proven.files.len() < set.manifest.archive.slices as usize;
+        let extracted = match &need.flat {
+            Some(folders) => {
+                extract_flat(dar, &archive(&dir), catalogue, key, target, need, folders)
+            }
+            None => dar.extract(
+                &archive(&dir),
+                catalogue,
+                key,
+                target,
+                &need.paths,
+                Layout::Tree,
+            ),
+        };
+        let mut not_restored = match extracted {
             Ok(not_restored)
                 if !partial
                     || (not_restored.is_empty()
@@ -468,7 +478,15 @@ fn extract_chain(
                 tracing::debug!(set = %set.manifest.set.name, "with slices {:?} and the ends of {:?}: {outcome:?}; again with every slice whole", need.slices, need.edges);
                 let every: BTreeSet<u32> = (1..=set.manifest.archive.slices).collect();
                 let all = fetch.slices(chain, [(need.set, &every)].into_iter())?;
-                dar.extract(&archive(&all[0].dir), catalogue, key, target, &need.paths)?
+                let dir = &all[0].dir;
+                dar.extract(
+                    &archive(dir),
+                    catalogue,
+                    key,
+                    target,
+                    &need.paths,
+                    Layout::Tree,
+                )?
             }
         };
         // An older set's failure is over for a path whose data this set has written.
@@ -487,6 +505,71 @@ fn extract_chain(
         .map(|n| chain[n.set].manifest.set.name.clone())
         .collect();
     Ok((applied, failed.into_values().collect()))
+}
+
+/// `need`'s files restored flat (dar reads no folder record, see `select::Need::flat`)
+/// into a scratch folder in `target`, moved to their paths there, then their folders given
+/// the mode and time the set records. Anything short of every file in place as recorded
+/// is an error: the caller then restores the set as a tree.
+fn extract_flat(
+    dar: &Dar,
+    archive: &Path,
+    catalogue: Option<&Path>,
+    key: Option<&Passphrase>,
+    target: &Path,
+    need: &select::Need,
+    folders: &[select::Folder],
+) -> Result<Vec<NotRestored>> {
+    let flat = tempfile::Builder::new()
+        .prefix(".darvault-flat.")
+        .tempdir_in(target)
+        .map_err(Error::io("cannot create a folder in", target))?;
+    let not_restored = dar.extract(
+        archive,
+        catalogue,
+        key,
+        flat.path(),
+        &need.paths,
+        Layout::Flat,
+    )?;
+    if let Some(f) = not_restored.first() {
+        return Err(Error::Failed(format!(
+            "{} not restored flat: {}",
+            f.path, f.reason
+        )));
+    }
+    for path in &need.paths {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let to = target.join(path);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(Error::io("cannot create", parent))?;
+        }
+        std::fs::rename(flat.path().join(name), &to).map_err(Error::io("cannot move", &to))?;
+    }
+    // Deepest first, after every move: a move changes its folder's time, and a folder
+    // recorded read-only could not take the moves.
+    for folder in folders {
+        let dir = target.join(&folder.path);
+        if let Some(mode) = folder.mode {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                .map_err(Error::io("cannot set the mode of", &dir))?;
+        }
+        let when = std::time::UNIX_EPOCH
+            .checked_add(std::time::Duration::from_secs(folder.mtime.max(0) as u64));
+        if let Some(when) = when {
+            std::fs::File::open(&dir)
+                .and_then(|d| d.set_times(std::fs::FileTimes::new().set_modified(when)))
+                .map_err(Error::io("cannot set the time of", &dir))?;
+        }
+    }
+    match need.written.iter().find(|w| !w.is_in(target)) {
+        Some(w) => Err(Error::Failed(format!(
+            "{} not in place after a flat restore",
+            w.path
+        ))),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// The proven slices of one set: their paths and the folder that holds them.

@@ -6,12 +6,12 @@
 //! sets add nothing to it. A set that holds nothing unsettled is skipped; of a needed set dar
 //! reads the first and last slices (header and trailer) and those holding the paths' data.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::copy::FoundSet;
 use crate::error::Result;
-use crate::tools::dar::{Dar, DataState, Entry, EntryKind};
+use crate::tools::dar::{Dar, DataState, Entry, EntryKind, Slicing};
 use crate::tools::secret::Passphrase;
 
 pub struct Need {
@@ -34,6 +34,27 @@ pub struct Need {
     /// only deletes, dar exits 5 "All files asked could not be restored" when the target
     /// never held it: a rename between two sets did that to a correct restore.)
     pub paths: Vec<String>,
+    /// When every path asked of this set is a file whose data it stores, each under its
+    /// own name: dar restores them flat (`-f`) and reads only the slices holding them, not
+    /// those holding their folders' records (which may lie slices away: see
+    /// `dar::Slicing`); these folders (deepest first) are then made by darvault with the
+    /// mode and time the set records.
+    pub flat: Option<Vec<Folder>>,
+}
+
+/// A parent folder of restored paths, as a set records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Folder {
+    pub path: String,
+    pub mode: Option<u32>,
+    pub mtime: i64,
+}
+
+/// What a set's catalogue says of the paths, kept to decide whether it may restore flat.
+struct Listed {
+    slicing: Slicing,
+    /// The parent folders of the paths, by path.
+    folders: BTreeMap<String, Folder>,
 }
 
 /// An entry a set writes into the target.
@@ -119,12 +140,21 @@ pub fn needed(
     let mut folders: Vec<String> = Vec::new();
     for (i, set) in chain.iter().enumerate().rev() {
         let mut records = Vec::new();
+        let mut parents = BTreeMap::new();
         let newest = i + 1 == chain.len();
         // Which slices hold the paths is asked at the same time (dar reads the catalogue
         // twice, on two cores); the answer counts only if this set records something.
         let (listed, holding) = std::thread::scope(|scope| {
-            let holding = scope.spawn(|| dar.slices_holding(&catalogues[i], key, paths));
+            let holding = scope.spawn(|| dar.slicing(&catalogues[i], key, paths));
             let listed = dar.list(&catalogues[i], key, paths, |e| {
+                if e.kind == EntryKind::Directory && paths.iter().any(|p| is_below(p, &e.path)) {
+                    let folder = Folder {
+                        path: e.path.clone(),
+                        mode: e.mode,
+                        mtime: e.mtime,
+                    };
+                    parents.insert(e.path.clone(), folder);
+                }
                 if newest
                     && e.kind == EntryKind::Directory
                     && e.data != DataState::Deleted
@@ -170,8 +200,13 @@ pub fn needed(
         }
         // dar opens every slice the listing names (data, and the folders' records with
         // their attributes) and, for its header and trailer, the first and the last.
-        let slices = holding?;
+        let slicing = holding?;
+        let slices = slicing.all.clone();
         let (whole, edges) = opened(set.manifest.archive.slices, &slices);
+        let listed = Listed {
+            slicing,
+            folders: parents,
+        };
         needs.push((
             Need {
                 set: i,
@@ -184,7 +219,9 @@ pub fn needed(
                     .map(Written::of)
                     .collect(),
                 paths: Vec::new(),
+                flat: None,
             },
+            listed,
             only_deletions,
             writes,
             deletes,
@@ -194,14 +231,15 @@ pub fn needed(
     // is simply absent.
     while needs
         .last()
-        .is_some_and(|(_, only_deletions, _, _)| *only_deletions)
+        .is_some_and(|(_, _, only_deletions, _, _)| *only_deletions)
     {
         needs.pop();
     }
     // Oldest first: a deletion is asked for only under what an older set wrote.
     let mut written: BTreeSet<String> = BTreeSet::new();
     let mut out = Vec::new();
-    for (mut need, _, writes, deletes) in needs.into_iter().rev() {
+    let mut listings = Vec::new();
+    for (mut need, listed, _, writes, deletes) in needs.into_iter().rev() {
         let mut asked: BTreeSet<String> = writes.clone();
         asked.extend(deletes.intersection(&written).cloned());
         written.extend(writes);
@@ -210,6 +248,7 @@ pub fn needed(
         }
         need.paths = asked.into_iter().collect();
         out.push(need);
+        listings.push(listed);
     }
     let unasked: Vec<String> = folders
         .into_iter()
@@ -228,11 +267,49 @@ pub fn needed(
                     whole,
                     written: Vec::new(),
                     paths: unasked,
+                    flat: None,
                 })
             }
         }
     }
+    for (need, listed) in out.iter_mut().zip(&listings) {
+        flatten(need, listed, chain[need.set].manifest.archive.slices);
+    }
     Ok(out)
+}
+
+/// `path` lies strictly below the folder `folder`.
+fn is_below(path: &str, folder: &str) -> bool {
+    path.strip_prefix(folder)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Restore `need` flat where that is the same restore: every path asked is a file (or
+/// link) whose data this set stores, no two share a name, and the catalogue says where
+/// each one's data is. Then dar opens only those slices (and the first and last).
+fn flatten(need: &mut Need, listed: &Listed, count: u32) {
+    let stored = |p: &String| need.written.iter().any(|w| &w.path == p && w.data);
+    let mut names = BTreeSet::new();
+    let unique = need
+        .paths
+        .iter()
+        .all(|p| names.insert(p.rsplit('/').next().unwrap_or(p)));
+    if need.paths.is_empty() || !unique || !need.paths.iter().all(stored) {
+        return;
+    }
+    let mut slices = BTreeSet::new();
+    for p in &need.paths {
+        match listed.slicing.entries.get(p) {
+            Some(held) => slices.extend(held),
+            None => return,
+        }
+    }
+    let folders: Vec<Folder> = listed.folders.values().rev().cloned().collect();
+    let (whole, edges) = opened(count, &slices);
+    need.slices = slices;
+    need.whole = whole;
+    need.edges = edges;
+    need.flat = Some(folders);
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! dar, supervised: create, test, list (XML) and extract. Every run gets `-Q` (no terminal: a
 //! question aborts instead of hanging) and `-N` (no ~/.darrc or /etc/darrc changing behaviour).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -82,8 +82,29 @@ pub struct Entry {
     pub size: u64,
     /// Seconds since the epoch.
     pub mtime: i64,
+    /// Permission bits (with set-id and sticky), as listed.
+    pub mode: Option<u32>,
     /// dar saw the file change while reading it.
     pub dirty: bool,
+}
+
+/// Where an archive keeps what dar reads of some paths.
+pub struct Slicing {
+    /// Of every listed entry: the paths and their parent folders (a folder's record is
+    /// where dar walked it, which may be slices away from a file's data: a big file
+    /// before it in the folder, or a hard link whose data was saved with its first name).
+    pub all: BTreeSet<u32>,
+    /// Of each path's own entry, where its row could be read.
+    pub entries: BTreeMap<String, BTreeSet<u32>>,
+}
+
+/// How dar lays out what it extracts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Each path where it was, its parent folders restored from their records.
+    Tree,
+    /// Files straight into the target by name (`-f`): no folder is read or made.
+    Flat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,14 +313,14 @@ impl Dar {
         parsed
     }
 
-    /// The slices holding data or inodes of `paths` (an isolated catalogue knows the
-    /// slicing); empty when the archive holds nothing of them.
-    pub fn slices_holding(
+    /// Which slices hold what dar reads of `paths` (an isolated catalogue knows the
+    /// slicing): of them all, with their parent folders, and of each path alone.
+    pub fn slicing(
         &self,
         catalogue: &Path,
         key: Option<&Passphrase>,
         paths: &[String],
-    ) -> Result<BTreeSet<u32>> {
+    ) -> Result<Slicing> {
         let mut s = self.spec(key, &["-K"])?;
         s.arg("-l").arg(catalogue).args(["-Tslicing", "-ay"]);
         for p in paths {
@@ -307,10 +328,16 @@ impl Dar {
         }
         let (finished, out) = s.output()?;
         judge(finished, key)?;
-        out.lines()
+        let all = out
+            .lines()
             .rev()
             .find_map(parse_slice_ranges)
-            .ok_or_else(|| Error::Failed(format!("dar listed no slice summary: {out}")))
+            .ok_or_else(|| Error::Failed(format!("dar listed no slice summary: {out}")))?;
+        let entries = paths
+            .iter()
+            .filter_map(|p| Some((p.clone(), slices_of_row(&out, p)?)))
+            .collect();
+        Ok(Slicing { all, entries })
     }
 
     /// Extract `paths` (relative to the source) into `target`, ignoring ownership so that
@@ -323,6 +350,7 @@ impl Dar {
         key: Option<&Passphrase>,
         target: &Path,
         paths: &[String],
+        layout: Layout,
     ) -> Result<Vec<NotRestored>> {
         let mut s = self.spec(key, &["-K", "-J"])?;
         s.arg("-x")
@@ -330,6 +358,9 @@ impl Dar {
             .arg("-R")
             .arg(target)
             .args(["-O", "--fsa-scope", "none", "-wa"]);
+        if layout == Layout::Flat {
+            s.arg("-f");
+        }
         if let Some(c) = catalogue {
             s.arg("-A").arg(c);
         }
@@ -411,9 +442,33 @@ fn not_saved(rest: &str, source: &str) -> NotSaved {
 
 /// dar's summary under a slicing listing: "... in slice range [1,10-12]" (or "[]").
 fn parse_slice_ranges(line: &str) -> Option<BTreeSet<u32>> {
-    let ranges = line
-        .strip_prefix("All displayed files have their data in slice range [")?
-        .strip_suffix(']')?;
+    parse_ranges(
+        line.strip_prefix("All displayed files have their data in slice range [")?
+            .strip_suffix(']')?,
+    )
+}
+
+/// The slices of `path`'s own row in a slicing listing ("2-3\t [..]..[ ]*-rw-r--r-- path";
+/// empty for an entry whose data no slice holds, a symlink's). None unless exactly one row
+/// ends with the path after a permission column.
+fn slices_of_row(listing: &str, path: &str) -> Option<BTreeSet<u32>> {
+    let suffix = format!(" {path}");
+    let mut rows = listing.lines().filter_map(|line| {
+        let (slices, rest) = line.split_once('\t')?;
+        let before = rest.strip_suffix(&suffix)?;
+        let mode = before.get(before.len().checked_sub(10)?..)?;
+        parse_mode(mode)?;
+        Some(slices)
+    });
+    let slices = rows.next()?;
+    if rows.next().is_some() {
+        return None;
+    }
+    parse_ranges(slices.trim())
+}
+
+/// "1,10-12" (or "") as slice numbers.
+fn parse_ranges(ranges: &str) -> Option<BTreeSet<u32>> {
     let mut slices = BTreeSet::new();
     for range in ranges.split(',').filter(|r| !r.is_empty()) {
         let (first, last) = range.split_once('-').unwrap_or((range, range));
@@ -458,6 +513,12 @@ fn parse_listing(out: &mut dyn BufRead, on_entry: &mut dyn FnMut(Entry)) -> Resu
                         match a.key.as_ref() {
                             "data" => entry.data = data_state(&v),
                             "mtime" => entry.mtime = v.parse().unwrap_or(0),
+                            // " drwxr-xr-x", "*-rw-r--r--" (a hard link): the mode is the
+                            // last ten characters.
+                            "permissions" => {
+                                entry.mode =
+                                    v.get(v.len().saturating_sub(10)..).and_then(parse_mode)
+                            }
                             _ => {}
                         }
                     }
@@ -532,6 +593,7 @@ fn start_entry(
             data: DataState::Other,
             size,
             mtime: 0,
+            mode: None,
             dirty,
         },
         has_crc,
@@ -544,6 +606,28 @@ fn attribute(a: &quick_xml::events::attributes::Attribute) -> std::result::Resul
     quick_xml::escape::unescape(&a.value)
         .map(|v| v.into_owned())
         .map_err(|e| e.to_string())
+}
+
+/// "drwxr-sr-t" as mode bits (0o3755); None for anything else.
+fn parse_mode(text: &str) -> Option<u32> {
+    let b = text.as_bytes();
+    if b.len() != 10 || !b"-dlcbps".contains(&b[0]) {
+        return None;
+    }
+    let mut mode = 0;
+    for (i, &c) in b[1..].iter().enumerate() {
+        let (shift, position) = (8 - i as u32, i % 3);
+        // set-uid, set-gid, sticky: in the execute column of user, group and others.
+        let special = 1 << (11 - i / 3);
+        mode |= match (position, c) {
+            (0, b'r') | (1, b'w') | (2, b'x') => 1 << shift,
+            (2, b's' | b't') => (1 << shift) | special,
+            (2, b'S' | b'T') => special,
+            (_, b'-') => 0,
+            _ => return None,
+        };
+    }
+    Some(mode)
 }
 
 fn data_state(v: &str) -> DataState {
@@ -664,6 +748,33 @@ mod tests {
         assert_eq!(parse_slice_ranges(&line("2")), set(&[2]));
         assert_eq!(parse_slice_ranges(&line("")), set(&[]));
         assert_eq!(parse_slice_ranges("-----"), None);
+    }
+
+    #[test]
+    fn a_path_own_slices_and_mode_from_a_slicing_listing() {
+        let listing = "Slice(s)|[Data ][D][ EA  ][FSA][Compr][S]|Permission| Filemane\n\
+            --------+--------------------------------+----------+---------------\n\
+            2\t [InRef][-]       [-L-][   0%][ ] drwxr-x--- photos\n\
+            3-4\t [InRef][-]       [-L-][     ][ ] drwxr-xr-x photos/2011 a\n\
+            1\t [InRef][ ]       [-L-][-----][ ]*-rw-r--r-- photos/2011 a/IMG 1.jpg\n\
+            \t [InRef][-]       [---][-----][ ] lrwxrwxrwx photos/link\n\
+            -----\n\
+            All displayed files have their data in slice range [1-4]\n";
+        let set = |v: &[u32]| v.iter().copied().collect::<BTreeSet<u32>>();
+        assert_eq!(
+            slices_of_row(listing, "photos/2011 a/IMG 1.jpg"),
+            Some(set(&[1]))
+        );
+        assert_eq!(slices_of_row(listing, "photos/2011 a"), Some(set(&[3, 4])));
+        assert_eq!(slices_of_row(listing, "photos"), Some(set(&[2])));
+        assert_eq!(slices_of_row(listing, "photos/link"), Some(set(&[])));
+        assert_eq!(slices_of_row(listing, "1.jpg"), None);
+        assert_eq!(slices_of_row(listing, "elsewhere"), None);
+        assert_eq!(parse_mode("drwxr-x---"), Some(0o750));
+        assert_eq!(parse_mode("-rwsr-sr-t"), Some(0o7755));
+        assert_eq!(parse_mode("drwxrwxrwT"), Some(0o1776));
+        assert_eq!(parse_mode("-rw-r--r--x"), None);
+        assert_eq!(parse_mode("?rw-r--r--"), None);
     }
 
     #[test]
