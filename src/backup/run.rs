@@ -506,7 +506,7 @@ impl<'a> EarlyWork<'a> {
             .layout
             .early_group(self.set_name, n as usize, &(rel, slice.size));
         if let Some(g) = &group {
-            if let Err(e) = self.par2.create(self.dir, g) {
+            if let Err(e) = self.par2.create_on_one_core(self.dir, g) {
                 remove_group_files(self.dir, g);
                 return Err(e);
             }

@@ -218,6 +218,7 @@ impl Dar {
             .arg("--user-comment")
             .arg(o.comment)
             .arg("-vt")
+            .stdout_to_file()
             .timeout(Some(o.timeout));
         if let Some(r) = o.reference {
             s.arg("-A").arg(r);

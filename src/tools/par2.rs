@@ -107,6 +107,16 @@ impl Par2 {
 
     /// Create the PAR2 set for `group` inside `dir` (which holds the covered files).
     pub fn create(&self, dir: &Path, group: &Group) -> Result<()> {
+        self.create_with(dir, group, None)
+    }
+
+    /// `create` on one thread: beside a single-threaded `dar -c`, a par2 on every core
+    /// would take dar's, and dar is the longest step of a backup.
+    pub fn create_on_one_core(&self, dir: &Path, group: &Group) -> Result<()> {
+        self.create_with(dir, group, Some(1))
+    }
+
+    fn create_with(&self, dir: &Path, group: &Group, threads: Option<u32>) -> Result<()> {
         // Enough memory for one pass where that is at most 1 GiB; beyond, par2 makes passes.
         let memory_mb =
             ((group.recovery_blocks * group.block_size).div_ceil(1 << 20) + 64).min(1024);
@@ -117,11 +127,11 @@ impl Par2 {
             .arg("-q")
             .arg(format!("-s{}", group.block_size))
             .arg(format!("-c{}", group.recovery_blocks))
-            .arg(format!("-m{}", memory_mb.max(256)))
-            .arg("-B")
-            .arg(dir)
-            .arg("--")
-            .arg(dir.join(&group.index));
+            .arg(format!("-m{}", memory_mb.max(256)));
+        if let Some(n) = threads {
+            s.arg(format!("-t{n}"));
+        }
+        s.arg("-B").arg(dir).arg("--").arg(dir.join(&group.index));
         for f in &group.covers {
             s.arg(dir.join(f));
         }
