@@ -541,26 +541,19 @@ fn extract_flat(
     for path in &need.paths {
         let name = path.rsplit('/').next().unwrap_or(path);
         let to = target.join(path);
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent).map_err(Error::io("cannot create", parent))?;
-        }
+        make_folders_within(target, path)?;
         std::fs::rename(flat.path().join(name), &to).map_err(Error::io("cannot move", &to))?;
     }
     // Deepest first, after every move: a move changes its folder's time, and a folder
-    // recorded read-only could not take the moves.
+    // recorded read-only could not take the moves. The time first: it needs no permission
+    // on the folder (its owner may set it), the mode may take some away.
     for folder in folders {
         let dir = target.join(&folder.path);
+        set_modified(&dir, folder.mtime)?;
         if let Some(mode) = folder.mode {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
                 .map_err(Error::io("cannot set the mode of", &dir))?;
-        }
-        let when = std::time::UNIX_EPOCH
-            .checked_add(std::time::Duration::from_secs(folder.mtime.max(0) as u64));
-        if let Some(when) = when {
-            std::fs::File::open(&dir)
-                .and_then(|d| d.set_times(std::fs::FileTimes::new().set_modified(when)))
-                .map_err(Error::io("cannot set the time of", &dir))?;
         }
     }
     match need.written.iter().find(|w| !w.is_in(target)) {
@@ -570,6 +563,66 @@ fn extract_flat(
         ))),
         None => Ok(Vec::new()),
     }
+}
+
+/// The folders above `path` in `target`, made where missing. A folder already there must be
+/// one, not a link: a flat restore never writes through a link (dar, restoring a tree,
+/// decides what to do with it).
+fn make_folders_within(target: &Path, path: &str) -> Result<()> {
+    let mut dir = target.to_owned();
+    let Some((parents, _)) = path.rsplit_once('/') else {
+        return Ok(());
+    };
+    for part in parents.split('/') {
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::Failed(format!(
+                    "{} is not a folder: restored as a tree",
+                    dir.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&dir).map_err(Error::io("cannot create", &dir))?;
+            }
+            Err(e) => return Err(Error::io("cannot read", &dir)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Set `path`'s modification time (seconds since the epoch), not following a link, to the
+/// second as dar records it; its access time is left as it is.
+fn set_modified(path: &Path, mtime: i64) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::Failed(format!("{} holds a NUL byte", path.display())))?;
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: mtime as libc::time_t,
+            tv_nsec: 0,
+        },
+    ];
+    // SAFETY: a NUL-terminated path and two timespecs, as utimensat wants.
+    let done = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if done != 0 {
+        return Err(Error::io("cannot set the time of", path)(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
 
 /// The proven slices of one set: their paths and the folder that holds them.

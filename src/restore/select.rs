@@ -304,7 +304,14 @@ fn flatten(need: &mut Need, listed: &Listed, count: u32) {
             None => return,
         }
     }
-    let folders: Vec<Folder> = listed.folders.values().rev().cloned().collect();
+    // Only the folders of the paths this set restores: another path's may not exist yet.
+    let folders: Vec<Folder> = listed
+        .folders
+        .values()
+        .rev()
+        .filter(|f| need.paths.iter().any(|p| is_below(p, &f.path)))
+        .cloned()
+        .collect();
     let (whole, edges) = opened(count, &slices);
     need.slices = slices;
     need.whole = whole;
@@ -335,5 +342,80 @@ mod tests {
         assert!(within("photos/2019", &wanted));
         assert!(!within("photos", &wanted));
         assert!(!within("photos/2019b", &wanted));
+    }
+
+    fn need(paths: &[&str], stored: &[&str]) -> Need {
+        Need {
+            set: 0,
+            slices: BTreeSet::from([1, 2, 3]),
+            edges: BTreeSet::new(),
+            whole: BTreeSet::from([1, 2, 3]),
+            written: stored
+                .iter()
+                .map(|p| Written {
+                    path: (*p).into(),
+                    data: true,
+                    file: None,
+                })
+                .collect(),
+            paths: paths.iter().map(|p| (*p).into()).collect(),
+            flat: None,
+        }
+    }
+
+    fn listed(entries: &[(&str, &[u32])], folders: &[&str]) -> Listed {
+        Listed {
+            slicing: Slicing {
+                all: BTreeSet::from([1, 2, 3]),
+                entries: entries
+                    .iter()
+                    .map(|(p, s)| ((*p).into(), s.iter().copied().collect()))
+                    .collect(),
+            },
+            folders: folders
+                .iter()
+                .map(|f| {
+                    let folder = Folder {
+                        path: (*f).into(),
+                        mode: Some(0o750),
+                        mtime: 1,
+                    };
+                    ((*f).into(), folder)
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn files_a_set_stores_restore_flat_with_only_their_own_folders() {
+        // Another asked path's folder ("b") is not this set's to make.
+        let mut n = need(&["a/c/x.jpg"], &["a/c/x.jpg"]);
+        flatten(
+            &mut n,
+            &listed(&[("a/c/x.jpg", &[2])], &["a", "a/c", "b"]),
+            3,
+        );
+        let made: Vec<String> = n.flat.unwrap().into_iter().map(|f| f.path).collect();
+        assert_eq!(made, ["a/c", "a"]);
+        assert_eq!(n.slices, BTreeSet::from([2]));
+        assert_eq!(n.whole, BTreeSet::from([1, 2, 3]));
+        assert_eq!(n.edges, BTreeSet::from([1, 3]));
+        // Not flat: a folder asked for, an inode-only change, two files of one name, a
+        // path whose row could not be read.
+        for (paths, stored, rows) in [
+            (&["a"][..], &["a/x"][..], &[("a", &[1u32][..])][..]),
+            (&["a/x"], &[], &[("a/x", &[1])]),
+            (
+                &["a/x", "b/x"],
+                &["a/x", "b/x"],
+                &[("a/x", &[1]), ("b/x", &[2])],
+            ),
+            (&["a/x"], &["a/x"], &[]),
+        ] {
+            let mut n = need(paths, stored);
+            flatten(&mut n, &listed(rows, &["a", "b"]), 3);
+            assert!(n.flat.is_none(), "{paths:?}");
+            assert_eq!(n.slices, BTreeSet::from([1, 2, 3]));
+        }
     }
 }

@@ -617,13 +617,15 @@ fn parse_mode(text: &str) -> Option<u32> {
     }
     let mut mode = 0;
     for (i, &c) in b[1..].iter().enumerate() {
-        let (shift, position) = (8 - i as u32, i % 3);
-        // set-uid, set-gid, sticky: in the execute column of user, group and others.
+        let shift = 8 - i as u32;
+        // set-uid, set-gid (s, S), sticky (t, T): in the execute column of user, group and
+        // others.
         let special = 1 << (11 - i / 3);
-        mode |= match (position, c) {
+        let marks = if i == 8 { (b't', b'T') } else { (b's', b'S') };
+        mode |= match (i % 3, c) {
             (0, b'r') | (1, b'w') | (2, b'x') => 1 << shift,
-            (2, b's' | b't') => (1 << shift) | special,
-            (2, b'S' | b'T') => special,
+            (2, c) if c == marks.0 => (1 << shift) | special,
+            (2, c) if c == marks.1 => special,
             (_, b'-') => 0,
             _ => return None,
         };
@@ -776,6 +778,7 @@ mod tests {
         assert_eq!(parse_mode("drwxrwxrwT"), Some(0o1776));
         assert_eq!(parse_mode("-rw-r--r--x"), None);
         assert_eq!(parse_mode("?rw-r--r--"), None);
+        assert_eq!(parse_mode("-rwtr--r--"), None);
     }
 
     #[test]

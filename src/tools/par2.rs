@@ -111,9 +111,11 @@ impl Par2 {
     }
 
     /// `create` on one thread: beside a single-threaded `dar -c`, a par2 on every core
-    /// would take dar's, and dar is the longest step of a backup.
+    /// would take dar's, and dar is the longest step of a backup. (par2cmdline-turbo has
+    /// `-t`; an older par2cmdline may not, and runs as it would.)
     pub fn create_on_one_core(&self, dir: &Path, group: &Group) -> Result<()> {
-        self.create_with(dir, group, Some(1))
+        let threads = (self.engine == Engine::Turbo).then_some(1);
+        self.create_with(dir, group, threads)
     }
 
     fn create_with(&self, dir: &Path, group: &Group, threads: Option<u32>) -> Result<()> {

@@ -239,20 +239,17 @@ impl Spec {
             .env("LC_ALL", "C")
             .stdin(Stdio::null())
             .stderr(Stdio::piped());
-        let output_file = match self.stdout_to_file {
-            true => {
-                let file = tempfile::tempfile()
-                    .map_err(|e| Error::Failed(format!("cannot make a temporary file: {e}")))?;
-                let theirs = file
-                    .try_clone()
-                    .map_err(|e| Error::Failed(format!("cannot share a temporary file: {e}")))?;
-                command.stdout(theirs);
-                Some(file)
-            }
-            false => {
-                command.stdout(Stdio::piped());
-                None
-            }
+        let output_file = if self.stdout_to_file {
+            let temp = std::env::temp_dir();
+            let file = tempfile::tempfile_in(&temp).map_err(Error::io("cannot write in", &temp))?;
+            let theirs = file
+                .try_clone()
+                .map_err(Error::io("cannot write in", &temp))?;
+            command.stdout(theirs);
+            Some(file)
+        } else {
+            command.stdout(Stdio::piped());
+            None
         };
         // dar's start-up question about gpg: the stand-in keeps it from being asked, and a
         // terminal answers it if it is asked anyway. A bare root (no /dev/ptmx) has no
@@ -726,7 +723,9 @@ fn has_exited(pid: u32) -> bool {
             &mut info,
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         );
-        looked == 0 && info.si_pid() != 0
+        // A failed look (a sandbox that forbids it) counts as the end: the output is then
+        // read as far as it goes, never waited on forever.
+        looked != 0 || info.si_pid() != 0
     }
 }
 
