@@ -330,8 +330,8 @@ fn par2_dirs(config: Option<&Config>) -> Vec<Arc<Store>> {
         .unwrap_or_default();
     dirs.sort();
     dirs.dedup();
+    // Opened under the stall deadline; one that is missing or not a folder is no source.
     dirs.into_iter()
-        .filter(|d| d.is_dir())
         .filter_map(|d| Store::for_path(d).ok())
         .map(|mut s| {
             s.name = format!("par2_dir {}", s.name);
@@ -348,14 +348,23 @@ fn all_copies(config: Option<&Config>) -> Result<(Vec<Arc<Store>>, Vec<(String, 
         return Ok((Vec::new(), Vec::new()));
     };
     let (mut copies, mut unreachable) = (Vec::new(), Vec::new());
-    let repo = config.repository.path();
-    if repo.is_dir() {
-        copies.push(Arc::new(crate::copy::repository(config)?));
-    } else {
-        unreachable.push((
+    // Looked at under the stall deadline: the repository's disk may hang too.
+    let repo = config.repository.path().to_owned();
+    let seen = crate::deadline::bounded(crate::copy::STALL, move || repo.is_dir());
+    match seen {
+        Some(true) => copies.push(Arc::new(crate::copy::repository(config)?)),
+        Some(false) => unreachable.push((
             "repository".to_owned(),
-            format!("{} does not exist", repo.display()),
-        ));
+            format!("{} does not exist", config.repository.path().display()),
+        )),
+        None => unreachable.push((
+            "repository".to_owned(),
+            format!(
+                "{} did not answer for {}s",
+                config.repository.path().display(),
+                crate::copy::STALL.as_secs()
+            ),
+        )),
     }
     for d in &config.destinations {
         match Store::open(d) {

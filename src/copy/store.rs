@@ -26,7 +26,7 @@ use crate::set::{MANIFEST, SetName, staging};
 /// A backstop for one whole request; the stall deadline below is what normally fires.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// A request that moves no byte for this long fails the copy [stall_timeout].
-pub(super) const STALL: Duration = Duration::from_secs(120);
+pub const STALL: Duration = Duration::from_secs(120);
 /// Temporary failures of one request are tried again this often [retries].
 const RETRIES: usize = 5;
 /// The longest pause between two tries.

@@ -507,6 +507,9 @@ fn extract_chain(
     Ok((applied, failed.into_values().collect()))
 }
 
+/// The name of a flat restore's scratch folder in the target starts so.
+const FLAT_PREFIX: &str = ".darvault-flat.";
+
 /// `need`'s files restored flat (dar reads no folder record, see `select::Need::flat`)
 /// into a scratch folder in `target`, moved to their paths there, then their folders given
 /// the mode and time the set records. Anything short of every file in place as recorded
@@ -521,7 +524,7 @@ fn extract_flat(
     folders: &[select::Folder],
 ) -> Result<Vec<NotRestored>> {
     let flat = tempfile::Builder::new()
-        .prefix(".darvault-flat.")
+        .prefix(FLAT_PREFIX)
         .tempdir_in(target)
         .map_err(Error::io("cannot create a folder in", target))?;
     let not_restored = dar.extract(
@@ -604,7 +607,7 @@ fn set_modified(path: &Path, mtime: i64) -> Result<()> {
             tv_nsec: libc::UTIME_OMIT,
         },
         libc::timespec {
-            tv_sec: mtime as libc::time_t,
+            tv_sec: mtime as _,
             tv_nsec: 0,
         },
     ];
@@ -1096,8 +1099,14 @@ fn check_target(target: &Path, overwrite: bool) -> Result<PathBuf> {
         )));
     }
     if resolved.is_dir() && !overwrite {
-        let mut entries =
-            std::fs::read_dir(&resolved).map_err(Error::io("cannot read", &resolved))?;
+        let entries = std::fs::read_dir(&resolved).map_err(Error::io("cannot read", &resolved))?;
+        // A flat restore's scratch folder left by a restore that was killed is not the
+        // user's: it goes.
+        let mut entries = entries.flatten().filter(|e| {
+            let ours = e.file_name().to_string_lossy().starts_with(FLAT_PREFIX)
+                && e.file_type().is_ok_and(|t| t.is_dir());
+            !(ours && std::fs::remove_dir_all(e.path()).is_ok())
+        });
         if entries.next().is_some() {
             return Err(Error::Usage(format!(
                 "{} is not empty: give a new or empty folder, or --overwrite",
