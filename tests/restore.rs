@@ -38,6 +38,12 @@ fn restore(env: &Env, args: &[&str]) -> std::process::Output {
     env.run(&all)
 }
 
+/// One path restored from the copy `copy` into `target`.
+fn restore_from(env: &Env, copy: &str, target: &Path, path: &str) -> std::process::Output {
+    let target = target.display().to_string();
+    restore(env, &["--from", copy, "--target", &target, path])
+}
+
 #[test]
 fn every_point_in_time_restores_exactly_and_deletions_stay_deleted() {
     let env = Env::new();
@@ -343,16 +349,7 @@ fn one_file_from_a_cloud_copy_downloads_only_the_sets_and_slices_that_hold_it() 
         .sum();
     let restore_one = |path: &str, target: &str| {
         let target = env.path(target);
-        let out = restore(
-            &env,
-            &[
-                "--from",
-                "s3",
-                "--target",
-                &target.display().to_string(),
-                path,
-            ],
-        );
+        let out = restore_from(&env, "s3", &target, path);
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         (target, report)
@@ -527,8 +524,8 @@ fn a_folder_with_an_edit_and_a_deletion_restores_from_the_diff_alone() {
     assert_same_tree(&expected, &snapshot(&target));
 }
 
-/// The slices of `set` holding `path` (and the folders above it), as dar lists them.
-fn slices_of(set: &Path, path: &str) -> Vec<u32> {
+/// dar's slicing listing of `path` (and the folders above it) in `set`'s catalogue.
+fn slicing_listing(set: &Path, path: &str) -> String {
     let name = name_of(set);
     let out = Command::new("dar")
         .args(["-Q", "-N", "-l"])
@@ -536,20 +533,45 @@ fn slices_of(set: &Path, path: &str) -> Vec<u32> {
         .args(["-Tslicing", "-g", path])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let summary = text
-        .lines()
-        .find_map(|l| l.strip_prefix("All displayed files have their data in slice range ["))
-        .unwrap()
-        .trim_end_matches(']')
-        .to_owned();
-    summary
-        .split(',')
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// "1,3-5" as slice numbers.
+fn slice_ranges(text: &str) -> Vec<u32> {
+    text.split(',')
+        .filter(|r| !r.is_empty())
         .flat_map(|r| {
             let (a, b) = r.split_once('-').unwrap_or((r, r));
             a.parse::<u32>().unwrap()..=b.parse::<u32>().unwrap()
         })
         .collect()
+}
+
+/// The slices of `set` holding `path` (and the folders above it), as dar lists them.
+fn slices_of(set: &Path, path: &str) -> Vec<u32> {
+    let text = slicing_listing(set, path);
+    let summary = text
+        .lines()
+        .find_map(|l| l.strip_prefix("All displayed files have their data in slice range ["))
+        .unwrap()
+        .trim_end_matches(']');
+    slice_ranges(summary)
+}
+
+/// A FULL of `src` in 1 MiB slices, replicated to a folder copy "usb": the set in the
+/// repository and its folder on the copy.
+fn full_on_a_usb_copy(env: &Env, src: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let usb = env.path("usb");
+    env.config(&format!(
+        "[[definition]]\nname = \"docs\"\nsource = {:?}\nslice_size = \"1M\"\n\n[[destination]]\nname = \"usb\"\nkind = \"fs\"\nroot = {:?}\n",
+        src.display().to_string(),
+        usb.display().to_string()
+    ));
+    backup(env, "--full");
+    assert_eq!(code(&env.run(&["replicate"])), 0);
+    let set = env.sets("docs").pop().unwrap();
+    let on_usb = usb.join("docs").join(name_of(&set));
+    (set, on_usb)
 }
 
 #[test]
@@ -559,16 +581,7 @@ fn a_file_in_a_middle_slice_needs_only_the_ends_of_the_first_and_last() {
     for (i, name) in ["a.bin", "b.bin", "c.bin"].iter().enumerate() {
         write(&src.join(name), &noise(i as u64 + 11, 1_600_000));
     }
-    let usb = env.path("usb");
-    env.config(&format!(
-        "[[definition]]\nname = \"docs\"\nsource = {:?}\nslice_size = \"1M\"\n\n[[destination]]\nname = \"usb\"\nkind = \"fs\"\nroot = {:?}\n",
-        src.display().to_string(),
-        usb.display().to_string()
-    ));
-    backup(&env, "--full");
-    assert_eq!(code(&env.run(&["replicate"])), 0);
-    let set = env.sets("docs").pop().unwrap();
-    let on_usb = usb.join("docs").join(name_of(&set));
+    let (set, on_usb) = full_on_a_usb_copy(&env, &src);
     let slices = fs::read_dir(&on_usb)
         .unwrap()
         .flatten()
@@ -601,16 +614,7 @@ fn a_file_in_a_middle_slice_needs_only_the_ends_of_the_first_and_last() {
     }
     let restore_from_usb = |path: &str, target: &str| {
         let target = env.path(target);
-        let out = restore(
-            &env,
-            &[
-                "--from",
-                "usb",
-                "--target",
-                &target.display().to_string(),
-                path,
-            ],
-        );
+        let out = restore_from(&env, "usb", &target, path);
         (code(&out), target, stderr(&out))
     };
     let (code_inside, target, err) = restore_from_usb(inside[0], "inside");
@@ -639,26 +643,12 @@ fn a_file_in_a_middle_slice_needs_only_the_ends_of_the_first_and_last() {
 
 /// The slices of `path`'s own row in `set`'s slicing listing (not its folders').
 fn own_slices(set: &Path, path: &str) -> Vec<u32> {
-    let name = name_of(set);
-    let out = Command::new("dar")
-        .args(["-Q", "-N", "-l"])
-        .arg(set.join(format!("{name}.catalog")))
-        .args(["-Tslicing", "-g", path])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = slicing_listing(set, path);
     let row = text
         .lines()
         .find(|l| l.ends_with(&format!(" {path}")))
         .unwrap_or_else(|| panic!("no row for {path}: {text}"));
-    let field = row.split('\t').next().unwrap();
-    field
-        .split(',')
-        .flat_map(|r| {
-            let (a, b) = r.split_once('-').unwrap_or((r, r));
-            a.parse::<u32>().unwrap()..=b.parse::<u32>().unwrap()
-        })
-        .collect()
+    slice_ranges(row.split('\t').next().unwrap())
 }
 
 /// dar writes a folder's record where it walks the folder, before its files: a file far
@@ -702,17 +692,8 @@ fn one_file_restores_without_the_slice_holding_its_folders_record() {
         "{folder}/{}",
         files[1].file_name().unwrap().to_string_lossy()
     );
-    let usb = env.path("usb");
-    env.config(&format!(
-        "[[definition]]\nname = \"docs\"\nsource = {:?}\nslice_size = \"1M\"\n\n[[destination]]\nname = \"usb\"\nkind = \"fs\"\nroot = {:?}\n",
-        src.display().to_string(),
-        usb.display().to_string()
-    ));
-    backup(&env, "--full");
-    assert_eq!(code(&env.run(&["replicate"])), 0);
-    let set = env.sets("docs").pop().unwrap();
+    let (set, on_usb) = full_on_a_usb_copy(&env, &src);
     let name = name_of(&set);
-    let on_usb = usb.join("docs").join(&name);
     let last = (1..)
         .take_while(|n| on_usb.join(format!("{name}.{n}.dar")).exists())
         .last()
@@ -732,16 +713,7 @@ fn one_file_restores_without_the_slice_holding_its_folders_record() {
     // What a restore killed mid-way leaves in the target does not make it "not empty".
     let target = env.path("restored");
     write(&target.join(".darvault-flat.stale/IMG.jpg"), b"half");
-    let out = restore(
-        &env,
-        &[
-            "--from",
-            "usb",
-            "--target",
-            &target.display().to_string(),
-            &photo,
-        ],
-    );
+    let out = restore_from(&env, "usb", &target, &photo);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(fs::read(target.join(&photo)).unwrap() == fs::read(src.join(&photo)).unwrap());
     let made = fs::metadata(target.join(&folder)).unwrap();
