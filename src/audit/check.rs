@@ -526,11 +526,11 @@ async fn examine(
     entry: &FileEntry,
 ) -> Result<Option<(String, Option<String>)>> {
     // A copy is untrusted: a symlink could point anywhere.
-    if copy.is_link(path)? {
-        return Ok(Some(("a symbolic link (refused)".into(), None)));
-    }
-    let found = match copy.hash(path).await {
-        Ok(found) => found,
+    let found = match copy.examine(path).await {
+        Ok(crate::copy::Examined::Link) => {
+            return Ok(Some(("a symbolic link (refused)".into(), None)));
+        }
+        Ok(crate::copy::Examined::Hashed(found)) => found,
         Err(Error::Interrupted) => return Err(Error::Interrupted),
         Err(e) if e.retry_helps() || matches!(e, Error::Stalled { .. }) => return Err(e),
         // A directory where a file belongs, an unreadable file: that file's verdict.

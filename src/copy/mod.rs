@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 pub use failure::{Retry, understand};
 pub use put::{Expected, Limiter};
 pub use runtime::{Runtime, runtime};
-pub use store::{STALL, Store, hash_stored, storage_error};
+pub use store::{Examined, STALL, Store, hash_stored, storage_error};
 
 use crate::error::{Error, Result};
 use crate::hashing::sha256_hex;

@@ -405,35 +405,53 @@ impl Store {
     }
 
     /// Size and SHA-256 of a stored file in one streaming read; None when it is missing.
-    /// Temporary failures (a broken connection) are tried again, from the start.
+    /// Temporary failures (a broken connection) are tried again, from the start. A link on
+    /// a local copy is refused, never followed.
     pub async fn hash(&self, path: &str) -> Result<Option<(u64, String)>> {
-        let what = format!("cannot read {path}");
-        self.retrying(&what, || self.hash_once(path)).await
+        match self.examine(path).await? {
+            Examined::Hashed(found) => Ok(found),
+            Examined::Link => Err(Error::Failed(format!(
+                "{path} on {} is a symbolic link (refused)",
+                self.name
+            ))),
+        }
     }
 
-    async fn hash_once(&self, path: &str) -> Result<Option<(u64, String)>> {
+    /// A stored file as an audit looks at it: a link (or a path through one) on a local
+    /// copy, else its size and SHA-256 (None when missing); both in one job on the disk.
+    pub async fn examine(&self, path: &str) -> Result<Examined> {
+        let what = format!("cannot read {path}");
+        self.retrying(&what, || self.examine_once(path)).await
+    }
+
+    async fn examine_once(&self, path: &str) -> Result<Examined> {
         if let Some(root) = &self.local_root {
             return self.hash_local(root, path).await;
         }
         let failed = |e| storage_error(&format!("cannot read {path} on {}", self.name), e);
         let size = match self.op.stat(path).await {
             Ok(m) => m.content_length(),
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
+                return Ok(Examined::Hashed(None));
+            }
             Err(e) => return Err(failed(e)),
         };
-        Ok(Some((size, hash_stored(&self.op, path, size).await?)))
+        let sha = hash_stored(&self.op, path, size).await?;
+        Ok(Examined::Hashed(Some((size, sha))))
     }
 
     /// A file of a local copy, hashed with plain reads on a blocking thread (OpenDAL's fs
     /// reader copies every chunk and zero-fills its buffers: an audit took twice as long as
-    /// reading the files). A link is never followed.
-    async fn hash_local(&self, root: &Path, path: &str) -> Result<Option<(u64, String)>> {
+    /// reading the files). A link is never followed: one on the way is reported as such.
+    async fn hash_local(&self, root: &Path, path: &str) -> Result<Examined> {
+        let (root, path) = (root.to_owned(), path.to_owned());
         let file = root.join(path.trim_start_matches('/'));
         let what = format!("cannot read {path}");
-        match self
-            .blocking(&what, move |read| hash_unlinked(&file, read))
-            .await?
-        {
+        let job = move |read: &AtomicU64| match goes_through_link(&root, &path) {
+            true => Ok(Examined::Link),
+            false => hash_unlinked(&file, read).map(Examined::Hashed),
+        };
+        match self.blocking(&what, job).await? {
             Err(Error::Io { source, .. }) => {
                 Err(super::failure::io_error(&self.on_this(&what), &source))
             }
@@ -810,6 +828,15 @@ pub(super) fn hash_unlinked(path: &Path, progress: &AtomicU64) -> Result<Option<
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("cannot open", path)(e)),
     }
+}
+
+/// What an audit finds of a stored file.
+#[derive(Debug)]
+pub enum Examined {
+    /// A symbolic link, or a path through one (a copy is untrusted: it is not followed).
+    Link,
+    /// Its size and SHA-256; None when missing.
+    Hashed(Option<(u64, String)>),
 }
 
 /// The set a manifest read at `location` describes, or why it does not.
