@@ -162,6 +162,29 @@ fn every_command_that_runs_dar_finishes_on_a_terminal() {
         LIMIT,
     );
     assert_eq!(code, 0, "{out}");
+    // One file (restored flat by dar, then moved into the folders darvault makes).
+    let one = walkdir::WalkDir::new(&src)
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+        .find(|e| e.file_type().is_file() && e.depth() > 1)
+        .expect("a file in a folder");
+    let path = one.path().strip_prefix(&src).unwrap().display().to_string();
+    let single = env.path("restored-one");
+    let single_arg = single.display().to_string();
+    let args = [
+        "restore",
+        "--from",
+        "usb",
+        "-d",
+        "docs",
+        "--target",
+        &single_arg,
+        &path,
+    ];
+    let (code, out) = on_terminal(&env, &args, LIMIT);
+    assert_eq!(code, 0, "{out}");
+    assert!(std::fs::read(single.join(&path)).unwrap() == std::fs::read(one.path()).unwrap());
     let (code, out) = on_terminal(&env, &["drill", "usb"], LIMIT);
     assert_eq!(code, 0, "{out}");
     let (code, out) = on_terminal(&env, &["cleanup", "--dry-run"], LIMIT);
