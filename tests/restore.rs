@@ -726,3 +726,34 @@ fn one_file_restores_without_the_slice_holding_its_folders_record() {
         .collect();
     assert_eq!(leftovers, [std::ffi::OsString::from(&folder)]);
 }
+
+/// A folder of the target that is a link (an --overwrite restore into a used folder): a flat
+/// restore never writes through it; the tree restore it stands for replaces the link with
+/// the folder, and nothing lands where the link pointed.
+#[test]
+fn a_linked_folder_in_the_target_is_not_written_through() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("album/photo.jpg"), &noise(60, 5_000));
+    definition(&env, "");
+    backup(&env, "--full");
+    let target = env.path("used");
+    let elsewhere = env.path("elsewhere");
+    fs::create_dir_all(&target).unwrap();
+    fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, target.join("album")).unwrap();
+    let target_arg = target.display().to_string();
+    let out = restore(
+        &env,
+        &["--overwrite", "--target", &target_arg, "album/photo.jpg"],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+    assert!(
+        !fs::symlink_metadata(target.join("album"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(fs::read(target.join("album/photo.jpg")).unwrap() == noise(60, 5_000));
+}

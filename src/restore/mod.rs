@@ -417,16 +417,7 @@ fn extract_chain(
     let mut edges: Vec<Vec<PathBuf>> = Vec::new();
     let mut whole: Vec<BTreeSet<u32>> = Vec::new();
     for need in &needs {
-        let mut slices = need.slices.clone();
-        let mut made = Vec::new();
-        for &n in &need.edges {
-            match fetch.edge(&chain[need.set], n)? {
-                Some(proxy) => made.push(proxy),
-                None => {
-                    slices.insert(n);
-                }
-            }
-        }
+        let (slices, made) = fetch.stand_ins(&chain[need.set], &need.slices, &need.edges)?;
         edges.push(made);
         whole.push(slices);
     }
@@ -453,9 +444,15 @@ fn extract_chain(
             || !proxies.is_empty()
             || proven.files.len() < set.manifest.archive.slices as usize;
         let extracted = match &need.flat {
-            Some(folders) => {
-                extract_flat(dar, &archive(&dir), catalogue, key, target, need, folders)
-            }
+            Some(flat) => extract_flat(
+                dar,
+                &archive(&dir),
+                catalogue,
+                key,
+                target,
+                need,
+                &flat.folders,
+            ),
             None => dar.extract(
                 &archive(&dir),
                 catalogue,
@@ -474,6 +471,12 @@ fn extract_chain(
                 not_restored
             }
             Err(e) if !partial || matches!(e, Error::Interrupted) => return Err(e),
+            Err(e)
+                if need.flat.is_some()
+                    && tree_of_flat(fetch, dar, key, chain, need, target, &e)? =>
+            {
+                Vec::new()
+            }
             outcome => {
                 tracing::debug!(set = %set.manifest.set.name, "with slices {:?} and the ends of {:?}: {outcome:?}; again with every slice whole", need.slices, need.edges);
                 let every: BTreeSet<u32> = (1..=set.manifest.archive.slices).collect();
@@ -505,6 +508,48 @@ fn extract_chain(
         .map(|n| chain[n.set].manifest.set.name.clone())
         .collect();
     Ok((applied, failed.into_values().collect()))
+}
+
+/// A flat restore of `need` fell short (`why`): the tree restore it stands for, with the
+/// slices that reads (its folders' records too). Whether that restored all it was to write
+/// (else every slice is proven whole and dar runs again).
+fn tree_of_flat(
+    fetch: &mut Fetch,
+    dar: &Dar,
+    key: Option<&Passphrase>,
+    chain: &[FoundSet],
+    need: &select::Need,
+    target: &Path,
+    why: &Error,
+) -> Result<bool> {
+    let (Some(flat), set) = (&need.flat, &chain[need.set]) else {
+        return Ok(false);
+    };
+    tracing::debug!(set = %set.manifest.set.name, "flat: {why}; as a tree");
+    let (slices, made) = fetch.stand_ins(set, &flat.tree_slices, &flat.tree_edges)?;
+    let proven = fetch
+        .slices(chain, [(need.set, &slices)].into_iter())?
+        .remove(0);
+    let dir = match made.is_empty() {
+        true => proven.dir,
+        false => fetch.beside_edges(set, &proven.files)?,
+    };
+    let catalogue = fetch.catalogue(set)?;
+    let archive = dir.join(&set.manifest.archive.basename);
+    match dar.extract(
+        &archive,
+        Some(&catalogue),
+        key,
+        target,
+        &need.paths,
+        Layout::Tree,
+    ) {
+        Ok(not_restored) => {
+            Ok(not_restored.is_empty() && need.written.iter().all(|w| w.is_in(target)))
+        }
+        Err(Error::Interrupted) => Err(Error::Interrupted),
+        Err(_) => Ok(false),
+    }
 }
 
 /// The name of a flat restore's scratch folder in the target starts so.
@@ -581,10 +626,7 @@ fn make_folders_within(target: &Path, path: &str) -> Result<()> {
         match std::fs::symlink_metadata(&dir) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
-                return Err(Error::Failed(format!(
-                    "{} is not a folder: restored as a tree",
-                    dir.display()
-                )));
+                return Err(Error::Failed(format!("{} is not a folder", dir.display())));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir(&dir).map_err(Error::io("cannot create", &dir))?;
@@ -839,6 +881,27 @@ impl Fetch<'_> {
                 .map_err(Error::io("cannot write", &proxy))?;
         }
         Ok(Some(proxy))
+    }
+
+    /// Of `slices` (of `set`), those in `edges` that their ends alone can stand in for
+    /// (see `edge`): the slices to prove whole, and the stand-ins made.
+    fn stand_ins(
+        &mut self,
+        set: &FoundSet,
+        slices: &BTreeSet<u32>,
+        edges: &BTreeSet<u32>,
+    ) -> Result<(BTreeSet<u32>, Vec<PathBuf>)> {
+        let mut whole = slices.clone();
+        let mut made = Vec::new();
+        for &n in edges {
+            match self.edge(set, n)? {
+                Some(proxy) => made.push(proxy),
+                None => {
+                    whole.insert(n);
+                }
+            }
+        }
+        Ok((whole, made))
     }
 
     /// The folder of `set`'s slice edges, with links to its proven whole slices beside them:

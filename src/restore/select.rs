@@ -39,7 +39,18 @@ pub struct Need {
     /// those holding their folders' records (which may lie slices away: see
     /// `dar::Slicing`); these folders (deepest first) are then made by darvault with the
     /// mode and time the set records.
-    pub flat: Option<Vec<Folder>>,
+    pub flat: Option<Flat>,
+}
+
+/// How a set restores flat, and the tree restore it stands for (tried should it fall
+/// short, before every slice is proven whole).
+pub struct Flat {
+    /// The folders to make, deepest first.
+    pub folders: Vec<Folder>,
+    /// The slices a tree restore of the same paths reads, and of them the first and last
+    /// read only at their ends.
+    pub tree_slices: BTreeSet<u32>,
+    pub tree_edges: BTreeSet<u32>,
 }
 
 /// A parent folder of restored paths, as a set records it.
@@ -313,10 +324,14 @@ fn flatten(need: &mut Need, listed: &Listed, count: u32) {
         .cloned()
         .collect();
     let (whole, edges) = opened(count, &slices);
-    need.slices = slices;
+    let tree_slices = std::mem::replace(&mut need.slices, slices);
+    let tree_edges = std::mem::replace(&mut need.edges, edges);
     need.whole = whole;
-    need.edges = edges;
-    need.flat = Some(folders);
+    need.flat = Some(Flat {
+        folders,
+        tree_slices,
+        tree_edges,
+    });
 }
 
 #[cfg(test)]
@@ -395,8 +410,10 @@ mod tests {
             &listed(&[("a/c/x.jpg", &[2])], &["a", "a/c", "b"]),
             3,
         );
-        let made: Vec<String> = n.flat.unwrap().into_iter().map(|f| f.path).collect();
+        let flat = n.flat.unwrap();
+        let made: Vec<&str> = flat.folders.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(made, ["a/c", "a"]);
+        assert_eq!(flat.tree_slices, BTreeSet::from([1, 2, 3]));
         assert_eq!(n.slices, BTreeSet::from([2]));
         assert_eq!(n.whole, BTreeSet::from([1, 2, 3]));
         assert_eq!(n.edges, BTreeSet::from([1, 3]));
