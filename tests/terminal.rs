@@ -146,23 +146,18 @@ fn every_command_that_runs_dar_finishes_on_a_terminal() {
     assert_eq!(on_terminal(&env, &["backup", "--diff"], LIMIT).0, 0);
     assert_eq!(on_terminal(&env, &["replicate"], LIMIT).0, 0);
     assert_eq!(on_terminal(&env, &["audit", "--deep"], LIMIT).0, 0);
-    let target = env.path("restored");
-    let target_arg = target.display().to_string();
-    let (code, out) = on_terminal(
-        &env,
-        &[
-            "restore",
-            "--from",
-            "usb",
-            "-d",
-            "docs",
-            "--target",
-            &target_arg,
-        ],
-        LIMIT,
-    );
+    // The whole chain, then one file (restored flat by dar, moved into the folders
+    // darvault makes), from the USB copy.
+    let restore_from_usb = |target: &str, paths: &[&str]| {
+        let target = env.path(target).display().to_string();
+        let mut args = vec![
+            "restore", "--from", "usb", "-d", "docs", "--target", &target,
+        ];
+        args.extend_from_slice(paths);
+        on_terminal(&env, &args, LIMIT)
+    };
+    let (code, out) = restore_from_usb("restored", &[]);
     assert_eq!(code, 0, "{out}");
-    // One file (restored flat by dar, then moved into the folders darvault makes).
     let one = walkdir::WalkDir::new(&src)
         .sort_by_file_name()
         .into_iter()
@@ -171,18 +166,7 @@ fn every_command_that_runs_dar_finishes_on_a_terminal() {
         .expect("a file in a folder");
     let path = one.path().strip_prefix(&src).unwrap().display().to_string();
     let single = env.path("restored-one");
-    let single_arg = single.display().to_string();
-    let args = [
-        "restore",
-        "--from",
-        "usb",
-        "-d",
-        "docs",
-        "--target",
-        &single_arg,
-        &path,
-    ];
-    let (code, out) = on_terminal(&env, &args, LIMIT);
+    let (code, out) = restore_from_usb("restored-one", &[&path]);
     assert_eq!(code, 0, "{out}");
     assert!(std::fs::read(single.join(&path)).unwrap() == std::fs::read(one.path()).unwrap());
     let (code, out) = on_terminal(&env, &["drill", "usb"], LIMIT);
