@@ -239,17 +239,27 @@ impl Spec {
             .env("LC_ALL", "C")
             .stdin(Stdio::null())
             .stderr(Stdio::piped());
-        let output_file = if self.stdout_to_file {
-            let temp = std::env::temp_dir();
-            let file = tempfile::tempfile_in(&temp).map_err(Error::io("cannot write in", &temp))?;
-            let theirs = file
-                .try_clone()
-                .map_err(Error::io("cannot write in", &temp))?;
-            command.stdout(theirs);
-            Some(file)
-        } else {
-            command.stdout(Stdio::piped());
-            None
+        // Where no temporary file can be made (a read-only or full temporary folder), a pipe
+        // does: slower, never failing the run for it.
+        let made = self.stdout_to_file.then(|| {
+            let file = tempfile::tempfile()?;
+            let theirs = file.try_clone()?;
+            Ok::<_, std::io::Error>((file, theirs))
+        });
+        let output_file = match made {
+            Some(Ok((file, theirs))) => {
+                command.stdout(theirs);
+                Some(file)
+            }
+            Some(Err(e)) => {
+                tracing::debug!("{}: output through a pipe: {e}", self.name());
+                command.stdout(Stdio::piped());
+                None
+            }
+            None => {
+                command.stdout(Stdio::piped());
+                None
+            }
         };
         // dar's start-up question about gpg: the stand-in keeps it from being asked, and a
         // terminal answers it if it is asked anyway. A bare root (no /dev/ptmx) has no
