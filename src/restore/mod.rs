@@ -473,7 +473,7 @@ fn extract_chain(
             Err(e) if !partial || matches!(e, Error::Interrupted) => return Err(e),
             Err(e)
                 if need.flat.is_some()
-                    && tree_of_flat(fetch, dar, key, chain, need, target, &e)? =>
+                    && tree_of_flat(fetch, dar, (catalogue, key), chain, need, target, &e)? =>
             {
                 Vec::new()
             }
@@ -516,7 +516,7 @@ fn extract_chain(
 fn tree_of_flat(
     fetch: &mut Fetch,
     dar: &Dar,
-    key: Option<&Passphrase>,
+    (catalogue, key): (Option<&Path>, Option<&Passphrase>),
     chain: &[FoundSet],
     need: &select::Need,
     target: &Path,
@@ -534,16 +534,8 @@ fn tree_of_flat(
         true => proven.dir,
         false => fetch.beside_edges(set, &proven.files)?,
     };
-    let catalogue = fetch.catalogue(set)?;
     let archive = dir.join(&set.manifest.archive.basename);
-    match dar.extract(
-        &archive,
-        Some(&catalogue),
-        key,
-        target,
-        &need.paths,
-        Layout::Tree,
-    ) {
+    match dar.extract(&archive, catalogue, key, target, &need.paths, Layout::Tree) {
         Ok(not_restored) => {
             Ok(not_restored.is_empty() && need.written.iter().all(|w| w.is_in(target)))
         }

@@ -291,8 +291,7 @@ pub fn needed(
 
 /// `path` lies strictly below the folder `folder`.
 fn is_below(path: &str, folder: &str) -> bool {
-    path.strip_prefix(folder)
-        .is_some_and(|rest| rest.starts_with('/'))
+    ancestors_or_self(path).skip(1).any(|a| a == folder)
 }
 
 /// Restore `need` flat where that is the same restore: every path asked is a file (or
