@@ -127,7 +127,7 @@ pub fn run(
     }
     let paths: Vec<String> = sample.iter().map(|e| e.path.clone()).collect();
     let not_restored = archive.dar.extract(
-        archive.path,
+        crate::tools::dar::Archive::Slices(archive.path),
         None,
         archive.key,
         scratch,

@@ -124,13 +124,8 @@ fn rehearse(
         .prefix("darvault-drill.")
         .tempdir()
         .map_err(|e| Error::Failed(format!("cannot make a scratch folder: {e}")))?;
-    let mut fetch = Fetch {
-        rt: &c.rt,
-        copy: &c.copy,
-        scratch: &scratch.path().join("copy"),
-        downloaded: 0,
-        edges: None,
-    };
+    let copy_scratch = scratch.path().join("copy");
+    let mut fetch = Fetch::new(&c.rt, &c.copy, &copy_scratch);
     let holder = super::tools_holder(&chain);
     let system = crate::tools::process::find_executable("dar_static", None, "").ok();
     drill.dar = trusted_bundled(

@@ -11,10 +11,12 @@
 pub mod drill;
 pub mod index;
 pub mod select;
+mod served;
 pub mod when;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -24,7 +26,8 @@ use crate::copy::{FoundSet, Store};
 use crate::error::{Error, Result};
 use crate::set::manifest::is_safe_relative;
 use crate::set::par2_index::BlockSums;
-use crate::tools::dar::{Dar, Layout, NotRestored};
+use crate::tools::dar::{Archive, Dar, Layout, NotRestored};
+use crate::tools::dar_pipes;
 use crate::tools::secret::Passphrase;
 
 /// `restore --list`: what existed under some paths at a time.
@@ -168,13 +171,7 @@ pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {
     let chain = chain_as_of(&sets, as_of, &req.definition, &copy.name)?;
     let key = passphrase(config, &chain, &req.definition)?;
     let scratch = scratch_in(target.parent().unwrap_or(Path::new("/tmp")))?;
-    let mut fetch = Fetch {
-        rt: &rt,
-        copy: &copy,
-        scratch: scratch.path(),
-        downloaded: 0,
-        edges: None,
-    };
+    let mut fetch = Fetch::new(&rt, &copy, scratch.path());
     let dar = locate_dar(config, None, &mut fetch, &chain, req.trust_bundle)?;
 
     let (applied, not_restored) =
@@ -249,13 +246,7 @@ impl<'a> Catalogues<'a> {
     /// Index the sets the index lacks.
     fn index(&self, definition: &str, sets: &[FoundSet]) -> Result<()> {
         let key = passphrase(self.config, sets, definition)?;
-        let mut fetch = Fetch {
-            rt: &self.rt,
-            copy: &self.copy,
-            scratch: self.scratch.path(),
-            downloaded: 0,
-            edges: None,
-        };
+        let mut fetch = Fetch::new(&self.rt, &self.copy, self.scratch.path());
         let Some(newest) = sets.last() else {
             return Ok(());
         };
@@ -413,22 +404,160 @@ fn extract_chain(
         let needs = select::needed(dar, key, chain, &catalogues, paths)?;
         (needs, catalogues.into_iter().map(Some).collect())
     };
+    // A flat restore (some files, into a scratch folder first) is served to dar block by
+    // block where the set's PAR2 index proves its slices so: dar reads only what it needs,
+    // and damage found as it reads leaves nothing in the target. The rest is proven up
+    // front, side by side.
+    let servable = needs
+        .iter()
+        .map(|n| Ok(n.flat.is_some() && served::ProvenBlocks::of(fetch, &chain[n.set])?.is_some()))
+        .collect::<Result<Vec<bool>>>()?;
+    let up_front: Vec<&select::Need> = needs
+        .iter()
+        .zip(&servable)
+        .filter(|(_, s)| !**s)
+        .map(|(n, _)| n)
+        .collect();
+    let mut proven = prove_needed(fetch, chain, &up_front)?.into_iter();
+    std::fs::create_dir_all(target).map_err(Error::io("cannot create", target))?;
+    let restoring = Restoring {
+        dar,
+        key,
+        chain,
+        target,
+    };
+    // One line per file, with the last set's reason.
+    let mut failed: BTreeMap<String, NotRestored> = BTreeMap::new();
+    for (need, servable) in needs.iter().zip(servable) {
+        let set = &chain[need.set];
+        let catalogue = catalogues[need.set].as_deref();
+        tracing::info!(set = %set.manifest.set.name, "extracting");
+        let served = match servable {
+            true => restoring.served(fetch, need, catalogue)?,
+            false => None,
+        };
+        let mut not_restored = match served {
+            Some(not_restored) => not_restored,
+            None => {
+                let ready = match servable {
+                    true => prove_needed(fetch, chain, &[need])?.remove(0),
+                    false => proven.next().expect("proven up front"),
+                };
+                restoring.with_proven(fetch, need, catalogue, ready)?
+            }
+        };
+        // An older set's failure is over for a path whose data this set has written.
+        for w in need.written.iter().filter(|w| w.data) {
+            if !not_restored.iter().any(|f| f.path == w.path) {
+                failed.remove(&w.path);
+            }
+        }
+        for f in not_restored.drain(..) {
+            tracing::debug!(set = %set.manifest.set.name, "{} not restored: {}", f.path, f.reason);
+            failed.insert(f.path.clone(), f);
+        }
+    }
+    let applied = needs
+        .iter()
+        .map(|n| chain[n.set].manifest.set.name.clone())
+        .collect();
+    Ok((applied, failed.into_values().collect()))
+}
+
+/// The slices `needs` make dar read, proven (side by side): for each, the stand-ins made for
+/// slices needed only by their ends, and the slices proven whole.
+fn prove_needed(
+    fetch: &mut Fetch,
+    chain: &[FoundSet],
+    needs: &[&select::Need],
+) -> Result<Vec<(Vec<PathBuf>, Proven)>> {
     // The first and last slices, where they hold no data asked for, by their edges alone.
     let mut edges: Vec<Vec<PathBuf>> = Vec::new();
     let mut whole: Vec<BTreeSet<u32>> = Vec::new();
-    for need in &needs {
+    for need in needs {
         let (slices, made) = fetch.stand_ins(&chain[need.set], &need.slices, &need.edges)?;
         edges.push(made);
         whole.push(slices);
     }
     let proven = fetch.slices(chain, needs.iter().map(|n| n.set).zip(&whole))?;
-    std::fs::create_dir_all(target).map_err(Error::io("cannot create", target))?;
-    // One line per file, with the last set's reason.
-    let mut failed: BTreeMap<String, NotRestored> = BTreeMap::new();
-    for ((need, proxies), proven) in needs.iter().zip(&edges).zip(proven) {
+    Ok(edges.into_iter().zip(proven).collect())
+}
+
+/// What every set of a restore is extracted with.
+struct Restoring<'a> {
+    dar: &'a Dar,
+    key: Option<&'a Passphrase>,
+    chain: &'a [FoundSet],
+    target: &'a Path,
+}
+
+impl Restoring<'_> {
+    /// `need` (a flat restore) extracted with dar reading the set's slices through pipes,
+    /// every block it reads proven by the set's PAR2 index first. None when the slices
+    /// cannot be served so, or the restore fell short of what it was to write: then they
+    /// are proven whole and dar runs again.
+    fn served(
+        &self,
+        fetch: &mut Fetch,
+        need: &select::Need,
+        catalogue: Option<&Path>,
+    ) -> Result<Option<Vec<NotRestored>>> {
+        let set = &self.chain[need.set];
+        let (Some(flat), Some(mut blocks)) = (&need.flat, served::ProvenBlocks::of(fetch, set)?)
+        else {
+            return Ok(None);
+        };
+        let local = fetch.copy.in_place(&fetch.copy.location(set)).is_some();
+        let extracted = match dar_pipes::Archive::open(blocks.sizes(), &mut blocks) {
+            Ok(Some(mut archive)) => {
+                let extracted = extract_flat(
+                    self.dar,
+                    Archive::Served(&mut archive),
+                    catalogue,
+                    self.key,
+                    self.target,
+                    need,
+                    &flat.folders,
+                );
+                tracing::debug!(set = %set.manifest.set.name, "served {} bytes to dar", archive.served);
+                extracted
+            }
+            Ok(None) => Err(Error::Failed("slices of a layout not known here".into())),
+            Err(e) => Err(e),
+        };
+        if !local {
+            fetch.downloaded += blocks.read;
+        }
+        tracing::debug!(set = %set.manifest.set.name, "read {} bytes of its slices", blocks.read);
+        match extracted {
+            Ok(not_restored)
+                if not_restored.is_empty() && need.written.iter().all(|w| w.is_in(self.target)) =>
+            {
+                Ok(Some(not_restored))
+            }
+            Err(Error::Interrupted) => Err(Error::Interrupted),
+            outcome => {
+                tracing::debug!(set = %set.manifest.set.name, "served to dar: {outcome:?}; again with its slices proven whole");
+                Ok(None)
+            }
+        }
+    }
+
+    /// `need` extracted from its slices proven (`ready`: stand-ins and whole slices).
+    fn with_proven(
+        &self,
+        fetch: &mut Fetch,
+        need: &select::Need,
+        catalogue: Option<&Path>,
+        (proxies, proven): (Vec<PathBuf>, Proven),
+    ) -> Result<Vec<NotRestored>> {
+        let Restoring {
+            dar,
+            key,
+            chain,
+            target,
+        } = *self;
         let set = &chain[need.set];
-        let catalogue = catalogues[need.set].as_deref();
-        tracing::info!(set = %set.manifest.set.name, "extracting");
         let archive = |dir: &Path| dir.join(&set.manifest.archive.basename);
         let dir = if proxies.is_empty() {
             proven.dir
@@ -446,7 +575,7 @@ fn extract_chain(
         let extracted = match &need.flat {
             Some(flat) => extract_flat(
                 dar,
-                &archive(&dir),
+                Archive::Slices(&archive(&dir)),
                 catalogue,
                 key,
                 target,
@@ -454,7 +583,7 @@ fn extract_chain(
                 &flat.folders,
             ),
             None => dar.extract(
-                &archive(&dir),
+                Archive::Slices(&archive(&dir)),
                 catalogue,
                 key,
                 target,
@@ -462,7 +591,7 @@ fn extract_chain(
                 Layout::Tree,
             ),
         };
-        let mut not_restored = match extracted {
+        let not_restored = match extracted {
             Ok(not_restored)
                 if !partial
                     || (not_restored.is_empty()
@@ -483,7 +612,7 @@ fn extract_chain(
                 let all = fetch.slices(chain, [(need.set, &every)].into_iter())?;
                 let dir = &all[0].dir;
                 dar.extract(
-                    &archive(dir),
+                    Archive::Slices(&archive(dir)),
                     catalogue,
                     key,
                     target,
@@ -492,22 +621,8 @@ fn extract_chain(
                 )?
             }
         };
-        // An older set's failure is over for a path whose data this set has written.
-        for w in need.written.iter().filter(|w| w.data) {
-            if !not_restored.iter().any(|f| f.path == w.path) {
-                failed.remove(&w.path);
-            }
-        }
-        for f in not_restored.drain(..) {
-            tracing::debug!(set = %set.manifest.set.name, "{} not restored: {}", f.path, f.reason);
-            failed.insert(f.path.clone(), f);
-        }
+        Ok(not_restored)
     }
-    let applied = needs
-        .iter()
-        .map(|n| chain[n.set].manifest.set.name.clone())
-        .collect();
-    Ok((applied, failed.into_values().collect()))
 }
 
 /// A flat restore of `need` fell short (`why`): the tree restore it stands for, with the
@@ -535,7 +650,14 @@ fn tree_of_flat(
         false => fetch.beside_edges(set, &proven.files)?,
     };
     let archive = dir.join(&set.manifest.archive.basename);
-    match dar.extract(&archive, catalogue, key, target, &need.paths, Layout::Tree) {
+    match dar.extract(
+        Archive::Slices(&archive),
+        catalogue,
+        key,
+        target,
+        &need.paths,
+        Layout::Tree,
+    ) {
         Ok(not_restored) => {
             Ok(not_restored.is_empty() && need.written.iter().all(|w| w.is_in(target)))
         }
@@ -553,7 +675,7 @@ const FLAT_PREFIX: &str = ".darvault-flat.";
 /// is an error: the caller then restores the set as a tree.
 fn extract_flat(
     dar: &Dar,
-    archive: &Path,
+    archive: Archive,
     catalogue: Option<&Path>,
     key: Option<&Passphrase>,
     target: &Path,
@@ -679,9 +801,50 @@ struct Fetch<'a> {
     /// folder, which holds sparse files (the scratch folder is beside the target, which may
     /// be a FAT disk that would write out every zero).
     edges: Option<tempfile::TempDir>,
+    /// The block checksums of each PAR2 index read, by set and index (None: unusable).
+    sums: HashMap<(String, String), Option<Arc<BlockSums>>>,
 }
 
-impl Fetch<'_> {
+impl<'a> Fetch<'a> {
+    fn new(rt: &'a tokio::runtime::Runtime, copy: &'a Store, scratch: &'a Path) -> Self {
+        Fetch {
+            rt,
+            copy,
+            scratch,
+            downloaded: 0,
+            edges: None,
+            sums: HashMap::new(),
+        }
+    }
+
+    /// The checksums of each block of slice `name` of `set`, from the set's PAR2 index that
+    /// protects it (proven against the manifest, read once): None when no index protects
+    /// it, or the index is damaged or records another length.
+    fn block_sums(&mut self, set: &FoundSet, name: &str) -> Result<Option<Arc<BlockSums>>> {
+        let (Some(entry), Some(group)) = (
+            set.manifest.files.iter().find(|f| f.path == name),
+            set.manifest
+                .par2
+                .iter()
+                .find(|g| g.covers.iter().any(|c| c == name)),
+        ) else {
+            return Ok(None);
+        };
+        let key = (set.manifest.set.name.clone(), group.index.clone());
+        if !self.sums.contains_key(&key) {
+            let sums = match self.file(set, &group.index) {
+                Ok(index) => {
+                    let bytes = self.rt.block_on(self.copy.read_here(&index))?;
+                    BlockSums::parse(&bytes).ok().map(Arc::new)
+                }
+                Err(Error::Interrupted) => return Err(Error::Interrupted),
+                Err(_) => None,
+            };
+            self.sums.insert(key.clone(), sums);
+        }
+        let sums = self.sums[&key].clone();
+        Ok(sums.filter(|s| s.length(name) == Some(entry.size)))
+    }
     fn file(&mut self, set: &FoundSet, path: &str) -> Result<PathBuf> {
         let mut proven = self.files(&[(set, path.to_owned())])?;
         Ok(proven.remove(0))
@@ -825,28 +988,16 @@ impl Fetch<'_> {
         use std::os::unix::fs::FileExt;
         const EDGE: u64 = 64 * 1024;
         let name = format!("{}.{n}.dar", set.manifest.archive.basename);
-        let (Some(entry), Some(group)) = (
-            set.manifest.files.iter().find(|f| f.path == name),
-            set.manifest.par2.iter().find(|g| g.covers.contains(&name)),
-        ) else {
+        let Some(sums) = self.block_sums(set, &name)? else {
             return Ok(None);
         };
-        let index = match self.file(set, &group.index) {
-            Ok(index) => index,
-            Err(Error::Interrupted) => return Err(Error::Interrupted),
-            Err(_) => return Ok(None),
-        };
-        let index = self.rt.block_on(self.copy.read_here(&index))?;
-        let Ok(sums) = BlockSums::parse(&index) else {
-            return Ok(None);
-        };
+        let size = sums.length(&name).expect("the slice's own length");
         let dir = self.edges_of(set)?;
         let proxy = dir.join(&name);
         let file = std::fs::File::create(&proxy).map_err(Error::io("cannot create", &proxy))?;
-        file.set_len(entry.size)
+        file.set_len(size)
             .map_err(Error::io("cannot write", &proxy))?;
         let stored = format!("{}/{name}", self.copy.location(set));
-        let size = entry.size;
         for wanted in [0..EDGE.min(size), size.saturating_sub(EDGE)..size] {
             let Some(range) = sums.blocks_covering(&name, wanted) else {
                 return Ok(None);

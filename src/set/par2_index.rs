@@ -71,6 +71,15 @@ impl BlockSums {
         Ok(BlockSums { block_size, files })
     }
 
+    pub fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    /// The length of `file` as the index records it; None for a file it does not protect.
+    pub fn length(&self, file: &str) -> Option<u64> {
+        self.files.get(file).map(|(length, _)| *length)
+    }
+
     /// The byte ranges of whole blocks of `file` that cover `wanted` (clipped to the file).
     pub fn blocks_covering(&self, file: &str, wanted: Range<u64>) -> Option<Range<u64>> {
         let (length, _) = self.files.get(file)?;

@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use quick_xml::events::{BytesStart, Event};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::dar_pipes::make_pipe;
 use super::process::{Finished, Spec, find_executable};
 use super::secret::Passphrase;
 use crate::error::{Error, Result};
@@ -346,7 +350,7 @@ impl Dar {
     /// first and last slice and those holding the data of `paths`.
     pub fn extract(
         &self,
-        archive: &Path,
+        archive: Archive,
         catalogue: Option<&Path>,
         key: Option<&Passphrase>,
         target: &Path,
@@ -354,9 +358,26 @@ impl Dar {
         layout: Layout,
     ) -> Result<Vec<NotRestored>> {
         let mut s = self.spec(key, &["-K", "-J"])?;
-        s.arg("-x")
-            .arg(archive)
-            .arg("-R")
+        let pipes = match &archive {
+            Archive::Slices(path) => {
+                s.arg("-x").arg(path);
+                None
+            }
+            Archive::Served(_) => {
+                let dir = tempfile::Builder::new()
+                    .prefix("darvault-pipes.")
+                    .tempdir()
+                    .map_err(|e| Error::Failed(format!("cannot make a temporary folder: {e}")))?;
+                let (answers, orders) = (dir.path().join("answers"), dir.path().join("orders"));
+                let ends = (make_pipe(&answers)?, make_pipe(&orders)?);
+                s.args(["-x", "-", "-i"])
+                    .arg(&answers)
+                    .arg("-o")
+                    .arg(&orders);
+                Some((dir, ends))
+            }
+        };
+        s.arg("-R")
             .arg(target)
             .args(["-O", "--fsa-scope", "none", "-wa"]);
         if layout == Layout::Flat {
@@ -368,7 +389,30 @@ impl Dar {
         for p in paths {
             s.arg("-g").arg(p);
         }
-        let (finished, out) = s.output()?;
+        let (finished, out) = match (archive, &pipes) {
+            (Archive::Served(archive), Some((_, (answers, orders)))) => {
+                let ended = AtomicBool::new(false);
+                // dar waits for an answer forever (it reads a closed pipe as empty, again and
+                // again): when none can be given, it is stopped.
+                let unanswered = Arc::new(AtomicBool::new(false));
+                s.abandon_when(Arc::clone(&unanswered));
+                std::thread::scope(|scope| {
+                    let server = scope.spawn(|| {
+                        let served = archive.serve(orders, answers, &ended);
+                        if served.is_err() {
+                            unanswered.store(true, Ordering::Relaxed);
+                        }
+                        served
+                    });
+                    let ran = s.output();
+                    ended.store(true, Ordering::Relaxed);
+                    let served = server.join().expect("the serving thread");
+                    // Why the serving stopped explains why dar failed.
+                    served.and(ran)
+                })?
+            }
+            _ => s.output()?,
+        };
         let (not_restored, already_absent): (Vec<_>, Vec<_>) = not_restored(&out, target)
             .into_iter()
             .partition(|n| !n.reason.starts_with(ALREADY_ABSENT));
@@ -386,6 +430,14 @@ impl Dar {
         }
         judge(finished, key).map(|_| not_restored)
     }
+}
+
+/// What `dar -x` reads.
+pub enum Archive<'a, 'r> {
+    /// Slices in a folder: `<dir>/<basename>`.
+    Slices(&'a Path),
+    /// Slices served through pipes, each byte proven as dar reads it.
+    Served(&'a mut super::dar_pipes::Archive<'r>),
 }
 
 /// dar's reason when a set deletes a file the target does not hold.

@@ -1,6 +1,7 @@
 //! Supervised external programs: one process runner, and the tools built on top of it.
 
 pub mod dar;
+pub mod dar_pipes;
 pub mod gpg_stand_in;
 pub mod par2;
 pub mod process;

@@ -99,6 +99,8 @@ pub struct Spec {
     io_stall: Option<Duration>,
     /// Its output goes through a temporary file rather than a pipe (see `stdout_to_file`).
     stdout_to_file: bool,
+    /// Stopped once this is set (see `abandon_when`).
+    abandon: Option<Arc<AtomicBool>>,
 }
 
 impl Spec {
@@ -114,7 +116,15 @@ impl Spec {
             inherited: Vec::new(),
             io_stall: None,
             stdout_to_file: false,
+            abandon: None,
         }
+    }
+
+    /// Stop the child (SIGTERM, then SIGKILL) once `flag` is set: for a caller that serves
+    /// it and can no longer (it would wait for an answer forever).
+    pub fn abandon_when(&mut self, flag: Arc<AtomicBool>) -> &mut Self {
+        self.abandon = Some(flag);
+        self
     }
 
     /// Send the child's output through an unnamed temporary file, read as it grows, rather
@@ -348,6 +358,7 @@ impl Spec {
             Limits {
                 timeout: self.timeout,
                 io_stall: self.io_stall,
+                abandon: self.abandon.clone(),
             },
             Arc::clone(&done),
             Arc::clone(&given_up),
@@ -409,6 +420,9 @@ impl Spec {
                     status: format!("timed out after {}s", t.as_secs()),
                     detail: tail_detail(&stderr_tail),
                 });
+            }
+            Some(WhyStopped::Abandoned) => {
+                return Err(Error::Failed(format!("{name}: stopped, given up on")));
             }
             Some(WhyStopped::Stalled(_)) | None => {}
         }
@@ -525,6 +539,8 @@ fn keep_line(tail: &mut String, tool: &str, line: &[u8]) {
 
 enum WhyStopped {
     StopRequested,
+    /// Its caller gave up on it (see `Spec::abandon_when`).
+    Abandoned,
     /// Read and wrote nothing for this long.
     Stalled(Duration),
     Timeout(Duration),
@@ -534,6 +550,7 @@ enum WhyStopped {
 struct Limits {
     timeout: Option<Duration>,
     io_stall: Option<Duration>,
+    abandon: Option<Arc<AtomicBool>>,
 }
 
 fn spawn_watchdog(
@@ -552,6 +569,13 @@ fn spawn_watchdog(
             if stop_flag().load(Ordering::Relaxed) {
                 break WhyStopped::StopRequested;
             }
+            if limits
+                .abandon
+                .as_ref()
+                .is_some_and(|a| a.load(Ordering::Relaxed))
+            {
+                break WhyStopped::Abandoned;
+            }
             if let Some(t) = limits.timeout.filter(|t| started.elapsed() > *t) {
                 break WhyStopped::Timeout(t);
             }
@@ -569,7 +593,9 @@ fn spawn_watchdog(
         signal_group(pid, libc::SIGTERM);
         let term_sent = Instant::now();
         let grace = match why {
-            WhyStopped::StopRequested | WhyStopped::Stalled(_) => STOP_GRACE,
+            WhyStopped::StopRequested | WhyStopped::Abandoned | WhyStopped::Stalled(_) => {
+                STOP_GRACE
+            }
             WhyStopped::Timeout(_) => KILL_GRACE,
         };
         while !done.load(Ordering::Relaxed) {
