@@ -40,3 +40,44 @@ impl<T: Send + 'static> Bounded<T> {
             .map(|r| r.expect("task panicked"))
     }
 }
+
+/// `job(0)` .. `job(n - 1)` on threads, as many at once as there are cores (blocking work:
+/// each runs a program), their results in order.
+pub fn on_cores<T: Send>(n: usize, job: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let next = AtomicUsize::new(0);
+    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..cores.min(n))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return done;
+                        }
+                        done.push((i, job(i)));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            for (i, t) in worker.join().expect("worker thread") {
+                out[i] = Some(t);
+            }
+        }
+    });
+    out.into_iter().map(|t| t.expect("every job ran")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn jobs_on_cores_come_back_in_order() {
+        let got = super::on_cores(9, |i| i * 10);
+        assert_eq!(got, (0..9).map(|i| i * 10).collect::<Vec<_>>());
+        assert!(super::on_cores(0, |i| i).is_empty());
+    }
+}

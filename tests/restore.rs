@@ -775,8 +775,12 @@ fn one_file_restore_proves_only_the_blocks_dar_reads() {
         usb.display().to_string()
     ));
     backup(&env, "--full");
+    // An INCR above it: the chain's catalogues are listed side by side, and the FULL's slice
+    // list is read only once serving it fell short.
+    write(&src.join("c.bin"), &noise(23, 1000));
+    backup(&env, "--incr");
     assert_eq!(code(&env.run(&["replicate"])), 0);
-    let set = env.sets("docs").pop().unwrap();
+    let set = env.sets("docs").into_iter().next().unwrap();
     let slice = usb
         .join("docs")
         .join(name_of(&set))

@@ -393,6 +393,8 @@ fn extract_chain(
                 written: Vec::new(),
                 paths: Vec::new(),
                 flat: None,
+                served: false,
+                located: true,
             })
             .collect();
         (needs, vec![None; chain.len()])
@@ -401,23 +403,17 @@ fn extract_chain(
             .iter()
             .map(|set| fetch.catalogue(set))
             .collect::<Result<Vec<_>>>()?;
-        let needs = select::needed(dar, key, chain, &catalogues, paths)?;
+        // A flat restore (some files, into a scratch folder first) is served to dar block
+        // by block where the set's PAR2 index proves its slices so: dar reads only what it
+        // needs, and damage found as it reads leaves nothing in the target.
+        let servable = |i: usize| -> Result<bool> {
+            Ok(served::ProvenBlocks::of(fetch, &chain[i])?.is_some())
+        };
+        let needs = select::needed(dar, key, chain, &catalogues, paths, servable)?;
         (needs, catalogues.into_iter().map(Some).collect())
     };
-    // A flat restore (some files, into a scratch folder first) is served to dar block by
-    // block where the set's PAR2 index proves its slices so: dar reads only what it needs,
-    // and damage found as it reads leaves nothing in the target. The rest is proven up
-    // front, side by side.
-    let servable = needs
-        .iter()
-        .map(|n| Ok(n.flat.is_some() && served::ProvenBlocks::of(fetch, &chain[n.set])?.is_some()))
-        .collect::<Result<Vec<bool>>>()?;
-    let up_front: Vec<&select::Need> = needs
-        .iter()
-        .zip(&servable)
-        .filter(|(_, s)| !**s)
-        .map(|(n, _)| n)
-        .collect();
+    // The rest is proven up front, side by side.
+    let up_front: Vec<&select::Need> = needs.iter().filter(|n| !n.served).collect();
     let mut proven = prove_needed(fetch, chain, &up_front)?.into_iter();
     std::fs::create_dir_all(target).map_err(Error::io("cannot create", target))?;
     let restoring = Restoring {
@@ -428,22 +424,29 @@ fn extract_chain(
     };
     // One line per file, with the last set's reason.
     let mut failed: BTreeMap<String, NotRestored> = BTreeMap::new();
-    for (need, servable) in needs.iter().zip(servable) {
+    let applied = needs
+        .iter()
+        .map(|n| chain[n.set].manifest.set.name.clone())
+        .collect();
+    for mut need in needs {
         let set = &chain[need.set];
         let catalogue = catalogues[need.set].as_deref();
         tracing::info!(set = %set.manifest.set.name, "extracting");
-        let served = match servable {
-            true => restoring.served(fetch, need, catalogue)?,
+        let served = match need.served {
+            true => restoring.served(fetch, &need, catalogue)?,
             false => None,
         };
-        let mut not_restored = match served {
-            Some(not_restored) => not_restored,
-            None => {
-                let ready = match servable {
-                    true => prove_needed(fetch, chain, &[need])?.remove(0),
-                    false => proven.next().expect("proven up front"),
-                };
-                restoring.with_proven(fetch, need, catalogue, ready)?
+        let mut not_restored = match (served, catalogue) {
+            (Some(not_restored), _) => not_restored,
+            (None, Some(catalogue)) if need.served => {
+                let count = set.manifest.archive.slices;
+                select::locate(dar, key, catalogue, paths, &mut need, count)?;
+                let ready = prove_needed(fetch, chain, &[&need])?.remove(0);
+                restoring.with_proven(fetch, &need, Some(catalogue), ready)?
+            }
+            (None, catalogue) => {
+                let ready = proven.next().expect("proven up front");
+                restoring.with_proven(fetch, &need, catalogue, ready)?
             }
         };
         // An older set's failure is over for a path whose data this set has written.
@@ -457,10 +460,6 @@ fn extract_chain(
             failed.insert(f.path.clone(), f);
         }
     }
-    let applied = needs
-        .iter()
-        .map(|n| chain[n.set].manifest.set.name.clone())
-        .collect();
     Ok((applied, failed.into_values().collect()))
 }
 

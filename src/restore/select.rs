@@ -40,6 +40,11 @@ pub struct Need {
     /// `dar::Slicing`); these folders (deepest first) are then made by darvault with the
     /// mode and time the set records.
     pub flat: Option<Flat>,
+    /// Flat, and dar is served the set's slices block by block, each proven as it reads.
+    pub served: bool,
+    /// `slices`, `edges`, `whole` (and a flat restore's tree slices) are known: read from
+    /// the catalogue's slice list, which a served set needs only should serving fall short.
+    pub located: bool,
 }
 
 /// How a set restores flat, and the tree restore it stands for (tried should it fall
@@ -59,13 +64,6 @@ pub struct Folder {
     pub path: String,
     pub mode: Option<u32>,
     pub mtime: i64,
-}
-
-/// What a set's catalogue says of the paths, kept to decide whether it may restore flat.
-struct Listed {
-    slicing: Slicing,
-    /// The parent folders of the paths, by path.
-    folders: BTreeMap<String, Folder>,
 }
 
 /// An entry a set writes into the target.
@@ -137,54 +135,91 @@ pub(super) fn within(path: &str, wanted: &[String]) -> bool {
         .any(|w| ancestors_or_self(path).any(|p| p == w))
 }
 
+/// What one set's catalogue says of the requested paths: the entries it records within
+/// them (data, changed inodes, deletions), the paths' parent folders, and the requested
+/// paths that are folders existing in it.
+struct Listing {
+    records: Vec<Entry>,
+    parents: BTreeMap<String, Folder>,
+    folders: Vec<String>,
+}
+
+fn listing(
+    dar: &Dar,
+    key: Option<&Passphrase>,
+    catalogue: &Path,
+    paths: &[String],
+) -> Result<Listing> {
+    let mut out = Listing {
+        records: Vec::new(),
+        parents: BTreeMap::new(),
+        folders: Vec::new(),
+    };
+    dar.list(catalogue, key, paths, |e| {
+        if e.kind == EntryKind::Directory && paths.iter().any(|p| is_below(p, &e.path)) {
+            let folder = Folder {
+                path: e.path.clone(),
+                mode: e.mode,
+                mtime: e.mtime,
+            };
+            out.parents.insert(e.path.clone(), folder);
+        }
+        if e.kind == EntryKind::Directory && e.data != DataState::Deleted && paths.contains(&e.path)
+        {
+            out.folders.push(e.path.clone());
+        }
+        let recorded = match e.data {
+            DataState::Saved | DataState::InodeOnly | DataState::Deleted => true,
+            // A device or pipe carries no sign of having changed here: it counts.
+            DataState::Referenced | DataState::Other => e.kind == EntryKind::Other,
+        };
+        if recorded && within(&e.path, paths) {
+            out.records.push(e);
+        }
+    })?;
+    Ok(out)
+}
+
+/// The sets of `chain` a restore of `paths` needs, oldest first. `servable(i)`: whether set
+/// `i` can be served to dar block by block, each proven as dar reads it; such a set that
+/// restores flat is not located (its slice list is read only should serving fall short).
 pub fn needed(
     dar: &Dar,
     key: Option<&Passphrase>,
     chain: &[FoundSet],
     catalogues: &[PathBuf],
     paths: &[String],
+    mut servable: impl FnMut(usize) -> Result<bool>,
 ) -> Result<Vec<Need>> {
+    // Every set's catalogue says something of the paths' state at the restore time: they
+    // are read side by side, a core each. With a core to spare for each, a set's slice list
+    // is read beside its listing: most restores need it (one served flat does not), and
+    // then it is there without a wait.
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let beside = cores >= 2 * chain.len();
+    let read = crate::parallel::on_cores(chain.len(), |i| {
+        std::thread::scope(|scope| {
+            let slicing = beside.then(|| scope.spawn(|| dar.slicing(&catalogues[i], key, paths)));
+            let listed = listing(dar, key, &catalogues[i], paths);
+            (listed, slicing.map(|s| s.join().expect("dar -l thread")))
+        })
+    });
+    let (listings, mut early): (Vec<_>, Vec<_>) = read.into_iter().unzip();
     let mut settled = Settled::default();
     let mut needs = Vec::new();
     // Requested folders that exist at the restore time (the newest set lists them): asked of
     // the newest set when no set writes anything under them (an empty folder).
     let mut folders: Vec<String> = Vec::new();
-    for (i, set) in chain.iter().enumerate().rev() {
-        let mut records = Vec::new();
-        let mut parents = BTreeMap::new();
-        let newest = i + 1 == chain.len();
-        // Which slices hold the paths is asked at the same time (dar reads the catalogue
-        // twice, on two cores); the answer counts only if this set records something.
-        let (listed, holding) = std::thread::scope(|scope| {
-            let holding = scope.spawn(|| dar.slicing(&catalogues[i], key, paths));
-            let listed = dar.list(&catalogues[i], key, paths, |e| {
-                if e.kind == EntryKind::Directory && paths.iter().any(|p| is_below(p, &e.path)) {
-                    let folder = Folder {
-                        path: e.path.clone(),
-                        mode: e.mode,
-                        mtime: e.mtime,
-                    };
-                    parents.insert(e.path.clone(), folder);
-                }
-                if newest
-                    && e.kind == EntryKind::Directory
-                    && e.data != DataState::Deleted
-                    && paths.contains(&e.path)
-                {
-                    folders.push(e.path.clone());
-                }
-                let recorded = match e.data {
-                    DataState::Saved | DataState::InodeOnly | DataState::Deleted => true,
-                    // A device or pipe carries no sign of having changed here: it counts.
-                    DataState::Referenced | DataState::Other => e.kind == EntryKind::Other,
-                };
-                if recorded && within(&e.path, paths) && !settled.covers(&e.path) {
-                    records.push(e);
-                }
-            });
-            (listed, holding.join().expect("dar -l thread"))
-        });
-        listed?;
+    for (i, listed) in listings.into_iter().enumerate().rev() {
+        let listed = listed?;
+        if i + 1 == chain.len() {
+            folders = listed.folders;
+        }
+        let records: Vec<Entry> = listed
+            .records
+            .into_iter()
+            .filter(|e| !settled.covers(&e.path))
+            .collect();
         if records.is_empty() {
             continue;
         }
@@ -209,21 +244,12 @@ pub fn needed(
                 _ => {}
             }
         }
-        // dar opens every slice the listing names (data, and the folders' records with
-        // their attributes) and, for its header and trailer, the first and the last.
-        let slicing = holding?;
-        let slices = slicing.all.clone();
-        let (whole, edges) = opened(set.manifest.archive.slices, &slices);
-        let listed = Listed {
-            slicing,
-            folders: parents,
-        };
         needs.push((
             Need {
                 set: i,
-                slices,
-                edges,
-                whole,
+                slices: BTreeSet::new(),
+                edges: BTreeSet::new(),
+                whole: BTreeSet::new(),
                 written: records
                     .iter()
                     .filter(|e| matches!(e.data, DataState::Saved | DataState::InodeOnly))
@@ -231,8 +257,10 @@ pub fn needed(
                     .collect(),
                 paths: Vec::new(),
                 flat: None,
+                served: false,
+                located: false,
             },
-            listed,
+            listed.parents,
             only_deletions,
             writes,
             deletes,
@@ -249,8 +277,8 @@ pub fn needed(
     // Oldest first: a deletion is asked for only under what an older set wrote.
     let mut written: BTreeSet<String> = BTreeSet::new();
     let mut out = Vec::new();
-    let mut listings = Vec::new();
-    for (mut need, listed, _, writes, deletes) in needs.into_iter().rev() {
+    let mut parents_of = Vec::new();
+    for (mut need, parents, _, writes, deletes) in needs.into_iter().rev() {
         let mut asked: BTreeSet<String> = writes.clone();
         asked.extend(deletes.intersection(&written).cloned());
         written.extend(writes);
@@ -259,7 +287,7 @@ pub fn needed(
         }
         need.paths = asked.into_iter().collect();
         out.push(need);
-        listings.push(listed);
+        parents_of.push(parents);
     }
     let unasked: Vec<String> = folders
         .into_iter()
@@ -270,6 +298,7 @@ pub fn needed(
         match out.iter_mut().find(|n| n.set == last) {
             Some(need) => need.paths.extend(unasked),
             None => {
+                // No set records anything under it: dar reads only the newest set's ends.
                 let (whole, edges) = opened(chain[last].manifest.archive.slices, &BTreeSet::new());
                 out.push(Need {
                     set: last,
@@ -279,14 +308,52 @@ pub fn needed(
                     written: Vec::new(),
                     paths: unasked,
                     flat: None,
+                    served: false,
+                    located: true,
                 })
             }
         }
     }
-    for (need, listed) in out.iter_mut().zip(&listings) {
-        flatten(need, listed, chain[need.set].manifest.archive.slices);
+    for (need, parents) in out.iter_mut().zip(&parents_of) {
+        flatten(need, parents);
+        need.served = need.flat.is_some() && servable(need.set)?;
+    }
+    // The slices dar opens in each set not served, from its catalogue (a core each).
+    for need in out.iter_mut().filter(|n| !n.located) {
+        let count = chain[need.set].manifest.archive.slices;
+        match early[need.set].take() {
+            Some(Ok(slicing)) => place(need, &slicing, count),
+            // Served, it may never need one.
+            Some(Err(e)) if !need.served => return Err(e),
+            _ => {}
+        }
+    }
+    let unplaced: Vec<usize> = (0..out.len())
+        .filter(|&n| !out[n].served && !out[n].located)
+        .collect();
+    let slicings = crate::parallel::on_cores(unplaced.len(), |k| {
+        dar.slicing(&catalogues[out[unplaced[k]].set], key, paths)
+    });
+    for (n, slicing) in unplaced.into_iter().zip(slicings) {
+        let count = chain[out[n].set].manifest.archive.slices;
+        place(&mut out[n], &slicing?, count);
     }
     Ok(out)
+}
+
+/// `need` located should serving it fall short: its set's slice list read now.
+pub fn locate(
+    dar: &Dar,
+    key: Option<&Passphrase>,
+    catalogue: &Path,
+    paths: &[String],
+    need: &mut Need,
+    count: u32,
+) -> Result<()> {
+    if !need.located {
+        place(need, &dar.slicing(catalogue, key, paths)?, count);
+    }
+    Ok(())
 }
 
 /// `path` lies strictly below the folder `folder`.
@@ -295,9 +362,10 @@ fn is_below(path: &str, folder: &str) -> bool {
 }
 
 /// Restore `need` flat where that is the same restore: every path asked is a file (or
-/// link) whose data this set stores, no two share a name, and the catalogue says where
-/// each one's data is. Then dar opens only those slices (and the first and last).
-fn flatten(need: &mut Need, listed: &Listed, count: u32) {
+/// link) whose data this set stores, and no two share a name. Then dar opens only the slices
+/// holding them (and the first and last); their folders (`parents`, as the set records
+/// them) are made by darvault.
+fn flatten(need: &mut Need, parents: &BTreeMap<String, Folder>) {
     let stored = |p: &String| need.written.iter().any(|w| &w.path == p && w.data);
     let mut names = BTreeSet::new();
     let unique = need
@@ -307,30 +375,48 @@ fn flatten(need: &mut Need, listed: &Listed, count: u32) {
     if need.paths.is_empty() || !unique || !need.paths.iter().all(stored) {
         return;
     }
-    let mut slices = BTreeSet::new();
-    for p in &need.paths {
-        match listed.slicing.entries.get(p) {
-            Some(held) => slices.extend(held),
-            None => return,
-        }
-    }
     // Only the folders of the paths this set restores: another path's may not exist yet.
-    let folders: Vec<Folder> = listed
-        .folders
+    let folders: Vec<Folder> = parents
         .values()
         .rev()
         .filter(|f| need.paths.iter().any(|p| is_below(p, &f.path)))
         .cloned()
         .collect();
-    let (whole, edges) = opened(count, &slices);
-    let tree_slices = std::mem::replace(&mut need.slices, slices);
-    let tree_edges = std::mem::replace(&mut need.edges, edges);
-    need.whole = whole;
     need.flat = Some(Flat {
         folders,
-        tree_slices,
-        tree_edges,
+        tree_slices: BTreeSet::new(),
+        tree_edges: BTreeSet::new(),
     });
+}
+
+/// The slices dar opens for `need`, from the catalogue's slice list: as a tree, every slice
+/// the listing names; flat, only those holding the files' data, where the list says so of
+/// each (else the set restores as a tree).
+fn place(need: &mut Need, slicing: &Slicing, count: u32) {
+    let tree = slicing.all.clone();
+    let (tree_whole, tree_edges) = opened(count, &tree);
+    let holding = need.flat.as_ref().and_then(|_| {
+        need.paths.iter().try_fold(BTreeSet::new(), |mut all, p| {
+            all.extend(slicing.entries.get(p)?);
+            Some(all)
+        })
+    });
+    match (need.flat.as_mut(), holding) {
+        (Some(flat), Some(slices)) => {
+            (need.whole, need.edges) = opened(count, &slices);
+            need.slices = slices;
+            flat.tree_slices = tree;
+            flat.tree_edges = tree_edges;
+        }
+        _ => {
+            need.flat = None;
+            need.slices = tree;
+            need.whole = tree_whole;
+            need.edges = tree_edges;
+        }
+    }
+    need.served &= need.flat.is_some();
+    need.located = true;
 }
 
 #[cfg(test)]
@@ -374,41 +460,44 @@ mod tests {
                 .collect(),
             paths: paths.iter().map(|p| (*p).into()).collect(),
             flat: None,
+            served: false,
+            located: false,
         }
     }
 
-    fn listed(entries: &[(&str, &[u32])], folders: &[&str]) -> Listed {
-        Listed {
-            slicing: Slicing {
-                all: BTreeSet::from([1, 2, 3]),
-                entries: entries
-                    .iter()
-                    .map(|(p, s)| ((*p).into(), s.iter().copied().collect()))
-                    .collect(),
-            },
-            folders: folders
+    fn slicing(entries: &[(&str, &[u32])]) -> Slicing {
+        Slicing {
+            all: BTreeSet::from([1, 2, 3]),
+            entries: entries
                 .iter()
-                .map(|f| {
-                    let folder = Folder {
-                        path: (*f).into(),
-                        mode: Some(0o750),
-                        mtime: 1,
-                    };
-                    ((*f).into(), folder)
-                })
+                .map(|(p, s)| ((*p).into(), s.iter().copied().collect()))
                 .collect(),
         }
+    }
+
+    fn parents(folders: &[&str]) -> BTreeMap<String, Folder> {
+        folders
+            .iter()
+            .map(|f| {
+                let folder = Folder {
+                    path: (*f).into(),
+                    mode: Some(0o750),
+                    mtime: 1,
+                };
+                ((*f).into(), folder)
+            })
+            .collect()
     }
 
     #[test]
     fn files_a_set_stores_restore_flat_with_only_their_own_folders() {
         // Another asked path's folder ("b") is not this set's to make.
         let mut n = need(&["a/c/x.jpg"], &["a/c/x.jpg"]);
-        flatten(
-            &mut n,
-            &listed(&[("a/c/x.jpg", &[2])], &["a", "a/c", "b"]),
-            3,
-        );
+        flatten(&mut n, &parents(&["a", "a/c", "b"]));
+        // Served, it is not located until serving falls short.
+        assert!(n.flat.is_some() && !n.located);
+        place(&mut n, &slicing(&[("a/c/x.jpg", &[2])]), 3);
+        assert!(n.located);
         let flat = n.flat.unwrap();
         let made: Vec<&str> = flat.folders.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(made, ["a/c", "a"]);
@@ -429,7 +518,8 @@ mod tests {
             (&["a/x"], &["a/x"], &[]),
         ] {
             let mut n = need(paths, stored);
-            flatten(&mut n, &listed(rows, &["a", "b"]), 3);
+            flatten(&mut n, &parents(&["a", "b"]));
+            place(&mut n, &slicing(rows), 3);
             assert!(n.flat.is_none(), "{paths:?}");
             assert_eq!(n.slices, BTreeSet::from([1, 2, 3]));
         }
