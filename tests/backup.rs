@@ -728,3 +728,67 @@ fn an_incr_that_would_pass_max_chain_is_made_as_a_diff() {
     let last = darvault::set::Manifest::read(&env.sets("long")[3]).unwrap();
     assert_eq!(last.set.chain, [name_of(&env.sets("long")[0])]);
 }
+
+/// A large archive is tested as two halves side by side (some subtrees, then everything but
+/// them): damage to a file of either half fails the set, and nothing is published.
+#[test]
+fn a_large_archive_tested_in_halves_catches_damage_in_either() {
+    let env = Env::new();
+    let src = env.path("src-media");
+    // Random bytes, stored as they are (no compression), with a mark 100 MiB into each big
+    // file: after dar -c, one byte of the archive is changed where the mark is stored.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for (name, mb) in [
+        ("first/a.bin", 150),
+        ("second/b.bin", 150),
+        ("notes.txt", 0),
+    ] {
+        let mut data: Vec<u8> = (0..mb * (1 << 20) + 100)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng as u8
+            })
+            .collect();
+        if mb > 0 {
+            let mark = format!("DAMAGE-HERE-{}", &name[..5]);
+            data[100 << 20..(100 << 20) + mark.len()].copy_from_slice(mark.as_bytes());
+        }
+        write(&src.join(name), &data);
+    }
+    let damage = |half: &str| {
+        format!(
+            "prev=; for a in \"$@\"; do [ \"$prev\" = -c ] && arch=$a; prev=$a; done\n\
+             at=$(grep -obUa 'DAMAGE-HERE-{half}' \"$arch.1.dar\" | head -n 1 | cut -d: -f1)\n\
+             [ -n \"$at\" ] || {{ echo 'no mark to damage' >&2; exit 99; }}\n\
+             printf X | dd of=\"$arch.1.dar\" bs=1 seek=\"$at\" conv=notrunc status=none"
+        )
+    };
+    let config = |after_create: &str| {
+        let tools = dar_wrapper(&env, after_create);
+        let text = format!(
+            "repository = {:?}\n{tools}{}",
+            env.repo().display().to_string(),
+            definition(&env, "media", "compression = \"none\"")
+        )
+        .replace("slice_size = \"128K\"", "slice_size = \"1G\"");
+        fs::write(env.path("config.toml"), text).unwrap();
+    };
+    for half in ["first", "secon"] {
+        config(&damage(half));
+        let out = env.run(&["backup", "--full"]);
+        assert_eq!(code(&out), 1, "damage in {half} must fail the set");
+        assert!(stdout(&out).contains("corrupted"), "{}", stdout(&out));
+        assert!(env.sets("media").is_empty());
+    }
+    config("true");
+    let out = env.run(&["backup", "--full"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let log = stdout(&env.run(&["log", "--commands"]));
+    let tests: Vec<&str> = log.lines().filter(|l| l.contains(" -t ")).collect();
+    assert_eq!(tests.len(), 2, "{log}");
+    assert!(tests.iter().any(|l| l.contains(" -g ")), "{log}");
+    assert!(tests.iter().any(|l| l.contains(" -P ")), "{log}");
+    dar_test(&env.sets("media")[0]);
+}

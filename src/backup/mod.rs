@@ -2,6 +2,7 @@
 //! never stops the others; the report says what happened to each.
 
 mod estimate;
+mod halves;
 mod hooks;
 mod par2_dir;
 mod plan;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
+use super::halves::Sizes;
 use super::plan::Plan;
 use super::restore_test::{self, Sampler};
 use crate::config::Definition;
@@ -23,7 +24,7 @@ use crate::set::seal::Seals;
 use crate::set::staging::{self, Staging};
 use crate::set::{Manifest, Role};
 use crate::tools::Tools;
-use crate::tools::dar::CreateOptions;
+use crate::tools::dar::{CreateOptions, Dar};
 use crate::tools::par2;
 use crate::tools::process::check_stop;
 use crate::tools::secret::Passphrase;
@@ -149,13 +150,18 @@ pub fn make_set(
     };
     let seals = Seals::watch(staging.path())?;
     let meter = Meter::new(&*task);
+    let mut sizes = Sizes::default();
     let (created, early) = early.alongside(seals, |settled| {
         std::thread::scope(|scope| {
             let watcher = scope.spawn(|| meter.watch_slices(staging.path(), &archive));
             // Stopped however dar's run ends, a panic included: the scope waits for it.
             let _stop = meter.stop_on_drop(watcher.thread().clone());
             dar.create(&options, |p| {
-                meter.file_started(std::fs::symlink_metadata(p).map(|m| m.len()).unwrap_or(0));
+                let bytes = std::fs::symlink_metadata(p).map(|m| m.len()).unwrap_or(0);
+                meter.file_started(bytes);
+                if let Ok(rel) = p.strip_prefix(source) {
+                    sizes.add(&rel.to_string_lossy(), bytes);
+                }
                 settled.file_done();
             })
         })
@@ -177,30 +183,34 @@ pub fn make_set(
     let (tested, protected, sampled) = std::thread::scope(|scope| {
         let tester = scope.spawn(|| {
             let t = Instant::now();
-            dar.test(&archive, key).map(|_| t.elapsed())
+            test_archive(dar, &archive, key, &sizes).map(|_| t.elapsed())
         });
+        // dar -t reads the whole archive: over a FULL it is the longest of the three, and the
+        // others take the cores it leaves.
         let protector = scope.spawn(|| {
+            crate::tools::process::lower_this_threads_priority();
             let t = Instant::now();
             early
                 .finish(&plan.name, &tools.par2)
                 .map(|done| (done, t.elapsed()))
         });
-        let t = Instant::now();
-        let sampled = (|| {
+        let sampler = scope.spawn(|| {
+            crate::tools::process::lower_this_threads_priority();
+            let t = Instant::now();
             let mut sampler = Sampler::new(&definition.restore_test);
-            dar.list(&archive, key, &[], |e| sampler.offer(&e))?;
+            dar.list_saved(&archive, key, |e| sampler.offer(&e))?;
             let archive = restore_test::Archive {
                 dar,
                 path: &archive,
                 key,
             };
             restore_test::run(&archive, source, &scratch, sampler, started)
-        })()
-        .map(|o| (o, t.elapsed()));
+                .map(|o| (o, t.elapsed()))
+        });
         (
             tester.join().expect("dar -t thread"),
             protector.join().expect("par2 thread"),
-            sampled,
+            sampler.join().expect("restore test thread"),
         )
     });
     drop(checks);
@@ -379,6 +389,21 @@ pub fn make_set(
     })
 }
 
+/// `dar -t` of the archive: as two halves side by side where there are cores for both and
+/// the archive is large enough for that to pay (see `halves`).
+fn test_archive(dar: &Dar, archive: &Path, key: Option<&Passphrase>, sizes: &Sizes) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let Some(first) = sizes.first_half().filter(|_| cores > 1) else {
+        return dar.test(archive, key).map(|_| ());
+    };
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| dar.test_part(archive, key, &first, true));
+        let mine = dar.test_part(archive, key, &first, false);
+        let other = other.join().expect("dar -t thread");
+        mine.and(other).map(|_| ())
+    })
+}
+
 fn redundancy(definition: &Definition, level: Level) -> u32 {
     let r = &definition.redundancy;
     match level {
@@ -455,7 +480,10 @@ impl<'a> EarlyWork<'a> {
             below: AtomicU32::new(1),
         };
         std::thread::scope(|scope| {
-            let worker = scope.spawn(|| self.run(seals, &settled, &dar_done));
+            let worker = scope.spawn(|| {
+                crate::tools::process::lower_this_threads_priority();
+                self.run(seals, &settled, &dar_done)
+            });
             let created = dar(&settled);
             dar_done.store(true, Ordering::Relaxed);
             (created, worker.join().expect("slice worker"))
@@ -547,39 +575,61 @@ impl Early<'_> {
         Ok(())
     }
 
-    /// Hash every slice not hashed yet and the catalogue, make the PAR2 sets not made yet,
-    /// hash those. Returns the set's files so far, its PAR2 layout and the seals.
+    /// Hash every slice not hashed yet and the catalogue while the PAR2 sets not made yet are
+    /// made beside (both read the same bytes, sealed before either starts), then hash those.
+    /// Returns the set's files so far, its PAR2 layout and the seals.
     fn finish(
         mut self,
         name: &crate::set::SetName,
         par2: &par2::Par2,
     ) -> Result<(Vec<FileEntry>, Vec<par2::Group>, Seals)> {
         let mut files = std::mem::take(&mut self.slices);
+        let mut slices = Vec::new();
         let mut n = 1;
         while slice_path(self.archive, n).is_file() {
-            let rel = slice_name(self.archive, n);
-            if !files.iter().any(|f| f.path == rel) {
-                files.push(self.seals.hash(&rel, Role::Slice)?);
-                staging::start_writeback(&self.dir.join(&rel));
-            }
+            slices.push(slice_name(self.archive, n));
             n += 1;
         }
-        files.sort_by_key(|f| slice_number(&f.path));
         let catalogue = slice_name(&self.dir.join(name.catalogue_basename()), 1);
-        let cat_entry = self.seals.hash(&catalogue, Role::Catalogue)?;
-        let slice_list: Vec<(String, u64)> =
-            files.iter().map(|f| (f.path.clone(), f.size)).collect();
-        let groups = self.layout.plan(
-            &name.to_string(),
-            &slice_list,
-            &[(cat_entry.path.clone(), cat_entry.size)],
-        );
-        files.push(cat_entry);
-        for g in groups.iter().filter(|g| !self.groups.contains(g)) {
-            remove_group_files(self.dir, g);
-            par2.create(self.dir, g)?;
-            start_group_writeback(self.dir, g);
+        let mut to_hash: Vec<(String, Role)> = slices
+            .iter()
+            .filter(|rel| !files.iter().any(|f| &f.path == *rel))
+            .map(|rel| (rel.clone(), Role::Slice))
+            .collect();
+        to_hash.push((catalogue.clone(), Role::Catalogue));
+        let (dir, layout, made) = (self.dir, self.layout, &self.groups);
+        let hashed_early = &files;
+        let (hashed, groups) = self.seals.hash_beside(&to_hash, |sizes| {
+            let size_of = |rel: &String| {
+                let early = hashed_early.iter().find(|f| &f.path == rel).map(|f| f.size);
+                early.unwrap_or_else(|| {
+                    sizes[to_hash.iter().position(|t| &t.0 == rel).expect("listed")]
+                })
+            };
+            let slice_list: Vec<(String, u64)> = slices
+                .iter()
+                .map(|rel| (rel.clone(), size_of(rel)))
+                .collect();
+            let groups = layout.plan(
+                &name.to_string(),
+                &slice_list,
+                &[(catalogue.clone(), size_of(&catalogue))],
+            );
+            for g in groups.iter().filter(|g| !made.contains(g)) {
+                remove_group_files(dir, g);
+                par2.create(dir, g)?;
+                start_group_writeback(dir, g);
+            }
+            Ok::<_, Error>(groups)
+        })?;
+        let groups = groups?;
+        let (cat_entry, slice_entries) = hashed.split_last().expect("the catalogue was hashed");
+        for slice in slice_entries {
+            staging::start_writeback(&self.dir.join(&slice.path));
         }
+        files.extend_from_slice(slice_entries);
+        files.sort_by_key(|f| slice_number(&f.path));
+        files.push(cat_entry.clone());
         for g in &groups {
             for f in par2::files_of(self.dir, g)? {
                 files.push(self.seals.hash(&f, Role::Par2)?);

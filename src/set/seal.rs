@@ -172,29 +172,95 @@ impl Seals {
 
     /// Hash `rel` and seal it. A file that changed while it was read is sealed broken.
     pub fn hash(&mut self, rel: &str, role: Role) -> Result<FileEntry> {
-        let path = self.root.join(rel);
         self.drain()?;
-        // The old seal of this name (if any) stops counting from here.
-        self.seals.remove(rel);
-        let before = Fingerprint::of(&path)?;
-        let (size, sha256) = hash_file(&path)?;
-        let after = Fingerprint::of(&path)?;
+        let before = self.begin(rel, role)?;
+        let hashed = hash_file(&self.root.join(rel));
+        self.end(rel, before, hashed)
+    }
+
+    /// Hash and seal `files` while `beside` runs on another thread, given their sizes: work
+    /// that must read exactly the bytes hashed (par2 making their recovery data) goes there.
+    /// The seals start before either reads, so a change while they read breaks them as a
+    /// change afterwards does. Without change notifications nothing could prove that, and
+    /// `beside` runs after the hashing instead.
+    pub fn hash_beside<T: Send>(
+        &mut self,
+        files: &[(String, Role)],
+        beside: impl FnOnce(&[u64]) -> T + Send,
+    ) -> Result<(Vec<FileEntry>, T)> {
+        self.drain()?;
+        let mut befores = Vec::with_capacity(files.len());
+        for (rel, role) in files {
+            befores.push(self.begin(rel, *role)?);
+        }
+        let sizes: Vec<u64> = befores.iter().map(|b| b.size).collect();
+        let root = &self.root;
+        let hash_all = || -> Vec<Result<(u64, String)>> {
+            files
+                .iter()
+                .map(|(rel, _)| hash_file(&root.join(rel)))
+                .collect()
+        };
+        let (hashed, besides) = if self.watching() {
+            std::thread::scope(|scope| {
+                let other = scope.spawn(|| beside(&sizes));
+                let hashed = hash_all();
+                (hashed, other.join().expect("work beside the hashing"))
+            })
+        } else {
+            let hashed = hash_all();
+            (hashed, beside(&sizes))
+        };
+        let mut entries = Vec::with_capacity(files.len());
+        for (((rel, _), before), hashed) in files.iter().zip(befores).zip(hashed) {
+            entries.push(self.end(rel, before, hashed)?);
+        }
+        Ok((entries, besides))
+    }
+
+    /// Start the seal of `rel` (call `drain` first): from here on a notification for it
+    /// breaks it. Until `end`, it seals no hash, so the last gate refuses it.
+    fn begin(&mut self, rel: &str, role: Role) -> Result<Fingerprint> {
+        let before = Fingerprint::of(&self.root.join(rel))?;
         let entry = FileEntry {
             path: rel.to_owned(),
-            size,
-            sha256,
+            size: before.size,
+            sha256: String::new(),
             role,
         };
-        let broken = before != after || size != after.size;
+        // The old seal of this name (if any) stops counting from here.
         self.seals.insert(
             rel.to_owned(),
             Seal {
-                entry: entry.clone(),
-                fingerprint: before,
-                broken,
+                entry,
+                fingerprint: before.clone(),
+                broken: false,
             },
         );
-        Ok(entry)
+        Ok(before)
+    }
+
+    /// Complete the seal `begin` started with what hashing `rel` found. A file that is not
+    /// what it was at `begin` (identity, size, times) is sealed broken.
+    fn end(
+        &mut self,
+        rel: &str,
+        before: Fingerprint,
+        hashed: Result<(u64, String)>,
+    ) -> Result<FileEntry> {
+        let (size, sha256) = match hashed {
+            Ok(h) => h,
+            Err(e) => {
+                self.seals.remove(rel);
+                return Err(e);
+            }
+        };
+        let after = Fingerprint::of(&self.root.join(rel))?;
+        let seal = self.seals.get_mut(rel).expect("begun");
+        seal.entry.size = size;
+        seal.entry.sha256 = sha256;
+        seal.broken |= before != after || size != after.size;
+        Ok(seal.entry.clone())
     }
 
     /// Forget the seal of `rel` (its work is being redone).

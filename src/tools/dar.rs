@@ -299,6 +299,23 @@ impl Dar {
         judge(s.output()?.0, key)
     }
 
+    /// `dar -t` of a part of the archive: the subtrees `subtrees` (`-g`), or with `all_but`
+    /// everything except them (`-P`). The two parts of the same subtrees test every entry.
+    pub fn test_part(
+        &self,
+        archive: &Path,
+        key: Option<&Passphrase>,
+        subtrees: &[String],
+        all_but: bool,
+    ) -> Result<Finished> {
+        let mut s = self.spec(key, &["-K"])?;
+        s.arg("-t").arg(archive);
+        for p in subtrees {
+            s.arg(if all_but { "-P" } else { "-g" }).arg(p);
+        }
+        judge(s.output()?.0, key)
+    }
+
     /// Stream the listing of an archive or isolated catalogue, limited to `paths` (and their
     /// parent directories) unless empty; `on_entry` sees every entry in archive order.
     pub fn list(
@@ -306,10 +323,35 @@ impl Dar {
         archive: &Path,
         key: Option<&Passphrase>,
         paths: &[String],
+        on_entry: impl FnMut(Entry),
+    ) -> Result<()> {
+        self.list_with(archive, key, paths, false, on_entry)
+    }
+
+    /// Stream the entries whose data `archive` stores (`-as`), with their folders: what a
+    /// DIFF or INCR left unchanged (most of its catalogue) is neither written nor parsed.
+    pub fn list_saved(
+        &self,
+        archive: &Path,
+        key: Option<&Passphrase>,
+        on_entry: impl FnMut(Entry),
+    ) -> Result<()> {
+        self.list_with(archive, key, &[], true, on_entry)
+    }
+
+    fn list_with(
+        &self,
+        archive: &Path,
+        key: Option<&Passphrase>,
+        paths: &[String],
+        saved_only: bool,
         mut on_entry: impl FnMut(Entry),
     ) -> Result<()> {
         let mut s = self.spec(key, &["-K"])?;
         s.arg("-l").arg(archive).args(["-Txml", "-ay"]);
+        if saved_only {
+            s.arg("-as");
+        }
         for p in paths {
             s.arg("-g").arg(p);
         }

@@ -60,6 +60,38 @@ pub fn check_stop() -> Result<()> {
     }
 }
 
+/// The nice value of work that goes on beside the step a backup waits for.
+const BACKGROUND_NICE: i32 = 10;
+
+/// Lower this thread's CPU priority, and that of the threads and children it starts from
+/// now on, to `BACKGROUND_NICE`: work done beside the step a run waits for (dar -c, then
+/// dar -t over a whole FULL) should take only the cores that step leaves. Raising it back
+/// takes a privilege, so call this only on a thread that ends with that work.
+pub fn lower_this_threads_priority() {
+    // SAFETY: plain system calls on this thread's own id.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        if thread_nice() < BACKGROUND_NICE {
+            // Lowering one's own priority needs no privilege; failing it costs only speed.
+            libc::setpriority(libc::PRIO_PROCESS, tid, BACKGROUND_NICE);
+        }
+    }
+}
+
+/// The nice value of the calling thread (Linux keeps one per thread).
+fn thread_nice() -> i32 {
+    // SAFETY: plain system calls; errno tells a nice of -1 from a failure.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let nice = libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t);
+        if nice == -1 && *libc::__errno_location() != 0 {
+            0
+        } else {
+            nice
+        }
+    }
+}
+
 /// What of darvault's environment a child sees (`LC_ALL=C` always).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Environment {
@@ -302,10 +334,16 @@ impl Spec {
         // directory that the next run will clean. Every spawn waits in its spawning thread.
         // The in-memory option files are opened with close-on-exec; only this child keeps them.
         let inherited: Vec<i32> = self.inherited.iter().map(|fd| fd.as_raw_fd()).collect();
+        // Children start on a spawning thread of their own: they get the priority of the
+        // thread that asked for them here (setpriority is async-signal-safe).
+        let nice = thread_nice();
         unsafe {
             command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if nice > 0 {
+                    libc::setpriority(libc::PRIO_PROCESS, 0, nice);
                 }
                 for fd in &inherited {
                     if libc::fcntl(*fd, libc::F_SETFD, 0) == -1 {
