@@ -393,6 +393,36 @@ mod tests {
     }
 
     #[test]
+    fn a_write_while_the_work_beside_reads_breaks_the_seal() {
+        let (dir, mut seals) = setup();
+        for n in ["s.1.dar", "s.catalog.1.dar"] {
+            std::fs::write(dir.path().join(n), b"bytes dar wrote").unwrap();
+        }
+        let files = [
+            ("s.1.dar".to_owned(), Role::Slice),
+            ("s.catalog.1.dar".to_owned(), Role::Catalogue),
+        ];
+        let (entries, sizes) = seals
+            .hash_beside(&files, |sizes| {
+                // Same size, same second: only the notification can tell.
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(dir.path().join("s.1.dar"))
+                    .unwrap();
+                f.write_all(b"B").unwrap();
+                sizes.to_vec()
+            })
+            .unwrap();
+        assert_eq!(sizes, vec![15, 15]);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(seals.broken().unwrap(), vec!["s.1.dar".to_owned()]);
+        std::fs::write(dir.path().join(MANIFEST), b"m").unwrap();
+        std::fs::write(dir.path().join(SHA256SUMS), b"s").unwrap();
+        let err = seals.prove(&entries).unwrap_err();
+        assert!(err.to_string().contains("s.1.dar changed"), "{err}");
+    }
+
+    #[test]
     fn delete_and_recreate_breaks_the_seal() {
         let (dir, mut seals) = setup();
         std::fs::write(dir.path().join("s.2.dar"), b"old").unwrap();
