@@ -2,7 +2,9 @@
 //! FULL its test is the longest step left. One half is some subtrees (`-g`), the other is
 //! everything but those same subtrees (`-P`), so together they test every entry whatever the
 //! sizes below were; each reads the catalogue. The subtrees are chosen from the files dar
-//! reported while it saved them, to give the halves about equal bytes.
+//! reported while it saved them, to give the halves about equal bytes. Only an archive that
+//! was just written and still fits in memory is split: one read from a disk is faster than
+//! two readers seeking against each other on it.
 
 use std::collections::HashMap;
 
@@ -11,7 +13,8 @@ use std::collections::HashMap;
 const SPLIT_FROM: u64 = 256 << 20;
 /// At most this many subtrees in the first half (each is an argument of both commands).
 const MOST_SUBTREES: usize = 256;
-/// At most this many second-level paths are counted (a folder of many files is not split).
+/// At most this many second-level paths are counted (memory stays small for a folder of many
+/// files; its paths beyond these stay with the folder's own total).
 const MOST_SECOND_LEVEL: usize = 4096;
 
 /// Bytes saved per top-level path of the source, and per path one level below.
@@ -41,10 +44,11 @@ impl Sizes {
         }
     }
 
-    /// The subtrees of the first half, or None when one `dar -t` is as good (little data, or
-    /// no subtrees that make a fair half).
-    pub fn first_half(&self) -> Option<Vec<String>> {
-        if self.total < SPLIT_FROM {
+    /// The subtrees of the first half, or None when one `dar -t` is as good: little data,
+    /// more than half of `memory` (bytes the page cache can hold), or no subtrees that make a
+    /// fair half.
+    pub fn first_half(&self, memory: u64) -> Option<Vec<String>> {
+        if self.total < SPLIT_FROM || self.total > memory / 2 {
             return None;
         }
         let mut candidates: Vec<(&str, u64)> =
@@ -65,8 +69,9 @@ impl Sizes {
                 candidates.extend(below);
             }
         }
-        // -P reads glob patterns and -g literal paths: only names that both read alike.
-        candidates.retain(|(p, _)| literal(p));
+        // -P reads glob patterns and -g literal paths: only names that both read alike. A
+        // tiny subtree would only lengthen both command lines.
+        candidates.retain(|(p, n)| literal(p) && *n >= self.total / 100);
         candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         let half = self.total / 2;
         let (mut chosen, mut bytes) = (Vec::new(), 0u64);
@@ -83,6 +88,16 @@ impl Sizes {
     }
 }
 
+/// Bytes the system can give the page cache now (`MemAvailable`), 0 when unknown.
+pub fn available_memory() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
 /// A path that dar reads the same as a literal path (`-g`) and as a glob (`-P`).
 fn literal(path: &str) -> bool {
     !path
@@ -95,13 +110,14 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1 << 20;
+    const MEMORY: u64 = 64 << 30;
 
     #[test]
     fn little_data_is_tested_whole() {
         let mut s = Sizes::default();
         s.add("a/x", 100 * MIB);
         s.add("b/y", 100 * MIB);
-        assert_eq!(s.first_half(), None);
+        assert_eq!(s.first_half(MEMORY), None);
     }
 
     #[test]
@@ -111,7 +127,7 @@ mod tests {
         s.add("photos/1.jpg", 300 * MIB);
         s.add("documents/x.odt", 200 * MIB);
         s.add("music/y.flac", 100 * MIB);
-        assert_eq!(s.first_half(), Some(vec!["video".to_owned()]));
+        assert_eq!(s.first_half(MEMORY), Some(vec!["video".to_owned()]));
     }
 
     #[test]
@@ -121,7 +137,7 @@ mod tests {
             s.add(&format!("Photos/{year}/img.CR2"), 100 * MIB);
         }
         s.add("notes.txt", MIB);
-        let half = s.first_half().unwrap();
+        let half = s.first_half(MEMORY).unwrap();
         let years = half.iter().filter(|p| p.starts_with("Photos/")).count();
         assert_eq!(years, 5, "{half:?}");
     }
@@ -134,9 +150,23 @@ mod tests {
         s.add("plain/c", 400 * MIB);
         s.add("other/d", 300 * MIB);
         assert_eq!(
-            s.first_half(),
+            s.first_half(MEMORY),
             Some(vec!["plain".to_owned(), "other".to_owned()])
         );
+    }
+
+    #[test]
+    fn an_archive_the_page_cache_cannot_hold_is_tested_whole() {
+        let mut s = Sizes::default();
+        s.add("a/x", 3000 * MIB);
+        s.add("b/y", 3000 * MIB);
+        assert!(s.first_half(MEMORY).is_some());
+        assert_eq!(s.first_half(8 << 30), None);
+    }
+
+    #[test]
+    fn the_memory_available_is_read() {
+        assert!(available_memory() > 0);
     }
 
     #[test]
@@ -144,6 +174,6 @@ mod tests {
         let mut s = Sizes::default();
         s.add("one-big-file.iso", 4000 * MIB);
         s.add("small/x", 10 * MIB);
-        assert_eq!(s.first_half(), None);
+        assert_eq!(s.first_half(MEMORY), None);
     }
 }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -140,20 +141,28 @@ pub fn make_set(
         .as_ref()
         .map(|b| b.manifest.set.created.as_second());
     let total = super::estimate::bytes_to_save(source, &include, since);
-    let task = progress.start(&format!("{name}: dar -c"), total);
     let early = EarlyWork {
         archive: &archive,
         set_name: &name,
         dir: staging.path(),
         layout: &layout,
-        par2: &tools.par2,
     };
     let seals = Seals::watch(staging.path())?;
-    let meter = Meter::new(&*task);
     let mut sizes = Sizes::default();
-    let (created, early) = early.alongside(seals, |settled| {
-        std::thread::scope(|scope| {
-            let watcher = scope.spawn(|| meter.watch_slices(staging.path(), &archive));
+    let scratch = staging.scratch("restore-test")?;
+    let dar_done = AtomicBool::new(false);
+    let settled = Settled {
+        archive: &archive,
+        below: AtomicU32::new(1),
+    };
+    let outcome = std::thread::scope(|scope| {
+        let (to_protect, asked) = std::sync::mpsc::channel();
+        let protector = scope.spawn(|| protect(asked, staging.path(), &tools.par2));
+        let worker = scope.spawn(|| early.run(seals, &settled, &dar_done, to_protect));
+        let task = progress.start(&format!("{name}: dar -c"), total);
+        let meter = Meter::new(&*task);
+        let created = std::thread::scope(|inner| {
+            let watcher = inner.spawn(|| meter.watch_slices(staging.path(), &archive));
             // Stopped however dar's run ends, a panic included: the scope waits for it.
             let _stop = meter.stop_on_drop(watcher.thread().clone());
             dar.create(&options, |p| {
@@ -164,38 +173,31 @@ pub fn make_set(
                 }
                 settled.file_done();
             })
-        })
-    });
-    drop(task);
-    let created = created?;
-    let mut early = early?;
-    early.discard_what_dar_changed(staging.path())?;
-    phases.record("dar -c", t.elapsed());
-    if !slice_path(&archive, 1).is_file() {
-        return Err(Error::Failed("dar -c produced no slice".into()));
-    }
-
-    // dar -t, the rest of the hashing and PAR2, and the listing + restore test, side by side.
-    // PAR2 is computed before the checks have passed, but nothing is published unless they
-    // all do.
-    let scratch = staging.scratch("restore-test")?;
-    let checks = progress.start(&format!("{name}: dar -t, restore test, PAR2"), None);
-    let (tested, protected, sampled) = std::thread::scope(|scope| {
+        });
+        dar_done.store(true, Ordering::Relaxed);
+        drop(task);
+        phases.record("dar -c", t.elapsed());
+        let created = created.and_then(|c| match slice_path(&archive, 1).is_file() {
+            true => Ok(c),
+            false => Err(Error::Failed("dar -c produced no slice".into())),
+        });
+        let created = match created {
+            Ok(created) => created,
+            Err(e) => {
+                let _ = (worker.join(), protector.join());
+                return Err(e);
+            }
+        };
+        // dar -t, the listing + restore test, and the rest of the hashing and PAR2, side by
+        // side from the moment dar has exited (the early work may still be finishing a
+        // slice's PAR2). PAR2 is made before the checks have passed, but nothing is
+        // published unless they all do.
+        let checks = progress.start(&format!("{name}: dar -t, restore test, PAR2"), None);
         let tester = scope.spawn(|| {
             let t = Instant::now();
             test_archive(dar, &archive, key, &sizes).map(|_| t.elapsed())
         });
-        // dar -t reads the whole archive: over a FULL it is the longest of the three, and the
-        // others take the cores it leaves.
-        let protector = scope.spawn(|| {
-            crate::tools::process::lower_this_threads_priority();
-            let t = Instant::now();
-            early
-                .finish(&plan.name, &tools.par2)
-                .map(|done| (done, t.elapsed()))
-        });
         let sampler = scope.spawn(|| {
-            crate::tools::process::lower_this_threads_priority();
             let t = Instant::now();
             let mut sampler = Sampler::new(&definition.restore_test);
             dar.list_saved(&archive, key, |e| sampler.offer(&e))?;
@@ -207,14 +209,19 @@ pub fn make_set(
             restore_test::run(&archive, source, &scratch, sampler, started)
                 .map(|o| (o, t.elapsed()))
         });
-        (
-            tester.join().expect("dar -t thread"),
-            protector.join().expect("par2 thread"),
-            sampler.join().expect("restore test thread"),
-        )
+        let t = Instant::now();
+        let early = worker.join().expect("slice worker");
+        let protected = || protector.join().expect("PAR2 protector");
+        let protected = early
+            .and_then(|early| early.finish(&plan.name, &tools.par2, protected))
+            .map(|done| (done, t.elapsed()));
+        let tested = tester.join().expect("dar -t thread");
+        let sampled = sampler.join().expect("restore test thread");
+        drop(checks);
+        Ok((created, tested, sampled, protected))
     });
-    drop(checks);
     let _ = std::fs::remove_dir_all(&scratch);
+    let (created, tested, sampled, protected) = outcome?;
     phases.record("dar -t", tested?);
     let (restore, took) = sampled?;
     phases.record("restore test", took);
@@ -393,7 +400,8 @@ pub fn make_set(
 /// the archive is large enough for that to pay (see `halves`).
 fn test_archive(dar: &Dar, archive: &Path, key: Option<&Passphrase>, sizes: &Sizes) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-    let Some(first) = sizes.first_half().filter(|_| cores > 1) else {
+    let memory = super::halves::available_memory();
+    let Some(first) = sizes.first_half(memory).filter(|_| cores > 1) else {
         return dar.test(archive, key).map(|_| ());
     };
     std::thread::scope(|scope| {
@@ -429,17 +437,38 @@ struct EarlyWork<'a> {
     set_name: &'a str,
     dir: &'a Path,
     layout: &'a par2::Layout,
-    par2: &'a par2::Par2,
 }
 
-/// The hashes and PAR2 sets made while dar ran, with the seals that prove them.
+/// The hashes made while dar ran, with the seals that prove them, and the PAR2 sets asked
+/// of the protector.
 struct Early<'a> {
     dir: &'a Path,
     archive: &'a Path,
     layout: &'a par2::Layout,
     seals: Seals,
     slices: Vec<FileEntry>,
-    groups: Vec<par2::Group>,
+    asked: Vec<par2::Group>,
+}
+
+/// What the protector made: each PAR2 set asked of it, made or not. It makes them one after
+/// another on one core, beside dar -c and then beside the checks, so that neither the slice
+/// worker nor the end of the run waits for a set begun just before dar exited.
+type Protected = Vec<(par2::Group, Result<()>)>;
+
+/// Make the PAR2 sets that arrive on `asked` in `dir`, until the slice worker is done.
+fn protect(asked: Receiver<par2::Group>, dir: &Path, par2: &par2::Par2) -> Protected {
+    crate::tools::process::lower_this_threads_priority();
+    asked
+        .into_iter()
+        .map(|g| {
+            let made = par2.create_on_one_core(dir, &g);
+            match &made {
+                Ok(()) => start_group_writeback(dir, &g),
+                Err(_) => remove_group_files(dir, &g),
+            }
+            (g, made)
+        })
+        .collect()
 }
 
 /// Which slices dar is unlikely to come back to. dar reports each file once its data is
@@ -468,32 +497,18 @@ impl Settled<'_> {
 }
 
 impl<'a> EarlyWork<'a> {
-    /// Run `dar` on this thread and the early work beside it until dar returns.
-    fn alongside<T>(
-        &self,
-        seals: Seals,
-        dar: impl FnOnce(&Settled) -> Result<T>,
-    ) -> (Result<T>, Result<Early<'a>>) {
-        let dar_done = AtomicBool::new(false);
-        let settled = Settled {
-            archive: self.archive,
-            below: AtomicU32::new(1),
-        };
-        std::thread::scope(|scope| {
-            let worker = scope.spawn(|| {
-                crate::tools::process::lower_this_threads_priority();
-                self.run(seals, &settled, &dar_done)
-            });
-            let created = dar(&settled);
-            dar_done.store(true, Ordering::Relaxed);
-            (created, worker.join().expect("slice worker"))
-        })
-    }
-
     /// Until dar is done; the last slice is left to the next phase. A slice that cannot be
-    /// read or protected now (dar may be rewriting it) is simply left for later.
-    fn run(&self, mut seals: Seals, settled: &Settled, dar_done: &AtomicBool) -> Result<Early<'a>> {
-        let (mut slices, mut groups) = (Vec::new(), Vec::new());
+    /// read now (dar may be rewriting it) is simply left for later. Its PAR2 set goes to the
+    /// protector (`protect`) on `to_protect`.
+    fn run(
+        &self,
+        mut seals: Seals,
+        settled: &Settled,
+        dar_done: &AtomicBool,
+        to_protect: Sender<par2::Group>,
+    ) -> Result<Early<'a>> {
+        crate::tools::process::lower_this_threads_priority();
+        let (mut slices, mut asked) = (Vec::new(), Vec::new());
         let mut n = 1;
         // Without change notifications nothing done now could be proven later.
         let mut gave_up = !seals.watching();
@@ -506,7 +521,11 @@ impl<'a> EarlyWork<'a> {
             match self.slice(&mut seals, n) {
                 Ok((slice, group)) => {
                     slices.push(slice);
-                    groups.extend(group);
+                    if let Some(g) = group
+                        && to_protect.send(g.clone()).is_ok()
+                    {
+                        asked.push(g);
+                    }
                     n += 1;
                 }
                 Err(Error::Interrupted) => return Err(Error::Interrupted),
@@ -522,10 +541,11 @@ impl<'a> EarlyWork<'a> {
             layout: self.layout,
             seals,
             slices,
-            groups,
+            asked,
         })
     }
 
+    /// Hash slice `n` and seal it; its PAR2 set, when it can have one of its own now.
     fn slice(&self, seals: &mut Seals, n: u32) -> Result<(FileEntry, Option<par2::Group>)> {
         let rel = slice_name(self.archive, n);
         let slice = seals.hash(&rel, Role::Slice)?;
@@ -533,56 +553,52 @@ impl<'a> EarlyWork<'a> {
         let group = self
             .layout
             .early_group(self.set_name, n as usize, &(rel, slice.size));
-        if let Some(g) = &group {
-            if let Err(e) = self.par2.create_on_one_core(self.dir, g) {
-                remove_group_files(self.dir, g);
-                return Err(e);
-            }
-            start_group_writeback(self.dir, g);
-        }
         Ok((slice, group))
     }
 }
 
 impl Early<'_> {
-    /// dar has exited: drop the hashes and PAR2 sets of slices it changed after they were
-    /// made (and slices that are gone), so that `finish` makes them again.
-    fn discard_what_dar_changed(&mut self, dir: &Path) -> Result<()> {
+    /// dar has exited: drop the hashes of slices it changed after they were made (and of
+    /// slices that are gone), so that `finish` makes them again; the names of those slices.
+    fn discard_what_dar_changed(&mut self) -> Result<Vec<String>> {
         let broken = self.seals.broken()?;
         tracing::debug!(
-            "while dar ran: {} slice(s) hashed, {} PAR2 set(s) made",
+            "while dar ran: {} slice(s) hashed, {} PAR2 set(s) asked",
             self.slices.len(),
-            self.groups.len()
+            self.asked.len()
         );
-        if broken.is_empty() {
-            return Ok(());
+        if !broken.is_empty() {
+            tracing::debug!(
+                "dar changed {} finished slice(s) after they were hashed: {broken:?}",
+                broken.len()
+            );
         }
-        tracing::debug!(
-            "dar changed {} finished slice(s) after they were hashed: {broken:?}",
-            broken.len()
-        );
         self.slices.retain(|s| !broken.contains(&s.path));
-        let (keep, redo): (Vec<_>, Vec<_>) = std::mem::take(&mut self.groups)
-            .into_iter()
-            .partition(|g| g.covers.iter().all(|c| !broken.contains(c)));
-        for g in &redo {
-            remove_group_files(dir, g);
-        }
         for rel in &broken {
             self.seals.forget(rel);
         }
-        self.groups = keep;
-        Ok(())
+        Ok(broken)
     }
 
-    /// Hash every slice not hashed yet and the catalogue while the PAR2 sets not made yet are
-    /// made beside (both read the same bytes, sealed before either starts), then hash those.
+    /// Hash every slice not hashed yet and the catalogue while the PAR2 sets not asked of the
+    /// protector are made beside (both read the same bytes, sealed before either starts);
+    /// then take what the protector made (`protected`: it waits for the protector), make
+    /// again what it could not or what covers a slice dar changed, and hash every PAR2 file.
     /// Returns the set's files so far, its PAR2 layout and the seals.
     fn finish(
         mut self,
         name: &crate::set::SetName,
         par2: &par2::Par2,
+        protected: impl FnOnce() -> Protected,
     ) -> Result<(Vec<FileEntry>, Vec<par2::Group>, Seals)> {
+        let broken = self.discard_what_dar_changed()?;
+        // A set covering a changed slice is made again under the same name: not while the
+        // protector may still be writing it.
+        let mut protected = Some(protected);
+        let mut early = Vec::new();
+        if !broken.is_empty() {
+            early = (protected.take().expect("not taken yet"))();
+        }
         let mut files = std::mem::take(&mut self.slices);
         let mut slices = Vec::new();
         let mut n = 1;
@@ -597,7 +613,12 @@ impl Early<'_> {
             .map(|rel| (rel.clone(), Role::Slice))
             .collect();
         to_hash.push((catalogue.clone(), Role::Catalogue));
-        let (dir, layout, made) = (self.dir, self.layout, &self.groups);
+        let (dir, layout, asked) = (self.dir, self.layout, &self.asked);
+        let made_early = |g: &par2::Group| {
+            asked.contains(g)
+                && g.covers.iter().all(|c| !broken.contains(c))
+                && early.iter().all(|(e, made)| e != g || made.is_ok())
+        };
         let hashed_early = &files;
         let (hashed, groups) = self.seals.hash_beside(&to_hash, |sizes| {
             let size_of = |rel: &String| {
@@ -615,7 +636,7 @@ impl Early<'_> {
                 &slice_list,
                 &[(catalogue.clone(), size_of(&catalogue))],
             );
-            for g in groups.iter().filter(|g| !made.contains(g)) {
+            for g in groups.iter().filter(|g| !made_early(g)) {
                 remove_group_files(dir, g);
                 par2.create(dir, g)?;
                 start_group_writeback(dir, g);
@@ -623,6 +644,19 @@ impl Early<'_> {
             Ok::<_, Error>(groups)
         })?;
         let groups = groups?;
+        // What the protector could not make is made here, now that it has stopped.
+        if let Some(protected) = protected {
+            for (g, made) in protected() {
+                if let Err(e) = made {
+                    check_stop()?;
+                    tracing::debug!("PAR2 made beside dar -c failed, made again: {e}");
+                    if groups.contains(&g) {
+                        par2.create(dir, &g)?;
+                        start_group_writeback(dir, &g);
+                    }
+                }
+            }
+        }
         let (cat_entry, slice_entries) = hashed.split_last().expect("the catalogue was hashed");
         for slice in slice_entries {
             staging::start_writeback(&self.dir.join(&slice.path));

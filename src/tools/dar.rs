@@ -294,13 +294,12 @@ impl Dar {
 
     /// `dar -t`: reads every slice and checks every file's CRC.
     pub fn test(&self, archive: &Path, key: Option<&Passphrase>) -> Result<Finished> {
-        let mut s = self.spec(key, &["-K"])?;
-        s.arg("-t").arg(archive);
-        judge(s.output()?.0, key)
+        self.test_part(archive, key, &[], false)
     }
 
     /// `dar -t` of a part of the archive: the subtrees `subtrees` (`-g`), or with `all_but`
-    /// everything except them (`-P`). The two parts of the same subtrees test every entry.
+    /// everything except them (`-P`); all of it when `subtrees` is empty. The two parts of the
+    /// same subtrees test every entry.
     pub fn test_part(
         &self,
         archive: &Path,

@@ -68,13 +68,13 @@ const BACKGROUND_NICE: i32 = 10;
 /// dar -t over a whole FULL) should take only the cores that step leaves. Raising it back
 /// takes a privilege, so call this only on a thread that ends with that work.
 pub fn lower_this_threads_priority() {
-    // SAFETY: plain system calls on this thread's own id.
-    unsafe {
-        let tid = libc::gettid() as libc::id_t;
-        if thread_nice() < BACKGROUND_NICE {
-            // Lowering one's own priority needs no privilege; failing it costs only speed.
-            libc::setpriority(libc::PRIO_PROCESS, tid, BACKGROUND_NICE);
-        }
+    // The thread that starts every child takes the priority of the thread that made it:
+    // made now if not yet, it keeps the run's own.
+    spawner();
+    if thread_nice() < BACKGROUND_NICE {
+        // SAFETY: a plain system call; on Linux PRIO_PROCESS with who = 0 is the calling
+        // thread. Lowering one's own priority needs no privilege; failing costs only speed.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE) };
     }
 }
 
@@ -83,11 +83,29 @@ fn thread_nice() -> i32 {
     // SAFETY: plain system calls; errno tells a nice of -1 from a failure.
     unsafe {
         *libc::__errno_location() = 0;
-        let nice = libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t);
+        let nice = libc::getpriority(libc::PRIO_PROCESS, 0);
         if nice == -1 && *libc::__errno_location() != 0 {
             0
         } else {
             nice
+        }
+    }
+}
+
+/// In a child that leads a session of its own (after setsid): give it `nice`, and its
+/// session's scheduling group too. Where the kernel groups tasks by session (autogroup,
+/// the default on most distributions), nice weighs only within a group, and every child is
+/// a group of its own; the group's own nice is what weighs it against the others. Both are
+/// best effort (async-signal-safe calls only: this runs between fork and exec).
+fn lower_in_child(nice: i32, nice_text: &[u8]) {
+    // SAFETY: setpriority, open, write and close are async-signal-safe; the path is a
+    // NUL-terminated literal and the text a valid buffer.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+        let group = libc::open(c"/proc/self/autogroup".as_ptr(), libc::O_WRONLY);
+        if group >= 0 {
+            libc::write(group, nice_text.as_ptr().cast(), nice_text.len());
+            libc::close(group);
         }
     }
 }
@@ -337,13 +355,11 @@ impl Spec {
         // Children start on a spawning thread of their own: they get the priority of the
         // thread that asked for them here (setpriority is async-signal-safe).
         let nice = thread_nice();
+        let nice_text = nice.to_string().into_bytes();
         unsafe {
             command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
                     return Err(std::io::Error::last_os_error());
-                }
-                if nice > 0 {
-                    libc::setpriority(libc::PRIO_PROCESS, 0, nice);
                 }
                 for fd in &inherited {
                     if libc::fcntl(*fd, libc::F_SETFD, 0) == -1 {
@@ -357,6 +373,9 @@ impl Spec {
                             return Err(std::io::Error::last_os_error());
                         }
                     }
+                }
+                if nice > 0 {
+                    lower_in_child(nice, &nice_text);
                 }
                 Ok(())
             });
@@ -658,11 +677,14 @@ fn spawn_watchdog(
 /// FUSE mount that hangs a close never returns. That thread lives as long as darvault, so
 /// the children's PR_SET_PDEATHSIG (tied to the thread that started them) fires only when
 /// darvault itself ends. None when the start was given up on.
-fn spawn(command: Command) -> Option<std::io::Result<Child>> {
-    type Request = (Command, std::sync::mpsc::SyncSender<std::io::Result<Child>>);
-    static SPAWNER: OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Request>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (requests, incoming) = std::sync::mpsc::channel::<Request>();
+type SpawnRequest = (Command, std::sync::mpsc::SyncSender<std::io::Result<Child>>);
+
+/// The long-lived thread that starts every child (made on first use).
+fn spawner() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<SpawnRequest>> {
+    static SPAWNER: OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<SpawnRequest>>> =
+        OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (requests, incoming) = std::sync::mpsc::channel::<SpawnRequest>();
         thread::Builder::new()
             .name("spawner".into())
             .spawn(move || {
@@ -672,9 +694,12 @@ fn spawn(command: Command) -> Option<std::io::Result<Child>> {
             })
             .expect("the thread that starts programs");
         std::sync::Mutex::new(requests)
-    });
+    })
+}
+
+fn spawn(command: Command) -> Option<std::io::Result<Child>> {
     let (answer, started) = std::sync::mpsc::sync_channel(1);
-    spawner
+    spawner()
         .lock()
         .expect("spawner")
         .send((command, answer))
