@@ -33,14 +33,10 @@ impl Sizes {
         let Some(first) = parts.next().filter(|p| !p.is_empty()) else {
             return;
         };
-        *self.top.entry(first.to_owned()).or_default() += bytes;
+        add_to(&mut self.top, first, bytes, usize::MAX);
         if let Some(second) = parts.next() {
-            let path = format!("{first}/{second}");
-            if let Some(n) = self.second.get_mut(&path) {
-                *n += bytes;
-            } else if self.second.len() < MOST_SECOND_LEVEL {
-                self.second.insert(path, bytes);
-            }
+            let path = &rel[..first.len() + 1 + second.len()];
+            add_to(&mut self.second, path, bytes, MOST_SECOND_LEVEL);
         }
     }
 
@@ -85,6 +81,16 @@ impl Sizes {
             }
         }
         (bytes >= self.total / 10 * 3).then_some(chosen)
+    }
+}
+
+/// Count `bytes` for `key` (a new key only while there are fewer than `most`); no allocation
+/// for a key already counted (dar reports a file at a time).
+fn add_to(map: &mut HashMap<String, u64>, key: &str, bytes: u64, most: usize) {
+    if let Some(n) = map.get_mut(key) {
+        *n += bytes;
+    } else if map.len() < most {
+        map.insert(key.to_owned(), bytes);
     }
 }
 
