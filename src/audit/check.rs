@@ -1,7 +1,7 @@
 //! Proving the sets of one copy: discovery, the manifest, every file's size and SHA-256, the
 //! derivable SHA256SUMS, stray files; repairs and deep checks where asked.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::repair;
@@ -64,10 +64,8 @@ pub(super) async fn audit_copy(
             set_dirs.insert(path.clone());
         } else if !*is_dir
             && !path.split('/').any(|c| c.starts_with('.'))
-            && !set_dirs
-                .iter()
-                .any(|d| d.is_empty() || path.starts_with(&format!("{d}/")))
-            && !set_dirs.iter().any(|d| d.starts_with(&format!("{path}/")))
+            && !folders_above(path).any(|d| set_dirs.contains(d))
+            && !holds_a_set(&set_dirs, path)
         {
             report
                 .problems
@@ -79,6 +77,20 @@ pub(super) async fn audit_copy(
         .iter()
         .map(|d| d.rsplit('/').next().unwrap_or(d).to_owned())
         .collect();
+    // Each file under the set folders above it, found by looking up its few ancestors, not
+    // by comparing every file with every set (that grew with their product: seconds at
+    // thousands of sets).
+    let mut in_set: HashMap<&str, Vec<&str>> = HashMap::new();
+    for &file in &files {
+        for dir in folders_above(file).filter(|d| set_dirs.contains(*d)) {
+            let inside = if dir.is_empty() {
+                file
+            } else {
+                &file[dir.len() + 1..]
+            };
+            in_set.entry(dir).or_default().push(inside);
+        }
+    }
     let mut selected: Vec<(Option<String>, String)> = Vec::new();
     for dir in set_dirs {
         let name = dir.rsplit('/').next().unwrap_or(&dir).to_owned();
@@ -99,15 +111,7 @@ pub(super) async fn audit_copy(
     selected.sort();
     let task: Arc<dyn Task> = Arc::from(progress.start(&format!("audit {}", copy.name), None));
     for (_, dir) in selected {
-        let prefix = if dir.is_empty() {
-            String::new()
-        } else {
-            format!("{dir}/")
-        };
-        let in_dir: Vec<&str> = files
-            .iter()
-            .filter_map(|p| p.strip_prefix(&prefix))
-            .collect();
+        let in_dir = in_set.remove(dir.as_str()).unwrap_or_default();
         if in_dir.contains(&crate::set::REMOVING) {
             // Being removed by cleanup: not a set, and never healed back into one.
             report
@@ -185,6 +189,21 @@ fn set_name(copy: &Store, location: &str) -> String {
         Some(name) if !name.is_empty() => name.to_owned(),
         _ => copy.folder_name().unwrap_or_default(),
     }
+}
+
+/// Whether a set folder lies under `path` (an object store may hold an object where another's
+/// folder is): the first folder at or after `path/` in order tells.
+fn holds_a_set(set_dirs: &BTreeSet<String>, path: &str) -> bool {
+    let below = format!("{path}/");
+    set_dirs
+        .range(below.clone()..)
+        .next()
+        .is_some_and(|d| d.starts_with(&below))
+}
+
+/// The folders that hold `path`, innermost first, the copy's root ("") last.
+fn folders_above(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(path), |p| (!p.is_empty()).then(|| parent(p))).skip(1)
 }
 
 fn parent(path: &str) -> &str {

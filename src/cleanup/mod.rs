@@ -263,11 +263,9 @@ fn clean_copy(
                 .await?;
                 report.removals.push(removal);
             }
-            for set in &found.sets {
-                report
-                    .leftovers
-                    .extend(par2_leftovers(req, store, set).await?);
-            }
+            report
+                .leftovers
+                .extend(par2_leftovers(req, store, name, &found.sets).await?);
             for dir in &found.removing {
                 report
                     .leftovers
@@ -407,18 +405,27 @@ async fn finish_removal(req: &Request, store: &Store, dir: &str) -> Result<Strin
 }
 
 /// par2 keeps a damaged original as `<file>.1` after a repair: once the set is whole again
-/// (audit proves it), those are clutter.
-async fn par2_leftovers(req: &Request, store: &Store, set: &FoundSet) -> Result<Vec<String>> {
-    let dir = store.location(set);
+/// (audit proves it), those are clutter. The definition's folder is listed once, not each
+/// set's (thousands of listings were most of a dry run's time).
+async fn par2_leftovers(
+    req: &Request,
+    store: &Store,
+    definition: &str,
+    sets: &[FoundSet],
+) -> Result<Vec<String>> {
+    let locations: Vec<(String, &FoundSet)> = sets.iter().map(|s| (store.location(s), s)).collect();
     let mut removed = Vec::new();
-    for (path, is_dir) in store.walk(&format!("{dir}/")).await? {
-        let Some(relative) = path.strip_prefix(&format!("{dir}/")) else {
+    for (path, is_dir) in store.walk(&format!("{definition}/")).await? {
+        let Some(original) = path.strip_suffix(".1").filter(|_| !is_dir) else {
             continue;
         };
-        let is_leftover = !is_dir
-            && relative
-                .strip_suffix(".1")
-                .is_some_and(|original| set.manifest.files.iter().any(|f| f.path == original));
+        // Rare (a repair leaves them): a scan of the sets for each is cheap.
+        let is_leftover = locations.iter().any(|(dir, set)| {
+            original
+                .strip_prefix(dir.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|file| set.manifest.files.iter().any(|f| f.path == file))
+        });
         if !is_leftover {
             continue;
         }

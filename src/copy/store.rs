@@ -788,26 +788,37 @@ fn set_folders_here(root: &Path, definition: &str, seen: &AtomicU64) -> Result<V
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io("cannot list", &dir)(e)),
     };
-    let mut folders = Vec::new();
+    let mut named = Vec::new();
     for entry in entries {
         let entry = entry.map_err(Error::io("cannot list", &dir))?;
-        seen.fetch_add(1, Ordering::Relaxed);
-        let mut folder = SetFolder::named(entry.file_name().to_string_lossy().into_owned());
-        folder.link = entry.file_type().is_ok_and(|t| t.is_symlink());
-        if !folder.link && folder.name.parse::<SetName>().is_ok() {
-            let location = format!("{definition}/{}", folder.name);
-            let manifest = read_unlinked(root, &format!("{location}/{MANIFEST}"), |f, b| {
-                std::io::Read::read_to_end(f, b).map(|_| ())
-            })?;
-            // Parsed as read: the bytes of thousands of manifests are never held at once.
-            folder.set = manifest.map(|bytes| read_manifest(&location, &folder.name, &bytes));
-            folder.removing = folder.set.is_none()
-                && std::fs::symlink_metadata(root.join(&location).join(crate::set::REMOVING))
-                    .is_ok();
-        }
-        folders.push(folder);
+        let link = entry.file_type().is_ok_and(|t| t.is_symlink());
+        named.push((entry.file_name().to_string_lossy().into_owned(), link));
     }
-    Ok(folders)
+    // Thousands of manifests are read and parsed a core each (parsing is most of `list`).
+    crate::parallel::on_cores(named.len(), |i| {
+        let (name, link) = &named[i];
+        seen.fetch_add(1, Ordering::Relaxed);
+        set_folder_here(root, definition, name, *link)
+    })
+    .into_iter()
+    .collect()
+}
+
+/// What one entry of a definition's folder is; a set's manifest parsed as read, so the bytes
+/// of thousands of manifests are never held at once.
+fn set_folder_here(root: &Path, definition: &str, name: &str, link: bool) -> Result<SetFolder> {
+    let mut folder = SetFolder::named(name.to_owned());
+    folder.link = link;
+    if !folder.link && folder.name.parse::<SetName>().is_ok() {
+        let location = format!("{definition}/{}", folder.name);
+        let manifest = read_unlinked(root, &format!("{location}/{MANIFEST}"), |f, b| {
+            std::io::Read::read_to_end(f, b).map(|_| ())
+        })?;
+        folder.set = manifest.map(|bytes| read_manifest(&location, &folder.name, &bytes));
+        folder.removing = folder.set.is_none()
+            && std::fs::symlink_metadata(root.join(&location).join(crate::set::REMOVING)).is_ok();
+    }
+    Ok(folder)
 }
 
 /// Size and SHA-256 of a file that is not a symbolic link (None when it is missing), the
