@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::repair;
 use super::{CopyReport, FileReport, Options, SetReport, Status};
 use crate::config::Config;
-use crate::copy::Store;
+use crate::copy::{Store, folders_above, inside};
 use crate::error::{Error, Result};
 use crate::hashing::sha256_hex;
 use crate::parallel::Bounded;
@@ -38,10 +38,9 @@ pub(super) async fn audit_copy(
             printable(link)
         ));
     }
+    let refused: HashSet<&str> = links.iter().map(String::as_str).collect();
     entries.retain(|(p, _)| {
-        !links
-            .iter()
-            .any(|l| p == l || p.starts_with(&format!("{l}/")))
+        !refused.contains(p.as_str()) && !folders_above(p).any(|d| refused.contains(d))
     });
     let files: BTreeSet<&str> = entries
         .iter()
@@ -83,12 +82,7 @@ pub(super) async fn audit_copy(
     let mut in_set: HashMap<&str, Vec<&str>> = HashMap::new();
     for &file in &files {
         for dir in folders_above(file).filter(|d| set_dirs.contains(*d)) {
-            let inside = if dir.is_empty() {
-                file
-            } else {
-                &file[dir.len() + 1..]
-            };
-            in_set.entry(dir).or_default().push(inside);
+            in_set.entry(dir).or_default().push(inside(dir, file));
         }
     }
     let mut selected: Vec<(Option<String>, String)> = Vec::new();
@@ -199,11 +193,6 @@ fn holds_a_set(set_dirs: &BTreeSet<String>, path: &str) -> bool {
         .range(below.clone()..)
         .next()
         .is_some_and(|d| d.starts_with(&below))
-}
-
-/// The folders that hold `path`, innermost first, the copy's root ("") last.
-fn folders_above(path: &str) -> impl Iterator<Item = &str> {
-    std::iter::successors(Some(path), |p| (!p.is_empty()).then(|| parent(p))).skip(1)
 }
 
 fn parent(path: &str) -> &str {

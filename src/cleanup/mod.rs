@@ -5,12 +5,13 @@
 
 pub mod policy;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde::Serialize;
 
 use crate::config::{Config, Keep};
-use crate::copy::{FoundSet, Store};
+use crate::copy::{FoundSet, Store, folders_above, inside};
 use crate::error::{Error, Result};
 use crate::set::{Level, MANIFEST, REMOVING, SHA256SUMS};
 use crate::state::State;
@@ -413,18 +414,18 @@ async fn par2_leftovers(
     definition: &str,
     sets: &[FoundSet],
 ) -> Result<Vec<String>> {
-    let locations: Vec<(String, &FoundSet)> = sets.iter().map(|s| (store.location(s), s)).collect();
+    let by_location: HashMap<String, &FoundSet> =
+        sets.iter().map(|s| (store.location(s), s)).collect();
     let mut removed = Vec::new();
     for (path, is_dir) in store.walk(&format!("{definition}/")).await? {
         let Some(original) = path.strip_suffix(".1").filter(|_| !is_dir) else {
             continue;
         };
-        // Rare (a repair leaves them): a scan of the sets for each is cheap.
-        let is_leftover = locations.iter().any(|(dir, set)| {
-            original
-                .strip_prefix(dir.as_str())
-                .and_then(|rest| rest.strip_prefix('/'))
-                .is_some_and(|file| set.manifest.files.iter().any(|f| f.path == file))
+        let is_leftover = folders_above(original).any(|dir| {
+            by_location.get(dir).is_some_and(|set| {
+                let file = inside(dir, original);
+                set.manifest.files.iter().any(|f| f.path == file)
+            })
         });
         if !is_leftover {
             continue;

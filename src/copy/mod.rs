@@ -128,6 +128,25 @@ pub fn removal_in_progress(location: &str) -> String {
     )
 }
 
+/// The folders that hold `path` (relative to a copy's root), innermost first, the root ("")
+/// last: what a file on a copy belongs to is found by looking these up, not by comparing it
+/// with every folder of interest.
+pub fn folders_above(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(path), |p| {
+        (!p.is_empty()).then(|| p.rsplit_once('/').map_or("", |(folder, _)| folder))
+    })
+    .skip(1)
+}
+
+/// `path` seen from `folder`, one of its `folders_above`.
+pub fn inside<'a>(folder: &str, path: &'a str) -> &'a str {
+    if folder.is_empty() {
+        path
+    } else {
+        &path[folder.len() + 1..]
+    }
+}
+
 impl LocalCopy {
     pub fn new(root: &Path) -> LocalCopy {
         LocalCopy {

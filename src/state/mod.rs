@@ -212,7 +212,7 @@ impl State {
         // Every record here says something a later run can find out again (a file sent, a
         // set audited, an index built): one lost to a power cut costs a re-check, never a
         // wrong answer. So a commit is not waited on to reach the disk (WAL stays consistent;
-        // checkpoints still sync): a fsync per set made an audit of 3,000 sets wait 20 s.
+        // checkpoints still sync): an audit or a replication writes one per set or file.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db_error)?;
         let version: i64 = conn
