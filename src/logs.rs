@@ -71,12 +71,33 @@ fn newest_main(dir: &Path) -> Result<Option<PathBuf>> {
     Ok(entries
         .flatten()
         .map(|e| e.path())
-        .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                n.starts_with(&format!("{MAIN_PREFIX}.")) && n.ends_with(&format!(".{MAIN_SUFFIX}"))
-            })
-        })
+        .filter(|p| is_daily(p))
         .max())
+}
+
+/// Today's daily log (`darvault.<UTC date>.log`), opened to append and private (0600) from
+/// its first byte; the oldest beyond `keep` are removed. A run that goes on past midnight
+/// stays in the file of the day it started.
+pub fn open_daily(state_dir: &Path, keep: usize) -> std::io::Result<File> {
+    let dir = dir(state_dir);
+    let today = jiff::Timestamp::now().strftime("%Y-%m-%d");
+    let file = open_private(&dir.join(format!("{MAIN_PREFIX}.{today}.{MAIN_SUFFIX}")))?;
+    let mut daily: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| is_daily(p))
+        .collect();
+    daily.sort();
+    for old in daily.iter().rev().skip(keep) {
+        let _ = std::fs::remove_file(old);
+    }
+    Ok(file)
+}
+
+fn is_daily(p: &Path) -> bool {
+    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+        n.starts_with(&format!("{MAIN_PREFIX}.")) && n.ends_with(&format!(".{MAIN_SUFFIX}"))
+    })
 }
 
 /// `commands.log`, rotated when it would grow past its cap: appends, creates it private.

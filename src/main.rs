@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     // when the config has an SFTP destination (a run without one leaves nothing behind).
     let config_file = cli.config.clone().unwrap_or_else(Config::default_path);
     if std::fs::read_to_string(&config_file).is_ok_and(|t| t.contains("sftp")) {
-        darvault::tools::ssh::install(&darvault::paths::default_state_dir().join("bin"));
+        darvault::tools::ssh::install(&darvault::paths::default_state_dir());
     }
     let code = match run(&cli) {
         Ok(code) => ExitCode::from(code),
@@ -65,8 +65,29 @@ fn config_unless_path(
         Err(_) if !paths.is_empty() && paths.iter().all(|p| std::path::Path::new(p).is_dir()) => {
             Ok(None)
         }
+        // Without a config, what was named can only be a folder: say what is wrong with it.
+        Err(e) if !config_path.exists() => {
+            match paths.iter().find(|p| !std::path::Path::new(p).is_dir()) {
+                Some(named) => Err(Error::Usage(not_a_copy(named, config_path))),
+                None => Err(e),
+            }
+        }
         Err(e) => Err(e),
     }
+}
+
+/// Why `named` (given where a copy is expected, with no config to name destinations) is not
+/// one.
+fn not_a_copy(named: &str, config_path: &std::path::Path) -> String {
+    let what = match std::fs::metadata(named) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such folder".to_owned(),
+        Err(e) => format!("cannot be looked at ({e})"),
+        Ok(_) => "is a file, not a folder: a copy is the folder that holds the sets".to_owned(),
+    };
+    format!(
+        "{named}: {what} (and there is no config at {} to name a destination by)",
+        config_path.display()
+    )
 }
 
 fn run(cli: &Cli) -> Result<u8, Error> {

@@ -19,9 +19,12 @@ pub fn config_home() -> PathBuf {
     xdg("XDG_CONFIG_HOME", ".config")
 }
 
-/// `$XDG_STATE_HOME/darvault`: logs, and the state database.
+/// `$XDG_STATE_HOME/darvault`: logs, and the state database. Read once: the variable is
+/// later pointed elsewhere for ssh's control sockets (see `tools::ssh`).
 pub fn default_state_dir() -> PathBuf {
-    xdg("XDG_STATE_HOME", ".local/state").join("darvault")
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| xdg("XDG_STATE_HOME", ".local/state").join("darvault"))
+        .clone()
 }
 
 /// Create `dir` if needed and make it private (0700): the state folder holds logs and a

@@ -103,12 +103,23 @@ fn file_statuses(report: &serde_json::Value) -> Vec<(String, String, String)> {
 }
 
 /// What `--deep` said of a set.
-fn deep_lines(set: &serde_json::Value) -> Vec<&str> {
+/// The deep checks of a set's JSON report, each as "<what>: <verdict>" ("ok" for passed).
+fn deep_lines(set: &serde_json::Value) -> Vec<String> {
     set["deep"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| d.as_str().unwrap())
+        .map(|d| {
+            let what = match d["check"]["kind"].as_str().unwrap() {
+                "par2-verify" => format!("par2 verify {}", d["check"]["index"].as_str().unwrap()),
+                _ => "dar -t".to_owned(),
+            };
+            let verdict = match d["verdict"].as_str().unwrap() {
+                "passed" => "ok",
+                other => other,
+            };
+            format!("{what}: {verdict}")
+        })
         .collect()
 }
 
@@ -226,6 +237,31 @@ fn without_another_copy_par2_repairs_what_its_redundancy_allows() {
         assert!(deep.len() >= 2, "{deep:?}");
         assert!(deep.iter().all(|d| d.ends_with(": ok")), "{deep:?}");
     }
+
+    // Several slices damaged at once, in one PAR2 group and (when the set has more than one)
+    // in another: the whole redundancy is used, and the archive with every rebuilt slice is
+    // tested by dar once.
+    let last = (1..)
+        .take_while(|i| full.join(format!("{n}.{i}.dar")).exists())
+        .last()
+        .unwrap();
+    let damaged: Vec<String> = [1, 2, last]
+        .iter()
+        .map(|i| format!("{n}.{i}.dar"))
+        .collect();
+    for slice in &damaged {
+        flip(&full.join(slice), 1000);
+    }
+    let (code, report) = audit_without_config(&env, &usb, &["--repair"]);
+    assert_eq!(code, 0, "{report}");
+    let mut expected: Vec<(String, String, String)> = damaged
+        .iter()
+        .map(|s| (s.clone(), "repaired".into(), "par2".into()))
+        .collect();
+    expected.sort();
+    expected.dedup();
+    assert_eq!(file_statuses(&report), expected);
+    sha256sum_check(&full);
 
     fs::remove_file(full.join(format!("{n}.2.dar"))).unwrap();
     let (code, _) = audit_without_config(&env, &usb, &[]);
@@ -546,4 +582,28 @@ fn a_half_copied_set_is_never_made_to_look_complete() {
         !full_usb.join("MANIFEST.toml").exists(),
         "a manifest over missing slices: {report}"
     );
+}
+
+/// Verdicts are values: a definition named like a verdict ("FAILED", "ok") changes none.
+#[test]
+fn a_definition_named_like_a_verdict_does_not_change_any() {
+    let env = Env::new();
+    let src = env.path("src");
+    awkward_tree(&src);
+    env.config(&format!(
+        "[[definition]]\nname = \"FAILED\"\nsource = {0:?}\n\n\
+         [[definition]]\nname = \"ok\"\nsource = {0:?}\n",
+        src.display().to_string()
+    ));
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let (code, report) = audit(&env, &["repository", "--deep"]);
+    assert_eq!(code, 0, "{report}");
+    let sets = report["copies"][0]["sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 2, "{report}");
+    for set in sets {
+        assert_eq!(set["status"], "ok", "{set}");
+        let deep = deep_lines(set);
+        assert!(deep.len() >= 2, "{deep:?}");
+        assert!(deep.iter().all(|d| d.ends_with(": ok")), "{deep:?}");
+    }
 }

@@ -370,3 +370,63 @@ fn an_audit_of_a_hundred_thousand_entries_takes_seconds() {
     );
     assert!(took < std::time::Duration::from_secs(120), "took {took:?}");
 }
+
+/// `darvault --json audit COPY ARGS` with no config, ended after `limit` if it hangs: (exit
+/// code, report); None when it had to be ended.
+fn audit_within(
+    env: &Env,
+    copy: &Path,
+    args: &[&str],
+    limit: std::time::Duration,
+) -> Option<(i32, serde_json::Value)> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_darvault"))
+        .env("HOME", env.path("home"))
+        .env("XDG_STATE_HOME", env.path("home/.local/state"))
+        .env("XDG_CONFIG_HOME", env.path("nowhere"))
+        .args(["--json", "audit"])
+        .arg(copy)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{text}");
+    Some((code(&out), serde_json::from_str(&text).unwrap()))
+}
+
+/// A FIFO (or any file that is not a regular one) where a slice belongs is refused by its type
+/// before it is opened: an audit, a deep one and a repair end, name it, and the repair puts a
+/// proven slice in its place. (Opened for reading, a FIFO waits for a writer forever.)
+#[test]
+fn a_fifo_in_place_of_a_slice_is_refused_by_type_and_repaired() {
+    let env = Env::new();
+    let disk = drawer(&env);
+    let full = sets_on(&disk).remove(0);
+    let slice = full.join(format!("{}.2.dar", name_of(&full)));
+    fs::remove_file(&slice).unwrap();
+    let fifo = std::ffi::CString::new(slice.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let limit = std::time::Duration::from_secs(60);
+    for args in [&[][..], &["--deep"][..]] {
+        let (code, report) =
+            audit_within(&env, &disk, args, limit).expect("audit ended (a FIFO must not hold it)");
+        assert_eq!(code, 4, "repairable by PAR2: {report}");
+        let sets = report["copies"][0]["sets"].to_string();
+        assert!(sets.contains("a FIFO"), "{sets}");
+    }
+    let (code, report) = audit_within(&env, &disk, &["--repair"], limit).expect("the repair ended");
+    assert_eq!(code, 0, "{report}");
+    assert!(fs::symlink_metadata(&slice).unwrap().is_file());
+    sha256sum_check(&full);
+}

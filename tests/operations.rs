@@ -187,6 +187,60 @@ fn an_interrupted_removal_is_finished_and_never_resurrected() {
     assert!(!old.exists(), "the next cleanup finished the removal");
 }
 
+/// A cleanup killed at any step of a set's removal (the first file, the last file before the
+/// intent record, the record itself, the folder) leaves the record as long as anything it
+/// governs is there; the next cleanup finishes the removal and audit never calls it damage.
+#[test]
+fn a_cleanup_killed_at_any_step_of_a_removal_is_finished_by_the_next() {
+    let env = Env::new();
+    awkward_tree(&env.path("src"));
+    definition(
+        &env,
+        "[definition.keep]\nfull = \"0d\"\ndiff = \"0d\"\nincr = \"0d\"\n",
+    );
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    for step in 0..4 {
+        assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+        let old = env.sets("docs").remove(0);
+        let entries: Vec<walkdir::DirEntry> = walkdir::WalkDir::new(&old)
+            .min_depth(1)
+            .into_iter()
+            .flatten()
+            .collect();
+        let files = entries.iter().filter(|e| e.file_type().is_file()).count();
+        let folders = entries.len() - files;
+        // MANIFEST.toml and SHA256SUMS go first (unlinkat), the record is written: the walk
+        // then unlinks the other files, then the record; then rmdir of each folder, its own last.
+        let (syscall, when) = match step {
+            0 => ("unlink", 1),
+            1 => ("unlink", files - 2),
+            2 => ("unlink", files - 1),
+            _ => ("rmdir", folders + 1),
+        };
+        assert!(
+            env.killed_at(syscall, when, &["cleanup", "--yes"]),
+            "step {step}: the kill point ({syscall} #{when}) was not reached"
+        );
+        assert!(old.exists(), "step {step}: killed before the folder went");
+        let left: Vec<_> = walkdir::WalkDir::new(&old)
+            .min_depth(1)
+            .into_iter()
+            .flatten()
+            .map(|e| e.path().to_owned())
+            .collect();
+        assert!(
+            left.is_empty() || old.join(".darvault-removing").exists(),
+            "step {step}: files left without the intent record: {left:?}"
+        );
+        let out = env.run(&["--json", "audit", "repository"]);
+        assert_eq!(code(&out), 0, "step {step}: {}", stdout(&out));
+        let out = env.run(&["cleanup", "--yes"]);
+        assert_eq!(code(&out), 0, "step {step}: {}", stdout(&out));
+        assert!(!old.exists(), "step {step}: the next cleanup finished it");
+        assert_eq!(code(&env.run(&["audit", "repository"])), 0);
+    }
+}
+
 #[test]
 fn notices_and_hooks_report_every_outcome_and_never_leak_the_urls() {
     let env = Env::new();

@@ -47,10 +47,13 @@ pub(super) async fn audit_copy(
         .filter(|e| !e.1)
         .map(|e| e.0.as_str())
         .collect();
+    // A manifest inside a hidden folder (a killed backup's `.staging.*`, a repair's scratch)
+    // is not a set's: those folders are darvault's own unfinished work.
     let mut set_dirs: BTreeSet<String> = files
         .iter()
         .filter(|p| **p == MANIFEST || p.ends_with(&format!("/{MANIFEST}")))
         .map(|p| parent(p).to_owned())
+        .filter(|dir| !dir.split('/').any(|part| part.starts_with('.')))
         .collect();
     for (path, is_dir) in &entries {
         let name = path.rsplit('/').next().unwrap_or(path);
@@ -111,6 +114,13 @@ pub(super) async fn audit_copy(
             report
                 .problems
                 .push(crate::copy::removal_in_progress(&printable(&dir)));
+            continue;
+        }
+        if in_dir.is_empty() {
+            // Nothing to prove and nothing lost: the end of a removal or the start of a copy.
+            report
+                .problems
+                .push(crate::copy::empty_set_folder(&printable(&dir)));
             continue;
         }
         let set = match audit_set(copy, others, &dir, &in_dir, config, options, state, &task).await
@@ -330,9 +340,10 @@ async fn audit_set(
     }
     // The descriptors go last, as when a set is published or replicated: only over a set
     // whose data is all there, so a folder an interrupted copy left never becomes a "set".
+    let roles = Roles::of(&manifest);
     let data_whole = !report.files.iter().any(|f| {
         matches!(f.status, Status::DamagedRepairable | Status::Unrepairable)
-            && is_data(&manifest, &f.path)
+            && roles.is_data(&f.path)
     });
     // SHA256SUMS is derivable from an intact manifest.
     let expected_sums = manifest.sums_text(&manifest_sha);
@@ -388,14 +399,18 @@ async fn audit_set(
             repaired_from: (status == Status::Repaired).then(|| format!("copy {}", heal.source)),
         });
     }
-    report.status = verdict(&manifest, &report.files);
+    report.status = verdict(&roles, &report.files);
 
     if options.deep && report.status <= Status::Repaired {
         report.deep = match early_deep {
             Some(lines) if report.status == Status::Ok => lines?,
             _ => repair::deep_checks(copy, location, &manifest, config).await?,
         };
-        if report.deep.iter().any(|d| d.contains("FAILED")) {
+        if report
+            .deep
+            .iter()
+            .any(|d| d.verdict == super::DeepVerdict::Failed)
+        {
             report.status = Status::Unrepairable;
         }
     }
@@ -405,11 +420,11 @@ async fn audit_set(
 /// A set's verdict from its files': damage to the data (slices, catalogue, the manifest)
 /// decides; damage only to PAR2 or bundle files that could not be healed leaves the data
 /// intact and restorable ("redundancy damaged").
-fn verdict(manifest: &Manifest, files: &[FileReport]) -> Status {
+fn verdict(roles: &Roles, files: &[FileReport]) -> Status {
     let mut worst = Status::Ok;
     for f in files {
         let status = match f.status {
-            Status::Unrepairable | Status::DamagedRepairable if !is_data(manifest, &f.path) => {
+            Status::Unrepairable | Status::DamagedRepairable if !roles.is_data(&f.path) => {
                 Status::RedundancyDamaged
             }
             s => s,
@@ -427,15 +442,29 @@ struct HealManifest {
     found: String,
 }
 
-/// Whether `path` of a set is its data (slices, catalogue) or a descriptor.
-fn is_data(manifest: &Manifest, path: &str) -> bool {
-    path == MANIFEST
-        || path == SHA256SUMS
-        || manifest
-            .files
-            .iter()
-            .find(|f| f.path == path)
-            .is_none_or(|f| matches!(f.role, Role::Slice | Role::Catalogue))
+/// The role of each of a set's files, looked up by path (a set may list many files).
+struct Roles<'a>(HashMap<&'a str, &'a Role>);
+
+impl<'a> Roles<'a> {
+    fn of(manifest: &'a Manifest) -> Roles<'a> {
+        Roles(
+            manifest
+                .files
+                .iter()
+                .map(|f| (f.path.as_str(), &f.role))
+                .collect(),
+        )
+    }
+
+    /// Whether `path` of a set is its data (slices, catalogue) or a descriptor.
+    fn is_data(&self, path: &str) -> bool {
+        path == MANIFEST
+            || path == SHA256SUMS
+            || self
+                .0
+                .get(path)
+                .is_none_or(|role| matches!(role, Role::Slice | Role::Catalogue))
+    }
 }
 
 /// The set's manifest and its SHA-256, and, when it was damaged or missing and another copy
@@ -537,6 +566,12 @@ async fn examine(
     let found = match copy.examine(path).await {
         Ok(crate::copy::Examined::Link) => {
             return Ok(Some(("a symbolic link (refused)".into(), None)));
+        }
+        Ok(crate::copy::Examined::Odd(kind)) => {
+            return Ok(Some((
+                format!("{kind}, not a regular file (refused)"),
+                None,
+            )));
         }
         Ok(crate::copy::Examined::Hashed(found)) => found,
         Err(Error::Interrupted) => return Err(Error::Interrupted),

@@ -85,11 +85,38 @@ pub struct SetReport {
     pub files_checked: usize,
     pub bytes_checked: u64,
     /// `par2 verify` and `dar -t` results with --deep.
-    pub deep: Vec<String>,
+    pub deep: Vec<DeepCheck>,
     /// The sets this one needs, FULL first.
     pub chain: Vec<String>,
     /// Set when a set of the chain is missing from the copy or unrepairable.
     pub chain_broken: Option<String>,
+}
+
+/// One deep check of a set (`--deep`): what ran, and its verdict as a value.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeepCheck {
+    pub check: DeepKind,
+    pub verdict: DeepVerdict,
+    /// The tool's complaint, or why the check did not run.
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum DeepKind {
+    /// `par2 verify` of one PAR2 group, by its index file.
+    Par2Verify { index: String },
+    /// `dar -t` of the archive, with the dar that ran it.
+    DarTest { dar: Option<String> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeepVerdict {
+    Passed,
+    Failed,
+    /// Not run: no evidence either way (an encrypted archive without its passphrase).
+    NotRun,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::Status;
+use super::{DeepCheck, DeepKind, DeepVerdict, Status};
 use crate::config::Config;
 use crate::copy::{Expected, Limiter, Store};
 use crate::error::{Error, Result};
@@ -115,11 +115,20 @@ pub(super) async fn repair_files(
             None => for_par2.push((entry, found, old_sha)),
         }
     }
-    for group in &manifest.par2 {
-        let in_group: Vec<_> = for_par2
-            .iter()
-            .filter(|(e, _, _)| covered(manifest, group, &e.path))
-            .collect();
+    // Which group each damaged file belongs to, looked up once (comparing every damaged
+    // file with every group's file list grew with their product).
+    let mut by_group: Vec<Vec<&(&FileEntry, &String, &Option<String>)>> =
+        vec![Vec::new(); manifest.par2.len()];
+    let groups = Groups::of(manifest);
+    for damaged in &for_par2 {
+        if let Some(&g) = groups.files.get(damaged.0.path.as_str()) {
+            by_group[g].push(damaged);
+        }
+    }
+    // First par2 checks (and repairs) every group in a scratch folder of its own; then the
+    // archive with every slice rebuilt, from all groups, is tested once by dar.
+    let mut checked = Vec::new();
+    for (g, (group, in_group)) in manifest.par2.iter().zip(by_group).enumerate() {
         if in_group.is_empty() {
             continue;
         }
@@ -129,7 +138,7 @@ pub(super) async fn repair_files(
         // PAR2 set is made again from it (byte-identical with the same engine).
         if in_group
             .iter()
-            .all(|(e, _, _)| !is_group_source(group, &e.path))
+            .all(|(e, _, _)| !groups.protects(g, &e.path))
         {
             let remade = match repair {
                 true => regenerate(copy, location, manifest, group, scratch.path()).await?,
@@ -148,53 +157,40 @@ pub(super) async fn repair_files(
             }
             continue;
         }
-        let verdict = match gather(copy, location, manifest, group, scratch.path()).await {
-            Ok(()) => {
-                let mut par2 = Par2::locate(None)?;
-                par2.io_stall = copy.tool_stall();
-                match tokio::task::block_in_place(|| {
-                    par2.check(scratch.path(), &group.index, repair)
-                }) {
-                    Ok(v) => Ok(v),
-                    Err(e @ (Error::Interrupted | Error::Stalled { .. })) => return Err(e),
-                    Err(e) => Err(format!("par2 could not check this group: {e}")),
-                }
+        let verdict = par2_check(copy, location, manifest, group, scratch.path(), repair).await?;
+        checked.push((g, group, scratch, scratch_copy, verdict, in_group));
+    }
+    let mut rebuilt = Rebuilt {
+        copy,
+        location,
+        manifest,
+        config,
+        slices: std::collections::HashMap::new(),
+        tested: std::sync::Mutex::new(None),
+    };
+    for (_, group, scratch, _, verdict, _) in &checked {
+        if repair && matches!(verdict, Ok(Verdict::Intact)) {
+            for source in &group.covers {
+                rebuilt
+                    .slices
+                    .insert(source.clone(), scratch.path().join(source));
             }
-            Err(Error::Interrupted) => return Err(Error::Interrupted),
-            Err(e) => Err(format!("the group could not be gathered: {e}")),
-        };
-        let verdict = match verdict {
-            Ok(v) => v,
-            Err(why) => {
-                for (entry, found, _) in in_group {
-                    results.push((
-                        (*entry).clone(),
-                        (*found).clone(),
-                        Outcome::NotApplied(why.clone()),
-                    ));
-                }
-                continue;
-            }
-        };
+        }
+    }
+    for (g, _, _, scratch_copy, verdict, in_group) in &checked {
         for (entry, found, old_sha) in in_group {
             let outcome = match (repair, verdict) {
-                (true, Verdict::Intact) if is_group_source(group, &entry.path) => {
+                (_, Err(why)) => Outcome::NotApplied(why.clone()),
+                (true, Ok(Verdict::Intact)) if groups.protects(*g, &entry.path) => {
                     // par2 rebuilt it in scratch: it must be proven to go back.
-                    let rebuilt = Rebuilt {
-                        copy,
-                        location,
-                        manifest,
-                        scratch: scratch.path(),
-                        config,
-                    };
                     match rebuilt.prove(entry).await? {
                         Err(why) => Outcome::NotApplied(why),
                         Ok(()) => {
-                            put_back(&scratch_copy, copy, location, entry, old_sha, "par2").await?
+                            put_back(scratch_copy, copy, location, entry, old_sha, "par2").await?
                         }
                     }
                 }
-                (false, Verdict::Repairable) if is_group_source(group, &entry.path) => {
+                (false, Ok(Verdict::Repairable)) if groups.protects(*g, &entry.path) => {
                     Outcome::Repairable
                 }
                 // Recovery volumes themselves are not rebuilt by par2: only a copy can heal them.
@@ -203,8 +199,10 @@ pub(super) async fn repair_files(
             results.push(((*entry).clone(), (*found).clone(), outcome));
         }
     }
+    let judged: std::collections::HashSet<String> =
+        results.iter().map(|(e, _, _)| e.path.clone()).collect();
     for (entry, found, _) in &for_par2 {
-        if !results.iter().any(|(e, _, _)| e.path == entry.path) {
+        if !judged.contains(&entry.path) {
             results.push(((*entry).clone(), (*found).clone(), Outcome::Unrepairable));
         }
     }
@@ -235,13 +233,16 @@ async fn put_back(
     })
 }
 
-/// A file par2 rebuilt in a scratch directory, not yet put back.
+/// What par2 rebuilt in scratch folders, not yet put back.
 struct Rebuilt<'a> {
     copy: &'a Store,
     location: &'a str,
     manifest: &'a Manifest,
-    scratch: &'a Path,
     config: Option<&'a Config>,
+    /// Every data file of a group par2 made whole: where it is in that group's scratch.
+    slices: std::collections::HashMap<String, PathBuf>,
+    /// `dar -t` of the archive with the rebuilt slices, once made (Err: why it failed).
+    tested: std::sync::Mutex<Option<std::result::Result<(), String>>>,
 }
 
 impl Rebuilt<'_> {
@@ -249,8 +250,10 @@ impl Rebuilt<'_> {
     /// it passes `dar -t`; Ok(Err(why)) when it must not replace the file on the copy.
     async fn prove(&self, entry: &FileEntry) -> Result<std::result::Result<(), String>> {
         let not_applied = |why: String| Ok(Err(format!("{why}; the old file was kept")));
-        let path = self.scratch.join(&entry.path);
-        let found = self.copy.hash_here(&path).await;
+        let Some(path) = self.slices.get(&entry.path) else {
+            return not_applied("par2 did not rebuild it".into());
+        };
+        let found = self.copy.hash_here(path).await;
         match found {
             Err(e @ (Error::Interrupted | Error::Stalled { .. })) => return Err(e),
             Ok((size, sha)) if size == entry.size && sha == entry.sha256 => {}
@@ -262,6 +265,21 @@ impl Rebuilt<'_> {
         if entry.role != Role::Slice {
             return Ok(Ok(()));
         }
+        let known = self.tested.lock().expect("not poisoned").clone();
+        let tested = match known {
+            Some(tested) => tested,
+            None => {
+                let tested = self.test_archive().await?;
+                *self.tested.lock().expect("not poisoned") = Some(tested.clone());
+                tested
+            }
+        };
+        Ok(tested.map_err(|why| format!("{why}; the old file was kept")))
+    }
+
+    /// `dar -t` of the archive with the slices par2 rebuilt: Ok(Err(why)) when it fails.
+    async fn test_archive(&self) -> Result<std::result::Result<(), String>> {
+        let not_applied = |why: String| Ok(Err(why));
         let key = match key_for(self.manifest, self.config)? {
             Some(key) => Some(key),
             None if self.manifest.archive.encrypted => {
@@ -273,7 +291,7 @@ impl Rebuilt<'_> {
             }
             None => None,
         };
-        let archive = self.assemble().await?;
+        let (_folder, archive) = self.assemble().await?;
         let mut dar = Dar::locate(None)?;
         dar.io_stall = self.copy.tool_stall();
         match tokio::task::block_in_place(|| dar.test(&archive, key.as_ref())) {
@@ -286,17 +304,21 @@ impl Rebuilt<'_> {
         }
     }
 
-    /// The archive with the rebuilt slice, in `<scratch>/dar-test/`: links to the slices in
-    /// scratch (gathered with the PAR2 group), to the copy's own (a local copy) or downloads.
-    async fn assemble(&self) -> Result<std::path::PathBuf> {
-        let dir = self.scratch.join("dar-test");
-        let made = dir.clone();
-        self.copy.on_disk("cannot make the test folder", move || {
-            std::fs::create_dir_all(&made).map_err(Error::io("cannot create", &made))
-        })??;
+    /// The archive with the rebuilt slices, in a scratch folder of its own: links to the
+    /// slices in the groups' scratch folders (gathered and made whole by par2), else to the
+    /// copy's own (a local copy) or downloads. The folder is returned to be kept until the
+    /// test is done.
+    async fn assemble(&self) -> Result<(crate::copy::Scratch, std::path::PathBuf)> {
+        let scratch = self.copy.scratch("dar-test")?;
+        let dir = scratch.path().to_owned();
         for slice in self.manifest.slices() {
             let target = dir.join(&slice.path);
-            let gathered = self.scratch.join(&slice.path);
+            let Some(gathered) = self.slices.get(&slice.path) else {
+                self.copy
+                    .fetch(&at(self.location, &slice.path), &target)
+                    .await?;
+                continue;
+            };
             let (from, to) = (gathered.clone(), target.clone());
             let linked = self.copy.on_disk("cannot link a slice", move || {
                 from.is_file().then(|| link(&from, &to))
@@ -309,7 +331,8 @@ impl Rebuilt<'_> {
                     .await?;
             }
         }
-        Ok(dir.join(&self.manifest.archive.basename))
+        let archive = dir.join(&self.manifest.archive.basename);
+        Ok((scratch, archive))
     }
 }
 
@@ -333,6 +356,74 @@ fn key_for(manifest: &Manifest, config: Option<&Config>) -> Result<Option<Passph
         .transpose()
 }
 
+/// par2's verdict on a group gathered into `scratch` (repaired there when `repair`), or why
+/// it could not be had.
+async fn par2_check(
+    copy: &Store,
+    location: &str,
+    manifest: &Manifest,
+    group: &Group,
+    scratch: &Path,
+    repair: bool,
+) -> Result<std::result::Result<Verdict, String>> {
+    match gather(copy, location, manifest, group, scratch).await {
+        Ok(()) => {
+            let mut par2 = Par2::locate(None)?;
+            par2.io_stall = copy.tool_stall();
+            match tokio::task::block_in_place(|| par2.check(scratch, &group.index, repair)) {
+                Ok(v) => Ok(Ok(v)),
+                Err(e @ (Error::Interrupted | Error::Stalled { .. })) => Err(e),
+                Err(e) => Ok(Err(format!("par2 could not check this group: {e}"))),
+            }
+        }
+        Err(Error::Interrupted) => Err(Error::Interrupted),
+        Err(e) => Ok(Err(format!("the group could not be gathered: {e}"))),
+    }
+}
+
+/// Which PAR2 group each of a set's files belongs to, by path: as a file it protects
+/// (`sources`), or as one of the group's own files (`files`: sources, index and volumes).
+/// Made once per set, in time linear in the manifest (a crafted one may list many groups).
+struct Groups<'a> {
+    files: std::collections::HashMap<&'a str, usize>,
+    sources: std::collections::HashMap<&'a str, usize>,
+}
+
+impl<'a> Groups<'a> {
+    fn of(manifest: &'a Manifest) -> Groups<'a> {
+        use std::collections::HashMap;
+        let mut files: HashMap<&str, usize> = HashMap::new();
+        let mut sources: HashMap<&str, usize> = HashMap::new();
+        let mut stems: HashMap<&str, usize> = HashMap::new();
+        for (i, group) in manifest.par2.iter().enumerate() {
+            for source in &group.covers {
+                sources.entry(source.as_str()).or_insert(i);
+                files.entry(source.as_str()).or_insert(i);
+            }
+            files.entry(group.index.as_str()).or_insert(i);
+            stems
+                .entry(group.index.trim_end_matches(".par2"))
+                .or_insert(i);
+        }
+        for f in manifest.files.iter().filter(|f| f.role == Role::Par2) {
+            let volume_of = f
+                .path
+                .strip_suffix(".par2")
+                .and_then(|p| p.rsplit_once(".vol"))
+                .and_then(|(stem, _)| stems.get(stem));
+            if let Some(&i) = volume_of {
+                files.entry(f.path.as_str()).or_insert(i);
+            }
+        }
+        Groups { files, sources }
+    }
+
+    /// Whether `path` is a file group `i` protects.
+    fn protects(&self, i: usize, path: &str) -> bool {
+        self.sources.get(path) == Some(&i)
+    }
+}
+
 fn is_group_source(group: &Group, path: &str) -> bool {
     group.covers.iter().any(|c| c == path)
 }
@@ -351,10 +442,6 @@ fn group_files<'a>(manifest: &'a Manifest, group: &Group) -> Vec<&'a FileEntry> 
                             && f.path.ends_with(".par2"))))
         })
         .collect()
-}
-
-fn covered(manifest: &Manifest, group: &Group, path: &str) -> bool {
-    group_files(manifest, group).iter().any(|f| f.path == path)
 }
 
 /// Put a group's files into `scratch`: hard links for a local copy (par2 only reads them and
@@ -558,7 +645,7 @@ pub(super) async fn deep_checks(
     location: &str,
     manifest: &Manifest,
     config: Option<&Config>,
-) -> Result<Vec<String>> {
+) -> Result<Vec<DeepCheck>> {
     if let Some(dir) = copy.in_place(location) {
         let checks = DeepChecks::new(dir, manifest, config, copy.tool_stall())?;
         return tokio::task::block_in_place(|| checks.run());
@@ -588,6 +675,8 @@ pub(super) struct DeepChecks {
     key: Option<Passphrase>,
     /// The folder is a copy's own (see `Store::tool_stall`).
     io_stall: Option<std::time::Duration>,
+    /// The set's files, looked at before any tool opens them.
+    files: Vec<String>,
 }
 
 impl DeepChecks {
@@ -604,12 +693,25 @@ impl DeepChecks {
             archive: manifest.archive.basename.clone(),
             encrypted: manifest.archive.encrypted,
             key: key_for(manifest, config)?,
+            files: manifest.files.iter().map(|f| f.path.clone()).collect(),
         })
     }
 
     /// `par2 verify` of the groups one after another on one thread, `dar -t` on this one:
     /// par2 and dar each keep one core busy, so side by side they take the time of the longer.
-    pub(super) fn run(&self) -> Result<Vec<String>> {
+    pub(super) fn run(&self) -> Result<Vec<DeepCheck>> {
+        // par2 and dar open what they are given: a FIFO or a device there would hold them
+        // (the hashing refuses it and says so; the tools then have nothing to add).
+        let odd = self.files.iter().find(|f| {
+            std::fs::symlink_metadata(self.dir.join(f)).is_ok_and(|m| !m.file_type().is_file())
+        });
+        if let Some(odd) = odd {
+            return Ok(vec![DeepCheck {
+                check: DeepKind::DarTest { dar: None },
+                verdict: DeepVerdict::NotRun,
+                detail: Some(format!("{odd} is not a regular file")),
+            }]);
+        }
         // This machine's own tools: a copy's bundled binaries are never run unverified.
         let mut par2 = Par2::locate(None)?;
         let mut dar = Dar::locate(None)?;
@@ -619,38 +721,68 @@ impl DeepChecks {
             let tested = self.test(&dar);
             (verifier.join().expect("par2 verify thread"), tested)
         });
-        let mut lines = verified?;
-        lines.push(tested?);
-        Ok(lines)
+        let mut checks = verified?;
+        checks.push(tested?);
+        Ok(checks)
     }
 
-    fn verify(&self, par2: &Par2) -> Result<Vec<String>> {
-        let mut lines = Vec::new();
+    fn verify(&self, par2: &Par2) -> Result<Vec<DeepCheck>> {
+        let mut checks = Vec::new();
         for index in &self.indexes {
-            lines.push(match par2.check(&self.dir, index, false) {
-                Ok(Verdict::Intact) => format!("par2 verify {index}: ok"),
-                Ok(v) => format!("par2 verify {index}: FAILED ({v:?})"),
+            let check = DeepKind::Par2Verify {
+                index: index.clone(),
+            };
+            checks.push(match par2.check(&self.dir, index, false) {
+                Ok(Verdict::Intact) => DeepCheck::passed(check),
+                Ok(v) => DeepCheck::failed(check, format!("{v:?}").to_lowercase()),
                 Err(e @ (Error::Interrupted | Error::Stalled { .. })) => return Err(e),
-                Err(e) => format!("par2 verify {index}: FAILED ({e})"),
+                Err(e) => DeepCheck::failed(check, e.to_string()),
             });
         }
-        Ok(lines)
+        Ok(checks)
     }
 
-    fn test(&self, dar: &Dar) -> Result<String> {
+    fn test(&self, dar: &Dar) -> Result<DeepCheck> {
         if self.encrypted && self.key.is_none() {
-            return Ok(
-                "dar -t: skipped (encrypted, and no passphrase is configured for it)".into(),
-            );
+            return Ok(DeepCheck {
+                check: DeepKind::DarTest { dar: None },
+                verdict: DeepVerdict::NotRun,
+                detail: Some("encrypted, and no passphrase is configured for it".into()),
+            });
         }
+        let check = DeepKind::DarTest {
+            dar: Some(dar.path.display().to_string()),
+        };
         Ok(
             match dar.test(&self.dir.join(&self.archive), self.key.as_ref()) {
-                Ok(_) => format!("dar -t ({}): ok", dar.path.display()),
+                Ok(_) => DeepCheck::passed(check),
                 Err(e @ (Error::Interrupted | Error::Stalled { .. })) => return Err(e),
                 // Not evidence against the archive: say so, do not cry wolf.
-                Err(e @ Error::WrongPassphrase { .. }) => format!("dar -t: not run: {e}"),
-                Err(e) => format!("dar -t: FAILED ({e})"),
+                Err(e @ Error::WrongPassphrase { .. }) => DeepCheck {
+                    check,
+                    verdict: DeepVerdict::NotRun,
+                    detail: Some(e.to_string()),
+                },
+                Err(e) => DeepCheck::failed(check, e.to_string()),
             },
         )
+    }
+}
+
+impl DeepCheck {
+    fn passed(check: DeepKind) -> DeepCheck {
+        DeepCheck {
+            check,
+            verdict: DeepVerdict::Passed,
+            detail: None,
+        }
+    }
+
+    fn failed(check: DeepKind, why: String) -> DeepCheck {
+        DeepCheck {
+            check,
+            verdict: DeepVerdict::Failed,
+            detail: Some(why),
+        }
     }
 }

@@ -135,9 +135,22 @@ pub fn run(
         .ok();
     if let Some(state) = &state {
         remember_bundled(state, &report);
+        remember_proven(state, &report);
     }
     crate::notify::finish(Some(config), state.as_ref(), report.ending(runs));
     Ok(report)
+}
+
+/// A published set was proven on the repository by the backup that made it (every file
+/// hashed and sealed, `dar -t` and the restore test passed): that is its first proof there.
+fn remember_proven(state: &crate::state::State, report: &Report) {
+    for d in &report.definitions {
+        if let Outcome::Published(set) = &d.result
+            && let Err(e) = state.audited("repository", &set.set, "ok", true)
+        {
+            tracing::warn!("cannot record the proof of {}: {e}", set.set);
+        }
+    }
 }
 
 /// The binaries put into the bundles just made: the ones `drill` and `restore` may run from a

@@ -361,7 +361,7 @@ async fn remove_set(
     for file in [MANIFEST, SHA256SUMS] {
         store.remove(&format!("{dir}/{file}")).await?;
     }
-    store.remove_folder(&dir).await?;
+    store.remove_folder_last(&dir, Some(REMOVING)).await?;
     tracing::info!(set = %removal.set, copy = %store.label(), "removed: {}", removal.reason);
     if !is_destination {
         let made = &set.manifest.set;
@@ -400,7 +400,7 @@ async fn remove_par2_copy(config: &Config, definition: &str, set: &str) {
 async fn finish_removal(req: &Request, store: &Store, dir: &str) -> Result<String> {
     let relative = store.relative(Path::new(dir));
     if !req.dry_run {
-        store.remove_folder(&relative).await?;
+        store.remove_folder_last(&relative, Some(REMOVING)).await?;
     }
     Ok(format!("{relative} (the rest of an interrupted removal)"))
 }

@@ -86,19 +86,13 @@ pub fn init(verbose: u8, quiet: bool, state_dir: Option<&Path>) -> Guards {
     Guards(guards)
 }
 
-fn file_appender(state_dir: &Path) -> Option<tracing_appender::rolling::RollingFileAppender> {
+fn file_appender(state_dir: &Path) -> Option<std::fs::File> {
     let dir = darvault::logs::dir(state_dir);
     darvault::paths::private_dir(state_dir).ok()?;
     darvault::paths::private_dir(&dir).ok()?;
-    // Files rotated in later keep to the private folder; the ones there now are closed too.
+    // Files an older darvault left readable are closed too.
     for e in std::fs::read_dir(&dir).ok()?.flatten() {
         let _ = darvault::paths::private_file(&e.path());
     }
-    tracing_appender::rolling::Builder::new()
-        .rotation(tracing_appender::rolling::Rotation::DAILY)
-        .filename_prefix(darvault::logs::MAIN_PREFIX)
-        .filename_suffix(darvault::logs::MAIN_SUFFIX)
-        .max_log_files(KEEP_LOG_FILES)
-        .build(dir)
-        .ok()
+    darvault::logs::open_daily(state_dir, KEEP_LOG_FILES).ok()
 }

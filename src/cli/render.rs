@@ -14,6 +14,16 @@ macro_rules! say {
     };
 }
 
+/// A failure in a report: its line on stdout with the rest of the report, and on stderr too,
+/// where errors are looked for (a cron mail, a log of stderr).
+macro_rules! fail {
+    ($($arg:tt)*) => {{
+        let text = darvault::printable(&format!($($arg)*)).into_owned();
+        $crate::cli::render::line(&text);
+        eprintln!("darvault: {text}");
+    }};
+}
+
 /// One line on stdout. A reader that went away (`| head`) ends the program quietly with
 /// exit 0, as other Unix tools do.
 pub fn line(text: &str) {
@@ -87,7 +97,7 @@ pub fn backup(report: &backup::Report) {
                     );
                 }
             }
-            Outcome::Failed { error, .. } => say!("{}: FAILED: {error}", d.definition),
+            Outcome::Failed { error, .. } => fail!("{}: FAILED: {error}", d.definition),
         }
     }
     let published = report
@@ -146,7 +156,7 @@ pub fn replicate(report: &replicate::Report) {
                 }
             }
             replicate::Outcome::Failed { error, .. } => {
-                say!("{}: FAILED: {error}", d.destination)
+                fail!("{}: FAILED: {error}", d.destination)
             }
         }
     }
@@ -155,7 +165,7 @@ pub fn replicate(report: &replicate::Report) {
 pub fn audit(report: &audit::Report) {
     for c in &report.copies {
         if let Some(e) = &c.error {
-            say!("{}: FAILED: {e}", c.copy);
+            fail!("{}: FAILED: {e}", c.copy);
             continue;
         }
         let tally: Vec<String> = audit::tally(c)
@@ -192,12 +202,27 @@ pub fn audit(report: &audit::Report) {
                 }
             }
             for d in &s.deep {
-                say!("    {d}");
+                say!("    {}", deep_line(d));
             }
         }
         for p in &c.problems {
             say!("  ! {p}");
         }
+    }
+}
+
+/// One deep check as a line: what ran, then its verdict.
+fn deep_line(d: &audit::DeepCheck) -> String {
+    let what = match &d.check {
+        audit::DeepKind::Par2Verify { index } => format!("par2 verify {index}"),
+        audit::DeepKind::DarTest { dar: Some(dar) } => format!("dar -t ({dar})"),
+        audit::DeepKind::DarTest { dar: None } => "dar -t".to_owned(),
+    };
+    let detail = d.detail.as_deref().unwrap_or("");
+    match d.verdict {
+        audit::DeepVerdict::Passed => format!("{what}: ok"),
+        audit::DeepVerdict::Failed => format!("{what}: FAILED ({detail})"),
+        audit::DeepVerdict::NotRun => format!("{what}: not run ({detail})"),
     }
 }
 
@@ -354,7 +379,7 @@ pub fn cleanup(report: &darvault::cleanup::Report) {
             say!("{}: {verb} leftover {l}", c.copy);
         }
         if let Some(e) = &c.error {
-            say!("{}: FAILED: {e}", c.copy);
+            fail!("{}: FAILED: {e}", c.copy);
         }
         say!("{}: {} set(s) kept", c.copy, c.kept);
     }

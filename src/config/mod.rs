@@ -563,6 +563,16 @@ impl Config {
                     format!("key `name`: destination {:?} is defined twice", d.name()),
                 ));
             }
+            if !KINDS.contains(&d.kind.as_str()) {
+                let line = key_line(text, d.name.span().start, "kind");
+                return Err(Error::Config(format!(
+                    "{}:{line}: destination {:?}: key `kind`: unknown kind {:?} (darvault knows: {})",
+                    self.file.display(),
+                    d.name(),
+                    d.kind,
+                    KINDS.join(", ")
+                )));
+            }
             if d.require_mount && d.kind != "fs" {
                 return Err(at(
                     d.name.span(),
@@ -837,6 +847,9 @@ const DESTINATION_KEYS: &[&str] = &[
     "keep",
 ];
 
+/// The kinds of destination this darvault is built with (its storage services).
+const KINDS: &[&str] = &["fs", "sftp", "s3", "webdav", "gcs", "azblob", "b2"];
+
 /// The options OpenDAL's service of this kind takes (OpenDAL 0.59), for the kinds darvault
 /// documents; None for the others, whose options pass unchecked. A typo must not silently
 /// drop a setting (`require_mout = true` turned the mount check off).
@@ -1035,6 +1048,19 @@ mod tests {
         );
         // Keys of other kinds, and *_env references to valid ones, pass.
         assert!(parse(&text.replace("require_mout", "require_mount")).is_ok());
+    }
+
+    #[test]
+    fn an_unknown_destination_kind_is_refused_with_its_line() {
+        let text = "repository = \"/r\"\n[[definition]]\nname = \"d\"\nsource = \"/s\"\n\n\
+                    [[destination]]\nname = \"usb\"\nkind = \"floppy\"\nroot = \"/media/usb\"\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.starts_with("/etc/darvault.toml:8:"), "{err}");
+        assert!(err.contains("unknown kind \"floppy\""), "{err}");
+        assert!(
+            err.contains("fs, sftp, s3, webdav"),
+            "the kinds are listed: {err}"
+        );
     }
 
     #[test]

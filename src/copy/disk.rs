@@ -22,6 +22,25 @@ pub use crate::deadline::{bounded, while_moving};
 /// each entry in `removed`: a large folder on a slow disk keeps moving, a hung one does not.
 /// Nothing when it is not there.
 pub fn remove_all(dir: &Path, removed: &AtomicU64) -> std::io::Result<()> {
+    remove_all_but(dir, None, removed)
+}
+
+/// `remove_all`, except that the file `last` directly inside `dir` (an intent record that
+/// governs the rest) is removed only once everything else is gone, and the folder after it:
+/// a run killed at any point leaves the record as long as anything it governs is left.
+pub fn remove_all_last(dir: &Path, last: &str, removed: &AtomicU64) -> std::io::Result<()> {
+    let record = dir.join(last);
+    remove_all_but(dir, Some(&record), removed)?;
+    for gone in [std::fs::remove_file(&record), std::fs::remove_dir(dir)] {
+        match gone {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => removed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+    Ok(())
+}
+
+fn remove_all_but(dir: &Path, kept: Option<&Path>, removed: &AtomicU64) -> std::io::Result<()> {
     for entry in walkdir::WalkDir::new(dir)
         .follow_links(false)
         .contents_first(true)
@@ -33,6 +52,9 @@ pub fn remove_all(dir: &Path, removed: &AtomicU64) -> std::io::Result<()> {
             }
             Err(e) => return Err(e.into()),
         };
+        if kept.is_some_and(|k| entry.path() == k || entry.path() == dir) {
+            continue;
+        }
         let gone = match entry.file_type().is_dir() {
             true => std::fs::remove_dir(entry.path()),
             false => std::fs::remove_file(entry.path()),

@@ -101,7 +101,8 @@ impl Store {
     pub async fn read_here(&self, path: &Path) -> Result<Vec<u8>> {
         let path = path.to_owned();
         self.blocking(&format!("cannot read {}", path.display()), move |_| {
-            let mut file = std::fs::File::open(&path).map_err(Error::io("cannot open", &path))?;
+            let mut file =
+                super::store::open_regular(&path).map_err(Error::io("cannot open", &path))?;
             let mut bytes = Vec::new();
             let read = std::io::Read::read_to_end(&mut file, &mut bytes);
             super::disk::close(file);
@@ -223,7 +224,7 @@ fn copy_counted(
     copied: &std::sync::atomic::AtomicU64,
 ) -> std::io::Result<()> {
     use std::io::{Read, Write};
-    let mut input = std::fs::File::open(from)?;
+    let mut input = super::store::open_regular(from)?;
     let output = std::fs::File::create_new(to);
     let copied = output.and_then(|mut output| {
         let mut buffer = vec![0u8; 1 << 20];

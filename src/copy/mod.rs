@@ -15,9 +15,10 @@ mod store;
 use std::path::{Path, PathBuf};
 
 pub use failure::{Retry, understand};
+pub use local::Scratch;
 pub use put::{Expected, Limiter};
 pub use runtime::{Runtime, runtime};
-pub use store::{Examined, STALL, Store, hash_stored, storage_error};
+pub use store::{Examined, STALL, Store, hash_stored, odd_kind, storage_error};
 
 use crate::error::{Error, Result};
 use crate::hashing::sha256_hex;
@@ -128,6 +129,13 @@ pub fn removal_in_progress(location: &str) -> String {
     )
 }
 
+/// What `Found` says of a set's folder that holds nothing.
+pub fn empty_set_folder(location: &str) -> String {
+    format!(
+        "{location}: an empty folder (what an interrupted removal or copy leaves; the next cleanup removes it), not a set"
+    )
+}
+
 /// The folders that hold `path` (relative to a copy's root), innermost first, the root ("")
 /// last: what a file on a copy belongs to is found by looking these up, not by comparing it
 /// with every folder of interest.
@@ -206,6 +214,13 @@ impl LocalCopy {
                 found
                     .problems
                     .push(removal_in_progress(&path.display().to_string()));
+                found.removing.push(path.display().to_string());
+                continue;
+            }
+            if std::fs::read_dir(&path).is_ok_and(|mut entries| entries.next().is_none()) {
+                found
+                    .problems
+                    .push(empty_set_folder(&path.display().to_string()));
                 found.removing.push(path.display().to_string());
                 continue;
             }

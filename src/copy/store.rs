@@ -291,6 +291,13 @@ impl Store {
 
     /// Remove a folder and everything in it (links inside are removed, not followed).
     pub async fn remove_folder(&self, dir: &str) -> Result<()> {
+        self.remove_folder_last(dir, None).await
+    }
+
+    /// Remove a folder whose intent record `last` (a file directly in it) governs the rest:
+    /// everything else goes first, then the record, then the folder, so that a run killed
+    /// at any point leaves the record for the next run to find and finish.
+    pub async fn remove_folder_last(&self, dir: &str, last: Option<&str>) -> Result<()> {
         self.check_mount()?;
         let what = format!("cannot remove {dir}");
         if let Some(root) = &self.local_root {
@@ -300,15 +307,27 @@ impl Store {
                     self.label()
                 )));
             }
-            let path = root.join(dir);
+            let (path, last) = (root.join(dir), last.map(str::to_owned));
             return self
                 .blocking(&what, move |removed| {
-                    super::disk::remove_all(&path, removed)
-                        .map_err(Error::io("cannot remove", &path))
+                    match &last {
+                        Some(last) => super::disk::remove_all_last(&path, last, removed),
+                        None => super::disk::remove_all(&path, removed),
+                    }
+                    .map_err(Error::io("cannot remove", &path))
                 })
                 .await?;
         }
         let folder = format!("{}/", dir.trim_end_matches('/'));
+        if let Some(last) = last {
+            let record = format!("{folder}{last}");
+            for (path, is_dir) in self.walk(&folder).await? {
+                if !is_dir && path != record {
+                    self.remove(&path).await?;
+                }
+            }
+            self.remove(&record).await?;
+        }
         self.retrying(&what, || {
             self.within(&what, self.op.delete_with(&folder).recursive(true))
         })
@@ -414,6 +433,10 @@ impl Store {
                 "{path} on {} is a symbolic link (refused)",
                 self.name
             ))),
+            Examined::Odd(kind) => Err(Error::Failed(format!(
+                "{path} on {} is {kind}, not a regular file (refused)",
+                self.name
+            ))),
         }
     }
 
@@ -447,9 +470,15 @@ impl Store {
         let (root, path) = (root.to_owned(), path.to_owned());
         let file = root.join(path.trim_start_matches('/'));
         let what = format!("cannot read {path}");
-        let job = move |read: &AtomicU64| match goes_through_link(&root, &path) {
-            true => Ok(Examined::Link),
-            false => hash_unlinked(&file, read).map(Examined::Hashed),
+        let job = move |read: &AtomicU64| {
+            if goes_through_link(&root, &path) {
+                return Ok(Examined::Link);
+            }
+            let kind = std::fs::symlink_metadata(&file).map(|m| m.file_type());
+            match kind.ok().and_then(odd_kind) {
+                Some(kind) => Ok(Examined::Odd(kind)),
+                None => hash_unlinked(&file, read).map(Examined::Hashed),
+            }
         };
         match self.blocking(&what, job).await? {
             Err(Error::Io { source, .. }) => {
@@ -705,6 +734,10 @@ impl Store {
                     found.problems.push(super::removal_in_progress(&location));
                     found.removing.push(location);
                 }
+                None if folder.empty => {
+                    found.problems.push(super::empty_set_folder(&location));
+                    found.removing.push(location);
+                }
                 None => found
                     .problems
                     .push(format!("{location}: no {MANIFEST}: an incomplete copy")),
@@ -741,9 +774,11 @@ impl Store {
                 let marker = format!("{location}/{}", crate::set::REMOVING);
                 matches!(self.within(&what, self.op.exists(&marker)).await, Ok(true))
             };
+            let empty = set.is_none() && !removing && self.walk(&location).await?.is_empty();
             folders.push(SetFolder {
                 set,
                 removing,
+                empty,
                 ..SetFolder::named(name)
             });
         }
@@ -760,6 +795,9 @@ struct SetFolder {
     set: Option<std::result::Result<FoundSet, String>>,
     /// An interrupted cleanup's marker stands in it.
     removing: bool,
+    /// A set's name on a folder that holds nothing: the last step of a removal (or the first
+    /// of a copy) was cut short. Not a set; removing it loses nothing.
+    empty: bool,
 }
 
 impl SetFolder {
@@ -769,6 +807,7 @@ impl SetFolder {
             link: false,
             set: None,
             removing: false,
+            empty: false,
         }
     }
 }
@@ -815,21 +854,64 @@ fn set_folder_here(root: &Path, definition: &str, name: &str, link: bool) -> Res
             std::io::Read::read_to_end(f, b).map(|_| ())
         })?;
         folder.set = manifest.map(|bytes| read_manifest(&location, &folder.name, &bytes));
+        let dir = root.join(&location);
         folder.removing = folder.set.is_none()
-            && std::fs::symlink_metadata(root.join(&location).join(crate::set::REMOVING)).is_ok();
+            && std::fs::symlink_metadata(dir.join(crate::set::REMOVING)).is_ok();
+        folder.empty = folder.set.is_none()
+            && !folder.removing
+            && std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_none());
     }
     Ok(folder)
+}
+
+/// What a file that is neither a regular file nor a folder is, in a person's words.
+pub fn odd_kind(kind: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    [
+        (kind.is_fifo(), "a FIFO"),
+        (kind.is_socket(), "a socket"),
+        (kind.is_block_device(), "a block device"),
+        (kind.is_char_device(), "a character device"),
+    ]
+    .into_iter()
+    .find_map(|(is, name)| is.then_some(name))
+}
+
+/// Open a copy's file for reading only when it is a regular file: never through a link, and
+/// never waiting on a FIFO (an open of one waits for a writer, deaf to every signal) or a
+/// device; anything else is refused by its type once opened without blocking.
+pub(super) fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        let what = odd_kind(kind).unwrap_or(if kind.is_dir() {
+            "a folder"
+        } else {
+            "not a regular file"
+        });
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{what} stands there (refused: only regular files are read)"),
+        ));
+    }
+    // Reads of a regular file block as usual again.
+    // SAFETY: fcntl on a descriptor `file` owns.
+    unsafe {
+        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+    }
+    Ok(file)
 }
 
 /// Size and SHA-256 of a file that is not a symbolic link (None when it is missing), the
 /// bytes read so far counted in `progress` as they are.
 pub(super) fn hash_unlinked(path: &Path, progress: &AtomicU64) -> Result<Option<(u64, String)>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-    {
+    match open_regular(path) {
         Ok(mut file) => {
             let hashed = crate::hashing::hash_open(&mut file, path, progress).map(Some);
             // A copy's file: closed without waiting for its disk (see `copy::disk`).
@@ -846,6 +928,8 @@ pub(super) fn hash_unlinked(path: &Path, progress: &AtomicU64) -> Result<Option<
 pub enum Examined {
     /// A symbolic link, or a path through one (a copy is untrusted: it is not followed).
     Link,
+    /// A FIFO, a socket or a device: refused by its type, never opened.
+    Odd(&'static str),
     /// Its size and SHA-256; None when missing.
     Hashed(Option<(u64, String)>),
 }
@@ -872,7 +956,7 @@ fn read_unlinked(
     }
     let file = root.join(path.trim_start_matches('/'));
     let mut bytes = Vec::new();
-    let read = std::fs::File::open(&file).and_then(|mut f| {
+    let read = open_regular(&file).and_then(|mut f| {
         let read = read(&mut f, &mut bytes);
         super::disk::close(f);
         read

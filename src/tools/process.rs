@@ -291,6 +291,12 @@ impl Spec {
                 for var in crate::secrets::variables() {
                     command.env_remove(var);
                 }
+                // The user's own, not the folder darvault points ssh's library at.
+                match super::ssh::user_state_home() {
+                    Some(Some(value)) => command.env("XDG_STATE_HOME", value),
+                    Some(None) => command.env_remove("XDG_STATE_HOME"),
+                    None => &mut command,
+                };
             }
         }
         command

@@ -15,7 +15,41 @@
 //!   default set reordered, so any server ssh reaches with its defaults still negotiates; and
 //!   where the ssh configuration names ciphers itself (an old NAS), it is left alone.
 
+//!
+//! The wrapper also keeps ssh to what it needs: it runs the real ssh with an environment of
+//! a few variables (home, path, user, locale, the agent's socket), so no secret or token of
+//! darvault's environment reaches it. A master it starts (`-M -f`) is watched: once the
+//! darvault that asked for it is gone (killed with -9 too), the watcher tells the master to
+//! exit at once, within a fifth of a second. Masters keep their control sockets in
+//! darvault's own private state folder (`ssh/`), where a later run removes those whose
+//! master is gone.
+
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The variables ssh gets (everything else of darvault's environment stays out).
+const KEPT: &[&str] = &[
+    "HOME",
+    "PATH",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "SSH_AUTH_SOCK",
+    "KRB5CCNAME",
+    "XDG_RUNTIME_DIR",
+];
+
+/// The user's own `XDG_STATE_HOME`, when darvault pointed it at its control folder (the
+/// SFTP library puts its control sockets there): hooks get the user's back.
+static USER_STATE_HOME: OnceLock<Option<OsString>> = OnceLock::new();
+
+/// Where `XDG_STATE_HOME` stood before darvault moved it: Some(value or None) if it did.
+pub fn user_state_home() -> Option<&'static Option<OsString>> {
+    USER_STATE_HOME.get()
+}
 
 const OPTIONS: &str = "-o ControlPersist=3 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 \
                        -o ConnectTimeout=20 -o BatchMode=yes";
@@ -56,24 +90,23 @@ fn configures_ciphers() -> bool {
     })
 }
 
-/// Write the wrapper into `dir` (private) and put `dir` first on this process's PATH. Call
-/// before any thread starts. Without a system ssh (or a writable `dir`) nothing changes.
-pub fn install(dir: &Path) {
-    let Some(real) = real_ssh(dir) else {
+/// Write the wrapper into `<state>/bin` (private), put that first on this process's PATH,
+/// and have masters keep their control sockets in `<state>/ssh`, clearing those of masters
+/// that are gone. Call before any thread starts. Without a system ssh (or a writable state
+/// folder) nothing changes.
+pub fn install(state: &Path) {
+    let dir = state.join("bin");
+    let Some(real) = real_ssh(&dir) else {
         return;
     };
-    let script = format!(
-        "#!/bin/sh\n# darvault's ssh (see darvault's tools::ssh): the real one with safe options.\nexec {} {OPTIONS}{} \"$@\"\n",
-        shell_quote(&real.display().to_string()),
-        ciphers()
-    );
+    let script = wrapper_script(&real);
     let wrapper = dir.join("ssh");
     let current = std::fs::read_to_string(&wrapper).ok();
     if current.as_deref() != Some(script.as_str()) {
         use std::os::unix::fs::PermissionsExt;
         // Written aside and renamed: another darvault may be running the current one.
         let partial = dir.join(format!(".ssh.{}", std::process::id()));
-        let written = crate::paths::private_dir(dir)
+        let written = crate::paths::private_dir(&dir)
             .and_then(|_| std::fs::write(&partial, &script))
             .and_then(|_| {
                 std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o700))
@@ -84,11 +117,71 @@ pub fn install(dir: &Path) {
         }
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs = vec![dir.to_owned()];
-    dirs.extend(std::env::split_paths(&path).filter(|p| p != dir));
+    let mut dirs = vec![dir.clone()];
+    dirs.extend(std::env::split_paths(&path).filter(|p| *p != dir));
     if let Ok(joined) = std::env::join_paths(dirs) {
         // SAFETY: called from main before any other thread exists.
         unsafe { std::env::set_var("PATH", joined) };
+    }
+    let control = state.join("ssh");
+    if crate::paths::private_dir(&control).is_ok() {
+        clear_stale_control(&control);
+        let _ = USER_STATE_HOME.set(std::env::var_os("XDG_STATE_HOME"));
+        // SAFETY: called from main before any other thread exists.
+        unsafe { std::env::set_var("XDG_STATE_HOME", &control) };
+    }
+}
+
+/// The wrapper: the real ssh with darvault's options and a few variables; a master it
+/// starts is told to exit as soon as the darvault that asked for it is gone.
+fn wrapper_script(real: &Path) -> String {
+    let env = ["/usr/bin/env", "/bin/env"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .unwrap_or("env");
+    let kept: String = KEPT
+        .iter()
+        .map(|v| format!(" ${{{v}+\"{v}=${v}\"}}"))
+        .collect();
+    let real = shell_quote(&real.display().to_string());
+    format!(
+        r#"#!/bin/sh
+# darvault's ssh (see darvault's tools::ssh): the real one with safe options and only the
+# variables it needs.
+owner=$PPID master= socket= previous=
+for arg in "$@"; do
+  [ "$arg" = -M ] && master=1
+  [ "$previous" = -S ] && socket=$arg
+  previous=$arg
+done
+if [ -z "$master" ] || [ -z "$socket" ]; then
+  exec {env} -i{kept} {real} {OPTIONS}{ciphers} "$@"
+fi
+{env} -i{kept} {real} {OPTIONS}{ciphers} "$@" || exit $?
+(
+  while kill -0 "$owner" 2>/dev/null; do sleep 0.2; done
+  exec {env} -i{kept} {real} -S "$socket" -O exit darvault
+) </dev/null >/dev/null 2>&1 &
+"#,
+        ciphers = ciphers()
+    )
+}
+
+/// Remove control folders of masters that are gone (a killed run's): one whose socket
+/// still answers belongs to a master another darvault is using.
+fn clear_stale_control(control: &Path) {
+    let Ok(entries) = std::fs::read_dir(control) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with(".ssh-connection") {
+            continue;
+        }
+        let in_use = std::os::unix::net::UnixStream::connect(e.path().join("master")).is_ok();
+        if !in_use {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 

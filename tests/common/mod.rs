@@ -55,6 +55,37 @@ impl Env {
         out
     }
 
+    /// `darvault ARGS`, killed with SIGKILL at the `when`th call of `syscall` (strace's fault
+    /// injection, so the kill point is chosen, not hoped for): whether it was reached.
+    pub fn killed_at(&self, syscall: &str, when: usize, args: &[&str]) -> bool {
+        use std::os::unix::process::ExitStatusExt;
+        let inner = self.cmd();
+        let mut c = Command::new("strace");
+        c.args(["-f", "-qq", "-o", "/dev/null", "-e"])
+            .arg(format!("trace={syscall}"))
+            .arg("-e")
+            .arg(format!("inject={syscall}:signal=KILL:when={when}"))
+            .arg("--")
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .args(args);
+        for (key, value) in inner.get_envs() {
+            match value {
+                Some(value) => c.env(key, value),
+                None => c.env_remove(key),
+            };
+        }
+        let out = c.output().unwrap();
+        eprintln!(
+            "$ darvault {} (killed at {syscall} #{when})\n--- stdout\n{}--- stderr\n{}--- {:?}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            out.status
+        );
+        out.status.signal() == Some(libc::SIGKILL) || out.status.code() == Some(137)
+    }
+
     /// Write config.toml: the repository plus the given definitions' TOML.
     pub fn config(&self, definitions: &str) {
         let text = format!(
