@@ -797,3 +797,47 @@ fn a_large_archive_tested_in_halves_catches_damage_in_either() {
     }
     dar_test(&env.sets("media")[0]);
 }
+
+/// A backup killed at the rename that publishes its set leaves a staging folder that holds a
+/// finished manifest: audit names it as unfinished work, never as a set (exit 0), and the next
+/// backup removes it.
+#[test]
+fn a_backup_killed_at_publication_leaves_a_leftover_the_next_run_removes() {
+    let env = Env::new();
+    awkward_tree(&env.path("src-docs"));
+    env.config(&definition(&env, "docs", ""));
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    write(&env.path("src-docs/plain.txt"), b"changed\n");
+    assert!(
+        env.killed_at("rename", 1, &["backup", "--diff"]),
+        "the publishing rename was reached"
+    );
+    let staging = || -> Vec<std::path::PathBuf> {
+        fs::read_dir(env.repo().join("docs"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| name_of(p).starts_with(".staging."))
+            .collect()
+    };
+    let left = staging();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].join("MANIFEST.toml").is_file(),
+        "killed at publication"
+    );
+
+    let out = env.run(&["--json", "audit", "repository"]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["copies"][0]["sets"].as_array().unwrap().len(), 1);
+    assert!(
+        report["copies"][0]["problems"]
+            .to_string()
+            .contains("staging leftover"),
+        "{report}"
+    );
+    assert_eq!(code(&env.run(&["backup", "--diff"])), 0);
+    assert!(staging().is_empty(), "the next backup removed it");
+    assert_eq!(env.sets("docs").len(), 2);
+}

@@ -88,8 +88,13 @@ pub(super) async fn repair_files(
 ) -> Result<Vec<(FileEntry, String, Outcome)>> {
     let mut results = Vec::new();
     let mut for_par2 = Vec::new();
+    let folders: std::collections::HashSet<String> = copy
+        .folders_among(damaged.iter().map(|d| at(location, &d.0.path)).collect())
+        .await?
+        .into_iter()
+        .collect();
     for (entry, found, old_sha) in damaged {
-        if copy.is_folder(&at(location, &entry.path))? {
+        if folders.contains(&at(location, &entry.path)) {
             let why =
                 "a folder stands where this file belongs: remove it, then audit --repair again";
             results.push((

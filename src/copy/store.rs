@@ -230,6 +230,23 @@ impl Store {
         .await
     }
 
+    /// Those of `paths` where a folder stands (local copies), looked at in one go.
+    pub async fn folders_among(&self, paths: Vec<String>) -> Result<Vec<String>> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(Vec::new());
+        };
+        self.blocking("cannot look at the files", move |seen| {
+            paths
+                .into_iter()
+                .filter(|p| {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                    std::fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_dir())
+                })
+                .collect()
+        })
+        .await
+    }
+
     /// Whether a folder stands at `path` (local copies).
     pub fn is_folder(&self, path: &str) -> Result<bool> {
         let Some(root) = self.local_root.clone() else {
