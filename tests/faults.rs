@@ -10,6 +10,7 @@ mod common;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -614,9 +615,12 @@ fn kill_9_mid_sftp_leaves_no_ssh_behind() {
     let (sftp, local) = destination("sftp", "kill9", "bandwidth_limit = \"8M\"");
     configure(&env, "8M", &sftp);
     assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    // A token in darvault's environment that ssh has no use for.
+    let canary = "canary-token-9f3e1c";
     let mut run = env
         .cmd()
         .arg("replicate")
+        .env("SOME_CLOUD_TOKEN", canary)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -637,15 +641,45 @@ fn kill_9_mid_sftp_leaves_no_ssh_behind() {
             .any(|(_, _, c)| c.contains("ssh")),
         "an ssh master runs while sending"
     );
+    for (pid, _, command) in processes_mentioning(&tag) {
+        let environ = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let environ = String::from_utf8_lossy(&environ);
+        assert!(
+            !command.contains("ssh") || !environ.contains(canary),
+            "ssh got darvault's whole environment: {command}"
+        );
+    }
     run.kill().unwrap();
     run.wait().unwrap();
-    // Masters end 3 s after their last session (tools::ssh): give them 5.
-    std::thread::sleep(Duration::from_secs(5));
+    // A watcher tells the master to exit once darvault is gone (tools::ssh).
+    std::thread::sleep(Duration::from_secs(1));
     let left: Vec<_> = processes_mentioning(&tag)
         .into_iter()
         .filter(|(_, _, c)| c.contains("ssh"))
         .collect();
-    assert!(left.is_empty(), "ssh outlived darvault: {left:?}");
+    assert!(left.is_empty(), "ssh outlived darvault by 1 s: {left:?}");
+    // Control sockets live in darvault's own private state folder, not beside it, and the
+    // next run clears those of masters that are gone.
+    let state = env.path("home/.local/state");
+    let beside: Vec<_> = fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".ssh-connection"))
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+    let control = state.join("darvault/ssh");
+    assert_eq!(
+        fs::metadata(&control).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(code(&env.run(&["list"])), 0);
+    let stale: Vec<_> = fs::read_dir(&control)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(stale.is_empty(), "{stale:?}");
 }
 
 /// One writer per copy: a repairing audit of a destination that replicate is writing exits 7

@@ -147,20 +147,26 @@ fn wrapper_script(real: &Path) -> String {
     format!(
         r#"#!/bin/sh
 # darvault's ssh (see darvault's tools::ssh): the real one with safe options and only the
-# variables it needs.
-owner=$PPID master= socket= previous=
+# variables it needs. First this script itself runs again with just those.
+if [ -z "$DARVAULT_SSH_OWNER" ]; then
+  exec {env} -i{kept} DARVAULT_SSH_OWNER=$PPID /bin/sh "$0" "$@"
+fi
+owner=$DARVAULT_SSH_OWNER
+unset DARVAULT_SSH_OWNER
+master= socket= previous=
 for arg in "$@"; do
   [ "$arg" = -M ] && master=1
   [ "$previous" = -S ] && socket=$arg
   previous=$arg
 done
 if [ -z "$master" ] || [ -z "$socket" ]; then
-  exec {env} -i{kept} {real} {OPTIONS}{ciphers} "$@"
+  exec {real} {OPTIONS}{ciphers} "$@"
 fi
-{env} -i{kept} {real} {OPTIONS}{ciphers} "$@" || exit $?
+{real} {OPTIONS}{ciphers} "$@" || exit $?
+# The master outlives this script (-f): it is told to exit once darvault is gone.
 (
   while kill -0 "$owner" 2>/dev/null; do sleep 0.2; done
-  exec {env} -i{kept} {real} -S "$socket" -O exit darvault
+  exec {real} -S "$socket" -O exit darvault
 ) </dev/null >/dev/null 2>&1 &
 "#,
         ciphers = ciphers()
