@@ -48,18 +48,32 @@ impl Drop for Lock {
 }
 
 pub fn lock_repository(repository: &Path) -> Result<Lock> {
-    lock_path(&repository.join(LOCK_FILE))
+    lock_path(&repository_lock(repository))
+}
+
+/// The lock of a local copy (the repository, a folder named by its path): in its root.
+pub fn repository_lock(repository: &Path) -> PathBuf {
+    repository.join(LOCK_FILE)
 }
 
 /// One writer per destination (replicate, cleanup), kept in the state folder: a remote copy
 /// has no place for a lock file.
 pub fn lock_destination(config: &crate::config::Config, destination: &str) -> Result<Lock> {
-    lock_path(
-        &config
-            .state_dir()
-            .join("locks")
-            .join(format!("replicate-{destination}.lock")),
-    )
+    lock_path(&destination_lock(config, destination))
+}
+
+pub fn destination_lock(config: &crate::config::Config, destination: &str) -> PathBuf {
+    config
+        .state_dir()
+        .join("locks")
+        .join(format!("replicate-{destination}.lock"))
+}
+
+/// Whether another run holds the lock at `path` now: looked at without taking it, creating
+/// or writing anything (a plain audit changes nothing on a copy).
+pub fn held(path: &Path) -> bool {
+    File::open(path)
+        .is_ok_and(|file| matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock)))
 }
 
 /// Take an exclusive lock on `path` (created if needed), or fail at once with who holds it.

@@ -683,7 +683,8 @@ fn kill_9_mid_sftp_leaves_no_ssh_behind() {
 }
 
 /// One writer per copy: a repairing audit of a destination that replicate is writing exits 7
-/// naming the holder, or waits for it with --lock-wait.
+/// naming the holder, or waits for it with --lock-wait; a plain one says the set being
+/// written is in progress, not damaged.
 #[test]
 fn a_repairing_audit_does_not_write_beside_replicate() {
     let env = Env::new();
@@ -713,6 +714,16 @@ fn a_repairing_audit_does_not_write_beside_replicate() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A plain audit meanwhile: the set being written is in progress, never damage.
+    let out = env.run(&["--json", "audit", "usb"]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["copies"][0]["problems"]
+            .to_string()
+            .contains("being written"),
+        "{report}"
+    );
     let out = env.run(&["audit", "usb", "--repair"]);
     assert_eq!(code(&out), 7, "{}", stdout(&out));
     assert!(

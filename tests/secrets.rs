@@ -154,3 +154,37 @@ fn no_secret_reaches_a_log_a_file_an_output_or_a_child() {
     assert!(out.status.success());
     assert_eq!(mode(&config), 0o600);
 }
+
+/// Everything darvault makes in its state folder is private from the first run's first byte
+/// (the day's log was made readable by others until a second run closed it).
+#[test]
+fn the_first_run_makes_only_private_files() {
+    let env = Env::new();
+    awkward_tree(&env.path("src"));
+    env.config(&format!(
+        "[[definition]]\nname = \"docs\"\nsource = {:?}\n",
+        env.path("src").display().to_string()
+    ));
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let state = env.path("home/.local/state/darvault");
+    let made: Vec<_> = walkdir::WalkDir::new(&state)
+        .into_iter()
+        .flatten()
+        .filter(|e| !e.file_type().is_symlink())
+        .map(|e| {
+            let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+            (e.path().to_owned(), mode)
+        })
+        .collect();
+    assert!(
+        made.iter().any(|(p, _)| p.ends_with("state.db")),
+        "{made:?}"
+    );
+    assert!(
+        made.iter()
+            .any(|(p, _)| p.to_string_lossy().ends_with(".log")),
+        "{made:?}"
+    );
+    let open: Vec<_> = made.iter().filter(|(_, mode)| mode & 0o077 != 0).collect();
+    assert!(open.is_empty(), "readable by others: {open:?}");
+}

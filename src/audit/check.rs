@@ -17,11 +17,13 @@ use crate::set::manifest::{FileEntry, manifest_sha_in_sums};
 use crate::set::{MANIFEST, Manifest, Role, SHA256SUMS, SetName, staging};
 use crate::state::State;
 
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn audit_copy(
     copy: &Arc<Store>,
     others: &[Arc<Store>],
     config: Option<&Config>,
     options: &Options,
+    written: bool,
     state: &State,
     progress: &dyn Progress,
     report: &mut CopyReport,
@@ -114,6 +116,17 @@ pub(super) async fn audit_copy(
             report
                 .problems
                 .push(crate::copy::removal_in_progress(&printable(&dir)));
+            continue;
+        }
+        if !in_dir.contains(&MANIFEST)
+            && (written || in_dir.iter().any(|f| f.ends_with(crate::copy::PARTIAL)))
+        {
+            // Its manifest comes last: a set being copied here (or whose copy was cut
+            // short, which the next replicate finishes) is not damage.
+            report.problems.push(format!(
+                "{}: being written (in progress, or cut short: the next replicate finishes it), not a set yet",
+                printable(&dir)
+            ));
             continue;
         }
         if in_dir.is_empty() {

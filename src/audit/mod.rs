@@ -222,12 +222,15 @@ pub fn run(
             repair: options.repair || may_repair(copy, ask),
             ..options.clone()
         };
-        let outcome = writer_lock(config, copy, options.repair).and_then(|_lock| {
+        let outcome = writer_lock(config, copy, options.repair).and_then(|lock| {
+            // Without the lock, another run may be writing sets here right now.
+            let written = lock.is_none() && being_written(config, copy);
             rt.block_on(check::audit_copy(
                 copy,
                 &others,
                 config,
                 &options,
+                written,
                 state,
                 progress,
                 &mut copy_report,
@@ -424,6 +427,16 @@ fn writer_lock(
     };
     copy.clear_scratch()?;
     Ok(Some(lock))
+}
+
+/// Whether another run holds the copy's writer lock (replicate, cleanup, a repair).
+fn being_written(config: Option<&Config>, copy: &Store) -> bool {
+    match config {
+        Some(c) if c.destination(&copy.name).is_some() => {
+            crate::lock::held(&crate::lock::destination_lock(c, &copy.name))
+        }
+        _ => copy.lock_held(),
+    }
 }
 
 /// Sets per status, for summaries.

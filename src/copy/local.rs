@@ -175,6 +175,17 @@ impl Store {
         Ok(())
     }
 
+    /// Whether another run holds the writer lock of a local copy (false for a remote one).
+    pub fn lock_held(&self) -> bool {
+        let Some(root) = self.local_root.clone() else {
+            return false;
+        };
+        self.on_disk("cannot look at the lock", move || {
+            crate::lock::held(&crate::lock::repository_lock(&root))
+        })
+        .unwrap_or(false)
+    }
+
     /// The writer lock of a local copy that is not a configured destination (an audit of a
     /// folder named by its path); `None` for a remote one.
     pub fn lock_folder(&self) -> Result<Option<crate::lock::Lock>> {

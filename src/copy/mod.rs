@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub use failure::{Retry, understand};
 pub use local::Scratch;
-pub use put::{Expected, Limiter};
+pub use put::{Expected, Limiter, PARTIAL};
 pub use runtime::{Runtime, runtime};
 pub use store::{Examined, STALL, Store, hash_stored, odd_kind, storage_error};
 
