@@ -163,3 +163,25 @@ fn only_the_copy_module_touches_storage() {
         "OpenDAL used outside src/copy/: {outside:?}"
     );
 }
+
+/// Verdicts are values: no outcome is kept as text that a later step would have to read.
+#[test]
+fn no_outcome_is_a_string() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let as_text: Vec<String> = sources(&root.join("src"))
+        .into_iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(&f).unwrap();
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| {
+                    // A field (a row read into a local first is fine).
+                    let l = l.trim().trim_start_matches("pub ");
+                    l.starts_with("outcome: String") || l.starts_with("outcome: Option<String>")
+                })
+                .map(|(i, _)| format!("{}:{}", f.display(), i + 1))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(as_text.is_empty(), "outcomes kept as text: {as_text:?}");
+}

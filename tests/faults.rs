@@ -841,3 +841,52 @@ fn every_verb_on_a_usb_disk_that_hangs_ends_in_time_naming_it() {
         );
     }
 }
+
+/// A server that takes connections and never answers (nor closes them).
+fn mute_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for client in listener.incoming().flatten() {
+            held.push(client);
+        }
+    });
+    port
+}
+
+/// One way to stop: SIGTERM reaches a wait on a server that never answers (a long
+/// stall_timeout, retries pending): replicate and audit end with exit 130 within 2 s.
+#[test]
+fn sigterm_ends_a_wait_on_a_server_that_never_answers() {
+    let env = Env::new();
+    video_source(&env, 2);
+    let port = mute_server();
+    let dest = format!(
+        "[[destination]]\nname = \"mute\"\nkind = \"webdav\"\nendpoint = \"http://127.0.0.1:{port}\"\n\
+         username = \"u\"\npassword = \"p\"\nroot = \"/x\"\nstall_timeout = \"2m\"\n"
+    );
+    configure(&env, "8M", &dest);
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    for args in [&["replicate"][..], &["audit", "mute"][..]] {
+        let mut run = env
+            .cmd()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "{args:?}: still waiting on the server"
+        );
+        // SAFETY: a signal to a child of the test's own.
+        unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+        let signalled = Instant::now();
+        let status = run.wait().unwrap();
+        let took = signalled.elapsed();
+        assert_eq!(status.code(), Some(130), "{args:?}: {status:?}");
+        assert!(took < Duration::from_secs(2), "{args:?}: took {took:?}");
+    }
+}

@@ -415,6 +415,18 @@ fn a_drill_restores_a_sample_with_only_the_bundle_and_fails_loudly_on_a_broken_o
         "{}",
         stdout(&out)
     );
+    assert!(stderr(&out).contains("FAILED"), "also on stderr");
+
+    // One that is a symbolic link (to this machine's own dar_static) is refused, and nothing
+    // says it ran or was trusted.
+    fs::remove_file(&dar_static).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/dar_static", &dar_static).unwrap();
+    let out = env.run(&["drill", &env.path("repo").display().to_string()]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    let said = stdout(&out);
+    assert!(!said.contains("  ran "), "{said}");
+    assert!(!said.contains("identical to"), "{said}");
+    assert!(said.contains("did not run"), "{said}");
 }
 
 /// "As of now" from a copy that lacks the newest set is older than the newest backup: the

@@ -551,8 +551,16 @@ async fn hash_files(
         let path = at(location, &entry.path);
         running
             .spawn(async move {
-                let found = examine(&copy, &path, &entry).await;
-                task.advance(entry.size);
+                // Bytes are shown as they are read; what was not (a remote file, a missing
+                // one) once the file is done.
+                let told = std::sync::atomic::AtomicU64::new(0);
+                let tell = |bytes: u64| {
+                    told.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+                    task.advance(bytes);
+                };
+                let found = examine(&copy, &path, &entry, &tell).await;
+                let told = told.load(std::sync::atomic::Ordering::Relaxed);
+                task.advance(entry.size.saturating_sub(told));
                 (entry, found)
             })
             .await;
@@ -574,9 +582,10 @@ async fn examine(
     copy: &Store,
     path: &str,
     entry: &FileEntry,
+    told: &(dyn Fn(u64) + Sync),
 ) -> Result<Option<(String, Option<String>)>> {
     // A copy is untrusted: a symlink could point anywhere.
-    let found = match copy.examine(path).await {
+    let found = match copy.examine_told(path, told).await {
         Ok(crate::copy::Examined::Link) => {
             return Ok(Some(("a symbolic link (refused)".into(), None)));
         }

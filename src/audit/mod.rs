@@ -21,7 +21,7 @@ use crate::config::{Config, RepairPolicy};
 use crate::copy::Store;
 use crate::error::{Error, Result, exit};
 use crate::progress::Progress;
-use crate::state::State;
+use crate::state::{RunOutcome, State};
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -225,7 +225,7 @@ pub fn run(
         let outcome = writer_lock(config, copy, options.repair).and_then(|lock| {
             // Without the lock, another run may be writing sets here right now.
             let written = lock.is_none() && being_written(config, copy);
-            rt.block_on(check::audit_copy(
+            rt.block_on_stoppable(check::audit_copy(
                 copy,
                 &others,
                 config,
@@ -268,21 +268,21 @@ impl CopyReport {
             .unwrap_or(Status::Ok);
         let broken = self.sets.iter().any(|s| s.chain_broken.is_some());
         let outcome = match (&self.error, worst) {
-            (Some(_), _) => "failed",
+            (Some(_), _) => RunOutcome::Failed,
             (
                 None,
                 Status::DamagedRepairable | Status::Unrepairable | Status::RedundancyDamaged,
-            ) => "damage",
-            _ if broken => "damage",
-            (None, Status::Repaired) => "repaired",
-            (None, Status::Ok) => "ok",
+            ) => RunOutcome::Damage,
+            _ if broken => RunOutcome::Damage,
+            (None, Status::Repaired) => RunOutcome::Repaired,
+            (None, Status::Ok) => RunOutcome::Ok,
         };
         crate::state::Run {
             command: "audit".into(),
             subject: self.copy.clone(),
             level: None,
             set_name: None,
-            outcome: outcome.into(),
+            outcome,
             started_at: started,
             seconds: (jiff::Timestamp::now() - started).as_secs_f64(),
             bytes: self.sets.iter().map(|s| s.bytes_checked).sum(),
@@ -299,11 +299,12 @@ impl CopyReport {
 impl Report {
     fn ending(&self, runs: Vec<crate::state::Run>) -> crate::notify::Ending {
         use crate::config::Event;
-        let event = if runs.iter().any(|r| r.outcome == "damage") {
+        let ended = |outcome| runs.iter().any(|r| r.outcome == outcome);
+        let event = if ended(RunOutcome::Damage) {
             Event::Damage
-        } else if runs.iter().any(|r| r.outcome == "failed") {
+        } else if ended(RunOutcome::Failed) {
             Event::Failure
-        } else if runs.iter().any(|r| r.outcome == "repaired") {
+        } else if ended(RunOutcome::Repaired) {
             Event::Repair
         } else {
             Event::Success

@@ -18,6 +18,7 @@ use crate::copy::LocalCopy;
 use crate::error::{Error, Result, exit};
 use crate::progress::Progress;
 use crate::set::{Level, staging};
+use crate::state::RunOutcome;
 use crate::tools::Tools;
 use crate::tools::secret::Passphrase;
 
@@ -184,16 +185,18 @@ fn metrics(
     took: std::time::Duration,
 ) -> crate::state::Run {
     let (outcome, set_name, bytes) = match result {
-        Outcome::Published(s) if s.warnings.is_empty() => ("ok", Some(s.set.clone()), s.size),
-        Outcome::Published(s) => ("warning", Some(s.set.clone()), s.size),
-        Outcome::Failed { .. } => ("failed", None, 0),
+        Outcome::Published(s) if s.warnings.is_empty() => {
+            (RunOutcome::Ok, Some(s.set.clone()), s.size)
+        }
+        Outcome::Published(s) => (RunOutcome::Warning, Some(s.set.clone()), s.size),
+        Outcome::Failed { .. } => (RunOutcome::Failed, None, 0),
     };
     crate::state::Run {
         command: "backup".into(),
         subject: definition.into(),
         level: Some(level.to_string()),
         set_name,
-        outcome: outcome.into(),
+        outcome,
         started_at: started,
         seconds: took.as_secs_f64(),
         bytes,
@@ -209,7 +212,10 @@ impl Report {
             exit::WARNINGS => Event::Warning,
             _ => Event::Failure,
         };
-        let published = runs.iter().filter(|r| r.outcome != "failed").count();
+        let published = runs
+            .iter()
+            .filter(|r| r.outcome != RunOutcome::Failed)
+            .count();
         let lines = self
             .definitions
             .iter()

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use crate::config::RestoreTest;
 use crate::error::{Error, Result};
-use crate::set::manifest::RestoreTestRecord;
+use crate::set::manifest::{RestoreTestOutcome, RestoreTestRecord};
 use crate::tools::dar::{Dar, DataState, Entry, EntryKind, Layout};
 use crate::tools::secret::Passphrase;
 
@@ -116,7 +116,7 @@ pub fn run(
     if sample.is_empty() {
         return Ok(Outcome {
             record: RestoreTestRecord {
-                outcome: "nothing eligible".into(),
+                outcome: RestoreTestOutcome::NothingEligible,
                 eligible,
                 compared: 0,
                 changed_since: 0,
@@ -192,11 +192,10 @@ pub fn run(
         record: RestoreTestRecord {
             // Nothing compared is no evidence: never called "passed".
             outcome: if compared == 0 {
-                "not tested"
+                RestoreTestOutcome::NotTested
             } else {
-                "passed"
-            }
-            .into(),
+                RestoreTestOutcome::Passed
+            },
             eligible,
             compared,
             changed_since: changed.len() as u64,

@@ -46,6 +46,9 @@ pub struct CopyReport {
     /// The sets found there (to tell a `--set` name that matches nothing).
     #[serde(skip)]
     pub found: Vec<String>,
+    /// Stopped by SIGINT or SIGTERM: the run ends there (exit 130).
+    #[serde(skip)]
+    pub interrupted: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -126,8 +129,12 @@ pub fn run(config: &Config, req: &Request, confirm: Confirm) -> Result<Report> {
                 leftovers: Vec::new(),
                 error: Some(e.to_string()),
                 found: Vec::new(),
+                interrupted: matches!(e, Error::Interrupted),
             });
         copies.push(report);
+    }
+    if copies.iter().any(|c| c.interrupted) {
+        return Err(Error::Interrupted);
     }
     // A set named on the command line that no copy holds is a mistake to say, not a no-op.
     for named in &req.sets {
@@ -158,7 +165,10 @@ impl Report {
                 subject: c.copy.clone(),
                 level: None,
                 set_name: None,
-                outcome: if c.error.is_some() { "failed" } else { "ok" }.into(),
+                outcome: match c.error {
+                    Some(_) => crate::state::RunOutcome::Failed,
+                    None => crate::state::RunOutcome::Ok,
+                },
                 started_at: now,
                 seconds: 0.0,
                 bytes: c
@@ -207,7 +217,7 @@ impl Report {
 fn clean_copy(
     config: &Config,
     req: &Request,
-    rt: &tokio::runtime::Runtime,
+    rt: &crate::copy::Runtime,
     state: &State,
     store: &Store,
     keep: Option<&Keep>,
@@ -220,6 +230,7 @@ fn clean_copy(
         leftovers: Vec::new(),
         error: None,
         found: Vec::new(),
+        interrupted: false,
     };
     let now = jiff::ZonedDateTime::now();
     for definition in &config.definitions {
@@ -228,7 +239,7 @@ fn clean_copy(
             continue;
         }
         let is_destination = keep.is_some();
-        let result = rt.block_on(async {
+        let result = rt.block_on_stoppable(async {
             let found = store.sets(name).await?;
             let keep = keep.unwrap_or(&definition.keep);
             let candidates: Vec<policy::Candidate> = found
@@ -279,7 +290,11 @@ fn clean_copy(
             Ok::<_, Error>(())
         });
         if let Err(e) = result {
+            report.interrupted = matches!(e, Error::Interrupted);
             report.error = Some(format!("{name}: {e}"));
+            if report.interrupted {
+                break;
+            }
         }
     }
     report

@@ -5,6 +5,7 @@ use darvault::backup::{self, Outcome};
 use darvault::config::human_bytes;
 use darvault::list::Listing;
 use darvault::replicate;
+use darvault::set::manifest::RestoreTestOutcome;
 
 /// A line for the terminal: names from copies may hold control characters (escape
 /// sequences, newlines); they are shown escaped, as `ls -b` does.
@@ -68,11 +69,11 @@ pub fn backup(report: &backup::Report) {
                 let rt = &s.restore_test;
                 if let Some(partial) = &rt.partial {
                     say!("  restore test {} in part: {partial}", rt.outcome);
-                } else if rt.outcome == "nothing eligible" {
+                } else if rt.outcome == RestoreTestOutcome::NothingEligible {
                     say!(
                         "  restore test: not tested: no file stored in this archive fits the sample (restore_test min_size, max_size, partial_max_size, exclusions)"
                     );
-                } else if rt.outcome == "not tested" {
+                } else if rt.outcome == RestoreTestOutcome::NotTested {
                     say!(
                         "  restore test: not tested: every sampled file changed in the source after the backup started"
                     );
@@ -339,13 +340,22 @@ pub fn found(found: &darvault::restore::Found) {
 
 pub fn drill(report: &darvault::restore::drill::Report) {
     for d in &report.drills {
-        say!(
-            "{}: drill of {} with its bundled dar_static {} ({:.1}s)",
-            d.definition,
-            d.set,
-            d.dar_version,
-            d.seconds
-        );
+        if d.dar_version.is_empty() {
+            say!(
+                "{}: drill of {}: its bundled dar_static did not run ({:.1}s)",
+                d.definition,
+                d.set,
+                d.seconds
+            );
+        } else {
+            say!(
+                "{}: drill of {} with its bundled dar_static {} ({:.1}s)",
+                d.definition,
+                d.set,
+                d.dar_version,
+                d.seconds
+            );
+        }
         if !d.dar.is_empty() {
             say!("  ran {}", d.dar);
         }
@@ -355,7 +365,7 @@ pub fn drill(report: &darvault::restore::drill::Report) {
         }
         match &d.failure {
             None => say!("  passed: this copy restores on a bare machine"),
-            Some(e) => say!("  FAILED: {e}"),
+            Some(e) => fail!("  {}: FAILED: {e}", d.definition),
         }
     }
 }

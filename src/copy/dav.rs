@@ -66,6 +66,36 @@ impl Dav {
         url
     }
 
+    /// Whether the server takes the credentials: a refusal (401, 403) is named as such before
+    /// anything else is asked (OpenDAL reports it as an unexpected error with the whole
+    /// response). Anything else is left to the requests that follow.
+    pub async fn check_access(&self, what: &str) -> Result<()> {
+        let method = reqwest::Method::from_bytes(b"PROPFIND").expect("a valid method");
+        let mut request = self
+            .client
+            .request(method, format!("{}/", self.base))
+            .header("Depth", "0");
+        if let Some(user) = &self.user {
+            request = request.basic_auth(user, self.password.as_ref());
+        } else if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let Ok(response) = request.send().await else {
+            return Ok(());
+        };
+        match response.status().as_u16() {
+            401 | 403 => Err(Error::Storage {
+                what: what.to_owned(),
+                cause: format!(
+                    "the server refused the user name or password (HTTP {}): check `username` and `password` (or `token`) of the destination",
+                    response.status().as_u16()
+                ),
+                retry: false,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Start a PUT of `size` bytes to `path`; feed it with `Upload::send`.
     pub fn start(&self, path: &str, size: u64) -> Upload {
         let (sender, receiver) = tokio::sync::mpsc::channel(IN_FLIGHT);

@@ -23,6 +23,31 @@ impl std::ops::Deref for Runtime {
     }
 }
 
+impl Runtime {
+    /// `work` to its end, or `Err(Interrupted)` within a tenth of a second of SIGINT or
+    /// SIGTERM: every wait in it (a request to a server that never answers, a retry's pause)
+    /// is dropped there. What it left unfinished is what a kill leaves: temporary names and
+    /// intent records the next run finishes.
+    pub fn block_on_stoppable<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        self.block_on(async {
+            tokio::select! {
+                done = work => done,
+                () = stop_requested() => Err(Error::Interrupted),
+            }
+        })
+    }
+}
+
+/// Resolves once a stop was requested (see `tools::process::install_stop_handler`).
+pub async fn stop_requested() {
+    while crate::tools::process::check_stop().is_ok() {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 impl Drop for Runtime {
     fn drop(&mut self) {
         if let Some(rt) = self.0.take() {

@@ -460,13 +460,19 @@ impl Store {
     /// A stored file as an audit looks at it: a link (or a path through one) on a local
     /// copy, else its size and SHA-256 (None when missing); both in one job on the disk.
     pub async fn examine(&self, path: &str) -> Result<Examined> {
-        let what = format!("cannot read {path}");
-        self.retrying(&what, || self.examine_once(path)).await
+        self.examine_told(path, &|_| {}).await
     }
 
-    async fn examine_once(&self, path: &str) -> Result<Examined> {
+    /// `examine`, telling `told` the bytes read as they are (a local copy's: a remote one's
+    /// file is told whole by the caller).
+    pub async fn examine_told(&self, path: &str, told: &(dyn Fn(u64) + Sync)) -> Result<Examined> {
+        let what = format!("cannot read {path}");
+        self.retrying(&what, || self.examine_once(path, told)).await
+    }
+
+    async fn examine_once(&self, path: &str, told: &(dyn Fn(u64) + Sync)) -> Result<Examined> {
         if let Some(root) = &self.local_root {
-            return self.hash_local(root, path).await;
+            return self.hash_local(root, path, told).await;
         }
         let failed = |e| storage_error(&format!("cannot read {path} on {}", self.name), e);
         let size = match self.op.stat(path).await {
@@ -483,7 +489,12 @@ impl Store {
     /// A file of a local copy, hashed with plain reads on a blocking thread (OpenDAL's fs
     /// reader copies every chunk and zero-fills its buffers: an audit took twice as long as
     /// reading the files). A link is never followed: one on the way is reported as such.
-    async fn hash_local(&self, root: &Path, path: &str) -> Result<Examined> {
+    async fn hash_local(
+        &self,
+        root: &Path,
+        path: &str,
+        told: &(dyn Fn(u64) + Sync),
+    ) -> Result<Examined> {
         let (root, path) = (root.to_owned(), path.to_owned());
         let file = root.join(path.trim_start_matches('/'));
         let what = format!("cannot read {path}");
@@ -497,7 +508,7 @@ impl Store {
                 None => hash_unlinked(&file, read).map(Examined::Hashed),
             }
         };
-        match self.blocking(&what, job).await? {
+        match self.blocking_told(&what, job, told).await? {
             Err(Error::Io { source, .. }) => {
                 Err(super::failure::io_error(&self.on_this(&what), &source))
             }
@@ -513,17 +524,39 @@ impl Store {
         what: &str,
         work: impl FnOnce(&AtomicU64) -> T + Send + 'static,
     ) -> Result<T> {
+        self.blocking_told(what, work, &|_| {}).await
+    }
+
+    /// `blocking`, telling `told` how far the count moved, as it moves (progress shown while a
+    /// large file is read, not once it is done).
+    pub(super) async fn blocking_told<T: Send + 'static>(
+        &self,
+        what: &str,
+        work: impl FnOnce(&AtomicU64) -> T + Send + 'static,
+        told: &(dyn Fn(u64) + Sync),
+    ) -> Result<T> {
         // A thread of the runtime's pool (no thread made per call, as `disk::while_moving`
         // would: an audit makes thousands); one that hangs is left to the runtime's end.
         let progress = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&progress);
         let mut running = tokio::task::spawn_blocking(move || work(&counted));
         let mut watch = crate::deadline::Watch::new(self.stall);
+        let mut said = 0;
+        let mut tell = |progress: &AtomicU64| {
+            let now = progress.load(Ordering::Relaxed);
+            if now > said {
+                told(now - said);
+                said = now;
+            }
+        };
         loop {
             match tokio::time::timeout(crate::deadline::Watch::EVERY, &mut running).await {
-                Ok(done) => return Ok(done.expect("blocking work")),
+                Ok(done) => {
+                    tell(&progress);
+                    return Ok(done.expect("blocking work"));
+                }
                 Err(_) if watch.stalled(&progress) => return Err(self.stalled(what)),
-                Err(_) => {}
+                Err(_) => tell(&progress),
             }
         }
     }
@@ -675,6 +708,19 @@ impl Store {
             })
             .filter(|(p, _)| !p.is_empty())
             .collect())
+    }
+
+    /// Refused credentials named as such, where the service lets them be asked about
+    /// (WebDAV); under the stall deadline.
+    pub async fn check_access(&self) -> Result<()> {
+        let Some(dav) = &self.dav else {
+            return Ok(());
+        };
+        let what = format!("destination {:?}", self.name);
+        match tokio::time::timeout(self.stall, dav.check_access(&what)).await {
+            Ok(checked) => checked,
+            Err(_) => Err(self.stalled("cannot log in")),
+        }
     }
 
     pub async fn check_marker(&self, dest: &Destination) -> Result<()> {

@@ -93,7 +93,7 @@ pub fn run(
     let mut runs = Vec::new();
     for dest in destinations {
         let started = jiff::Timestamp::now();
-        let outcome = rt.block_on(to_destination(config, dest, &sets, &state, progress));
+        let outcome = rt.block_on_stoppable(to_destination(config, dest, &sets, &state, progress));
         let result = match outcome.map_err(|e| with_hint(dest, e)) {
             Ok(summary) => Outcome::Done(summary),
             Err(e) => {
@@ -113,10 +113,9 @@ pub fn run(
             level: None,
             set_name: None,
             outcome: match &result {
-                Outcome::Done(_) => "ok",
-                Outcome::Failed { .. } => "failed",
-            }
-            .into(),
+                Outcome::Done(_) => crate::state::RunOutcome::Ok,
+                Outcome::Failed { .. } => crate::state::RunOutcome::Failed,
+            },
             started_at: started,
             seconds: (jiff::Timestamp::now() - started).as_secs_f64(),
             bytes: match &result {
@@ -153,7 +152,10 @@ impl Report {
                 Outcome::Failed { error, .. } => format!("{}: FAILED: {error}", d.destination),
             })
             .collect();
-        let failed = runs.iter().filter(|r| r.outcome == "failed").count();
+        let failed = runs
+            .iter()
+            .filter(|r| r.outcome == crate::state::RunOutcome::Failed)
+            .count();
         crate::notify::Ending {
             event: if failed == 0 {
                 crate::config::Event::Success
@@ -202,6 +204,7 @@ async fn to_destination(
 ) -> Result<Summary> {
     let began = Instant::now();
     let remote = Arc::new(Store::open(dest)?);
+    remote.check_access().await?;
     remote.check_marker(dest).await?;
     let _lock = crate::lock::lock_destination(config, dest.name())?;
     let one_shot = remote.takes_one_piece();

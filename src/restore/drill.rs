@@ -128,15 +128,24 @@ fn rehearse(
     let mut fetch = Fetch::new(&c.rt, &c.copy, &copy_scratch);
     let holder = super::tools_holder(&chain);
     let system = crate::tools::process::find_executable("dar_static", None, "").ok();
-    drill.dar = trusted_bundled(
+    // Whether it may run is decided on the bytes proven to be the bundled binary: a file
+    // that is damaged, missing or a link is said as such, and nothing is said to have run.
+    let trusted = trusted_bundled(
         &c.state,
         &c.copy,
         holder,
         "dar_static",
         system.as_deref(),
         c.trust_bundle,
-    )?;
-    let dar = bundled_dar(&mut fetch, holder, scratch.path())?;
+    );
+    let dar = match trusted {
+        Ok(why) => {
+            let dar = bundled_dar(&mut fetch, holder, scratch.path())?;
+            drill.dar = why;
+            dar
+        }
+        Err(e) => return Err(e),
+    };
     drill.dar_version = dar.version.clone();
     let key = passphrase(config, &chain, definition)?;
     let target = scratch.path().join("restored");

@@ -1102,13 +1102,18 @@ fn trusted_bundled(
     trust_bundle: bool,
 ) -> Result<String> {
     let path = format!("bundle/{name}");
-    let sha = set
+    let Some(sha) = set
         .manifest
         .files
         .iter()
         .find(|f| f.path == path)
         .map(|f| f.sha256.clone())
-        .unwrap_or_default();
+    else {
+        return Err(Error::Failed(format!(
+            "no set of the chain of {} carries {path} (a chain's FULL carries its tools): there is no bundled binary to run",
+            set.manifest.set.name
+        )));
+    };
     if state.was_bundled(&sha)? {
         return Ok(format!(
             "{path} of {}: bundled by this darvault",

@@ -122,10 +122,43 @@ pub struct NotSaved {
     pub reason: String,
 }
 
+/// What the restore test of a set found, as the manifest records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestoreTestOutcome {
+    /// Every file sampled came back identical to the source.
+    #[serde(rename = "passed")]
+    Passed,
+    /// No file stored in the archive qualified for the sample.
+    #[serde(rename = "nothing eligible")]
+    NothingEligible,
+    /// Every sampled file changed in the source after dar read it: no evidence either way.
+    #[serde(rename = "not tested")]
+    NotTested,
+    /// A word a newer darvault wrote (the manifest still reads).
+    #[serde(other, rename = "unknown")]
+    Unknown,
+}
+
+impl RestoreTestOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreTestOutcome::Passed => "passed",
+            RestoreTestOutcome::NothingEligible => "nothing eligible",
+            RestoreTestOutcome::NotTested => "not tested",
+            RestoreTestOutcome::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for RestoreTestOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RestoreTestRecord {
-    /// "passed", or "nothing eligible" when no file qualified for sampling.
-    pub outcome: String,
+    pub outcome: RestoreTestOutcome,
     /// Files whose data is stored in this archive and that qualified for sampling.
     pub eligible: u64,
     /// Files extracted and compared with the source.
@@ -332,7 +365,7 @@ pub(crate) mod tests {
             checks: Checks {
                 dar_test: "passed".into(),
                 restore_test: RestoreTestRecord {
-                    outcome: "passed".into(),
+                    outcome: RestoreTestOutcome::Passed,
                     eligible: 3,
                     compared: 3,
                     changed_since: 0,

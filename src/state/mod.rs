@@ -107,14 +107,60 @@ pub struct Run {
     pub subject: String,
     pub level: Option<String>,
     pub set_name: Option<String>,
-    /// ok, warning, failed, damage.
-    pub outcome: String,
+    pub outcome: RunOutcome,
     pub started_at: jiff::Timestamp,
     pub seconds: f64,
     /// Archive size, bytes sent, checked or freed.
     pub bytes: u64,
     /// Phases, counters, samples: what the command reported.
     pub details: serde_json::Value,
+}
+
+/// How one unit of a run ended; stored by its name (`ok`, `warning`, ...), so the rows read
+/// as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOutcome {
+    Ok,
+    /// Done, with something to say (a backup that could not read some files).
+    Warning,
+    /// Damage was repaired (audit).
+    Repaired,
+    /// Damage found and left (audit).
+    Damage,
+    Failed,
+}
+
+impl RunOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Ok => "ok",
+            RunOutcome::Warning => "warning",
+            RunOutcome::Repaired => "repaired",
+            RunOutcome::Damage => "damage",
+            RunOutcome::Failed => "failed",
+        }
+    }
+
+    /// The outcome a row names; a name this darvault does not know (a newer one's) counts
+    /// as a failure, so that nothing unknown is taken for success.
+    fn from_row(name: &str) -> RunOutcome {
+        [
+            RunOutcome::Ok,
+            RunOutcome::Warning,
+            RunOutcome::Repaired,
+            RunOutcome::Damage,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == name)
+        .unwrap_or(RunOutcome::Failed)
+    }
+}
+
+impl std::fmt::Display for RunOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One entry a set's catalogue records: data saved there, a changed inode, or a deletion.
@@ -496,7 +542,7 @@ impl State {
                     run.subject,
                     run.level,
                     run.set_name,
-                    run.outcome,
+                    run.outcome.as_str(),
                     run.started_at.to_string(),
                     run.seconds,
                     run.bytes as i64,
@@ -518,12 +564,13 @@ impl State {
             .query_map(params![command], |r| {
                 let started: String = r.get(5)?;
                 let details: String = r.get(8)?;
+                let outcome: String = r.get(4)?;
                 Ok(Run {
                     command: r.get(0)?,
                     subject: r.get(1)?,
                     level: r.get(2)?,
                     set_name: r.get(3)?,
-                    outcome: r.get(4)?,
+                    outcome: RunOutcome::from_row(&outcome),
                     started_at: started.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH),
                     seconds: r.get(6)?,
                     bytes: r.get::<_, i64>(7)? as u64,

@@ -44,12 +44,15 @@ fn definition(out: &mut String, d: &DefinitionStatus) {
         esc(&d.name)
     );
     for (level, run) in d.last_in_chain_order() {
-        let class = if run.outcome == "failed" { "bad" } else { "ok" };
+        let class = match run.outcome {
+            crate::state::RunOutcome::Failed => "bad",
+            _ => "ok",
+        };
         let _ = write!(
             out,
             "<tr><td>{level}</td><td>{}</td><td class=\"{class}\">{}</td><td>{:.1} s</td><td>{}</td></tr>",
             run.started_at.strftime("%Y-%m-%d %H:%M"),
-            esc(&run.outcome),
+            esc(run.outcome.as_str()),
             run.seconds,
             human_bytes(run.bytes)
         );

@@ -114,7 +114,7 @@ pub fn gather(config: &Config) -> Result<Status> {
             last_failure: mine
                 .iter()
                 .rev()
-                .find(|r| r.outcome == "failed")
+                .find(|r| r.outcome == crate::state::RunOutcome::Failed)
                 .map(|r| (*r).clone()),
             history: mine
                 .iter()

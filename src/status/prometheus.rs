@@ -24,7 +24,8 @@ pub fn render(status: &Status) -> String {
         for (level, run) in &d.last {
             let labels = format!("definition=\"{}\",level=\"{level}\"", d.name);
             last_time.push((labels.clone(), run.started_at.as_second() as f64));
-            last_ok.push((labels.clone(), f64::from(u8::from(run.outcome != "failed"))));
+            let ok = run.outcome != crate::state::RunOutcome::Failed;
+            last_ok.push((labels.clone(), f64::from(u8::from(ok))));
             seconds.push((labels.clone(), run.seconds));
             bytes.push((labels, run.bytes as f64));
         }
