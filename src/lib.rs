@@ -9,6 +9,7 @@ pub mod copy;
 pub mod deadline;
 pub mod demo;
 pub mod error;
+pub mod fault;
 pub mod hashing;
 pub mod list;
 pub mod lock;

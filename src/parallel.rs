@@ -32,12 +32,20 @@ impl<T: Send + 'static> Bounded<T> {
         });
     }
 
-    /// The next result, or None when every task has finished.
+    /// Stop every task still running (dropped where it waits).
+    pub fn abort_all(&mut self) {
+        self.running.abort_all();
+    }
+
+    /// The next result, or None when every task has finished (or was stopped).
     pub async fn next(&mut self) -> Option<T> {
-        self.running
-            .join_next()
-            .await
-            .map(|r| r.expect("task panicked"))
+        loop {
+            match self.running.join_next().await? {
+                Ok(done) => return Some(done),
+                Err(e) if e.is_cancelled() => continue,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
     }
 }
 

@@ -241,6 +241,68 @@ fn a_cleanup_killed_at_any_step_of_a_removal_is_finished_by_the_next() {
     }
 }
 
+/// The same on an SFTP copy, where the server removes the files: killed (a kill point in
+/// darvault, as no system call of its own marks the moment) at the first file removed after
+/// the manifest, at the last before the record and at the record, the record stands while
+/// anything it governs does, and the next cleanup finishes the removal.
+#[test]
+fn a_cleanup_of_an_sftp_copy_killed_mid_removal_is_finished_by_the_next() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    awkward_tree(&env.path("src"));
+    let keep = "keep = { full = \"0d\", diff = \"0d\", incr = \"0d\" }\n";
+    let (sftp, root) = destination("sftp", "cleanup-kill", keep);
+    let root = root.unwrap();
+    definition(&env, &format!("\n{sftp}"));
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    for step in 0..3 {
+        assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+        assert_eq!(code(&env.run(&["replicate"])), 0);
+        let mut on_sftp: Vec<std::path::PathBuf> = fs::read_dir(root.join("docs"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("MANIFEST.toml").exists())
+            .collect();
+        on_sftp.sort();
+        let old = on_sftp.remove(0);
+        let files = walkdir::WalkDir::new(&old)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .count();
+        // Removed one by one: MANIFEST.toml, SHA256SUMS, the other files, the record.
+        let when = [3, files, files + 1][step];
+        let out = env
+            .cmd()
+            .env("DARVAULT_KILL_AT", format!("remove:{when}"))
+            .args(["cleanup", "--yes", "--dest", "sftp"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGKILL),
+            "step {step}: the kill point was reached: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let left: Vec<_> = walkdir::WalkDir::new(&old)
+            .min_depth(1)
+            .into_iter()
+            .flatten()
+            .map(|e| e.path().to_owned())
+            .collect();
+        assert!(
+            old.join(".darvault-removing").exists(),
+            "step {step}: the record outlives what it governs: {left:?}"
+        );
+        let out = env.run(&["audit", "sftp"]);
+        assert_eq!(code(&out), 0, "step {step}: {}", stdout(&out));
+        let out = env.run(&["cleanup", "--yes", "--dest", "sftp"]);
+        assert_eq!(code(&out), 0, "step {step}: {}", stdout(&out));
+        assert!(!old.exists(), "step {step}: the next cleanup finished it");
+    }
+}
+
 #[test]
 fn notices_and_hooks_report_every_outcome_and_never_leak_the_urls() {
     let env = Env::new();

@@ -147,6 +147,20 @@ impl Store {
         }
     }
 
+    /// `within`, with None for what the service says is not there (by the error's kind).
+    pub async fn within_found<T>(
+        &self,
+        what: &str,
+        fut: impl IntoFuture<Output = opendal::Result<T>>,
+    ) -> Result<Option<T>> {
+        match tokio::time::timeout(self.stall, fut).await {
+            Ok(Ok(v)) => Ok(Some(v)),
+            Ok(Err(e)) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Ok(Err(e)) => Err(storage_error(&self.on_this(what), e)),
+            Err(_) => Err(self.stalled(what)),
+        }
+    }
+
     /// `what` naming this copy (and its endpoint) unless it does already.
     pub(super) fn on_this(&self, what: &str) -> String {
         if what.contains(&self.name) {
@@ -167,7 +181,10 @@ impl Store {
     }
 
     /// Run `attempt` until it succeeds, fails for good, or has failed temporarily
-    /// `retries` times; pauses double from 1 s up to 30 s between tries.
+    /// `retries` times; pauses double from 1 s up to 30 s between tries. The tries after the
+    /// first failure share one stall deadline: failing requests and pauses together never
+    /// wait longer than `stall_timeout` (a server timing out each request after a minute
+    /// held an audit for 391 s).
     pub async fn retrying<T, F: Future<Output = Result<T>>>(
         &self,
         what: &str,
@@ -175,9 +192,14 @@ impl Store {
     ) -> Result<T> {
         let mut pause = Duration::from_secs(1);
         let mut failures = 0;
+        let mut failing_since = None;
         loop {
-            match attempt().await {
-                Err(e) if e.retry_helps() && failures < self.retries => {
+            let started = std::time::Instant::now();
+            let outcome = attempt().await;
+            let since = *failing_since.get_or_insert(started);
+            let within_budget = since.elapsed() + pause <= self.stall;
+            match outcome {
+                Err(e) if e.retry_helps() && failures < self.retries && within_budget => {
                     failures += 1;
                     tracing::warn!(
                         "{}: {e}; trying again in {}s ({failures} of {})",
@@ -188,6 +210,7 @@ impl Store {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(MAX_BACKOFF);
                 }
+                Ok(v) => return Ok(v),
                 Err(e) if e.retry_helps() => {
                     return Err(Error::Storage {
                         what: what.to_owned(),
@@ -297,6 +320,7 @@ impl Store {
 
     /// Remove a file (a link is removed, never followed); nothing when it is not there.
     pub async fn remove(&self, path: &str) -> Result<()> {
+        crate::fault::point(crate::fault::REMOVE);
         let what = format!("cannot remove {path}");
         if let Some(anchor) = self.anchor.clone() {
             let path = path.to_owned();
@@ -366,14 +390,7 @@ impl Store {
     /// The size of a stored file, None when it is missing.
     pub async fn size_of(&self, path: &str) -> Result<Option<u64>> {
         let what = format!("cannot check {path}");
-        self.retrying(&what, || async {
-            match self.within(&what, self.op.stat(path)).await {
-                Ok(meta) => Ok(Some(meta.content_length())),
-                Err(Error::Storage { cause, .. }) if cause.starts_with("not found") => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
-        .await
+        self.retrying(&what, || self.stat_size(path)).await
     }
 
     /// `require_mount`: refuse as soon as the root is no longer on the filesystem it was on
@@ -474,15 +491,10 @@ impl Store {
         if let Some(root) = &self.local_root {
             return self.hash_local(root, path, told).await;
         }
-        let failed = |e| storage_error(&format!("cannot read {path} on {}", self.name), e);
-        let size = match self.op.stat(path).await {
-            Ok(m) => m.content_length(),
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
-                return Ok(Examined::Hashed(None));
-            }
-            Err(e) => return Err(failed(e)),
+        let Some(size) = self.stat_size(path).await? else {
+            return Ok(Examined::Hashed(None));
         };
-        let sha = hash_stored(&self.op, path, size).await?;
+        let sha = hash_stored(&self.op, path, size, self.stall).await?;
         Ok(Examined::Hashed(Some((size, sha))))
     }
 
@@ -582,13 +594,10 @@ impl Store {
 
     async fn download_once(&self, path: &str, target: &Path) -> Result<Option<(u64, String)>> {
         use tokio::io::AsyncWriteExt;
-        let failed = |e| storage_error(&format!("cannot read {path} on {}", self.name), e);
-        let size = match self.op.stat(path).await {
-            Ok(m) => m.content_length(),
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(failed(e)),
+        let Some(size) = self.stat_size(path).await? else {
+            return Ok(None);
         };
-        let mut chunks = Chunks::open(&self.op, path, size).await?;
+        let mut chunks = Chunks::open(&self.op, path, size, self.stall).await?;
         let mut out = tokio::fs::File::create(target)
             .await
             .map_err(Error::io("cannot create", target))?;
@@ -607,6 +616,14 @@ impl Store {
         Ok(Some((size, crate::hashing::hex(&hasher.finalize()))))
     }
 
+    /// The size of a stored file from the service (None when missing), under the stall
+    /// deadline.
+    async fn stat_size(&self, path: &str) -> Result<Option<u64>> {
+        let what = format!("cannot read {path}");
+        let found = self.within_found(&what, self.op.stat(path)).await?;
+        Ok(found.map(|m| m.content_length()))
+    }
+
     /// A small file's bytes (a manifest); None when it is missing.
     pub async fn read_small(&self, path: &str) -> Result<Option<Vec<u8>>> {
         if let Some(root) = &self.local_root {
@@ -622,13 +639,14 @@ impl Store {
     }
 
     async fn read_remote(&self, path: &str) -> Result<Option<Vec<u8>>> {
-        match self.op.read(path).await {
-            Ok(b) => Ok(Some(b.to_vec())),
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(storage_error(
+        match tokio::time::timeout(self.stall, self.op.read(path)).await {
+            Ok(Ok(b)) => Ok(Some(b.to_vec())),
+            Ok(Err(e)) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Ok(Err(e)) => Err(storage_error(
                 &format!("cannot read {path} on {}", self.name),
                 e,
             )),
+            Err(_) => Err(self.stalled(&format!("cannot read {path}"))),
         }
     }
 
@@ -662,13 +680,15 @@ impl Store {
         }
         let what = format!("cannot read {path}");
         self.retrying(&what, || async {
-            match self.op.read_with(path).range(range.clone()).await {
-                Ok(b) => Ok(Some(b.to_vec())),
-                Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(storage_error(
+            let read = self.op.read_with(path).range(range.clone());
+            match tokio::time::timeout(self.stall, read).await {
+                Ok(Ok(b)) => Ok(Some(b.to_vec())),
+                Ok(Err(e)) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+                Ok(Err(e)) => Err(storage_error(
                     &format!("cannot read {path} on {}", self.name),
                     e,
                 )),
+                Err(_) => Err(self.stalled(&what)),
             }
         })
         .await
@@ -693,10 +713,12 @@ impl Store {
     }
 
     async fn walk_remote(&self, dir: &str) -> Result<Vec<(String, bool)>> {
-        let entries = match self.op.list_with(dir).recursive(true).await {
-            Ok(e) => e,
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(storage_error(&format!("cannot list {}", self.name), e)),
+        let listed = self.op.list_with(dir).recursive(true);
+        let entries = match tokio::time::timeout(self.stall, listed).await {
+            Ok(Ok(e)) => e,
+            Ok(Err(e)) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+            Ok(Err(e)) => return Err(storage_error(&format!("cannot list {}", self.name), e)),
+            Err(_) => return Err(self.stalled(&format!("cannot list {dir}"))),
         };
         Ok(entries
             .into_iter()
@@ -813,15 +835,9 @@ impl Store {
     /// The folders under `definition` on a remote copy, with what `sets` needs of each.
     async fn set_folders(&self, definition: &str) -> Result<Vec<SetFolder>> {
         let what = format!("cannot list {}/{definition}", self.name);
-        let entries = match self
-            .within(&what, self.op.list(&format!("{definition}/")))
-            .await
-        {
-            Ok(e) => e,
-            Err(Error::Storage { cause, .. }) if cause.starts_with("not found") => {
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(e),
+        let folder = format!("{definition}/");
+        let Some(entries) = self.within_found(&what, self.op.list(&folder)).await? else {
+            return Ok(Vec::new());
         };
         let mut folders = Vec::new();
         for e in entries {
@@ -1054,9 +1070,10 @@ fn opening_stalled(copy: &str, stall: Duration) -> Error {
     }
 }
 
-/// SHA-256 of `size` bytes of a stored file, read in chunks (memory stays bounded).
-pub async fn hash_stored(op: &Operator, path: &str, size: u64) -> Result<String> {
-    let mut chunks = Chunks::open(op, path, size).await?;
+/// SHA-256 of `size` bytes of a stored file, read in chunks (memory stays bounded), each
+/// within `stall`.
+pub async fn hash_stored(op: &Operator, path: &str, size: u64, stall: Duration) -> Result<String> {
+    let mut chunks = Chunks::open(op, path, size, stall).await?;
     let mut hasher = Sha256::new();
     while let Some(buffer) = chunks.next().await? {
         for chunk in buffer {
@@ -1095,25 +1112,28 @@ fn walk_local(
     Ok(out)
 }
 
-/// `size` bytes of a stored file in bounded reads (memory stays bounded), stoppable.
+/// `size` bytes of a stored file in bounded reads (memory stays bounded), stoppable; a read
+/// that gets nothing for `stall` fails.
 struct Chunks {
     reader: opendal::Reader,
     path: String,
     offset: u64,
     size: u64,
+    stall: Duration,
 }
 
 impl Chunks {
-    async fn open(op: &Operator, path: &str, size: u64) -> Result<Chunks> {
-        let reader = op
-            .reader(path)
-            .await
-            .map_err(|e| storage_error(&format!("cannot read {path}"), e))?;
+    async fn open(op: &Operator, path: &str, size: u64, stall: Duration) -> Result<Chunks> {
+        let reader = match tokio::time::timeout(stall, op.reader(path)).await {
+            Ok(reader) => reader.map_err(|e| storage_error(&format!("cannot read {path}"), e))?,
+            Err(_) => return Err(chunk_stalled(path, stall)),
+        };
         Ok(Chunks {
             reader,
             path: path.to_owned(),
             offset: 0,
             size,
+            stall,
         })
     }
 
@@ -1123,13 +1143,20 @@ impl Chunks {
         }
         crate::tools::process::check_stop()?;
         let end = (self.offset + READ_CHUNK).min(self.size);
-        let buffer = self
-            .reader
-            .read(self.offset..end)
+        let buffer = tokio::time::timeout(self.stall, self.reader.read(self.offset..end))
             .await
+            .map_err(|_| chunk_stalled(&self.path, self.stall))?
             .map_err(|e| storage_error(&format!("cannot read {}", self.path), e))?;
         self.offset = end;
         Ok(Some(buffer))
+    }
+}
+
+fn chunk_stalled(path: &str, stall: Duration) -> Error {
+    Error::Stalled {
+        what: format!("cannot read {path}"),
+        copy: "the copy".into(),
+        seconds: stall.as_secs(),
     }
 }
 

@@ -92,24 +92,34 @@ impl SetJob {
             );
             running
                 .spawn(async move {
+                    // It waited for a place another file left by failing: not begun (each
+                    // file begun after a failure waited its own stall deadline again).
+                    if failed.load(Ordering::Relaxed) {
+                        return Ok(None);
+                    }
                     let sent = send(&store, &upload, &limiter, task.as_ref(), readback).await;
                     if sent.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
                     sent?;
                     state.file_sent(&destination, &set, &path, &upload.sha256, upload.size)?;
-                    Ok::<u64, Error>(upload.size)
+                    Ok::<Option<u64>, Error>(Some(upload.size))
                 })
                 .await;
         }
         let (mut files, mut bytes, mut first_error) = (0, 0, None);
         while let Some(sent) = running.next().await {
             match sent {
-                Ok(size) => {
+                Ok(Some(size)) => {
                     files += 1;
                     bytes += size;
                 }
+                Ok(None) => {}
                 Err(e) => {
+                    // The others would only meet the same server (or disk) and each wait
+                    // its own deadline: stopped now. What they began stays under temporary
+                    // names, as after a kill, and is sent again next time.
+                    running.abort_all();
                     first_error.get_or_insert(e);
                 }
             }

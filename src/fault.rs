@@ -1,0 +1,28 @@
+//! Kill points for tests: with `DARVAULT_KILL_AT=<point>:<n>` in its environment, darvault
+//! ends itself with SIGKILL the nth time it passes the named point. A kill point is chosen,
+//! not hoped for, also where no system call of darvault's own marks the moment (a file
+//! removed on a server is removed by the server). Without the variable a point costs a load.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where darvault may be killed: a file of a copy removed (`Store::remove`).
+pub const REMOVE: &str = "remove";
+
+pub fn point(name: &str) {
+    static AT: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static PASSED: AtomicU64 = AtomicU64::new(0);
+    let at = AT.get_or_init(|| {
+        let spec = std::env::var("DARVAULT_KILL_AT").ok()?;
+        let (point, n) = spec.rsplit_once(':')?;
+        Some((point.to_owned(), n.parse().ok()?))
+    });
+    if let Some((point, n)) = at
+        && point == name
+        && PASSED.fetch_add(1, Ordering::SeqCst) + 1 == *n
+    {
+        eprintln!("darvault: killed at {name} #{n} (DARVAULT_KILL_AT)");
+        // SAFETY: a signal to this process itself.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
