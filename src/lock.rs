@@ -5,6 +5,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -82,13 +83,23 @@ pub fn lock_path(path: &Path) -> Result<Lock> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(Error::io("cannot create", dir))?;
     }
+    // A lock file may be in a copy (untrusted): a link there is never followed (it could
+    // point at any file of this machine, which the holder's name would overwrite), and a
+    // FIFO is never waited on.
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&path)
         .map_err(Error::io("cannot open", &path))?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(Error::Failed(format!(
+            "{} is not a regular file: not used as a lock",
+            path.display()
+        )));
+    }
     let wait = wait();
     let started = std::time::Instant::now();
     let mut said = false;

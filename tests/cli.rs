@@ -180,4 +180,27 @@ fn mistakes_are_said_and_needless_flags_are_not_needed() {
         "colours in a pipe: {}",
         common::stderr(&out)
     );
+
+    // Without a config, a path named where a copy is expected is named with what is wrong
+    // with it (not "no config file").
+    let file = env.path("src/a.txt").display().to_string();
+    let missing = env.path("nowhere").display().to_string();
+    for (named, wrong) in [
+        (&file, "is a file, not a folder"),
+        (&missing, "no such folder"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_darvault"))
+            .env("HOME", env.path("home"))
+            .env("XDG_CONFIG_HOME", env.path("no-config"))
+            .env("XDG_STATE_HOME", env.path("home/.local/state"))
+            .args(["audit", named])
+            .output()
+            .unwrap();
+        let said = common::stderr(&out);
+        assert_eq!(common::code(&out), 2, "{said}");
+        assert!(
+            said.contains(named.as_str()) && said.contains(wrong),
+            "{said}"
+        );
+    }
 }

@@ -729,6 +729,18 @@ fn a_repairing_audit_does_not_write_beside_replicate() {
     );
     let out = env.run(&["audit", "usb", "--repair"]);
     assert_eq!(code(&out), 7, "{}", stdout(&out));
+    // From another state folder and no config (a second user, `sudo`, another machine the
+    // disk is plugged into): the lock is on the copy itself.
+    let out = Command::new(env!("CARGO_BIN_EXE_darvault"))
+        .env("HOME", env.path("other-home"))
+        .env("XDG_STATE_HOME", env.path("other-home/state"))
+        .env("XDG_CONFIG_HOME", env.path("other-home/config"))
+        .arg("audit")
+        .arg(&usb)
+        .arg("--repair")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 7, "{}{}", stdout(&out), stderr(&out));
     assert!(
         stdout(&out).contains("pid"),
         "names the holder: {}",

@@ -478,3 +478,20 @@ fn an_audit_of_a_hundred_thousand_missing_entries_takes_seconds() {
         assert_eq!(full["files"].as_array().unwrap().len(), 100_000);
     }
 }
+
+/// A copy's lock file that is a symbolic link is never followed: a repairing audit as root
+/// would otherwise write its holder's name over whatever the link points at.
+#[test]
+fn a_lock_file_that_is_a_link_is_refused_and_its_target_untouched() {
+    let env = Env::new();
+    let disk = drawer(&env);
+    let outside = env.path("precious.txt");
+    fs::write(&outside, b"precious\n").unwrap();
+    let _ = fs::remove_file(disk.join(".darvault.lock"));
+    symlink(&outside, disk.join(".darvault.lock")).unwrap();
+    let (code, report, _) = audit(&env, &disk, &["--repair"]);
+    assert_eq!(code, 1, "{report}");
+    let error = report["copies"][0]["error"].as_str().unwrap();
+    assert!(error.contains(".darvault.lock"), "{error}");
+    assert_eq!(fs::read(&outside).unwrap(), b"precious\n");
+}

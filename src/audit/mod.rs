@@ -413,31 +413,22 @@ fn writer_lock(
     config: Option<&Config>,
     copy: &Store,
     repair: bool,
-) -> Result<Option<crate::lock::Lock>> {
+) -> Result<Option<Vec<crate::lock::Lock>>> {
     if !repair {
         return Ok(None);
     }
-    let lock = match config {
-        Some(c) if c.destination(&copy.name).is_some() => {
-            crate::lock::lock_destination(c, &copy.name)?
-        }
-        _ => match copy.lock_folder()? {
-            Some(lock) => lock,
-            None => return Ok(None),
-        },
-    };
+    let locks = copy.writer_locks(config)?;
     copy.clear_scratch()?;
-    Ok(Some(lock))
+    Ok(Some(locks))
 }
 
 /// Whether another run holds the copy's writer lock (replicate, cleanup, a repair).
 fn being_written(config: Option<&Config>, copy: &Store) -> bool {
-    match config {
-        Some(c) if c.destination(&copy.name).is_some() => {
-            crate::lock::held(&crate::lock::destination_lock(c, &copy.name))
-        }
-        _ => copy.lock_held(),
-    }
+    let in_state = config.is_some_and(|c| {
+        c.destination(&copy.name).is_some()
+            && crate::lock::held(&crate::lock::destination_lock(c, &copy.name))
+    });
+    in_state || copy.lock_held()
 }
 
 /// Sets per status, for summaries.

@@ -111,7 +111,7 @@ pub fn run(config: &Config, req: &Request, confirm: Confirm) -> Result<Report> {
         }
         let report = Store::open(dest)
             .and_then(|store| {
-                let _lock = crate::lock::lock_destination(config, dest.name())?;
+                let _locks = store.writer_locks(Some(config))?;
                 Ok(clean_copy(
                     config,
                     req,

@@ -186,6 +186,22 @@ impl Store {
         .unwrap_or(false)
     }
 
+    /// Every lock that says a run writes to this copy, taken in turn: a configured
+    /// destination's in the state folder, and a local copy's own in its root, which every
+    /// state folder sees (another config, `sudo`, a second darvault on the machine the disk
+    /// is plugged into).
+    pub fn writer_locks(
+        &self,
+        config: Option<&crate::config::Config>,
+    ) -> Result<Vec<crate::lock::Lock>> {
+        let mut locks = Vec::new();
+        if let Some(c) = config.filter(|c| c.destination(&self.name).is_some()) {
+            locks.push(crate::lock::lock_destination(c, &self.name)?);
+        }
+        locks.extend(self.lock_folder()?);
+        Ok(locks)
+    }
+
     /// The writer lock of a local copy that is not a configured destination (an audit of a
     /// folder named by its path); `None` for a remote one.
     pub fn lock_folder(&self) -> Result<Option<crate::lock::Lock>> {

@@ -206,7 +206,7 @@ async fn to_destination(
     let remote = Arc::new(Store::open(dest)?);
     remote.check_access().await?;
     remote.check_marker(dest).await?;
-    let _lock = crate::lock::lock_destination(config, dest.name())?;
+    let _locks = remote.writer_locks(Some(config))?;
     let one_shot = remote.takes_one_piece();
     let single_write_cap = dest.max_single_write.map(|b| b.0).unwrap_or(1 << 30);
     let concurrency = dest
