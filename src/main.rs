@@ -268,11 +268,7 @@ fn run(cli: &Cli) -> Result<u8, Error> {
             };
             let report = darvault::cleanup::run(&config, &request, Some(&cli::ask_on_terminal))?;
             present(cli.json, &report, render::cleanup);
-            Ok(if report.failed() {
-                exit::PARTIAL
-            } else {
-                exit::OK
-            })
+            Ok(report.exit_code())
         }
         Command::Drill {
             copy,

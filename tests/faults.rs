@@ -941,3 +941,86 @@ fn every_verb_on_a_mute_server_fails_within_one_stall_timeout() {
         );
     }
 }
+
+/// The writer lock is on the copy itself: a replicate to an SFTP copy holds
+/// `.darvault/lock` there, so a repairing audit or a cleanup run with another state folder
+/// (another machine, another config) exits 7 naming the holder; the lock goes when the
+/// replicate ends; one whose holder is gone (a process of this machine that no longer runs,
+/// or a heartbeat older than five minutes) is taken over with a notice, a live one is not.
+#[test]
+fn a_remote_copy_carries_its_own_writer_lock() {
+    let env = Env::new();
+    video_source(&env, 24);
+    let (sftp, root) = destination(
+        "sftp",
+        "copy-lock",
+        "bandwidth_limit = \"8M\"\nkeep = { full = \"0d\", diff = \"0d\", incr = \"0d\" }\n",
+    );
+    let root = root.unwrap();
+    configure(&env, "4M", &sftp);
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let elsewhere = |args: &[&str]| {
+        let out = env
+            .cmd()
+            .env("XDG_STATE_HOME", env.path("another-machine/state"))
+            .args(args)
+            .output()
+            .unwrap();
+        (code(&out), format!("{}{}", stdout(&out), stderr(&out)))
+    };
+    let mut run = env
+        .cmd()
+        .arg("replicate")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = root.join(".darvault/lock");
+    let started = Instant::now();
+    while !lock.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no lock on the copy"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for args in [
+        &["audit", "sftp", "--repair"][..],
+        &["cleanup", "--yes", "--dest", "sftp"][..],
+    ] {
+        let (code, said) = elsewhere(args);
+        assert_eq!(code, 7, "{args:?}: {said}");
+        assert!(
+            said.contains("replicate (pid"),
+            "{args:?} names the holder: {said}"
+        );
+    }
+    assert!(run.wait().unwrap().success());
+    assert!(!lock.exists(), "released at the end");
+
+    let holder = |host: &str, pid: u32, silent: i64| {
+        let now = jiff::Timestamp::now();
+        let heartbeat = now - jiff::SignedDuration::from_secs(silent);
+        serde_json::json!({
+            "host": host, "pid": pid, "run": "r", "command": "replicate",
+            "started": heartbeat.to_string(), "heartbeat": heartbeat.to_string(),
+        })
+        .to_string()
+    };
+    // A live holder on another machine.
+    fs::write(&lock, holder("another-host", 1, 10)).unwrap();
+    let (code, said) = elsewhere(&["audit", "sftp", "--repair"]);
+    assert_eq!(code, 7, "{said}");
+    assert!(said.contains("another-host"), "{said}");
+    // Gone: silent for ten minutes, or a process of this machine that no longer runs.
+    for gone in [
+        holder("another-host", 1, 600),
+        holder(&darvault::host_name(), 4_194_999, 0),
+    ] {
+        fs::write(&lock, gone).unwrap();
+        let (code, said) = elsewhere(&["-v", "audit", "sftp", "--repair"]);
+        assert_eq!(code, 0, "{said}");
+        assert!(said.contains("taking over the lock"), "{said}");
+        assert!(!lock.exists(), "released at the end");
+    }
+}

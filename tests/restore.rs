@@ -427,6 +427,19 @@ fn a_drill_restores_a_sample_with_only_the_bundle_and_fails_loudly_on_a_broken_o
     assert!(!said.contains("  ran "), "{said}");
     assert!(!said.contains("identical to"), "{said}");
     assert!(said.contains("did not run"), "{said}");
+
+    // A chain none of whose sets lists a dar_static is told so, not that a binary with an
+    // empty SHA-256 is untrusted.
+    let mut manifest =
+        darvault::set::Manifest::parse(&fs::read_to_string(full.join("MANIFEST.toml")).unwrap())
+            .unwrap();
+    manifest.files.retain(|f| f.path != "bundle/dar_static");
+    manifest.write(&full).unwrap();
+    let out = env.run(&["drill", &env.path("repo").display().to_string()]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    let said = stdout(&out);
+    assert!(said.contains("carries bundle/dar_static"), "{said}");
+    assert!(!said.contains("SHA-256 )"), "{said}");
 }
 
 /// "As of now" from a copy that lacks the newest set is older than the newest backup: the

@@ -222,10 +222,10 @@ pub fn run(
             repair: options.repair || may_repair(copy, ask),
             ..options.clone()
         };
-        let outcome = writer_lock(config, copy, options.repair).and_then(|lock| {
+        let outcome = writer_lock(&rt, config, copy, options.repair).and_then(|held| {
             // Without the lock, another run may be writing sets here right now.
-            let written = lock.is_none() && being_written(config, copy);
-            rt.block_on_stoppable(check::audit_copy(
+            let written = held.is_none() && being_written(&rt, config, copy);
+            let audited = rt.block_on_stoppable(check::audit_copy(
                 copy,
                 &others,
                 config,
@@ -234,7 +234,11 @@ pub fn run(
                 state,
                 progress,
                 &mut copy_report,
-            ))
+            ));
+            if let Some(lock) = held.and_then(|h| h.copy) {
+                rt.block_on(lock.release());
+            }
+            audited
         });
         if matches!(outcome, Ok(false)) && named {
             copy_report.error = Some(format!(
@@ -407,28 +411,39 @@ fn all_copies(config: Option<&Config>) -> Result<(Vec<Arc<Store>>, Vec<(String, 
     Ok((copies, unreachable))
 }
 
-/// A repairing audit writes into the copy: it takes the copy's writer lock (the one backup,
+/// The writer locks a repairing audit holds while it writes into a copy.
+struct Held {
+    _locks: Vec<crate::lock::Lock>,
+    copy: Option<crate::copy::CopyLock>,
+}
+
+/// A repairing audit writes into the copy: it takes the copy's writer locks (the ones backup,
 /// replicate and cleanup take), then removes scratch folders of killed repairs.
 fn writer_lock(
+    rt: &crate::copy::Runtime,
     config: Option<&Config>,
     copy: &Store,
     repair: bool,
-) -> Result<Option<Vec<crate::lock::Lock>>> {
+) -> Result<Option<Held>> {
     if !repair {
         return Ok(None);
     }
     let locks = copy.writer_locks(config)?;
+    let copy_lock = rt.block_on_stoppable(copy.take_copy_lock("audit --repair"))?;
     copy.clear_scratch()?;
-    Ok(Some(locks))
+    Ok(Some(Held {
+        _locks: locks,
+        copy: copy_lock,
+    }))
 }
 
 /// Whether another run holds the copy's writer lock (replicate, cleanup, a repair).
-fn being_written(config: Option<&Config>, copy: &Store) -> bool {
+fn being_written(rt: &crate::copy::Runtime, config: Option<&Config>, copy: &Store) -> bool {
     let in_state = config.is_some_and(|c| {
         c.destination(&copy.name).is_some()
             && crate::lock::held(&crate::lock::destination_lock(c, &copy.name))
     });
-    in_state || copy.lock_held()
+    in_state || copy.lock_held() || rt.block_on(copy.copy_lock_held())
 }
 
 /// Sets per status, for summaries.

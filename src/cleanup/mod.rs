@@ -49,6 +49,9 @@ pub struct CopyReport {
     /// Stopped by SIGINT or SIGTERM: the run ends there (exit 130).
     #[serde(skip)]
     pub interrupted: bool,
+    /// Another run held the copy's writer lock (exit 7).
+    #[serde(skip)]
+    pub busy: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,6 +76,18 @@ impl Report {
 
     pub fn failed(&self) -> bool {
         self.copies.iter().any(|c| c.error.is_some())
+    }
+
+    /// 0 when every copy was cleaned; 7 when another run held a copy's lock; else 3.
+    pub fn exit_code(&self) -> u8 {
+        use crate::error::exit;
+        if self.copies.iter().any(|c| c.busy) {
+            exit::BUSY
+        } else if self.failed() {
+            exit::PARTIAL
+        } else {
+            exit::OK
+        }
     }
 }
 
@@ -112,15 +127,12 @@ pub fn run(config: &Config, req: &Request, confirm: Confirm) -> Result<Report> {
         let report = Store::open(dest)
             .and_then(|store| {
                 let _locks = store.writer_locks(Some(config))?;
-                Ok(clean_copy(
-                    config,
-                    req,
-                    &rt,
-                    &state,
-                    &store,
-                    Some(keep),
-                    confirm,
-                ))
+                let copy_lock = rt.block_on_stoppable(store.take_copy_lock("cleanup"))?;
+                let report = clean_copy(config, req, &rt, &state, &store, Some(keep), confirm);
+                if let Some(lock) = copy_lock {
+                    rt.block_on(lock.release());
+                }
+                Ok(report)
             })
             .unwrap_or_else(|e| CopyReport {
                 copy: format!("destination {}", dest.name()),
@@ -130,6 +142,7 @@ pub fn run(config: &Config, req: &Request, confirm: Confirm) -> Result<Report> {
                 error: Some(e.to_string()),
                 found: Vec::new(),
                 interrupted: matches!(e, Error::Interrupted),
+                busy: matches!(e, Error::Busy { .. }),
             });
         copies.push(report);
     }
@@ -231,6 +244,7 @@ fn clean_copy(
         error: None,
         found: Vec::new(),
         interrupted: false,
+        busy: false,
     };
     let now = jiff::ZonedDateTime::now();
     for definition in &config.definitions {

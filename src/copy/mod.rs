@@ -7,6 +7,7 @@ mod anchored;
 mod dav;
 pub mod disk;
 mod failure;
+mod held;
 mod local;
 mod put;
 mod runtime;
@@ -15,6 +16,7 @@ mod store;
 use std::path::{Path, PathBuf};
 
 pub use failure::{Retry, understand};
+pub use held::CopyLock;
 pub use local::Scratch;
 pub use put::{Expected, Limiter, PARTIAL};
 pub use runtime::{Runtime, runtime};

@@ -207,6 +207,23 @@ async fn to_destination(
     remote.check_access().await?;
     remote.check_marker(dest).await?;
     let _locks = remote.writer_locks(Some(config))?;
+    let copy_lock = remote.take_copy_lock("replicate").await?;
+    let sent = send_missing(dest, sets, state, progress, &remote, began).await;
+    if let Some(lock) = copy_lock {
+        lock.release().await;
+    }
+    sent
+}
+
+/// The sets `dest` lacks, sent (under its writer locks).
+async fn send_missing(
+    dest: &Destination,
+    sets: &[FoundSet],
+    state: &Arc<State>,
+    progress: &dyn Progress,
+    remote: &Arc<Store>,
+    began: Instant,
+) -> Result<Summary> {
     let one_shot = remote.takes_one_piece();
     let single_write_cap = dest.max_single_write.map(|b| b.0).unwrap_or(1 << 30);
     let concurrency = dest
@@ -219,7 +236,7 @@ async fn to_destination(
     let mut summary = Summary::default();
     let mut total = 0u64;
     for set in sets {
-        if is_present(&remote, dest.name(), set, state).await? {
+        if is_present(remote, dest.name(), set, state).await? {
             summary.present += 1;
             continue;
         }
@@ -248,7 +265,7 @@ async fn to_destination(
     let limiter = Arc::new(Limiter::new(dest.bandwidth_limit.map(|b| b.0)));
     for set in todo {
         let job = send::SetJob {
-            store: Arc::clone(&remote),
+            store: Arc::clone(remote),
             destination: dest.name().to_owned(),
             set: set.clone(),
             remote_dir: set_path(set),
