@@ -18,7 +18,12 @@ fn main() -> ExitCode {
     // Before any thread exists: SFTP's ssh runs through darvault's wrapper (tools::ssh),
     // when the config has an SFTP destination (a run without one leaves nothing behind).
     let config_file = cli.config.clone().unwrap_or_else(Config::default_path);
-    if std::fs::read_to_string(&config_file).is_ok_and(|t| t.contains("sftp")) {
+    let has_sftp = Config::load(&config_file).is_ok_and(|c| {
+        c.destinations
+            .iter()
+            .any(|d| d.kind == darvault::config::Kind::Sftp)
+    });
+    if has_sftp {
         darvault::tools::ssh::install(&darvault::paths::default_state_dir());
     }
     let code = match run(&cli) {

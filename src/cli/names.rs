@@ -53,7 +53,7 @@ pub fn destinations() -> Vec<CompletionCandidate> {
         .map(|c| {
             c.destinations
                 .iter()
-                .map(|d| CompletionCandidate::new(d.name()).help(Some(d.kind.clone().into())))
+                .map(|d| CompletionCandidate::new(d.name()).help(Some(d.kind.to_string().into())))
                 .collect()
         })
         .unwrap_or_default()

@@ -221,8 +221,8 @@ impl Definition {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Destination {
     pub name: toml::Spanned<DefinitionName>,
-    /// The OpenDAL service: fs, sftp, s3, webdav, gcs, azblob, b2…
-    pub kind: String,
+    /// The storage service: fs, sftp, s3, webdav, gcs, azblob or b2.
+    pub kind: Kind,
     /// fs only: refuse unless the root is on a mounted filesystem other than `/`'s.
     #[serde(default)]
     pub require_mount: bool,
@@ -563,17 +563,7 @@ impl Config {
                     format!("key `name`: destination {:?} is defined twice", d.name()),
                 ));
             }
-            if !KINDS.contains(&d.kind.as_str()) {
-                let line = key_line(text, d.name.span().start, "kind");
-                return Err(Error::Config(format!(
-                    "{}:{line}: destination {:?}: key `kind`: unknown kind {:?} (darvault knows: {})",
-                    self.file.display(),
-                    d.name(),
-                    d.kind,
-                    KINDS.join(", ")
-                )));
-            }
-            if d.require_mount && d.kind != "fs" {
+            if d.require_mount && d.kind != Kind::Fs {
                 return Err(at(
                     d.name.span(),
                     format!(
@@ -582,7 +572,7 @@ impl Config {
                     ),
                 ));
             }
-            if let Some(valid) = service_options(&d.kind)
+            if let Some(valid) = service_options(d.kind.as_str())
                 && let Some(key) = d.options.keys().find(|k| {
                     let base = k
                         .strip_suffix("_env")
@@ -593,7 +583,7 @@ impl Config {
             {
                 let line = key_line(text, d.name.span().start, key);
                 return Err(Error::Config(format!(
-                    "{}:{line}: destination {:?}: unknown key `{key}` for kind = {:?} (valid: {}, and darvault's own: {})",
+                    "{}:{line}: destination {:?}: unknown key `{key}` for kind = \"{}\" (valid: {}, and darvault's own: {})",
                     self.file.display(),
                     d.name(),
                     d.kind,
@@ -601,7 +591,7 @@ impl Config {
                     DESTINATION_KEYS.join(", ")
                 )));
             }
-            if d.kind == "fs" && d.root().is_none_or(|r| !r.starts_with('/')) {
+            if d.kind == Kind::Fs && d.root().is_none_or(|r| !r.starts_with('/')) {
                 return Err(at(
                     d.name.span(),
                     format!(
@@ -847,8 +837,85 @@ const DESTINATION_KEYS: &[&str] = &[
     "keep",
 ];
 
-/// The kinds of destination this darvault is built with (its storage services).
-const KINDS: &[&str] = &["fs", "sftp", "s3", "webdav", "gcs", "azblob", "b2"];
+/// The kind of storage a destination is: one of the services this darvault is built with,
+/// told apart once, when the config is read (an unknown kind is a config error naming its
+/// line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "&'static str")]
+pub enum Kind {
+    /// A folder: a USB disk, a NAS or sshfs mount.
+    Fs,
+    Sftp,
+    S3,
+    Webdav,
+    Gcs,
+    Azblob,
+    B2,
+}
+
+impl Kind {
+    const ALL: [Kind; 7] = [
+        Kind::Fs,
+        Kind::Sftp,
+        Kind::S3,
+        Kind::Webdav,
+        Kind::Gcs,
+        Kind::Azblob,
+        Kind::B2,
+    ];
+
+    /// Its name in the config, which is also the storage service's scheme.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Fs => "fs",
+            Kind::Sftp => "sftp",
+            Kind::S3 => "s3",
+            Kind::Webdav => "webdav",
+            Kind::Gcs => "gcs",
+            Kind::Azblob => "azblob",
+            Kind::B2 => "b2",
+        }
+    }
+
+    /// Object stores have no folders (a marker object would only be clutter).
+    pub fn is_object_store(self) -> bool {
+        matches!(self, Kind::S3 | Kind::Gcs | Kind::Azblob | Kind::B2)
+    }
+
+    /// Files sent or read at once by default: one on a disk (a spinning disk is fastest with
+    /// one), four on a server.
+    pub fn default_concurrency(self) -> usize {
+        if self == Kind::Fs { 1 } else { 4 }
+    }
+}
+
+impl TryFrom<String> for Kind {
+    type Error = String;
+    fn try_from(name: String) -> std::result::Result<Kind, String> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+                format!(
+                    "unknown kind {name:?} (darvault knows: {})",
+                    known.join(", ")
+                )
+            })
+    }
+}
+
+impl From<Kind> for &'static str {
+    fn from(kind: Kind) -> &'static str {
+        kind.as_str()
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The options OpenDAL's service of this kind takes (OpenDAL 0.59), for the kinds darvault
 /// documents; None for the others, whose options pass unchecked. A typo must not silently
@@ -1055,7 +1122,8 @@ mod tests {
         let text = "repository = \"/r\"\n[[definition]]\nname = \"d\"\nsource = \"/s\"\n\n\
                     [[destination]]\nname = \"usb\"\nkind = \"floppy\"\nroot = \"/media/usb\"\n";
         let err = parse(text).unwrap_err().to_string();
-        assert!(err.starts_with("/etc/darvault.toml:8:"), "{err}");
+        assert!(err.starts_with("/etc/darvault.toml"), "{err}");
+        assert!(err.contains("line 8"), "{err}");
         assert!(err.contains("unknown kind \"floppy\""), "{err}");
         assert!(
             err.contains("fs, sftp, s3, webdav"),

@@ -52,7 +52,7 @@ pub fn open(spec: &str, config: Option<&crate::config::Config>) -> Result<Store>
                 .chain(
                     c.destinations
                         .iter()
-                        .filter(|d| d.kind == "fs")
+                        .filter(|d| d.kind == crate::config::Kind::Fs)
                         .filter_map(|d| d.root().map(PathBuf::from)),
                 )
                 .collect()
@@ -81,7 +81,7 @@ pub fn open(spec: &str, config: Option<&crate::config::Config>) -> Result<Store>
             let dest = c
                 .destinations
                 .iter()
-                .filter(|d| d.kind == "fs" && d.root().is_some())
+                .filter(|d| d.kind == crate::config::Kind::Fs && d.root().is_some())
                 .nth(i - 1)
                 .expect("found among them");
             Store::open(dest)

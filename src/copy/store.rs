@@ -19,7 +19,7 @@ use super::anchored::Anchored;
 use super::dav::Dav;
 pub use super::failure::storage_error;
 use super::{Found, FoundSet};
-use crate::config::Destination;
+use crate::config::{Destination, Kind};
 use crate::error::{Error, Result};
 use crate::set::{MANIFEST, SetName, staging};
 
@@ -62,7 +62,7 @@ impl Store {
     /// can be written (an unplugged USB disk must never fill the root filesystem).
     pub fn open(dest: &Destination) -> Result<Store> {
         let stall = dest.stall_timeout.map(|d| d.0).unwrap_or(STALL);
-        let local_root = (dest.kind == "fs")
+        let local_root = (dest.kind == Kind::Fs)
             .then(|| dest.root().map(std::path::PathBuf::from))
             .flatten();
         if local_root.is_some() {
@@ -73,8 +73,8 @@ impl Store {
         let (mount, anchor) = {
             let (given, root) = (dest.clone(), local_root.clone());
             super::disk::bounded(stall, move || -> Result<_> {
-                let mount = match given.kind.as_str() {
-                    "fs" => check_fs(&given)?,
+                let mount = match given.kind {
+                    Kind::Fs => check_fs(&given)?,
                     _ => None,
                 };
                 Ok((mount, root.as_deref().map(Anchored::at).transpose()?))
@@ -86,11 +86,11 @@ impl Store {
             .iter()
             .find(|(k, _)| k == "endpoint")
             .map(|(_, v)| v.clone());
-        let dav = match dest.kind.as_str() {
-            "webdav" => Some(Dav::new(&options)?),
+        let dav = match dest.kind {
+            Kind::Webdav => Some(Dav::new(&options)?),
             _ => None,
         };
-        let op = Operator::via_iter(&dest.kind, options)
+        let op = Operator::via_iter(dest.kind.as_str(), options)
             .map_err(|e| {
                 Error::Config(format!(
                     "destination {:?} (kind {:?}): {e}",
@@ -112,7 +112,7 @@ impl Store {
             local_root,
             readers: dest
                 .concurrency
-                .unwrap_or(if dest.kind == "fs" { 1 } else { 4 })
+                .unwrap_or(dest.kind.default_concurrency())
                 .max(1),
             repair: dest.repair,
             stall,

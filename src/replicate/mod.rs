@@ -176,18 +176,16 @@ impl Report {
 /// SFTP reports a refused key as a failed connection: say what to check.
 fn with_hint(dest: &Destination, e: Error) -> Error {
     let msg = e.to_string();
-    if dest.kind == "sftp" && msg.contains("failed to connect") && !msg.contains("ssh:") {
+    if dest.kind == crate::config::Kind::Sftp
+        && msg.contains("failed to connect")
+        && !msg.contains("ssh:")
+    {
         Error::Failed(format!(
             "{msg}: ssh could not connect or log in; check endpoint, user and key (ssh -i KEY -p PORT USER@HOST should work without a password)"
         ))
     } else {
         e
     }
-}
-
-/// Object stores have no folders; a marker object would only be clutter.
-fn is_object_store(kind: &str) -> bool {
-    matches!(kind, "s3" | "gcs" | "azblob" | "b2" | "oss" | "cos" | "obs")
 }
 
 /// Where a set lives on every copy: `<definition>/<set name>`.
@@ -228,7 +226,7 @@ async fn send_missing(
     let single_write_cap = dest.max_single_write.map(|b| b.0).unwrap_or(1 << 30);
     let concurrency = dest
         .concurrency
-        .unwrap_or(if dest.kind == "fs" { 1 } else { 4 })
+        .unwrap_or(dest.kind.default_concurrency())
         .max(1);
 
     // Plan: which sets are complete already, and how many bytes the rest need.
@@ -274,7 +272,7 @@ async fn send_missing(
             task: Arc::clone(&task),
             concurrency,
             readback: dest.verify_readback,
-            make_dirs: !is_object_store(&dest.kind),
+            make_dirs: !dest.kind.is_object_store(),
         };
         let (files, bytes) = job.send_files().await?;
         job.finish().await?;

@@ -142,8 +142,10 @@ pub fn gather(config: &Config) -> Result<Status> {
             let held = held_sets(&rt, config, &store)?;
             Ok((store, held))
         }) {
-            Ok((store, held)) => copy_status(&store, &dest.kind, held, &repository_sets, &audits),
-            Err(e) => unreadable(dest.name(), &dest.kind, e),
+            Ok((store, held)) => {
+                copy_status(&store, dest.kind.as_str(), held, &repository_sets, &audits)
+            }
+            Err(e) => unreadable(dest.name(), dest.kind.as_str(), e),
         };
         copies.push(status);
     }
