@@ -224,7 +224,10 @@ pub fn run(
         };
         let outcome = writer_lock(&rt, config, copy, options.repair).and_then(|held| {
             // Without the lock, another run may be writing sets here right now.
-            let written = held.is_none() && being_written(&rt, config, copy);
+            let written = match held.is_none() {
+                true => being_written(&rt, config, copy)?,
+                false => false,
+            };
             let audited = rt.block_on_stoppable(check::audit_copy(
                 copy,
                 &others,
@@ -236,7 +239,7 @@ pub fn run(
                 &mut copy_report,
             ));
             if let Some(lock) = held.and_then(|h| h.copy) {
-                rt.block_on(lock.release());
+                rt.block_on(lock.release(&audited));
             }
             audited
         });
@@ -438,12 +441,12 @@ fn writer_lock(
 }
 
 /// Whether another run holds the copy's writer lock (replicate, cleanup, a repair).
-fn being_written(rt: &crate::copy::Runtime, config: Option<&Config>, copy: &Store) -> bool {
+fn being_written(rt: &crate::copy::Runtime, config: Option<&Config>, copy: &Store) -> Result<bool> {
     let in_state = config.is_some_and(|c| {
         c.destination(&copy.name).is_some()
             && crate::lock::held(&crate::lock::destination_lock(c, &copy.name))
     });
-    in_state || copy.lock_held() || rt.block_on(copy.copy_lock_held())
+    Ok(in_state || copy.lock_held() || rt.block_on_stoppable(copy.copy_lock_held())?)
 }
 
 /// Sets per status, for summaries.

@@ -130,7 +130,11 @@ pub fn run(config: &Config, req: &Request, confirm: Confirm) -> Result<Report> {
                 let copy_lock = rt.block_on_stoppable(store.take_copy_lock("cleanup"))?;
                 let report = clean_copy(config, req, &rt, &state, &store, Some(keep), confirm);
                 if let Some(lock) = copy_lock {
-                    rt.block_on(lock.release());
+                    let ended = match &report.error {
+                        Some(_) if report.interrupted => Err(Error::Interrupted),
+                        _ => Ok(()),
+                    };
+                    rt.block_on(lock.release(&ended));
                 }
                 Ok(report)
             })

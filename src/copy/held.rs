@@ -68,6 +68,7 @@ pub struct CopyLock {
     op: opendal::Operator,
     beating: tokio::task::JoinHandle<()>,
     run: String,
+    stall: Duration,
 }
 
 impl Store {
@@ -118,6 +119,7 @@ impl Store {
             op: self.op.clone(),
             beating,
             run,
+            stall: self.stall,
         }))
     }
 
@@ -153,27 +155,39 @@ impl Store {
         Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
-    /// Whether a live run of any machine holds this remote copy's lock now.
-    pub async fn copy_lock_held(&self) -> bool {
+    /// Whether a live run of any machine holds this remote copy's lock now. A copy that
+    /// does not answer is the caller's error (it would not answer the audit either).
+    pub async fn copy_lock_held(&self) -> Result<bool> {
         if self.local_root.is_some() {
-            return false;
+            return Ok(false);
         }
-        matches!(self.copy_lock_holder().await, Ok(Some(h)) if !h.is_gone())
+        Ok(matches!(self.copy_lock_holder().await?, Some(h) if !h.is_gone()))
     }
 }
 
 impl CopyLock {
-    /// Let go: the heartbeat stops and the lock goes (when it is still ours).
-    pub async fn release(self) {
+    /// Let go once the run on the copy ended with `ended`: the heartbeat stops and the lock
+    /// goes (when it is still ours). After a stop request, or when the copy itself failed
+    /// (it would not answer this either: waiting for it again would add a deadline to the
+    /// one that ran out), it is left: a run on this machine takes it over at once, one
+    /// elsewhere once it is stale.
+    pub async fn release<T>(self, ended: &Result<T>) {
         self.beating.abort();
-        let ours = match self.op.read(LOCK).await {
-            Ok(bytes) => {
+        let copy_failed = matches!(
+            ended,
+            Err(Error::Interrupted | Error::Stalled { .. } | Error::Storage { .. })
+        );
+        if copy_failed {
+            return;
+        }
+        let ours = match tokio::time::timeout(self.stall, self.op.read(LOCK)).await {
+            Ok(Ok(bytes)) => {
                 serde_json::from_slice::<Holder>(&bytes.to_vec()).is_ok_and(|h| h.run == self.run)
             }
-            Err(_) => false,
+            _ => false,
         };
         if ours {
-            let _ = tokio::time::timeout(HEARTBEAT, self.op.delete(LOCK)).await;
+            let _ = tokio::time::timeout(self.stall, self.op.delete(LOCK)).await;
         }
     }
 }

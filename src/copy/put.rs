@@ -17,8 +17,11 @@ use crate::tools::process::check_stop;
 
 /// Bytes read and written per step (and the part size for multipart services).
 pub const CHUNK: usize = 8 << 20;
-/// Parts of one file in flight at once (multipart services).
-const PARTS_IN_FLIGHT: usize = 2;
+/// Parts of one file in flight at once (multipart services). One: the write of the next
+/// part then waits for it, under darvault's stall deadline (a part uploaded in the
+/// background was seen stalled only by OpenDAL's own timeout, which a retry then
+/// doubled); files go four at a time, so the link stays busy.
+const PARTS_IN_FLIGHT: usize = 1;
 /// The suffix of a file being written, before it is proven and moved into place.
 pub const PARTIAL: &str = ".darvault-partial";
 

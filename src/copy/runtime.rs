@@ -12,7 +12,7 @@ pub fn runtime() -> Result<Runtime> {
 }
 
 /// The I/O runtime. When it goes, blocking work still running (a write to a local disk
-/// that hung, given up on after the stall deadline) gets a few seconds, not forever: a
+/// that hung, given up on after the stall deadline) gets a second, not forever: a
 /// process holding a copy's lock must end.
 pub struct Runtime(Option<tokio::runtime::Runtime>);
 
@@ -51,7 +51,7 @@ pub async fn stop_requested() {
 impl Drop for Runtime {
     fn drop(&mut self) {
         if let Some(rt) = self.0.take() {
-            rt.shutdown_timeout(std::time::Duration::from_secs(5));
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
         }
     }
 }

@@ -103,7 +103,8 @@ impl Store {
                 TimeoutLayer::new()
                     .with_timeout(OPERATION_TIMEOUT)
                     // A backstop behind darvault's own stall deadline (`within`), which
-                    // fires first and is not retried.
+                    // fires first and is not retried (at the same length, OpenDAL's would
+                    // win the race and be retried as a temporary error).
                     .with_io_timeout(dest.stall_timeout.map(|d| d.0).unwrap_or(STALL) * 3),
             );
         Ok(Store {
@@ -194,9 +195,10 @@ impl Store {
         let mut failures = 0;
         let mut failing_since = None;
         loop {
-            let started = std::time::Instant::now();
             let outcome = attempt().await;
-            let since = *failing_since.get_or_insert(started);
+            // The budget runs from the first failure (a long transfer that moved bytes for
+            // an hour and then broke is tried again).
+            let since = *failing_since.get_or_insert_with(std::time::Instant::now);
             let within_budget = since.elapsed() + pause <= self.stall;
             match outcome {
                 Err(e) if e.retry_helps() && failures < self.retries && within_budget => {
@@ -639,15 +641,11 @@ impl Store {
     }
 
     async fn read_remote(&self, path: &str) -> Result<Option<Vec<u8>>> {
-        match tokio::time::timeout(self.stall, self.op.read(path)).await {
-            Ok(Ok(b)) => Ok(Some(b.to_vec())),
-            Ok(Err(e)) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
-            Ok(Err(e)) => Err(storage_error(
-                &format!("cannot read {path} on {}", self.name),
-                e,
-            )),
-            Err(_) => Err(self.stalled(&format!("cannot read {path}"))),
-        }
+        let what = format!("cannot read {path}");
+        Ok(self
+            .within_found(&what, self.op.read(path))
+            .await?
+            .map(|b| b.to_vec()))
     }
 
     /// What `read` gets of a file of a local copy; None when it is missing. A link is never

@@ -208,7 +208,7 @@ async fn to_destination(
     let copy_lock = remote.take_copy_lock("replicate").await?;
     let sent = send_missing(dest, sets, state, progress, &remote, began).await;
     if let Some(lock) = copy_lock {
-        lock.release().await;
+        lock.release(&sent).await;
     }
     sent
 }
