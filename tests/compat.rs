@@ -48,15 +48,14 @@ fn sums(root: &Path) -> String {
         .collect()
 }
 
-fn darvault(env: &Env, args: &[&str]) -> std::process::Output {
-    let out = env.cmd().args(args).output().unwrap();
-    eprintln!(
-        "$ darvault {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+/// The set of the copy's `docs` whose name holds `level` ("_FULL_", "_DIFF_").
+fn set_of(copy: &Path, level: &str) -> PathBuf {
+    fs::read_dir(copy.join("docs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| name_of(p).contains(level))
+        .unwrap()
 }
 
 #[test]
@@ -84,72 +83,40 @@ fn a_copy_made_by_darvault_0_1_0_audits_restores_and_repairs() {
             .success()
     );
     let copy_arg = copy.display().to_string();
-    assert_eq!(code(&darvault(&env, &["audit", &copy_arg])), 0);
+    assert_eq!(code(&env.run(&["audit", &copy_arg])), 0);
 
     let expected =
-        |level: &str| fs::read_to_string(fixture.join(format!("expected-{level}.sha256")));
-    let newest = env.path("restored-newest");
-    let out = darvault(
-        &env,
-        &[
-            "restore",
-            "--from",
-            &copy_arg,
-            "-d",
-            "docs",
-            "--target",
-            &newest.display().to_string(),
-        ],
-    );
-    assert_eq!(code(&out), 0);
-    assert_eq!(sums(&newest), expected("incr").unwrap());
-
-    let diff = fs::read_dir(copy.join("docs"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| name_of(p).contains("_DIFF_"))
-        .unwrap();
-    let manifest = fs::read_to_string(diff.join("MANIFEST.toml")).unwrap();
+        |level: &str| fs::read_to_string(fixture.join(format!("expected-{level}.sha256"))).unwrap();
+    // The tree restored from the copy into `target`, as of `when` (None: the newest set).
+    let restored = |target: &str, when: Option<&str>| {
+        let target = env.path(target);
+        let mut args = vec!["restore", "--from", &copy_arg, "-d", "docs"];
+        args.extend(when.map(|w| ["--as-of", w]).into_iter().flatten());
+        let target_arg = target.display().to_string();
+        args.extend(["--target", &target_arg]);
+        assert_eq!(code(&env.run(&args)), 0);
+        sums(&target)
+    };
+    assert_eq!(restored("restored-newest", None), expected("incr"));
+    let manifest = fs::read_to_string(set_of(&copy, "_DIFF_").join("MANIFEST.toml")).unwrap();
     let created = manifest
         .lines()
         .find_map(|l| l.strip_prefix("created = "))
         .unwrap()
         .trim_matches('"')
         .to_owned();
-    let as_of_diff = env.path("restored-diff");
-    let out = darvault(
-        &env,
-        &[
-            "restore",
-            "--from",
-            &copy_arg,
-            "-d",
-            "docs",
-            "--as-of",
-            &created,
-            "--target",
-            &as_of_diff.display().to_string(),
-        ],
-    );
-    assert_eq!(code(&out), 0);
-    assert_eq!(sums(&as_of_diff), expected("diff").unwrap());
+    assert_eq!(restored("restored-diff", Some(&created)), expected("diff"));
 
     // Bitrot in a slice of the FULL: repaired in place with the set's own PAR2.
-    let full = fs::read_dir(copy.join("docs"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| name_of(p).contains("_FULL_"))
-        .unwrap();
+    let full = set_of(&copy, "_FULL_");
     let slice = full.join(format!("{}.1.dar", name_of(&full)));
     let mut bytes = fs::read(&slice).unwrap();
     for at in [4000, 4001, 4002, 4003] {
         bytes[at] ^= 0x5a;
     }
     fs::write(&slice, bytes).unwrap();
-    assert_eq!(code(&darvault(&env, &["audit", &copy_arg])), 4);
-    assert_eq!(code(&darvault(&env, &["audit", &copy_arg, "--repair"])), 0);
+    assert_eq!(code(&env.run(&["audit", &copy_arg])), 4);
+    assert_eq!(code(&env.run(&["audit", &copy_arg, "--repair"])), 0);
     for set in fs::read_dir(copy.join("docs")).unwrap().flatten() {
         sha256sum_check(&set.path());
     }

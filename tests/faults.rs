@@ -870,19 +870,25 @@ fn mute_server() -> u16 {
     port
 }
 
+/// A small FULL in the repository, and a WebDAV destination `mute` on a server that never
+/// answers, with this stall_timeout.
+fn backup_beside_a_mute_server(env: &Env, stall: &str) {
+    video_source(env, 2);
+    let port = mute_server();
+    let dest = format!(
+        "[[destination]]\nname = \"mute\"\nkind = \"webdav\"\nendpoint = \"http://127.0.0.1:{port}\"\n\
+         username = \"u\"\npassword = \"p\"\nroot = \"/x\"\nstall_timeout = {stall:?}\n"
+    );
+    configure(env, "8M", &dest);
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+}
+
 /// One way to stop: SIGTERM reaches a wait on a server that never answers (a long
 /// stall_timeout, retries pending): replicate and audit end with exit 130 within 2 s.
 #[test]
 fn sigterm_ends_a_wait_on_a_server_that_never_answers() {
     let env = Env::new();
-    video_source(&env, 2);
-    let port = mute_server();
-    let dest = format!(
-        "[[destination]]\nname = \"mute\"\nkind = \"webdav\"\nendpoint = \"http://127.0.0.1:{port}\"\n\
-         username = \"u\"\npassword = \"p\"\nroot = \"/x\"\nstall_timeout = \"2m\"\n"
-    );
-    configure(&env, "8M", &dest);
-    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    backup_beside_a_mute_server(&env, "2m");
     for args in [&["replicate"][..], &["audit", "mute"][..]] {
         let mut run = env
             .cmd()
@@ -912,14 +918,7 @@ fn sigterm_ends_a_wait_on_a_server_that_never_answers() {
 #[test]
 fn every_verb_on_a_mute_server_fails_within_one_stall_timeout() {
     let env = Env::new();
-    video_source(&env, 2);
-    let port = mute_server();
-    let dest = format!(
-        "[[destination]]\nname = \"mute\"\nkind = \"webdav\"\nendpoint = \"http://127.0.0.1:{port}\"\n\
-         username = \"u\"\npassword = \"p\"\nroot = \"/x\"\nstall_timeout = \"3s\"\n"
-    );
-    configure(&env, "8M", &dest);
-    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    backup_beside_a_mute_server(&env, "3s");
     let target = env.path("restored").display().to_string();
     let verbs: [&[&str]; 5] = [
         &["replicate"],

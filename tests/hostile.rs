@@ -48,17 +48,22 @@ fn sets_on(copy: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// `darvault --json audit COPY ARGS` with no config: (exit code, report).
-fn audit(env: &Env, copy: &Path, args: &[&str]) -> (i32, serde_json::Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_darvault"))
+/// `darvault --json audit COPY ARGS` with no config, to run.
+fn audit_command(env: &Env, copy: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_darvault"));
+    command
         .env("HOME", env.path("home"))
         .env("XDG_STATE_HOME", env.path("home/.local/state"))
         .env("XDG_CONFIG_HOME", env.path("nowhere"))
         .args(["--json", "audit"])
         .arg(copy)
-        .args(args)
-        .output()
-        .unwrap();
+        .args(args);
+    command
+}
+
+/// `darvault --json audit COPY ARGS` with no config: (exit code, report).
+fn audit(env: &Env, copy: &Path, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = audit_command(env, copy, args).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
     (
@@ -379,13 +384,7 @@ fn audit_within(
     args: &[&str],
     limit: std::time::Duration,
 ) -> Option<(i32, serde_json::Value)> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_darvault"))
-        .env("HOME", env.path("home"))
-        .env("XDG_STATE_HOME", env.path("home/.local/state"))
-        .env("XDG_CONFIG_HOME", env.path("nowhere"))
-        .args(["--json", "audit"])
-        .arg(copy)
-        .args(args)
+    let mut child = audit_command(env, copy, args)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -187,6 +187,16 @@ fn an_interrupted_removal_is_finished_and_never_resurrected() {
     assert!(!old.exists(), "the next cleanup finished the removal");
 }
 
+/// Everything under `dir` (itself not included).
+fn inside(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .flatten()
+        .map(|e| e.path().to_owned())
+        .collect()
+}
+
 /// A cleanup killed at any step of a set's removal (the first file, the last file before the
 /// intent record, the record itself, the folder) leaves the record as long as anything it
 /// governs is there; the next cleanup finishes the removal and audit never calls it damage.
@@ -222,12 +232,7 @@ fn a_cleanup_killed_at_any_step_of_a_removal_is_finished_by_the_next() {
             "step {step}: the kill point ({syscall} #{when}) was not reached"
         );
         assert!(old.exists(), "step {step}: killed before the folder went");
-        let left: Vec<_> = walkdir::WalkDir::new(&old)
-            .min_depth(1)
-            .into_iter()
-            .flatten()
-            .map(|e| e.path().to_owned())
-            .collect();
+        let left = inside(&old);
         assert!(
             left.is_empty() || old.join(".darvault-removing").exists(),
             "step {step}: files left without the intent record: {left:?}"
@@ -285,12 +290,7 @@ fn a_cleanup_of_an_sftp_copy_killed_mid_removal_is_finished_by_the_next() {
             "step {step}: the kill point was reached: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let left: Vec<_> = walkdir::WalkDir::new(&old)
-            .min_depth(1)
-            .into_iter()
-            .flatten()
-            .map(|e| e.path().to_owned())
-            .collect();
+        let left = inside(&old);
         assert!(
             old.join(".darvault-removing").exists(),
             "step {step}: the record outlives what it governs: {left:?}"

@@ -240,23 +240,24 @@ impl Store {
     /// Those of `paths` that are (or go through) symbolic links, looked at in one go (local
     /// copies; a remote copy holds no links).
     pub async fn links_among(&self, paths: Vec<String>) -> Result<Vec<String>> {
-        let Some(root) = self.local_root.clone() else {
-            return Ok(Vec::new());
-        };
-        self.blocking("cannot look at the files", move |seen| {
-            paths
-                .into_iter()
-                .filter(|p| {
-                    seen.fetch_add(1, Ordering::Relaxed);
-                    goes_through_link(&root, p)
-                })
-                .collect()
-        })
-        .await
+        self.local_among(paths, goes_through_link).await
     }
 
     /// Those of `paths` where a folder stands (local copies), looked at in one go.
     pub async fn folders_among(&self, paths: Vec<String>) -> Result<Vec<String>> {
+        self.local_among(paths, |root, p| {
+            std::fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_dir())
+        })
+        .await
+    }
+
+    /// Those of `paths` of a local copy for which `is` holds, on one thread under the stall
+    /// deadline (one call per path would cost a thread each); none on a remote copy.
+    async fn local_among(
+        &self,
+        paths: Vec<String>,
+        is: fn(&Path, &str) -> bool,
+    ) -> Result<Vec<String>> {
         let Some(root) = self.local_root.clone() else {
             return Ok(Vec::new());
         };
@@ -265,7 +266,7 @@ impl Store {
                 .into_iter()
                 .filter(|p| {
                     seen.fetch_add(1, Ordering::Relaxed);
-                    std::fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_dir())
+                    is(&root, p)
                 })
                 .collect()
         })
