@@ -691,7 +691,8 @@ fn kill_9_mid_sftp_leaves_no_ssh_behind() {
 #[test]
 fn a_repairing_audit_does_not_write_beside_replicate() {
     let env = Env::new();
-    video_source(&env, 24);
+    // 48 MiB at 8 MB/s: the replicate still runs while the others try.
+    video_source(&env, 48);
     let usb = env.path("usb");
     configure(
         &env,
@@ -949,7 +950,8 @@ fn every_verb_on_a_mute_server_fails_within_one_stall_timeout() {
 #[test]
 fn a_remote_copy_carries_its_own_writer_lock() {
     let env = Env::new();
-    video_source(&env, 24);
+    // 48 MiB at 8 MB/s: the replicate still runs while the two others try.
+    video_source(&env, 48);
     let (sftp, root) = destination(
         "sftp",
         "copy-lock",
