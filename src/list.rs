@@ -36,7 +36,7 @@ pub struct SetLine {
 
 /// List the sets of a copy for the named definitions (all found when `names` is empty).
 pub fn list(copy: &Store, names: &[String]) -> Result<Listing> {
-    crate::copy::runtime()?.block_on(list_async(copy, names))
+    crate::copy::runtime()?.block_on_stoppable(list_async(copy, names))
 }
 
 async fn list_async(copy: &Store, names: &[String]) -> Result<Listing> {

@@ -885,12 +885,21 @@ fn backup_beside_a_mute_server(env: &Env, stall: &str) {
 }
 
 /// One way to stop: SIGTERM reaches a wait on a server that never answers (a long
-/// stall_timeout, retries pending): replicate and audit end with exit 130 within 2 s.
+/// stall_timeout, retries pending): every verb that reads a copy ends with exit 130 within
+/// 2 s.
 #[test]
 fn sigterm_ends_a_wait_on_a_server_that_never_answers() {
     let env = Env::new();
     backup_beside_a_mute_server(&env, "2m");
-    for args in [&["replicate"][..], &["audit", "mute"][..]] {
+    let target = env.path("restored").display().to_string();
+    let verbs: [&[&str]; 5] = [
+        &["replicate"],
+        &["audit", "mute"],
+        &["list", "mute"],
+        &["restore", "--from", "mute", "--target", &target],
+        &["drill", "mute"],
+    ];
+    for args in verbs {
         let mut run = env
             .cmd()
             .args(args)

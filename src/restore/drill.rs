@@ -67,7 +67,7 @@ pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {
     let mut c = Catalogues::open(config, req.from.as_deref())?;
     c.trust_bundle = req.trust_bundle;
     let definitions = if req.definitions.is_empty() {
-        c.rt.block_on(c.copy.definitions())?
+        c.rt.block_on_stoppable(c.copy.definitions())?
     } else {
         req.definitions.clone()
     };

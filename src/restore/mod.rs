@@ -132,8 +132,8 @@ fn open_copy(config: Option<&Config>, from: Option<&str>) -> Result<Store> {
     }
 }
 
-fn sets_of(rt: &tokio::runtime::Runtime, copy: &Store, definition: &str) -> Result<Vec<FoundSet>> {
-    let found = rt.block_on(copy.sets(definition))?;
+fn sets_of(rt: &crate::copy::Runtime, copy: &Store, definition: &str) -> Result<Vec<FoundSet>> {
+    let found = rt.block_on_stoppable(copy.sets(definition))?;
     for p in &found.problems {
         tracing::warn!("{p}");
     }
@@ -288,7 +288,7 @@ pub fn find(config: Option<&Config>, req: &FindRequest) -> Result<Found> {
     let whole_path = req.pattern.contains('/');
     let c = Catalogues::open(config, req.from.as_deref())?;
     let definitions = if req.definitions.is_empty() {
-        c.rt.block_on(c.copy.definitions())?
+        c.rt.block_on_stoppable(c.copy.definitions())?
     } else {
         req.definitions.clone()
     };
@@ -792,7 +792,7 @@ struct Proven {
 /// Files of the copy made readable for dar, each proven against its manifest entry: in
 /// place on a local copy, downloaded (and hashed on the way) into the scratch folder else.
 struct Fetch<'a> {
-    rt: &'a tokio::runtime::Runtime,
+    rt: &'a crate::copy::Runtime,
     copy: &'a Store,
     scratch: &'a Path,
     downloaded: u64,
@@ -805,7 +805,7 @@ struct Fetch<'a> {
 }
 
 impl<'a> Fetch<'a> {
-    fn new(rt: &'a tokio::runtime::Runtime, copy: &'a Store, scratch: &'a Path) -> Self {
+    fn new(rt: &'a crate::copy::Runtime, copy: &'a Store, scratch: &'a Path) -> Self {
         Fetch {
             rt,
             copy,
@@ -833,7 +833,7 @@ impl<'a> Fetch<'a> {
         if !self.sums.contains_key(&key) {
             let sums = match self.file(set, &group.index) {
                 Ok(index) => {
-                    let bytes = self.rt.block_on(self.copy.read_here(&index))?;
+                    let bytes = self.rt.block_on_stoppable(self.copy.read_here(&index))?;
                     BlockSums::parse(&bytes).ok().map(Arc::new)
                 }
                 Err(Error::Interrupted) => return Err(Error::Interrupted),
@@ -882,12 +882,13 @@ impl<'a> Fetch<'a> {
             .iter()
             .map(|(set, path)| format!("{}/{path}", copy.location(set)))
             .collect();
-        let hashed: Vec<Result<Option<(u64, String)>>> = self.rt.block_on(
-            futures_util::stream::iter(stored.iter())
+        let hashed: Vec<Result<Option<(u64, String)>>> = self.rt.block_on_stoppable(async {
+            Ok(futures_util::stream::iter(stored.iter())
                 .map(|path| copy.hash(path))
                 .buffered(cores)
-                .collect(),
-        );
+                .collect()
+                .await)
+        })?;
         hashed
             .into_iter()
             .map(|got| match got {
@@ -911,12 +912,13 @@ impl<'a> Fetch<'a> {
             targets.push((format!("{}/{path}", self.copy.location(set)), local));
         }
         let copy = self.copy;
-        let got: Vec<Result<Option<(u64, String)>>> = self.rt.block_on(
-            futures_util::stream::iter(targets.iter())
+        let got: Vec<Result<Option<(u64, String)>>> = self.rt.block_on_stoppable(async {
+            Ok(futures_util::stream::iter(targets.iter())
                 .map(|(stored, local)| copy.download(stored, local))
                 .buffered(copy.readers)
-                .collect(),
-        );
+                .collect()
+                .await)
+        })?;
         let mut proven = Vec::new();
         for (((set, path), (_, local)), got) in wanted.iter().zip(targets).zip(got) {
             let got = got?;
@@ -1003,7 +1005,7 @@ impl<'a> Fetch<'a> {
             };
             let read = match self
                 .rt
-                .block_on(self.copy.read_range(&stored, range.clone()))
+                .block_on_stoppable(self.copy.read_range(&stored, range.clone()))
             {
                 Ok(read) => read,
                 Err(Error::Interrupted) => return Err(Error::Interrupted),

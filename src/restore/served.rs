@@ -26,7 +26,7 @@ struct Slice {
 
 /// The slices of one set read through its PAR2 block checksums.
 pub(super) struct ProvenBlocks<'a> {
-    rt: &'a tokio::runtime::Runtime,
+    rt: &'a crate::copy::Runtime,
     copy: &'a Store,
     slices: Vec<Slice>,
     /// (slice, block's offset, its bytes), the newest first.
@@ -73,7 +73,7 @@ impl<'a> ProvenBlocks<'a> {
         let end = (start + slice.sums.block_size()).min(length);
         let read = self
             .rt
-            .block_on(self.copy.read_range(&slice.stored, start..end))?;
+            .block_on_stoppable(self.copy.read_range(&slice.stored, start..end))?;
         let bytes = read
             .filter(|b| b.len() as u64 == end - start && slice.sums.proves(&slice.name, start, b))
             .ok_or_else(|| {

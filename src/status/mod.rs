@@ -86,7 +86,7 @@ pub fn gather(config: &Config) -> Result<Status> {
     for d in &config.definitions {
         let name = d.name().as_str();
         let found = match &repository {
-            Ok(store) => rt.block_on(store.sets(name))?,
+            Ok(store) => rt.block_on_stoppable(store.sets(name))?,
             Err(_) => crate::copy::Found::default(),
         };
         let sets: Vec<SetPoint> = found
@@ -173,13 +173,13 @@ fn unreadable(name: &str, kind: &str, e: crate::Error) -> CopyStatus {
 
 /// The sets of the config's definitions a copy holds, with their sizes.
 fn held_sets(
-    rt: &tokio::runtime::Runtime,
+    rt: &crate::copy::Runtime,
     config: &Config,
     store: &Store,
 ) -> Result<Vec<(String, u64)>> {
     let mut held = Vec::new();
     for d in &config.definitions {
-        let found = rt.block_on(store.sets(d.name().as_str()))?;
+        let found = rt.block_on_stoppable(store.sets(d.name().as_str()))?;
         held.extend(found.sets.iter().map(|s| {
             (
                 s.manifest.set.name.clone(),
