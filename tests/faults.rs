@@ -51,6 +51,15 @@ fn error_of(out: &std::process::Output) -> String {
         .to_owned()
 }
 
+/// The names in a folder.
+fn names_in(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 fn sh(cmd: &str) {
     let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
     assert!(
@@ -370,11 +379,7 @@ fn a_disk_unmounted_mid_run_stops_the_run_and_nothing_lands_under_the_mount_poin
     let error = error_of(&out);
     assert!(error.contains("no longer on the disk"), "{error}");
     // The mount point on the system disk stayed empty.
-    let under: Vec<_> = fs::read_dir(&usb)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+    let under = names_in(&usb);
     assert!(under.is_empty(), "written onto the system disk: {under:?}");
     drop(mounted);
 }
@@ -664,11 +669,9 @@ fn kill_9_mid_sftp_leaves_no_ssh_behind() {
     // Control sockets live in darvault's own private state folder, not beside it, and the
     // next run clears those of masters that are gone.
     let state = env.path("home/.local/state");
-    let beside: Vec<_> = fs::read_dir(&state)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .filter(|n| n.to_string_lossy().starts_with(".ssh-connection"))
+    let beside: Vec<_> = names_in(&state)
+        .into_iter()
+        .filter(|n| n.starts_with(".ssh-connection"))
         .collect();
     assert!(beside.is_empty(), "{beside:?}");
     let control = state.join("darvault/ssh");
@@ -677,11 +680,7 @@ fn kill_9_mid_sftp_leaves_no_ssh_behind() {
         0o700
     );
     assert_eq!(code(&env.run(&["list"])), 0);
-    let stale: Vec<_> = fs::read_dir(&control)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let stale = names_in(&control);
     assert!(stale.is_empty(), "{stale:?}");
 }
 

@@ -513,15 +513,15 @@ impl Store {
         let (root, path) = (root.to_owned(), path.to_owned());
         let file = root.join(path.trim_start_matches('/'));
         let what = format!("cannot read {path}");
-        let job = move |read: &AtomicU64| {
-            if goes_through_link(&root, &path) {
-                return Ok(Examined::Link);
-            }
-            let kind = std::fs::symlink_metadata(&file).map(|m| m.file_type());
-            match kind.ok().and_then(odd_kind) {
-                Some(kind) => Ok(Examined::Odd(kind)),
+        // One look at each step of the path tells a link, a missing file and a FIFO apart
+        // before anything is opened.
+        let job = move |read: &AtomicU64| match look(&root, &path) {
+            Looked::Link => Ok(Examined::Link),
+            Looked::Missing => Ok(Examined::Hashed(None)),
+            Looked::Is(kind) => match odd_kind(kind) {
+                Some(odd) => Ok(Examined::Odd(odd)),
                 None => hash_unlinked(&file, read).map(Examined::Hashed),
-            }
+            },
         };
         match self.blocking_told(&what, job, told).await? {
             Err(Error::Io { source, .. }) => {
@@ -1048,16 +1048,30 @@ fn read_unlinked(
 
 /// Whether `path` under `root`, or a folder on the way to it, is a symbolic link.
 fn goes_through_link(root: &Path, path: &str) -> bool {
+    matches!(look(root, path), Looked::Link)
+}
+
+/// What `path` under `root` is, each step looked at without following a link.
+enum Looked {
+    /// It, or a folder on the way, is a symbolic link.
+    Link,
+    /// It (or a folder on the way) is not there; or it is the root itself.
+    Missing,
+    Is(std::fs::FileType),
+}
+
+fn look(root: &Path, path: &str) -> Looked {
     let mut at = root.to_owned();
+    let mut last = Looked::Missing;
     for part in path.split('/').filter(|p| !p.is_empty()) {
         at.push(part);
         match std::fs::symlink_metadata(&at) {
-            Ok(m) if m.file_type().is_symlink() => return true,
-            Ok(_) => {}
-            Err(_) => return false,
+            Ok(m) if m.file_type().is_symlink() => return Looked::Link,
+            Ok(m) => last = Looked::Is(m.file_type()),
+            Err(_) => return Looked::Missing,
         }
     }
-    false
+    last
 }
 
 /// A copy that hung while it was being opened.
