@@ -74,6 +74,16 @@ pub fn change_sample_data(dir: &Path, round: u32) -> Result<()> {
     Ok(())
 }
 
+/// The demo's folders and config, and where it narrates.
+struct Demo<'a> {
+    dir: &'a Path,
+    data: PathBuf,
+    offsite: PathBuf,
+    config: Config,
+    progress: &'a dyn Progress,
+    say: &'a mut dyn FnMut(&str),
+}
+
 /// Run the demo in `dir` (created; it must be empty or new). `say` narrates each step.
 /// `kept`: whether `dir` outlives the demo (else the closing hint says how to keep it).
 pub fn run(
@@ -82,151 +92,214 @@ pub fn run(
     progress: &dyn Progress,
     say: &mut dyn FnMut(&str),
 ) -> Result<u8> {
-    fs::create_dir_all(dir).map_err(Error::io("cannot create", dir))?;
-    if fs::read_dir(dir)
-        .map_err(Error::io("cannot read", dir))?
-        .next()
-        .is_some()
-    {
-        return Err(Error::Usage(format!(
-            "{} is not empty: give the demo a new or empty directory",
-            dir.display()
-        )));
-    }
-    let data = dir.join("data");
-    let repository = dir.join("repository");
-    let config_path = dir.join("config.toml");
-    make_sample_data(&data, 7)?;
-    say(&format!("1. Made sample data in {}", data.display()));
-    let offsite = dir.join("offsite-disk");
-    let config_text = format!(
-        "repository = {}\nstate_dir = {}\n\n[[definition]]\nname = \"demo\"\nsource = {}\nslice_size = \"512K\"\n\n[definition.restore_test]\ncount = 3\n\n[[destination]]\nname = \"offsite\"\nkind = \"fs\"\nroot = {}\n",
-        toml_string(&repository.display().to_string()),
-        toml_string(&dir.join("state").display().to_string()),
-        toml_string(&data.display().to_string()),
-        toml_string(&offsite.display().to_string()),
-    );
-    fs::write(&config_path, &config_text).map_err(Error::io("cannot write", &config_path))?;
-    say(&format!(
-        "2. Wrote a config to {}:\n{}",
-        config_path.display(),
-        indent(&config_text)
-    ));
-    let config = Config::load(&config_path)?;
-
-    let mut worst = exit::OK;
-    let steps: [(Level, Option<u32>); 3] = [
-        (Level::Full, None),
-        (Level::Diff, Some(1)),
-        (Level::Incr, Some(2)),
-    ];
-    for (i, (level, change_round)) in steps.into_iter().enumerate() {
-        if let Some(round) = change_round {
-            change_sample_data(&data, round)?;
-            say(&format!(
-                "{}. Changed the data: edited a note, added a photo, deleted a note",
-                3 + 2 * i - 1
-            ));
-        }
-        let report = backup::run(&config, level, &[], progress)?;
-        worst = worst.max(report.exit_code());
-        for d in &report.definitions {
-            match &d.result {
-                backup::Outcome::Published(s) => say(&format!(
-                    "{}. backup --{}: published {} ({} slices, {} files saved; dar -t passed; restore test {}: {} files compared)",
-                    3 + 2 * i,
-                    level.as_str().to_lowercase(),
-                    s.set,
-                    s.slices,
-                    s.saved_files,
-                    s.restore_test.outcome,
-                    s.restore_test.compared
-                )),
-                backup::Outcome::Failed { error, .. } => say(&format!(
-                    "backup --{} failed: {error}",
-                    level.as_str().to_lowercase()
-                )),
-            }
-        }
-    }
-    let listing = list::list(&crate::copy::repository(&config)?, &[])?;
-    for d in &listing.definitions {
-        say(&format!(
-            "8. The repository now holds the chain of {:?}:",
-            d.definition
-        ));
-        for s in &d.sets {
-            say(&format!(
-                "     {}  {} bytes  base: {}",
-                s.name,
-                s.size,
-                s.base.as_deref().unwrap_or("-")
-            ));
-        }
-    }
-    if let Some(full) = crate::copy::LocalCopy::new(&repository)
-        .sets("demo")?
-        .sets
-        .first()
-    {
-        say(&format!("   {} holds:", full.manifest.set.name));
-        for f in &full.manifest.files {
-            say(&format!(
-                "     {:<52} {:>9} bytes  {:?}  sha256 {}…",
-                f.path,
-                f.size,
-                f.role,
-                &f.sha256[..16]
-            ));
-        }
-        say(
-            "     MANIFEST.toml, SHA256SUMS (which sha256sum -c checks: every file and the manifest)",
-        );
-    }
-    let replicated = crate::replicate::run(&config, &[], &[], progress)?;
-    worst = worst.max(replicated.exit_code());
-    for d in &replicated.destinations {
-        match &d.result {
-            crate::replicate::Outcome::Done(s) => say(&format!(
-                "9. replicate: {} set(s), {} files sent to {:?} ({}), each hashed on the way and checked against its manifest",
-                s.sent.len(),
-                s.files_sent,
-                d.destination,
-                offsite.display()
-            )),
-            crate::replicate::Outcome::Failed { error, .. } => {
-                say(&format!("replicate failed: {error}"))
-            }
-        }
-    }
-    // Bitrot on the offsite disk: flip bytes in a slice of the FULL, audit, repair.
+    let mut demo = Demo::prepare(dir, progress, say)?;
+    let mut worst = demo.backups()?;
+    let listing = demo.show_repository()?;
+    worst = worst.max(demo.replicate()?);
+    // The FULL: damaged on the offsite disk, repaired, then restored from as of its date.
     if let Some(full) = listing.definitions.first().and_then(|d| d.sets.first()) {
-        let slice = offsite
+        worst = worst.max(demo.bitrot(&full.name)?);
+        demo.restore_as_of(&full.created)?;
+    }
+    let newest: Option<PathBuf> = listing
+        .definitions
+        .first()
+        .and_then(|d| d.sets.last())
+        .map(|s| demo.offsite.join("demo").join(&s.name));
+    match newest {
+        Some(set) if kept => (demo.say)(&format!(
+            "   Each set proves itself: cd {} && sha256sum -c SHA256SUMS",
+            set.display()
+        )),
+        Some(_) => (demo.say)(
+            "   Each set proves itself with `sha256sum -c SHA256SUMS` inside its folder. This demo's \
+             folder is removed now; run `darvault demo --dir DIR` to keep one and look.",
+        ),
+        None => {}
+    }
+    Ok(worst)
+}
+
+impl<'a> Demo<'a> {
+    /// Steps 1 and 2: sample data and a config, in a new or empty `dir`.
+    fn prepare(
+        dir: &'a Path,
+        progress: &'a dyn Progress,
+        say: &'a mut dyn FnMut(&str),
+    ) -> Result<Demo<'a>> {
+        fs::create_dir_all(dir).map_err(Error::io("cannot create", dir))?;
+        if fs::read_dir(dir)
+            .map_err(Error::io("cannot read", dir))?
+            .next()
+            .is_some()
+        {
+            return Err(Error::Usage(format!(
+                "{} is not empty: give the demo a new or empty directory",
+                dir.display()
+            )));
+        }
+        let data = dir.join("data");
+        let repository = dir.join("repository");
+        let config_path = dir.join("config.toml");
+        make_sample_data(&data, 7)?;
+        say(&format!("1. Made sample data in {}", data.display()));
+        let offsite = dir.join("offsite-disk");
+        let config_text = format!(
+            "repository = {}\nstate_dir = {}\n\n[[definition]]\nname = \"demo\"\nsource = {}\nslice_size = \"512K\"\n\n[definition.restore_test]\ncount = 3\n\n[[destination]]\nname = \"offsite\"\nkind = \"fs\"\nroot = {}\n",
+            toml_string(&repository.display().to_string()),
+            toml_string(&dir.join("state").display().to_string()),
+            toml_string(&data.display().to_string()),
+            toml_string(&offsite.display().to_string()),
+        );
+        fs::write(&config_path, &config_text).map_err(Error::io("cannot write", &config_path))?;
+        say(&format!(
+            "2. Wrote a config to {}:\n{}",
+            config_path.display(),
+            indent(&config_text)
+        ));
+        let config = Config::load(&config_path)?;
+        Ok(Demo {
+            dir,
+            data,
+            offsite,
+            config,
+            progress,
+            say,
+        })
+    }
+
+    /// Steps 3 to 7: a FULL, a week of changes, a DIFF, more changes, an INCR.
+    fn backups(&mut self) -> Result<u8> {
+        let mut worst = exit::OK;
+        let steps: [(Level, Option<u32>); 3] = [
+            (Level::Full, None),
+            (Level::Diff, Some(1)),
+            (Level::Incr, Some(2)),
+        ];
+        for (i, (level, change_round)) in steps.into_iter().enumerate() {
+            if let Some(round) = change_round {
+                change_sample_data(&self.data, round)?;
+                (self.say)(&format!(
+                    "{}. Changed the data: edited a note, added a photo, deleted a note",
+                    3 + 2 * i - 1
+                ));
+            }
+            let report = backup::run(&self.config, level, &[], self.progress)?;
+            worst = worst.max(report.exit_code());
+            for d in &report.definitions {
+                match &d.result {
+                    backup::Outcome::Published(s) => (self.say)(&format!(
+                        "{}. backup --{}: published {} ({} slices, {} files saved; dar -t passed; restore test {}: {} files compared)",
+                        3 + 2 * i,
+                        level.as_str().to_lowercase(),
+                        s.set,
+                        s.slices,
+                        s.saved_files,
+                        s.restore_test.outcome,
+                        s.restore_test.compared
+                    )),
+                    backup::Outcome::Failed { error, .. } => (self.say)(&format!(
+                        "backup --{} failed: {error}",
+                        level.as_str().to_lowercase()
+                    )),
+                }
+            }
+        }
+        Ok(worst)
+    }
+
+    /// Step 8: the chain in the repository, and what its FULL holds.
+    fn show_repository(&mut self) -> Result<list::Listing> {
+        let say = &mut self.say;
+        let listing = list::list(&crate::copy::repository(&self.config)?, &[])?;
+        for d in &listing.definitions {
+            say(&format!(
+                "8. The repository now holds the chain of {:?}:",
+                d.definition
+            ));
+            for s in &d.sets {
+                say(&format!(
+                    "     {}  {} bytes  base: {}",
+                    s.name,
+                    s.size,
+                    s.base.as_deref().unwrap_or("-")
+                ));
+            }
+        }
+        let repository = self.config.repository.path();
+        if let Some(full) = crate::copy::LocalCopy::new(repository)
+            .sets("demo")?
+            .sets
+            .first()
+        {
+            say(&format!("   {} holds:", full.manifest.set.name));
+            for f in &full.manifest.files {
+                say(&format!(
+                    "     {:<52} {:>9} bytes  {:?}  sha256 {}…",
+                    f.path,
+                    f.size,
+                    f.role,
+                    &f.sha256[..16]
+                ));
+            }
+            say(
+                "     MANIFEST.toml, SHA256SUMS (which sha256sum -c checks: every file and the manifest)",
+            );
+        }
+        Ok(listing)
+    }
+
+    /// Step 9: the chain to the offsite disk.
+    fn replicate(&mut self) -> Result<u8> {
+        let replicated = crate::replicate::run(&self.config, &[], &[], self.progress)?;
+        for d in &replicated.destinations {
+            match &d.result {
+                crate::replicate::Outcome::Done(s) => (self.say)(&format!(
+                    "9. replicate: {} set(s), {} files sent to {:?} ({}), each hashed on the way and checked against its manifest",
+                    s.sent.len(),
+                    s.files_sent,
+                    d.destination,
+                    self.offsite.display()
+                )),
+                crate::replicate::Outcome::Failed { error, .. } => {
+                    (self.say)(&format!("replicate failed: {error}"))
+                }
+            }
+        }
+        Ok(replicated.exit_code())
+    }
+
+    /// Steps 10 to 12: bitrot on the offsite disk (bytes flipped in a slice of the FULL),
+    /// found by an audit, repaired by another.
+    fn bitrot(&mut self, full: &str) -> Result<u8> {
+        let slice = self
+            .offsite
             .join("demo")
-            .join(&full.name)
-            .join(format!("{}.2.dar", full.name));
+            .join(full)
+            .join(format!("{full}.2.dar"));
         let mut bytes = fs::read(&slice).map_err(Error::io("cannot read", &slice))?;
         for b in bytes.iter_mut().skip(1000).take(64) {
             *b ^= 0xff;
         }
         fs::write(&slice, bytes).map_err(Error::io("cannot write", &slice))?;
-        say(&format!(
+        (self.say)(&format!(
             "10. Flipped 64 bytes in {} on the offsite disk (bitrot)",
             slice.display()
         ));
-        let state = crate::state::State::open(&config.state_dir())?;
+        let state = crate::state::State::open(&self.config.state_dir())?;
         let offsite_name = ["offsite".to_owned()];
+        let mut worst = exit::OK;
         for (step, repair) in [(11, false), (12, true)] {
             let options = crate::audit::Options {
                 repair,
                 ..Default::default()
             };
             let report = crate::audit::run(
-                Some(&config),
+                Some(&self.config),
                 &offsite_name,
                 &options,
                 &state,
-                progress,
+                self.progress,
                 None,
             )?;
             let files: Vec<String> = report
@@ -243,7 +316,7 @@ pub fn run(
                     format!("{} {} -> {}{from}", f.path, f.found, f.status.as_str())
                 })
                 .collect();
-            say(&format!(
+            (self.say)(&format!(
                 "{step}. audit offsite{}: exit code {}: {}",
                 if repair { " --repair" } else { "" },
                 report.exit_code(),
@@ -254,53 +327,38 @@ pub fn run(
                 }
             ));
             if repair {
-                worst = worst.max(report.exit_code());
+                worst = report.exit_code();
             }
         }
+        Ok(worst)
     }
-    // Restore a file as it was at the FULL, from the offsite copy: the note edited since, and
-    // the one deleted since (absent as of today).
-    if let Some(full) = listing.definitions.first().and_then(|d| d.sets.first()) {
-        let target = dir.join("restored");
+
+    /// Step 13: two files as they were at the FULL, from the offsite copy: the note edited
+    /// since, and the one deleted since (absent as of today).
+    fn restore_as_of(&mut self, created: &str) -> Result<()> {
+        let target = self.dir.join("restored");
         let edited = "documents/year-2020/note-07.txt";
         let deleted = "documents/year-2021/note-08.txt";
         let request = crate::restore::Request {
             from: Some("offsite".into()),
             definition: "demo".into(),
-            as_of: Some(full.created.clone()),
+            as_of: Some(created.to_owned()),
             target: target.clone(),
             paths: vec![edited.into(), deleted.into()],
             overwrite: false,
             trust_bundle: false,
         };
-        let report = crate::restore::run(Some(&config), &request)?;
+        let report = crate::restore::run(Some(&self.config), &request)?;
         let size = |p: &Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        say(&format!(
-            "13. restore --from offsite --as-of {} {edited} {deleted}: from {} into {}:\n     {edited}: {} bytes then, {} bytes today; {deleted}: restored as it was (deleted since)",
-            full.created,
+        (self.say)(&format!(
+            "13. restore --from offsite --as-of {created} {edited} {deleted}: from {} into {}:\n     {edited}: {} bytes then, {} bytes today; {deleted}: restored as it was (deleted since)",
             report.chain.join(" + "),
             target.display(),
             size(&target.join(edited)),
-            size(&data.join(edited)),
+            size(&self.data.join(edited)),
         ));
+        Ok(())
     }
-    let newest: Option<PathBuf> = listing
-        .definitions
-        .first()
-        .and_then(|d| d.sets.last())
-        .map(|s| offsite.join("demo").join(&s.name));
-    match newest {
-        Some(set) if kept => say(&format!(
-            "   Each set proves itself: cd {} && sha256sum -c SHA256SUMS",
-            set.display()
-        )),
-        Some(_) => say(
-            "   Each set proves itself with `sha256sum -c SHA256SUMS` inside its folder. This demo's \
-             folder is removed now; run `darvault demo --dir DIR` to keep one and look.",
-        ),
-        None => {}
-    }
-    Ok(worst)
 }
 
 fn indent(text: &str) -> String {

@@ -185,3 +185,169 @@ fn no_outcome_is_a_string() {
         .collect();
     assert!(as_text.is_empty(), "outcomes kept as text: {as_text:?}");
 }
+
+/// `text` with its comments, string and character literals blanked (newlines kept), so that
+/// braces and keywords left are code.
+fn blank_literals(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                out.push(' ');
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            let mut depth = 0;
+            while i < chars.len() {
+                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    out.push_str("  ");
+                    i += 2;
+                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    out.push_str("  ");
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    out.push(blank(chars[i]));
+                    i += 1;
+                }
+            }
+        } else if c == 'r' && (next == Some('"') || next == Some('#')) && {
+            let hashes = chars[i + 1..].iter().take_while(|c| **c == '#').count();
+            chars.get(i + 1 + hashes) == Some(&'"')
+                && (i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '_'))
+        } {
+            let hashes = chars[i + 1..].iter().take_while(|c| **c == '#').count();
+            let close: String = std::iter::once('"')
+                .chain(std::iter::repeat_n('#', hashes))
+                .collect();
+            let start = i + 2 + hashes;
+            let rest: String = chars[start..].iter().collect();
+            let end = rest.find(&close).map_or(chars.len(), |e| {
+                start + rest[..e].chars().count() + close.chars().count()
+            });
+            out.extend(chars[i..end].iter().map(|c| blank(*c)));
+            i = end;
+        } else if c == '"' {
+            out.push(' ');
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                let step = if chars[i] == '\\' { 2 } else { 1 };
+                for k in 0..step {
+                    if let Some(c) = chars.get(i + k) {
+                        out.push(blank(*c));
+                    }
+                }
+                i += step;
+            }
+            out.push(' ');
+            i += 1;
+        } else if c == '\'' && next == Some('\\') {
+            // An escaped character: up to its closing quote.
+            let end = chars[i + 2..]
+                .iter()
+                .position(|c| *c == '\'')
+                .map_or(chars.len(), |p| i + 3 + p);
+            out.extend(std::iter::repeat_n(' ', end - i));
+            i = end;
+        } else if c == '\'' && chars.get(i + 2) == Some(&'\'') {
+            out.push_str("   ");
+            i += 3;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Each function of `code` (literals blanked) as (its name, its first line, its length in
+/// lines), outside the unit tests.
+fn functions(code: &str) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = code.lines().collect();
+    let end = lines
+        .iter()
+        .position(|l| l.starts_with("#[cfg(test)]"))
+        .unwrap_or(lines.len());
+    let mut found = Vec::new();
+    for start in 0..end {
+        let mut words = lines[start].split_whitespace().peekable();
+        while words
+            .peek()
+            .is_some_and(|w| w.starts_with("pub") || matches!(*w, "async" | "const" | "unsafe"))
+        {
+            words.next();
+        }
+        if words.next() != Some("fn") {
+            continue;
+        }
+        let name: String = words
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let mut depth = 0i32;
+        let mut opened = false;
+        for (at, line) in lines.iter().enumerate().take(end).skip(start) {
+            // A declaration without a body (a trait's) ends at its `;`.
+            if !opened && line.contains(';') && !line.contains('{') {
+                break;
+            }
+            for c in line.chars() {
+                match c {
+                    '{' => {
+                        depth += 1;
+                        opened = true;
+                    }
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+            if opened && depth == 0 {
+                found.push((name.clone(), start + 1, at - start + 1));
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// Functions that say one thing: none over 120 lines.
+#[test]
+fn no_function_is_longer_than_120_lines() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut all = 0;
+    let mut long = Vec::new();
+    for file in sources(&root.join("src")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (name, line, length) in functions(&blank_literals(&text)) {
+            all += 1;
+            if length > 120 {
+                long.push(format!("{}:{line} {name}: {length} lines", file.display()));
+            }
+        }
+    }
+    assert!(all > 500, "the scan found only {all} functions");
+    assert!(long.is_empty(), "functions over 120 lines: {long:#?}");
+}
+
+#[test]
+fn the_function_scan_sees_through_literals() {
+    let text = "fn a() {\n    let s = \"}}}\";\n    let c = '}';\n    // }\n    let r = r#\"}\"#;\n}\nfn b<'x>(v: &'x str) -> &'x str {\n    v\n}\n";
+    let found = functions(&blank_literals(text));
+    assert_eq!(
+        found,
+        vec![("a".to_owned(), 1, 6), ("b".to_owned(), 7, 3)],
+        "{}",
+        blank_literals(text)
+    );
+}

@@ -28,54 +28,13 @@ pub(super) async fn audit_copy(
     progress: &dyn Progress,
     report: &mut CopyReport,
 ) -> Result<bool> {
-    let mut entries = copy.walk("/").await?;
-    // A copy is read only inside its own folder: a symbolic link (to a set, a folder, a
-    // file) is reported and neither followed nor read.
-    let links = copy
-        .links_among(entries.iter().map(|(p, _)| p.clone()).collect())
-        .await?;
-    for link in &links {
-        report.problems.push(format!(
-            "{}: a symbolic link (refused: a copy is read only inside its own folder)",
-            printable(link)
-        ));
-    }
-    let refused: HashSet<&str> = links.iter().map(String::as_str).collect();
-    entries.retain(|(p, _)| {
-        !refused.contains(p.as_str()) && !folders_above(p).any(|d| refused.contains(d))
-    });
+    let entries = entries_inside(copy, report).await?;
     let files: BTreeSet<&str> = entries
         .iter()
         .filter(|e| !e.1)
         .map(|e| e.0.as_str())
         .collect();
-    // A manifest inside a hidden folder (a killed backup's `.staging.*`, a repair's scratch)
-    // is not a set's: those folders are darvault's own unfinished work.
-    let mut set_dirs: BTreeSet<String> = files
-        .iter()
-        .filter(|p| **p == MANIFEST || p.ends_with(&format!("/{MANIFEST}")))
-        .map(|p| parent(p).to_owned())
-        .filter(|dir| !dir.split('/').any(|part| part.starts_with('.')))
-        .collect();
-    for (path, is_dir) in &entries {
-        let name = path.rsplit('/').next().unwrap_or(path);
-        if *is_dir && staging::is_staging(name) {
-            report.problems.push(format!(
-                "{path}: unfinished set (staging leftover), not a set"
-            ));
-        } else if *is_dir && name.parse::<SetName>().is_ok() && !set_dirs.contains(path.as_str()) {
-            // Looks like a set but has no manifest: damaged, or an interrupted copy.
-            set_dirs.insert(path.clone());
-        } else if !*is_dir
-            && !path.split('/').any(|c| c.starts_with('.'))
-            && !folders_above(path).any(|d| set_dirs.contains(d))
-            && !holds_a_set(&set_dirs, path)
-        {
-            report
-                .problems
-                .push(format!("{path}: stray file, not part of any set"));
-        }
-    }
+    let set_dirs = set_folders(&entries, &files, report);
     let holds_sets = !set_dirs.is_empty();
     let present: HashSet<String> = set_dirs
         .iter()
@@ -90,50 +49,12 @@ pub(super) async fn audit_copy(
             in_set.entry(dir).or_default().push(inside(dir, file));
         }
     }
-    let mut selected: Vec<(Option<String>, String)> = Vec::new();
-    for dir in set_dirs {
-        let name = dir.rsplit('/').next().unwrap_or(&dir).to_owned();
-        let definition = name.parse::<SetName>().ok().map(|n| n.definition);
-        if !options.definitions.is_empty()
-            && !definition
-                .as_ref()
-                .is_some_and(|d| options.definitions.contains(d))
-        {
-            continue;
-        }
-        if options.portion.is_some_and(|p| !p.includes(&name)) {
-            continue;
-        }
-        selected.push((state.last_proven(&copy.name, &name)?, dir));
-    }
-    // Oldest-proven first (never proven before all), so an interrupted audit still progresses.
-    selected.sort();
+    let selected = selected_sets(copy, set_dirs, options, state)?;
     let task: Arc<dyn Task> = Arc::from(progress.start(&format!("audit {}", copy.name), None));
-    for (_, dir) in selected {
+    for dir in selected {
         let in_dir = in_set.remove(dir.as_str()).unwrap_or_default();
-        if in_dir.contains(&crate::set::REMOVING) {
-            // Being removed by cleanup: not a set, and never healed back into one.
-            report
-                .problems
-                .push(crate::copy::removal_in_progress(&printable(&dir)));
-            continue;
-        }
-        if !in_dir.contains(&MANIFEST)
-            && (written || in_dir.iter().any(|f| f.ends_with(crate::copy::PARTIAL)))
-        {
-            // Its manifest comes last: a set being copied here (or whose copy was cut
-            // short, which the next replicate finishes) is not damage.
-            report.problems.push(format!(
-                "{}: being written (in progress, or cut short: the next replicate finishes it), not a set yet",
-                printable(&dir)
-            ));
-            continue;
-        }
-        if in_dir.is_empty() {
-            // Nothing to prove and nothing lost: the end of a removal or the start of a copy.
-            report
-                .problems
-                .push(crate::copy::empty_set_folder(&printable(&dir)));
+        if let Some(problem) = not_a_set_yet(&dir, &in_dir, written) {
+            report.problems.push(problem);
             continue;
         }
         let set = match audit_set(copy, others, &dir, &in_dir, config, options, state, &task).await
@@ -152,6 +73,115 @@ pub(super) async fn audit_copy(
     }
     mark_broken_chains(&present, report);
     Ok(holds_sets)
+}
+
+/// Every file and folder of the copy, but its symbolic links and what lies below them: a
+/// copy is read only inside its own folder, so a link (to a set, a folder, a file) is
+/// reported and neither followed nor read.
+async fn entries_inside(copy: &Store, report: &mut CopyReport) -> Result<Vec<(String, bool)>> {
+    let mut entries = copy.walk("/").await?;
+    let links = copy
+        .links_among(entries.iter().map(|(p, _)| p.clone()).collect())
+        .await?;
+    for link in &links {
+        report.problems.push(format!(
+            "{}: a symbolic link (refused: a copy is read only inside its own folder)",
+            printable(link)
+        ));
+    }
+    let refused: HashSet<&str> = links.iter().map(String::as_str).collect();
+    entries.retain(|(p, _)| {
+        !refused.contains(p.as_str()) && !folders_above(p).any(|d| refused.contains(d))
+    });
+    Ok(entries)
+}
+
+/// The folders that hold a set (a manifest, or a set's name), reporting staging leftovers and
+/// stray files on the way.
+fn set_folders(
+    entries: &[(String, bool)],
+    files: &BTreeSet<&str>,
+    report: &mut CopyReport,
+) -> BTreeSet<String> {
+    // A manifest inside a hidden folder (a killed backup's `.staging.*`, a repair's scratch)
+    // is not a set's: those folders are darvault's own unfinished work.
+    let mut set_dirs: BTreeSet<String> = files
+        .iter()
+        .filter(|p| **p == MANIFEST || p.ends_with(&format!("/{MANIFEST}")))
+        .map(|p| parent(p).to_owned())
+        .filter(|dir| !dir.split('/').any(|part| part.starts_with('.')))
+        .collect();
+    for (path, is_dir) in entries {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if *is_dir && staging::is_staging(name) {
+            report.problems.push(format!(
+                "{path}: unfinished set (staging leftover), not a set"
+            ));
+        } else if *is_dir && name.parse::<SetName>().is_ok() && !set_dirs.contains(path.as_str()) {
+            // Looks like a set but has no manifest: damaged, or an interrupted copy.
+            set_dirs.insert(path.clone());
+        } else if !*is_dir
+            && !path.split('/').any(|c| c.starts_with('.'))
+            && !folders_above(path).any(|d| set_dirs.contains(d))
+            && !holds_a_set(&set_dirs, path)
+        {
+            report
+                .problems
+                .push(format!("{path}: stray file, not part of any set"));
+        }
+    }
+    set_dirs
+}
+
+/// The set folders this audit looks at (its definitions, its portion), oldest-proven first
+/// (never proven before all), so that an interrupted audit still progresses.
+fn selected_sets(
+    copy: &Store,
+    set_dirs: BTreeSet<String>,
+    options: &Options,
+    state: &State,
+) -> Result<Vec<String>> {
+    let mut selected: Vec<(Option<String>, String)> = Vec::new();
+    for dir in set_dirs {
+        let name = dir.rsplit('/').next().unwrap_or(&dir).to_owned();
+        let definition = name.parse::<SetName>().ok().map(|n| n.definition);
+        if !options.definitions.is_empty()
+            && !definition
+                .as_ref()
+                .is_some_and(|d| options.definitions.contains(d))
+        {
+            continue;
+        }
+        if options.portion.is_some_and(|p| !p.includes(&name)) {
+            continue;
+        }
+        selected.push((state.last_proven(&copy.name, &name)?, dir));
+    }
+    selected.sort();
+    Ok(selected.into_iter().map(|(_, dir)| dir).collect())
+}
+
+/// Why the set folder `dir`, holding `in_dir`, is not a set to prove now (work under way or
+/// left unfinished, which is not damage), if it is not.
+fn not_a_set_yet(dir: &str, in_dir: &[&str], written: bool) -> Option<String> {
+    if in_dir.contains(&crate::set::REMOVING) {
+        // Being removed by cleanup: not a set, and never healed back into one.
+        return Some(crate::copy::removal_in_progress(&printable(dir)));
+    }
+    if !in_dir.contains(&MANIFEST)
+        && (written || in_dir.iter().any(|f| f.ends_with(crate::copy::PARTIAL)))
+    {
+        // Its manifest comes last: a set being copied here (or whose copy was cut short,
+        // which the next replicate finishes) is not damage.
+        return Some(format!(
+            "{}: being written (in progress, or cut short: the next replicate finishes it), not a set yet",
+            printable(dir)
+        ));
+    }
+    // Nothing to prove and nothing lost: the end of a removal or the start of a copy.
+    in_dir
+        .is_empty()
+        .then(|| crate::copy::empty_set_folder(&printable(dir)))
 }
 
 /// A set whose chain needs a set that is not on the copy, or that cannot be repaired, can no
@@ -301,7 +331,59 @@ async fn audit_set(
     };
     let damaged = hashed?;
 
-    // Stray files inside the set folder (a par2 `.1` leftover, a partial upload).
+    report_strays(&manifest, in_dir, &mut report);
+    if !damaged.is_empty() {
+        let fixed = repair::repair_files(
+            copy,
+            others,
+            location,
+            &manifest,
+            &damaged,
+            options.repair,
+            config,
+        )
+        .await?;
+        record_repairs(copy, state, fixed, &mut report)?;
+    }
+    // The descriptors go last, as when a set is published or replicated: only over a set
+    // whose data is all there, so a folder an interrupted copy left never becomes a "set".
+    let roles = Roles::of(&manifest);
+    let data_whole = !report.files.iter().any(|f| {
+        matches!(f.status, Status::DamagedRepairable | Status::Unrepairable)
+            && roles.is_data(&f.path)
+    });
+    let descriptors = Descriptors {
+        copy,
+        state,
+        location,
+        writable: options.repair && data_whole,
+    };
+    descriptors
+        .sums(&manifest, &manifest_sha, sums.as_deref(), &mut report)
+        .await?;
+    if let Some(heal) = heal_manifest {
+        descriptors.manifest(heal, data_whole, &mut report).await?;
+    }
+    report.status = verdict(&roles, &report.files);
+
+    if options.deep && report.status <= Status::Repaired {
+        report.deep = match early_deep {
+            Some(lines) if report.status == Status::Ok => lines?,
+            _ => repair::deep_checks(copy, location, &manifest, config).await?,
+        };
+        if report
+            .deep
+            .iter()
+            .any(|d| d.verdict == super::DeepVerdict::Failed)
+        {
+            report.status = Status::Unrepairable;
+        }
+    }
+    Ok(report)
+}
+
+/// Stray files inside the set folder (a par2 `.1` leftover, a partial upload): named, kept.
+fn report_strays(manifest: &Manifest, in_dir: &[&str], report: &mut SetReport) {
     let listed: HashSet<&str> = manifest
         .files
         .iter()
@@ -316,59 +398,71 @@ async fn audit_set(
             repaired_from: None,
         });
     }
+}
 
-    if !damaged.is_empty() {
-        let fixed = repair::repair_files(
-            copy,
-            others,
-            location,
-            &manifest,
-            &damaged,
-            options.repair,
-            config,
-        )
-        .await?;
-        for (entry, found, outcome) in fixed {
-            if let repair::Outcome::Repaired { source, old_sha } = &outcome {
-                state.repaired(
-                    &copy.name,
-                    &name,
-                    &entry.path,
-                    old_sha.as_deref(),
-                    &entry.sha256,
-                    source,
-                )?;
-            }
-            let found = match outcome.reason() {
-                Some(why) => format!("{found}; {why}"),
-                None => found,
-            };
-            report.files.push(FileReport {
-                path: entry.path.clone(),
-                found,
-                status: outcome.status(),
-                repaired_from: outcome.source(),
-            });
-        }
-    }
-    // The descriptors go last, as when a set is published or replicated: only over a set
-    // whose data is all there, so a folder an interrupted copy left never becomes a "set".
-    let roles = Roles::of(&manifest);
-    let data_whole = !report.files.iter().any(|f| {
-        matches!(f.status, Status::DamagedRepairable | Status::Unrepairable)
-            && roles.is_data(&f.path)
-    });
-    // SHA256SUMS is derivable from an intact manifest.
-    let expected_sums = manifest.sums_text(&manifest_sha);
-    if sums.as_deref() != Some(expected_sums.as_str()) {
-        let found = if sums.is_none() { "missing" } else { "damaged" };
-        let status = if options.repair && data_whole {
-            repair::put_bytes(copy, &at(location, SHA256SUMS), expected_sums.as_bytes()).await?;
+/// What the repair of damaged files did, in the report and (each repair) in the state.
+fn record_repairs(
+    copy: &Store,
+    state: &State,
+    fixed: Vec<(FileEntry, String, repair::Outcome)>,
+    report: &mut SetReport,
+) -> Result<()> {
+    for (entry, found, outcome) in fixed {
+        if let repair::Outcome::Repaired { source, old_sha } = &outcome {
             state.repaired(
                 &copy.name,
-                &name,
+                &report.set,
+                &entry.path,
+                old_sha.as_deref(),
+                &entry.sha256,
+                source,
+            )?;
+        }
+        let found = match outcome.reason() {
+            Some(why) => format!("{found}; {why}"),
+            None => found,
+        };
+        report.files.push(FileReport {
+            path: entry.path.clone(),
+            found,
+            status: outcome.status(),
+            repaired_from: outcome.source(),
+        });
+    }
+    Ok(())
+}
+
+/// A set's SHA256SUMS and manifest: checked, and healed where `writable`.
+struct Descriptors<'a> {
+    copy: &'a Store,
+    state: &'a State,
+    location: &'a str,
+    /// A repair was asked and the set's data is whole.
+    writable: bool,
+}
+
+impl Descriptors<'_> {
+    /// SHA256SUMS is derivable from an intact manifest.
+    async fn sums(
+        &self,
+        manifest: &Manifest,
+        manifest_sha: &str,
+        sums: Option<&str>,
+        report: &mut SetReport,
+    ) -> Result<()> {
+        let expected_sums = manifest.sums_text(manifest_sha);
+        if sums == Some(expected_sums.as_str()) {
+            return Ok(());
+        }
+        let found = if sums.is_none() { "missing" } else { "damaged" };
+        let status = if self.writable {
+            let path = at(self.location, SHA256SUMS);
+            repair::put_bytes(self.copy, &path, expected_sums.as_bytes()).await?;
+            self.state.repaired(
+                &self.copy.name,
+                &report.set,
                 SHA256SUMS,
-                sums.as_deref().map(|s| sha256_hex(s.as_bytes())).as_deref(),
+                sums.map(|s| sha256_hex(s.as_bytes())).as_deref(),
                 &sha256_hex(expected_sums.as_bytes()),
                 "manifest",
             )?;
@@ -382,13 +476,21 @@ async fn audit_set(
             status,
             repaired_from: (status == Status::Repaired).then(|| "manifest".into()),
         });
+        Ok(())
     }
-    if let Some(heal) = heal_manifest {
-        let status = if options.repair && data_whole {
-            repair::put_bytes(copy, &at(location, MANIFEST), &heal.bytes).await?;
-            state.repaired(
-                &copy.name,
-                &name,
+
+    /// A manifest found good on another copy, written back here.
+    async fn manifest(
+        &self,
+        heal: HealManifest,
+        data_whole: bool,
+        report: &mut SetReport,
+    ) -> Result<()> {
+        let status = if self.writable {
+            repair::put_bytes(self.copy, &at(self.location, MANIFEST), &heal.bytes).await?;
+            self.state.repaired(
+                &self.copy.name,
+                &report.set,
                 MANIFEST,
                 heal.old_sha.as_deref(),
                 &sha256_hex(&heal.bytes),
@@ -411,23 +513,8 @@ async fn audit_set(
             status,
             repaired_from: (status == Status::Repaired).then(|| format!("copy {}", heal.source)),
         });
+        Ok(())
     }
-    report.status = verdict(&roles, &report.files);
-
-    if options.deep && report.status <= Status::Repaired {
-        report.deep = match early_deep {
-            Some(lines) if report.status == Status::Ok => lines?,
-            _ => repair::deep_checks(copy, location, &manifest, config).await?,
-        };
-        if report
-            .deep
-            .iter()
-            .any(|d| d.verdict == super::DeepVerdict::Failed)
-        {
-            report.status = Status::Unrepairable;
-        }
-    }
-    Ok(report)
 }
 
 /// A set's verdict from its files': damage to the data (slices, catalogue, the manifest)

@@ -87,6 +87,51 @@ pub(super) async fn repair_files(
     config: Option<&Config>,
 ) -> Result<Vec<(FileEntry, String, Outcome)>> {
     let mut results = Vec::new();
+    let for_par2 = from_copies(
+        copy,
+        others,
+        location,
+        manifest,
+        damaged,
+        repair,
+        &mut results,
+    )
+    .await?;
+    let set = SetAt {
+        copy,
+        location,
+        manifest,
+        config,
+    };
+    set.with_par2(&for_par2, repair, &mut results).await?;
+    let judged: std::collections::HashSet<String> =
+        results.iter().map(|(e, _, _)| e.path.clone()).collect();
+    for (entry, found, _) in &for_par2 {
+        if !judged.contains(&entry.path) {
+            results.push(((*entry).clone(), (*found).clone(), Outcome::Unrepairable));
+        }
+    }
+    results.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    Ok(results)
+}
+
+/// A damaged file, what was found, and the SHA-256 found if any.
+type Damaged<'a> = (&'a FileEntry, &'a String, &'a Option<String>);
+
+/// A damaged file, what was found, and what its repair did.
+type Judged = (FileEntry, String, Outcome);
+
+/// The damaged files a healthy copy holds, copied from it (or judged repairable); those it
+/// cannot heal are returned, for PAR2.
+async fn from_copies<'d>(
+    copy: &Store,
+    others: &[Arc<Store>],
+    location: &str,
+    manifest: &Manifest,
+    damaged: &'d [(FileEntry, String, Option<String>)],
+    repair: bool,
+    results: &mut Vec<Judged>,
+) -> Result<Vec<Damaged<'d>>> {
     let mut for_par2 = Vec::new();
     let folders: std::collections::HashSet<String> = copy
         .folders_among(damaged.iter().map(|d| at(location, &d.0.path)).collect())
@@ -120,99 +165,115 @@ pub(super) async fn repair_files(
             None => for_par2.push((entry, found, old_sha)),
         }
     }
-    // Which group each damaged file belongs to, looked up once (comparing every damaged
-    // file with every group's file list grew with their product).
-    let mut by_group: Vec<Vec<&(&FileEntry, &String, &Option<String>)>> =
-        vec![Vec::new(); manifest.par2.len()];
-    let groups = Groups::of(manifest);
-    for damaged in &for_par2 {
-        if let Some(&g) = groups.files.get(damaged.0.path.as_str()) {
-            by_group[g].push(damaged);
+    Ok(for_par2)
+}
+
+/// A set on a copy, for its PAR2 repair.
+struct SetAt<'a> {
+    copy: &'a Store,
+    location: &'a str,
+    manifest: &'a Manifest,
+    config: Option<&'a Config>,
+}
+
+impl SetAt<'_> {
+    /// The damaged files PAR2 heals (or, with `repair = false`, could heal).
+    async fn with_par2(
+        &self,
+        for_par2: &[Damaged<'_>],
+        repair: bool,
+        results: &mut Vec<Judged>,
+    ) -> Result<()> {
+        let (copy, location, manifest, config) =
+            (self.copy, self.location, self.manifest, self.config);
+        // Which group each damaged file belongs to, looked up once (comparing every damaged
+        // file with every group's file list grew with their product).
+        let mut by_group: Vec<Vec<&(&FileEntry, &String, &Option<String>)>> =
+            vec![Vec::new(); manifest.par2.len()];
+        let groups = Groups::of(manifest);
+        for damaged in for_par2 {
+            if let Some(&g) = groups.files.get(damaged.0.path.as_str()) {
+                by_group[g].push(damaged);
+            }
         }
-    }
-    // First par2 checks (and repairs) every group in a scratch folder of its own; then the
-    // archive with every slice rebuilt, from all groups, is tested once by dar.
-    let mut checked = Vec::new();
-    for (g, (group, in_group)) in manifest.par2.iter().zip(by_group).enumerate() {
-        if in_group.is_empty() {
-            continue;
+        // First par2 checks (and repairs) every group in a scratch folder of its own; then the
+        // archive with every slice rebuilt, from all groups, is tested once by dar.
+        let mut checked = Vec::new();
+        for (g, (group, in_group)) in manifest.par2.iter().zip(by_group).enumerate() {
+            if in_group.is_empty() {
+                continue;
+            }
+            let scratch = copy.scratch("repair")?;
+            let scratch_copy = Store::for_path(scratch.path())?;
+            // Only PAR2 files of the group are damaged: the data they protect is proven, so the
+            // PAR2 set is made again from it (byte-identical with the same engine).
+            if in_group
+                .iter()
+                .all(|(e, _, _)| !groups.protects(g, &e.path))
+            {
+                let remade = match repair {
+                    true => regenerate(copy, location, manifest, group, scratch.path()).await?,
+                    false => Err("data intact; audit --repair makes the PAR2 set again".into()),
+                };
+                for (entry, found, old_sha) in in_group {
+                    let outcome = match &remade {
+                        Ok(()) => {
+                            let source = "par2 made again from the intact data";
+                            put_back(&scratch_copy, copy, location, entry, old_sha, source).await?
+                        }
+                        Err(why) if !repair => Outcome::NotApplied(why.clone()),
+                        Err(why) => Outcome::NotApplied(format!("{why}; the old file was kept")),
+                    };
+                    results.push(((*entry).clone(), (*found).clone(), outcome));
+                }
+                continue;
+            }
+            let verdict =
+                par2_check(copy, location, manifest, group, scratch.path(), repair).await?;
+            checked.push((g, group, scratch, scratch_copy, verdict, in_group));
         }
-        let scratch = copy.scratch("repair")?;
-        let scratch_copy = Store::for_path(scratch.path())?;
-        // Only PAR2 files of the group are damaged: the data they protect is proven, so the
-        // PAR2 set is made again from it (byte-identical with the same engine).
-        if in_group
-            .iter()
-            .all(|(e, _, _)| !groups.protects(g, &e.path))
-        {
-            let remade = match repair {
-                true => regenerate(copy, location, manifest, group, scratch.path()).await?,
-                false => Err("data intact; audit --repair makes the PAR2 set again".into()),
-            };
+        let mut rebuilt = Rebuilt {
+            copy,
+            location,
+            manifest,
+            config,
+            slices: std::collections::HashMap::new(),
+            tested: std::sync::Mutex::new(None),
+        };
+        for (_, group, scratch, _, verdict, _) in &checked {
+            if repair && matches!(verdict, Ok(Verdict::Intact)) {
+                for source in &group.covers {
+                    rebuilt
+                        .slices
+                        .insert(source.clone(), scratch.path().join(source));
+                }
+            }
+        }
+        for (g, _, _, scratch_copy, verdict, in_group) in &checked {
             for (entry, found, old_sha) in in_group {
-                let outcome = match &remade {
-                    Ok(()) => {
-                        let source = "par2 made again from the intact data";
-                        put_back(&scratch_copy, copy, location, entry, old_sha, source).await?
+                let outcome = match (repair, verdict) {
+                    (_, Err(why)) => Outcome::NotApplied(why.clone()),
+                    (true, Ok(Verdict::Intact)) if groups.protects(*g, &entry.path) => {
+                        // par2 rebuilt it in scratch: it must be proven to go back.
+                        match rebuilt.prove(entry).await? {
+                            Err(why) => Outcome::NotApplied(why),
+                            Ok(()) => {
+                                put_back(scratch_copy, copy, location, entry, old_sha, "par2")
+                                    .await?
+                            }
+                        }
                     }
-                    Err(why) if !repair => Outcome::NotApplied(why.clone()),
-                    Err(why) => Outcome::NotApplied(format!("{why}; the old file was kept")),
+                    (false, Ok(Verdict::Repairable)) if groups.protects(*g, &entry.path) => {
+                        Outcome::Repairable
+                    }
+                    // Recovery volumes themselves are not rebuilt by par2: only a copy can heal them.
+                    _ => Outcome::Unrepairable,
                 };
                 results.push(((*entry).clone(), (*found).clone(), outcome));
             }
-            continue;
         }
-        let verdict = par2_check(copy, location, manifest, group, scratch.path(), repair).await?;
-        checked.push((g, group, scratch, scratch_copy, verdict, in_group));
+        Ok(())
     }
-    let mut rebuilt = Rebuilt {
-        copy,
-        location,
-        manifest,
-        config,
-        slices: std::collections::HashMap::new(),
-        tested: std::sync::Mutex::new(None),
-    };
-    for (_, group, scratch, _, verdict, _) in &checked {
-        if repair && matches!(verdict, Ok(Verdict::Intact)) {
-            for source in &group.covers {
-                rebuilt
-                    .slices
-                    .insert(source.clone(), scratch.path().join(source));
-            }
-        }
-    }
-    for (g, _, _, scratch_copy, verdict, in_group) in &checked {
-        for (entry, found, old_sha) in in_group {
-            let outcome = match (repair, verdict) {
-                (_, Err(why)) => Outcome::NotApplied(why.clone()),
-                (true, Ok(Verdict::Intact)) if groups.protects(*g, &entry.path) => {
-                    // par2 rebuilt it in scratch: it must be proven to go back.
-                    match rebuilt.prove(entry).await? {
-                        Err(why) => Outcome::NotApplied(why),
-                        Ok(()) => {
-                            put_back(scratch_copy, copy, location, entry, old_sha, "par2").await?
-                        }
-                    }
-                }
-                (false, Ok(Verdict::Repairable)) if groups.protects(*g, &entry.path) => {
-                    Outcome::Repairable
-                }
-                // Recovery volumes themselves are not rebuilt by par2: only a copy can heal them.
-                _ => Outcome::Unrepairable,
-            };
-            results.push(((*entry).clone(), (*found).clone(), outcome));
-        }
-    }
-    let judged: std::collections::HashSet<String> =
-        results.iter().map(|(e, _, _)| e.path.clone()).collect();
-    for (entry, found, _) in &for_par2 {
-        if !judged.contains(&entry.path) {
-            results.push(((*entry).clone(), (*found).clone(), Outcome::Unrepairable));
-        }
-    }
-    results.sort_by(|a, b| a.0.path.cmp(&b.0.path));
-    Ok(results)
 }
 
 /// Put a file made (and proven) in scratch back onto the copy.

@@ -25,7 +25,7 @@ use crate::set::seal::Seals;
 use crate::set::staging::{self, Staging};
 use crate::set::{Manifest, Role};
 use crate::tools::Tools;
-use crate::tools::dar::{CreateOptions, Dar};
+use crate::tools::dar::{CreateOptions, CreateReport, Dar};
 use crate::tools::par2;
 use crate::tools::process::check_stop;
 use crate::tools::secret::Passphrase;
@@ -69,6 +69,29 @@ pub fn prune_masks(definition: &Definition) -> Vec<String> {
     masks
 }
 
+/// What one set's making shares between its phases.
+struct Making<'a> {
+    definition: &'a Definition,
+    plan: &'a Plan,
+    tools: &'a Tools,
+    key: Option<&'a Passphrase>,
+    progress: &'a dyn Progress,
+    staging: &'a Staging,
+    archive: &'a Path,
+    name: &'a str,
+    /// When `dar -c` began.
+    started: SystemTime,
+}
+
+/// What `dar -c` and the checks beside it produced: every check passed.
+struct Checked {
+    created: CreateReport,
+    restore: restore_test::Outcome,
+    files: Vec<FileEntry>,
+    groups: Vec<par2::Group>,
+    seals: Seals,
+}
+
 pub fn make_set(
     definition: &Definition,
     plan: Plan,
@@ -78,29 +101,13 @@ pub fn make_set(
     progress: &dyn Progress,
 ) -> Result<SetReport> {
     let began = Instant::now();
-    let dar = &tools.dar;
     let definition_dir = &repository.definition_dir(definition.name().as_str());
     let mut phases = Phases(Vec::new());
-    let source = definition.source.path();
     let name = plan.name.to_string();
     let staging = Staging::create(definition_dir, &name)?;
     let archive = staging.path().join(plan.name.archive_basename());
     let catalogue = staging.path().join(plan.name.catalogue_basename());
-    let reference = match &plan.base {
-        Some(base) => {
-            let cat = base.dir.join(&base.manifest.archive.catalogue);
-            let first = slice_path(&cat, 1);
-            if !first.is_file() {
-                return Err(Error::Failed(format!(
-                    "the base set's catalogue {} is missing: cannot make a {} against it",
-                    first.display(),
-                    plan.name.level
-                )));
-            }
-            Some(cat)
-        }
-        None => None,
-    };
+    let reference = base_catalogue(&plan)?;
     let include: Vec<String> = definition
         .include
         .iter()
@@ -113,7 +120,7 @@ pub fn make_set(
         archive: &archive,
         catalogue: &catalogue,
         reference: reference.as_deref(),
-        source,
+        source: definition.source.path(),
         compression: &compression,
         slice_size: definition.slice_size.0,
         include: &include,
@@ -125,256 +132,26 @@ pub fn make_set(
         timeout: definition.timeout.0,
         key,
     };
-
-    // dar -c, with the slices it has finished hashed (and, when large, protected by PAR2) on
-    // the side meanwhile. That work is provisional: dar may come back to a slice (see
-    // set::seal), so whatever it touched afterwards is redone once it has exited.
-    let layout = par2::Layout::new(
-        definition.slice_size.0,
-        redundancy(definition, plan.name.level),
-        definition.par2_whole_slice_max.0,
-    );
-    let started = SystemTime::now();
-    let t = Instant::now();
-    let since = plan
-        .base
-        .as_ref()
-        .map(|b| b.manifest.set.created.as_second());
-    let total = super::estimate::bytes_to_save(source, &include, since);
-    let early = EarlyWork {
+    let making = Making {
+        definition,
+        plan: &plan,
+        tools,
+        key,
+        progress,
+        staging: &staging,
         archive: &archive,
-        set_name: &name,
-        dir: staging.path(),
-        layout: &layout,
+        name: &name,
+        started: SystemTime::now(),
     };
-    let seals = Seals::watch(staging.path())?;
-    let mut sizes = Sizes::default();
-    let scratch = staging.scratch("restore-test")?;
-    let dar_done = AtomicBool::new(false);
-    let settled = Settled {
-        archive: &archive,
-        below: AtomicU32::new(1),
-    };
-    let outcome = std::thread::scope(|scope| {
-        let (to_protect, asked) = std::sync::mpsc::channel();
-        let protector = scope.spawn(|| protect(asked, staging.path(), &tools.par2));
-        let worker = scope.spawn(|| early.run(seals, &settled, &dar_done, to_protect));
-        let task = progress.start(&format!("{name}: dar -c"), total);
-        let meter = Meter::new(&*task);
-        let created = std::thread::scope(|inner| {
-            let watcher = inner.spawn(|| meter.watch_slices(staging.path(), &archive));
-            // Stopped however dar's run ends, a panic included: the scope waits for it.
-            let _stop = meter.stop_on_drop(watcher.thread().clone());
-            dar.create(&options, |p| {
-                let bytes = std::fs::symlink_metadata(p).map(|m| m.len()).unwrap_or(0);
-                meter.file_started(bytes);
-                if let Ok(rel) = p.strip_prefix(source) {
-                    sizes.add(&rel.to_string_lossy(), bytes);
-                }
-                settled.file_done();
-            })
-        });
-        dar_done.store(true, Ordering::Relaxed);
-        drop(task);
-        phases.record("dar -c", t.elapsed());
-        let created = created.and_then(|c| match slice_path(&archive, 1).is_file() {
-            true => Ok(c),
-            false => Err(Error::Failed("dar -c produced no slice".into())),
-        });
-        let created = match created {
-            Ok(created) => created,
-            Err(e) => {
-                let _ = (worker.join(), protector.join());
-                return Err(e);
-            }
-        };
-        // dar -t, the listing + restore test, and the rest of the hashing and PAR2, side by
-        // side from the moment dar has exited (the early work may still be finishing a
-        // slice's PAR2). PAR2 is made before the checks have passed, but nothing is
-        // published unless they all do.
-        let checks = progress.start(&format!("{name}: dar -t, restore test, PAR2"), None);
-        let tester = scope.spawn(|| {
-            let t = Instant::now();
-            test_archive(dar, &archive, key, &sizes).map(|_| t.elapsed())
-        });
-        let sampler = scope.spawn(|| {
-            let t = Instant::now();
-            let mut sampler = Sampler::new(&definition.restore_test);
-            dar.list_saved(&archive, key, |e| sampler.offer(&e))?;
-            let archive = restore_test::Archive {
-                dar,
-                path: &archive,
-                key,
-            };
-            restore_test::run(&archive, source, &scratch, sampler, started)
-                .map(|o| (o, t.elapsed()))
-        });
-        let t = Instant::now();
-        let early = worker.join().expect("slice worker");
-        let protected = || protector.join().expect("PAR2 protector");
-        let protected = early
-            .and_then(|early| early.finish(&plan.name, &tools.par2, protected))
-            .map(|done| (done, t.elapsed()));
-        let tested = tester.join().expect("dar -t thread");
-        let sampled = sampler.join().expect("restore test thread");
-        drop(checks);
-        Ok((created, tested, sampled, protected))
-    });
-    let _ = std::fs::remove_dir_all(&scratch);
-    let (created, tested, sampled, protected) = outcome?;
-    phases.record("dar -t", tested?);
-    let (restore, took) = sampled?;
-    phases.record("restore test", took);
-    let ((mut files, groups, mut seals), took) = protected?;
-    phases.record("hash + par2 after dar -c", took);
-    check_stop()?;
-    // par2_verify: every PAR2 set must verify before the set may be published.
-    let par2_verified = if definition.par2_verify {
-        let t = Instant::now();
-        for g in &groups {
-            let verdict = tools.par2.check(staging.path(), &g.index, false)?;
-            if verdict != par2::Verdict::Intact {
-                return Err(Error::Failed(format!(
-                    "par2 verify of {} found {verdict:?} right after it was made: the set was not published",
-                    g.index
-                )));
-            }
-        }
-        phases.record("par2 verify", t.elapsed());
-        Some("passed".to_owned())
-    } else {
-        None
-    };
-
+    let checked = making.create_and_check(&options, &mut phases)?;
+    let par2_verified = making.verify_par2(&checked.groups, &mut phases)?;
     let t = Instant::now();
-    let created_at = jiff::Timestamp::try_from(started).unwrap_or_else(|_| jiff::Timestamp::now());
-    let mut chain = plan.chain.clone();
-    chain.push(name.clone());
-    let par2_indexes: Vec<String> = groups.iter().map(|g| g.index.clone()).collect();
-    let par2_dir = definition
-        .par2_dir
-        .as_ref()
-        .map(|d| d.path().display().to_string());
-    let turbo = tools.par2.engine == par2::Engine::Turbo;
-    let mut binaries: Vec<(&str, &Path)> = vec![("dar_static", &tools.dar_static)];
-    if turbo {
-        binaries.push(("par2", &tools.par2.path));
-    }
-    if let Some(darvault) = &tools.darvault_static {
-        binaries.push(("darvault", darvault));
-    }
-    // The chain's tools are carried once, by the newest set of the chain that has them (its
-    // FULL, or a later set made when the tools changed: an upgrade, another par2 engine).
-    let tools_set = match plan.name.level {
-        Level::Full => None,
-        _ => tools_holder(definition_dir, &plan.chain, &binaries)?,
-    };
-    let carries_tools = tools_set.is_none();
-    let tools_set = tools_set.unwrap_or_else(|| name.clone());
-    let restore_text = RestoreText {
-        set: &name,
-        definition: definition.name().as_str(),
-        level: plan.name.level.as_str(),
-        created: &created_at
-            .round(jiff::Unit::Second)
-            .unwrap_or(created_at)
-            .to_string(),
-        dar_version: &dar.version,
-        chain: &chain,
-        tools_set: &tools_set,
-        par2_indexes: &par2_indexes,
-        par2_bundled: turbo,
-        darvault_bundled: tools.darvault_static.is_some(),
-        encrypted: key.is_some(),
-        par2_dir: par2_dir.as_deref(),
-    }
-    .render();
-    let store = repository.root().join(".darvault").join("bundle");
-    let bundled = bundle::write(
-        staging.path(),
-        &store,
-        carries_tools.then_some(binaries.as_slice()),
-        &restore_text,
-    )?;
-    seals.watch_dir(bundle::DIR)?;
-    for f in bundled {
-        files.push(seals.hash(&f.path, f.role)?);
-    }
-    let slice_count = files.iter().filter(|f| f.role == Role::Slice).count() as u32;
-    let mut warnings = created.warnings.clone();
-    warnings.extend(
-        restore
-            .changed
-            .iter()
-            .map(|p| format!("restore test: {p} changed in the source after the backup started")),
-    );
-    let manifest = Manifest {
-        format: FORMAT,
-        darvault_version: env!("CARGO_PKG_VERSION").into(),
-        set: SetInfo {
-            name: name.clone(),
-            definition: definition.name().to_string(),
-            level: plan.name.level,
-            created: created_at,
-            host: crate::host_name(),
-            chain: plan.chain.clone(),
-            base: plan.base.as_ref().map(|b| BaseRef {
-                name: b.manifest.set.name.clone(),
-                manifest_sha256: b.manifest_sha256.clone(),
-            }),
-        },
-        archive: ArchiveInfo {
-            basename: plan.name.archive_basename(),
-            slices: slice_count,
-            slice_size: definition.slice_size.0,
-            compression: compression.clone(),
-            encrypted: key.is_some(),
-            catalogue: plan.name.catalogue_basename(),
-            saved_files: created.saved_inodes,
-        },
-        tools: ToolVersions {
-            dar: dar.version.clone(),
-            par2: tools.par2.describe(),
-        },
-        definition: Some(DefinitionRecord {
-            source: source.display().to_string(),
-            include: include.clone(),
-            exclude: definition.exclude.clone(),
-            prune: definition
-                .prune
-                .iter()
-                .map(|p| p.as_str().to_owned())
-                .collect(),
-            cache_directory_tagging: definition.cache_directory_tagging,
-            compression: compression.clone(),
-            no_compress: definition.no_compress.clone(),
-            dar_options: definition.dar_options.clone(),
-            slice_size: definition.slice_size.0,
-            redundancy_percent: redundancy(definition, plan.name.level),
-            par2_dir: par2_dir.clone(),
-        }),
-        checks: Checks {
-            dar_test: "passed".into(),
-            restore_test: restore.record.clone(),
-            warnings: created.failed_inodes + created.changed_inodes,
-            par2_verify: par2_verified,
-            not_saved: created
-                .not_saved
-                .iter()
-                .map(|n| NotSaved {
-                    path: n.path.clone(),
-                    reason: n.reason.clone(),
-                })
-                .collect(),
-        },
-        par2: groups,
-        files,
-    };
+    let (manifest, warnings) =
+        making.describe(definition_dir, repository, checked, par2_verified)?;
     manifest.write(staging.path())?;
-    // The last gate: what is published is exactly what the manifest records.
-    seals.prove(&manifest.files)?;
     let path = staging.publish()?;
     phases.record("manifest + publish", t.elapsed());
+    let mut warnings = warnings;
     if let Some(dir) = &definition.par2_dir
         && let Err(e) =
             super::par2_dir::keep(dir.path(), definition.name().as_str(), &path, &manifest)
@@ -387,13 +164,365 @@ pub fn make_set(
         base: plan.base.map(|b| b.manifest.set.name),
         path,
         size: manifest.total_size(),
-        slices: slice_count,
-        saved_files: created.saved_inodes,
+        slices: manifest.archive.slices,
+        saved_files: manifest.archive.saved_files,
         seconds: began.elapsed().as_secs_f64(),
         phases: phases.0,
-        restore_test: restore.record,
+        restore_test: manifest.checks.restore_test.clone(),
         warnings,
     })
+}
+
+/// The first slice of the base set's catalogue, for a DIFF or INCR.
+fn base_catalogue(plan: &Plan) -> Result<Option<PathBuf>> {
+    let Some(base) = &plan.base else {
+        return Ok(None);
+    };
+    let cat = base.dir.join(&base.manifest.archive.catalogue);
+    let first = slice_path(&cat, 1);
+    if !first.is_file() {
+        return Err(Error::Failed(format!(
+            "the base set's catalogue {} is missing: cannot make a {} against it",
+            first.display(),
+            plan.name.level
+        )));
+    }
+    Ok(Some(cat))
+}
+
+impl Making<'_> {
+    /// dar -c, with the slices it has finished hashed (and, when large, protected by PAR2) on
+    /// the side meanwhile. That work is provisional: dar may come back to a slice (see
+    /// set::seal), so whatever it touched afterwards is redone once it has exited. Then
+    /// dar -t, the listing + restore test, and the rest of the hashing and PAR2, side by side.
+    fn create_and_check(&self, options: &CreateOptions, phases: &mut Phases) -> Result<Checked> {
+        let (definition, staging, archive, name) =
+            (self.definition, self.staging, self.archive, self.name);
+        let layout = par2::Layout::new(
+            definition.slice_size.0,
+            redundancy(definition, self.plan.name.level),
+            definition.par2_whole_slice_max.0,
+        );
+        let t = Instant::now();
+        let since = self
+            .plan
+            .base
+            .as_ref()
+            .map(|b| b.manifest.set.created.as_second());
+        let total = super::estimate::bytes_to_save(options.source, options.include, since);
+        let early = EarlyWork {
+            archive,
+            set_name: name,
+            dir: staging.path(),
+            layout: &layout,
+        };
+        let seals = Seals::watch(staging.path())?;
+        let mut sizes = Sizes::default();
+        let scratch = staging.scratch("restore-test")?;
+        let dar_done = AtomicBool::new(false);
+        let settled = Settled {
+            archive,
+            below: AtomicU32::new(1),
+        };
+        let outcome = std::thread::scope(|scope| {
+            let (to_protect, asked) = std::sync::mpsc::channel();
+            let par2 = &self.tools.par2;
+            let protector = scope.spawn(|| protect(asked, staging.path(), par2));
+            let worker = scope.spawn(|| early.run(seals, &settled, &dar_done, to_protect));
+            let created = self.run_dar(options, total, &mut sizes, &settled);
+            dar_done.store(true, Ordering::Relaxed);
+            phases.record("dar -c", t.elapsed());
+            let created = match created {
+                Ok(created) => created,
+                Err(e) => {
+                    let _ = (worker.join(), protector.join());
+                    return Err(e);
+                }
+            };
+            // PAR2 is made before the checks have passed, but nothing is published unless
+            // they all do.
+            let checks = self
+                .progress
+                .start(&format!("{name}: dar -t, restore test, PAR2"), None);
+            let tester = scope.spawn(|| {
+                let t = Instant::now();
+                test_archive(&self.tools.dar, archive, self.key, &sizes).map(|_| t.elapsed())
+            });
+            let sampler = scope.spawn(|| self.restore_test(&scratch));
+            let t = Instant::now();
+            let early = worker.join().expect("slice worker");
+            let protected = || protector.join().expect("PAR2 protector");
+            let protected = early
+                .and_then(|early| early.finish(&self.plan.name, par2, protected))
+                .map(|done| (done, t.elapsed()));
+            let tested = tester.join().expect("dar -t thread");
+            let sampled = sampler.join().expect("restore test thread");
+            drop(checks);
+            Ok((created, tested, sampled, protected))
+        });
+        let _ = std::fs::remove_dir_all(&scratch);
+        let (created, tested, sampled, protected) = outcome?;
+        phases.record("dar -t", tested?);
+        let (restore, took) = sampled?;
+        phases.record("restore test", took);
+        let ((files, groups, seals), took) = protected?;
+        phases.record("hash + par2 after dar -c", took);
+        check_stop()?;
+        Ok(Checked {
+            created,
+            restore,
+            files,
+            groups,
+            seals,
+        })
+    }
+
+    /// `dar -c` under its progress bar, noting each file's size for `dar -t`'s halves.
+    fn run_dar(
+        &self,
+        options: &CreateOptions,
+        total: Option<u64>,
+        sizes: &mut Sizes,
+        settled: &Settled,
+    ) -> Result<CreateReport> {
+        let task = self
+            .progress
+            .start(&format!("{}: dar -c", self.name), total);
+        let meter = Meter::new(&*task);
+        let created = std::thread::scope(|inner| {
+            let watcher = inner.spawn(|| meter.watch_slices(self.staging.path(), self.archive));
+            // Stopped however dar's run ends, a panic included: the scope waits for it.
+            let _stop = meter.stop_on_drop(watcher.thread().clone());
+            self.tools.dar.create(options, |p| {
+                let bytes = std::fs::symlink_metadata(p).map(|m| m.len()).unwrap_or(0);
+                meter.file_started(bytes);
+                if let Ok(rel) = p.strip_prefix(options.source) {
+                    sizes.add(&rel.to_string_lossy(), bytes);
+                }
+                settled.file_done();
+            })
+        });
+        created.and_then(|c| match slice_path(self.archive, 1).is_file() {
+            true => Ok(c),
+            false => Err(Error::Failed("dar -c produced no slice".into())),
+        })
+    }
+
+    /// List what the archive saved, sample from it, restore the sample and compare.
+    fn restore_test(&self, scratch: &Path) -> Result<(restore_test::Outcome, Duration)> {
+        let t = Instant::now();
+        let dar = &self.tools.dar;
+        let mut sampler = Sampler::new(&self.definition.restore_test);
+        dar.list_saved(self.archive, self.key, |e| sampler.offer(&e))?;
+        let archive = restore_test::Archive {
+            dar,
+            path: self.archive,
+            key: self.key,
+        };
+        let source = self.definition.source.path();
+        restore_test::run(&archive, source, scratch, sampler, self.started)
+            .map(|o| (o, t.elapsed()))
+    }
+
+    /// par2_verify: every PAR2 set must verify before the set may be published.
+    fn verify_par2(&self, groups: &[par2::Group], phases: &mut Phases) -> Result<Option<String>> {
+        if !self.definition.par2_verify {
+            return Ok(None);
+        }
+        let t = Instant::now();
+        for g in groups {
+            let verdict = self
+                .tools
+                .par2
+                .check(self.staging.path(), &g.index, false)?;
+            if verdict != par2::Verdict::Intact {
+                return Err(Error::Failed(format!(
+                    "par2 verify of {} found {verdict:?} right after it was made: the set was not published",
+                    g.index
+                )));
+            }
+        }
+        phases.record("par2 verify", t.elapsed());
+        Ok(Some("passed".to_owned()))
+    }
+
+    /// The chain's tools and RESTORE.txt in the set, then its manifest, proven against the
+    /// seals: what is published is exactly what the manifest records. Also the warnings.
+    fn describe(
+        &self,
+        definition_dir: &Path,
+        repository: &LocalCopy,
+        checked: Checked,
+        par2_verified: Option<String>,
+    ) -> Result<(Manifest, Vec<String>)> {
+        let Checked {
+            created,
+            restore,
+            mut files,
+            groups,
+            mut seals,
+        } = checked;
+        let created_at =
+            jiff::Timestamp::try_from(self.started).unwrap_or_else(|_| jiff::Timestamp::now());
+        let bundled = self.bundle(definition_dir, repository, &groups, created_at)?;
+        seals.watch_dir(bundle::DIR)?;
+        for f in bundled {
+            files.push(seals.hash(&f.path, f.role)?);
+        }
+        let mut warnings = created.warnings.clone();
+        warnings.extend(
+            restore.changed.iter().map(|p| {
+                format!("restore test: {p} changed in the source after the backup started")
+            }),
+        );
+        let manifest = self.manifest(created_at, &created, restore, par2_verified, groups, files);
+        seals.prove(&manifest.files)?;
+        Ok((manifest, warnings))
+    }
+
+    /// RESTORE.txt, and the chain's tools when this set carries them: the newest set of the
+    /// chain that has them carries them (its FULL, or a later set made when the tools
+    /// changed: an upgrade, another par2 engine).
+    fn bundle(
+        &self,
+        definition_dir: &Path,
+        repository: &LocalCopy,
+        groups: &[par2::Group],
+        created_at: jiff::Timestamp,
+    ) -> Result<Vec<FileEntry>> {
+        let (tools, plan, name) = (self.tools, self.plan, self.name);
+        let turbo = tools.par2.engine == par2::Engine::Turbo;
+        let mut binaries: Vec<(&str, &Path)> = vec![("dar_static", &tools.dar_static)];
+        if turbo {
+            binaries.push(("par2", &tools.par2.path));
+        }
+        if let Some(darvault) = &tools.darvault_static {
+            binaries.push(("darvault", darvault));
+        }
+        let tools_set = match plan.name.level {
+            Level::Full => None,
+            _ => tools_holder(definition_dir, &plan.chain, &binaries)?,
+        };
+        let carries_tools = tools_set.is_none();
+        let tools_set = tools_set.unwrap_or_else(|| name.to_owned());
+        let mut chain = plan.chain.clone();
+        chain.push(name.to_owned());
+        let par2_indexes: Vec<String> = groups.iter().map(|g| g.index.clone()).collect();
+        let par2_dir = self.par2_dir();
+        let restore_text = RestoreText {
+            set: name,
+            definition: self.definition.name().as_str(),
+            level: plan.name.level.as_str(),
+            created: &created_at
+                .round(jiff::Unit::Second)
+                .unwrap_or(created_at)
+                .to_string(),
+            dar_version: &tools.dar.version,
+            chain: &chain,
+            tools_set: &tools_set,
+            par2_indexes: &par2_indexes,
+            par2_bundled: turbo,
+            darvault_bundled: tools.darvault_static.is_some(),
+            encrypted: self.key.is_some(),
+            par2_dir: par2_dir.as_deref(),
+        }
+        .render();
+        let store = repository.root().join(".darvault").join("bundle");
+        bundle::write(
+            self.staging.path(),
+            &store,
+            carries_tools.then_some(binaries.as_slice()),
+            &restore_text,
+        )
+    }
+
+    fn par2_dir(&self) -> Option<String> {
+        self.definition
+            .par2_dir
+            .as_ref()
+            .map(|d| d.path().display().to_string())
+    }
+
+    /// The manifest of the set: what it is, what made it, what it passed and every file.
+    fn manifest(
+        &self,
+        created_at: jiff::Timestamp,
+        created: &CreateReport,
+        restore: restore_test::Outcome,
+        par2_verified: Option<String>,
+        groups: Vec<par2::Group>,
+        files: Vec<FileEntry>,
+    ) -> Manifest {
+        let (definition, plan) = (self.definition, self.plan);
+        let compression = definition.compression.to_string();
+        let slices = files.iter().filter(|f| f.role == Role::Slice).count() as u32;
+        Manifest {
+            format: FORMAT,
+            darvault_version: env!("CARGO_PKG_VERSION").into(),
+            set: SetInfo {
+                name: self.name.to_owned(),
+                definition: definition.name().to_string(),
+                level: plan.name.level,
+                created: created_at,
+                host: crate::host_name(),
+                chain: plan.chain.clone(),
+                base: plan.base.as_ref().map(|b| BaseRef {
+                    name: b.manifest.set.name.clone(),
+                    manifest_sha256: b.manifest_sha256.clone(),
+                }),
+            },
+            archive: ArchiveInfo {
+                basename: plan.name.archive_basename(),
+                slices,
+                slice_size: definition.slice_size.0,
+                compression: compression.clone(),
+                encrypted: self.key.is_some(),
+                catalogue: plan.name.catalogue_basename(),
+                saved_files: created.saved_inodes,
+            },
+            tools: ToolVersions {
+                dar: self.tools.dar.version.clone(),
+                par2: self.tools.par2.describe(),
+            },
+            definition: Some(DefinitionRecord {
+                source: definition.source.path().display().to_string(),
+                include: definition
+                    .include
+                    .iter()
+                    .map(|p| p.as_str().to_owned())
+                    .collect(),
+                exclude: definition.exclude.clone(),
+                prune: definition
+                    .prune
+                    .iter()
+                    .map(|p| p.as_str().to_owned())
+                    .collect(),
+                cache_directory_tagging: definition.cache_directory_tagging,
+                compression,
+                no_compress: definition.no_compress.clone(),
+                dar_options: definition.dar_options.clone(),
+                slice_size: definition.slice_size.0,
+                redundancy_percent: redundancy(definition, plan.name.level),
+                par2_dir: self.par2_dir(),
+            }),
+            checks: Checks {
+                dar_test: "passed".into(),
+                restore_test: restore.record,
+                warnings: created.failed_inodes + created.changed_inodes,
+                par2_verify: par2_verified,
+                not_saved: created
+                    .not_saved
+                    .iter()
+                    .map(|n| NotSaved {
+                        path: n.path.clone(),
+                        reason: n.reason.clone(),
+                    })
+                    .collect(),
+            },
+            par2: groups,
+            files,
+        }
+    }
 }
 
 /// `dar -t` of the archive: as two halves side by side where there are cores for both and

@@ -4,6 +4,7 @@ pub mod logging;
 pub mod names;
 pub mod progress;
 pub mod render;
+pub mod verbs;
 
 use std::path::PathBuf;
 

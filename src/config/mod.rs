@@ -546,16 +546,24 @@ impl Config {
 
     /// Rules that span several keys (single values validate themselves while parsing).
     fn validate(&self, text: &str) -> Result<()> {
-        let at = |span: std::ops::Range<usize>, msg: String| {
-            let line = text[..span.start.min(text.len())].lines().count().max(1);
-            Error::Config(format!("{}:{line}: {msg}", self.file.display()))
-        };
         if self.definitions.is_empty() {
             return Err(Error::Config(format!(
                 "{}: no [[definition]]: add one with a name and a source",
                 self.file.display()
             )));
         }
+        self.validate_destinations(text)?;
+        self.validate_definitions(text)
+    }
+
+    /// A config error at the line of `span` in `text`.
+    fn error_at(&self, text: &str, span: std::ops::Range<usize>, msg: String) -> Error {
+        let line = text[..span.start.min(text.len())].lines().count().max(1);
+        Error::Config(format!("{}:{line}: {msg}", self.file.display()))
+    }
+
+    fn validate_destinations(&self, text: &str) -> Result<()> {
+        let at = |span, msg| self.error_at(text, span, msg);
         for (i, d) in self.destinations.iter().enumerate() {
             if self.destinations[..i].iter().any(|o| o.name() == d.name()) {
                 return Err(at(
@@ -601,6 +609,11 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    fn validate_definitions(&self, text: &str) -> Result<()> {
+        let at = |span, msg| self.error_at(text, span, msg);
         for (i, d) in self.definitions.iter().enumerate() {
             if self.definitions[..i].iter().any(|o| o.name() == d.name()) {
                 return Err(at(

@@ -126,7 +126,7 @@ fn rehearse(
         .map_err(|e| Error::Failed(format!("cannot make a scratch folder: {e}")))?;
     let copy_scratch = scratch.path().join("copy");
     let mut fetch = Fetch::new(&c.rt, &c.copy, &copy_scratch);
-    let holder = super::tools_holder(&chain);
+    let holder = super::trust::tools_holder(&chain);
     let system = crate::tools::process::find_executable("dar_static", None, "").ok();
     // Whether it may run is decided on the bytes proven to be the bundled binary: a file
     // that is damaged, missing or a link is said as such, and nothing is said to have run.

@@ -205,115 +205,9 @@ pub fn needed(
         })
     });
     let (listings, mut early): (Vec<_>, Vec<_>) = read.into_iter().unzip();
-    let mut settled = Settled::default();
-    let mut needs = Vec::new();
-    // Requested folders that exist at the restore time (the newest set lists them): asked of
-    // the newest set when no set writes anything under them (an empty folder).
-    let mut folders: Vec<String> = Vec::new();
-    for (i, listed) in listings.into_iter().enumerate().rev() {
-        let listed = listed?;
-        if i + 1 == chain.len() {
-            folders = listed.folders;
-        }
-        let records: Vec<Entry> = listed
-            .records
-            .into_iter()
-            .filter(|e| !settled.covers(&e.path))
-            .collect();
-        if records.is_empty() {
-            continue;
-        }
-        let only_deletions = records.iter().all(|e| e.data == DataState::Deleted);
-        let (mut writes, mut deletes) = (BTreeSet::new(), BTreeSet::new());
-        for e in &records {
-            let into = if e.data == DataState::Deleted {
-                &mut deletes
-            } else {
-                &mut writes
-            };
-            into.extend(holders(&e.path, paths).cloned());
-        }
-        for e in &records {
-            match e.data {
-                DataState::Deleted => {
-                    settled.trees.insert(e.path.clone());
-                }
-                DataState::Saved if e.kind != EntryKind::Directory => {
-                    settled.exact.insert(e.path.clone());
-                }
-                _ => {}
-            }
-        }
-        needs.push((
-            Need {
-                set: i,
-                slices: BTreeSet::new(),
-                edges: BTreeSet::new(),
-                whole: BTreeSet::new(),
-                written: records
-                    .iter()
-                    .filter(|e| matches!(e.data, DataState::Saved | DataState::InodeOnly))
-                    .map(Written::of)
-                    .collect(),
-                paths: Vec::new(),
-                flat: None,
-                served: false,
-                located: false,
-            },
-            listed.parents,
-            only_deletions,
-            writes,
-            deletes,
-        ));
-    }
-    // A deletion matters only over an older set that writes the path: with none, the path
-    // is simply absent.
-    while needs
-        .last()
-        .is_some_and(|(_, _, only_deletions, _, _)| *only_deletions)
-    {
-        needs.pop();
-    }
-    // Oldest first: a deletion is asked for only under what an older set wrote.
-    let mut written: BTreeSet<String> = BTreeSet::new();
-    let mut out = Vec::new();
-    let mut parents_of = Vec::new();
-    for (mut need, parents, _, writes, deletes) in needs.into_iter().rev() {
-        let mut asked: BTreeSet<String> = writes.clone();
-        asked.extend(deletes.intersection(&written).cloned());
-        written.extend(writes);
-        if asked.is_empty() {
-            continue;
-        }
-        need.paths = asked.into_iter().collect();
-        out.push(need);
-        parents_of.push(parents);
-    }
-    let unasked: Vec<String> = folders
-        .into_iter()
-        .filter(|f| !out.iter().any(|n| n.paths.iter().any(|p| p == f)))
-        .collect();
-    if !unasked.is_empty() {
-        let last = chain.len() - 1;
-        match out.iter_mut().find(|n| n.set == last) {
-            Some(need) => need.paths.extend(unasked),
-            None => {
-                // No set records anything under it: dar reads only the newest set's ends.
-                let (whole, edges) = opened(chain[last].manifest.archive.slices, &BTreeSet::new());
-                out.push(Need {
-                    set: last,
-                    slices: BTreeSet::new(),
-                    edges,
-                    whole,
-                    written: Vec::new(),
-                    paths: unasked,
-                    flat: None,
-                    served: false,
-                    located: true,
-                })
-            }
-        }
-    }
+    let (candidates, folders) = newest_first(listings, paths)?;
+    let (mut out, parents_of) = oldest_first(candidates);
+    ask_folders(&mut out, folders, chain);
     for (need, parents) in out.iter_mut().zip(&parents_of) {
         flatten(need, parents);
         need.served = need.flat.is_some() && servable(need.set)?;
@@ -339,6 +233,146 @@ pub fn needed(
         place(&mut out[n], &slicing?, count);
     }
     Ok(out)
+}
+
+/// A set that records something of the paths, before the older sets are weighed.
+struct Candidate {
+    need: Need,
+    parents: BTreeMap<String, Folder>,
+    /// It only records deletions.
+    only_deletions: bool,
+    writes: BTreeSet<String>,
+    deletes: BTreeSet<String>,
+}
+
+/// From the newest set to the oldest: what each records of the paths that no newer set
+/// settled. Also the requested folders that exist at the restore time (the newest set lists
+/// them).
+fn newest_first(
+    listings: Vec<Result<Listing>>,
+    paths: &[String],
+) -> Result<(Vec<Candidate>, Vec<String>)> {
+    let newest = listings.len();
+    let mut settled = Settled::default();
+    let mut candidates = Vec::new();
+    let mut folders: Vec<String> = Vec::new();
+    for (i, listed) in listings.into_iter().enumerate().rev() {
+        let listed = listed?;
+        if i + 1 == newest {
+            folders = listed.folders;
+        }
+        let records: Vec<Entry> = listed
+            .records
+            .into_iter()
+            .filter(|e| !settled.covers(&e.path))
+            .collect();
+        if records.is_empty() {
+            continue;
+        }
+        let only_deletions = records.iter().all(|e| e.data == DataState::Deleted);
+        let (mut writes, mut deletes) = (BTreeSet::new(), BTreeSet::new());
+        for e in &records {
+            let into = if e.data == DataState::Deleted {
+                &mut deletes
+            } else {
+                &mut writes
+            };
+            into.extend(holders(&e.path, paths).cloned());
+            match e.data {
+                DataState::Deleted => {
+                    settled.trees.insert(e.path.clone());
+                }
+                DataState::Saved if e.kind != EntryKind::Directory => {
+                    settled.exact.insert(e.path.clone());
+                }
+                _ => {}
+            }
+        }
+        let need = Need {
+            set: i,
+            slices: BTreeSet::new(),
+            edges: BTreeSet::new(),
+            whole: BTreeSet::new(),
+            written: records
+                .iter()
+                .filter(|e| matches!(e.data, DataState::Saved | DataState::InodeOnly))
+                .map(Written::of)
+                .collect(),
+            paths: Vec::new(),
+            flat: None,
+            served: false,
+            located: false,
+        };
+        candidates.push(Candidate {
+            need,
+            parents: listed.parents,
+            only_deletions,
+            writes,
+            deletes,
+        });
+    }
+    Ok((candidates, folders))
+}
+
+/// The sets needed, oldest first, each with the paths asked of it: a deletion is asked for
+/// only under what an older set wrote (with none, the path is simply absent).
+fn oldest_first(mut candidates: Vec<Candidate>) -> (Vec<Need>, Vec<BTreeMap<String, Folder>>) {
+    while candidates.last().is_some_and(|c| c.only_deletions) {
+        candidates.pop();
+    }
+    let mut written: BTreeSet<String> = BTreeSet::new();
+    let mut out = Vec::new();
+    let mut parents_of = Vec::new();
+    for c in candidates.into_iter().rev() {
+        let Candidate {
+            mut need,
+            parents,
+            writes,
+            deletes,
+            ..
+        } = c;
+        let mut asked: BTreeSet<String> = writes.clone();
+        asked.extend(deletes.intersection(&written).cloned());
+        written.extend(writes);
+        if asked.is_empty() {
+            continue;
+        }
+        need.paths = asked.into_iter().collect();
+        out.push(need);
+        parents_of.push(parents);
+    }
+    (out, parents_of)
+}
+
+/// Requested folders that exist at the restore time are asked of the newest set when no set
+/// writes anything under them (an empty folder).
+fn ask_folders(out: &mut Vec<Need>, folders: Vec<String>, chain: &[FoundSet]) {
+    let unasked: Vec<String> = folders
+        .into_iter()
+        .filter(|f| !out.iter().any(|n| n.paths.iter().any(|p| p == f)))
+        .collect();
+    if unasked.is_empty() {
+        return;
+    }
+    let last = chain.len() - 1;
+    match out.iter_mut().find(|n| n.set == last) {
+        Some(need) => need.paths.extend(unasked),
+        None => {
+            // No set records anything under it: dar reads only the newest set's ends.
+            let (whole, edges) = opened(chain[last].manifest.archive.slices, &BTreeSet::new());
+            out.push(Need {
+                set: last,
+                slices: BTreeSet::new(),
+                edges,
+                whole,
+                written: Vec::new(),
+                paths: unasked,
+                flat: None,
+                served: false,
+                located: true,
+            })
+        }
+    }
 }
 
 /// `need` located should serving it fall short: its set's slice list read now.

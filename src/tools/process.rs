@@ -274,139 +274,8 @@ impl Spec {
     pub fn run<R>(&self, consume: impl FnOnce(&mut dyn BufRead) -> R) -> Result<(Finished, R)> {
         check_stop()?;
         tracing::debug!(target: crate::logs::OUTPUT_TARGET, "$ {}", self.display());
-        let mut command = Command::new(&self.program);
-        match self.environment {
-            Environment::Empty => {
-                command.env_clear();
-            }
-            Environment::Minimal => {
-                command.env_clear();
-                for var in MINIMAL {
-                    if let Some(value) = std::env::var_os(var) {
-                        command.env(var, value);
-                    }
-                }
-            }
-            Environment::AllButSecrets => {
-                for var in crate::secrets::variables() {
-                    command.env_remove(var);
-                }
-                // The user's own, not the folder darvault points ssh's library at.
-                match super::ssh::user_state_home() {
-                    Some(Some(value)) => command.env("XDG_STATE_HOME", value),
-                    Some(None) => command.env_remove("XDG_STATE_HOME"),
-                    None => &mut command,
-                };
-            }
-        }
-        command
-            .args(&self.args)
-            .envs(self.envs.iter().map(|(k, v)| (k, v)))
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped());
-        // Where no temporary file can be made (a read-only or full temporary folder), a pipe
-        // does: slower, never failing the run for it.
-        let made = self.stdout_to_file.then(|| {
-            let file = tempfile::tempfile()?;
-            let theirs = file.try_clone()?;
-            Ok::<_, std::io::Error>((file, theirs))
-        });
-        let output_file = match made {
-            Some(Ok((file, theirs))) => {
-                command.stdout(theirs);
-                Some(file)
-            }
-            Some(Err(e)) => {
-                tracing::debug!("{}: output through a pipe: {e}", self.name());
-                command.stdout(Stdio::piped());
-                None
-            }
-            None => {
-                command.stdout(Stdio::piped());
-                None
-            }
-        };
-        // dar's start-up question about gpg: the stand-in keeps it from being asked, and a
-        // terminal answers it if it is asked anyway. A bare root (no /dev/ptmx) has no
-        // terminal to give: the stand-in alone then.
-        let terminal = match self.on_terminal {
-            true => {
-                let path = self
-                    .envs
-                    .iter()
-                    .rev()
-                    .find(|(k, _)| k == "PATH")
-                    .map(|(_, v)| v.clone());
-                let path = path.or(match self.environment {
-                    Environment::Empty => None,
-                    _ => std::env::var_os("PATH"),
-                });
-                if let Some(path) = super::gpg_stand_in::path_with_stand_in(path) {
-                    command.env("PATH", path);
-                }
-                super::terminal::Terminal::open()
-                    .inspect_err(|e| tracing::debug!("no pseudo-terminal for dar: {e}"))
-                    .ok()
-            }
-            false => None,
-        };
-        // Either way the child leads a new session (below), hence a process group of its own.
-        let controlling = terminal.as_ref().map(|t| t.slave_fd());
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child if
-        // this thread dies (even by kill -9), so no orphaned dar keeps writing into a staging
-        // directory that the next run will clean. Every spawn waits in its spawning thread.
-        // The in-memory option files are opened with close-on-exec; only this child keeps them.
-        let inherited: Vec<i32> = self.inherited.iter().map(|fd| fd.as_raw_fd()).collect();
-        // Children start on a spawning thread of their own: they get the priority of the
-        // thread that asked for them here (setpriority is async-signal-safe).
-        let nice = thread_nice();
-        let nice_text = nice.to_string().into_bytes();
-        unsafe {
-            command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                for fd in &inherited {
-                    if libc::fcntl(*fd, libc::F_SETFD, 0) == -1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                match controlling {
-                    Some(fd) => super::terminal::Terminal::make_controlling(fd)?,
-                    None => {
-                        if libc::setsid() == -1 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    }
-                }
-                if nice > 0 {
-                    lower_in_child(nice, &nice_text);
-                }
-                Ok(())
-            });
-        }
-        if let Some(dir) = &self.current_dir {
-            command.current_dir(dir);
-        }
-        let spawned = spawn(command).ok_or_else(|| Error::Tool {
-            tool: self.name(),
-            status: format!(
-                "could not start within {}s (a disk that stopped answering?)",
-                SPAWN_LIMIT.as_secs()
-            ),
-            detail: String::new(),
-        })?;
-        let mut child = spawned.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::MissingTool {
-                    tool: self.program.display().to_string(),
-                    hint: "install it (see the README) or set its path under [tools]".into(),
-                }
-            } else {
-                Error::io("cannot start", &self.program)(e)
-            }
-        })?;
+        let (command, output_file, terminal) = self.command();
+        let mut child = self.start(command)?;
         let answerer = terminal.map(super::terminal::Terminal::into_answerer);
         let name = self.name();
         let stderr = child.stderr.take().expect("stderr is piped");
@@ -455,49 +324,166 @@ impl Spec {
         let status = wait(&mut child, &self.program, &given_up)?;
         done.store(true, Ordering::Relaxed);
         let stop = watchdog.join().expect("watchdog thread");
-        if let Some(WhyStopped::Stalled(t)) = stop {
-            // Not waited for: its end may never come (the stderr thread goes with it).
-            return Err(Error::Stalled {
-                what: name,
-                copy: "the copy it reads".into(),
-                seconds: t.as_secs(),
-            });
-        }
-        let Some(status) = status else {
-            // Stopped, but held where even SIGKILL does not reach (a disk that hangs).
-            return Err(match stop {
-                Some(WhyStopped::Timeout(t)) => Error::Tool {
-                    tool: name,
-                    status: format!("timed out after {}s and could not be stopped", t.as_secs()),
-                    detail: String::new(),
-                },
-                _ => Error::Interrupted,
-            });
+        let finished = ended(name, status, stop, stderr_reader)?;
+        Ok((finished, consumed))
+    }
+
+    /// The command to spawn: its environment, its output (a file where one can be made), its
+    /// terminal when asked for, and what the child does before it runs the program.
+    fn command(
+        &self,
+    ) -> (
+        Command,
+        Option<std::fs::File>,
+        Option<super::terminal::Terminal>,
+    ) {
+        let mut command = Command::new(&self.program);
+        self.set_environment(&mut command);
+        command
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped());
+        // Where no temporary file can be made (a read-only or full temporary folder), a pipe
+        // does: slower, never failing the run for it.
+        let made = self.stdout_to_file.then(|| {
+            let file = tempfile::tempfile()?;
+            let theirs = file.try_clone()?;
+            Ok::<_, std::io::Error>((file, theirs))
+        });
+        let output_file = match made {
+            Some(Ok((file, theirs))) => {
+                command.stdout(theirs);
+                Some(file)
+            }
+            Some(Err(e)) => {
+                tracing::debug!("{}: output through a pipe: {e}", self.name());
+                command.stdout(Stdio::piped());
+                None
+            }
+            None => {
+                command.stdout(Stdio::piped());
+                None
+            }
         };
-        let stderr_tail = stderr_reader.join().expect("stderr thread");
-        match stop {
-            Some(WhyStopped::StopRequested) => return Err(Error::Interrupted),
-            Some(WhyStopped::Timeout(t)) => {
-                return Err(Error::Tool {
-                    tool: name,
-                    status: format!("timed out after {}s", t.as_secs()),
-                    detail: tail_detail(&stderr_tail),
-                });
-            }
-            Some(WhyStopped::Abandoned) => {
-                return Err(Error::Failed(format!("{name}: stopped, given up on")));
-            }
-            Some(WhyStopped::Stalled(_)) | None => {}
+        let terminal = match self.on_terminal {
+            true => self.gpg_answered(&mut command),
+            false => None,
+        };
+        self.before_exec(&mut command, terminal.as_ref().map(|t| t.slave_fd()));
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
         }
-        tracing::debug!(target: crate::logs::OUTPUT_TARGET, "{name}: {status}");
-        Ok((
-            Finished {
-                tool: name,
-                status,
-                stderr: stderr_tail,
-            },
-            consumed,
-        ))
+        (command, output_file, terminal)
+    }
+
+    fn set_environment(&self, command: &mut Command) {
+        match self.environment {
+            Environment::Empty => {
+                command.env_clear();
+            }
+            Environment::Minimal => {
+                command.env_clear();
+                for var in MINIMAL {
+                    if let Some(value) = std::env::var_os(var) {
+                        command.env(var, value);
+                    }
+                }
+            }
+            Environment::AllButSecrets => {
+                for var in crate::secrets::variables() {
+                    command.env_remove(var);
+                }
+                // The user's own, not the folder darvault points ssh's library at.
+                match super::ssh::user_state_home() {
+                    Some(Some(value)) => command.env("XDG_STATE_HOME", value),
+                    Some(None) => command.env_remove("XDG_STATE_HOME"),
+                    None => command,
+                };
+            }
+        }
+    }
+
+    /// dar's start-up question about gpg: the stand-in keeps it from being asked, and a
+    /// terminal answers it if it is asked anyway. A bare root (no /dev/ptmx) has no terminal
+    /// to give: the stand-in alone then.
+    fn gpg_answered(&self, command: &mut Command) -> Option<super::terminal::Terminal> {
+        let path = self
+            .envs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone());
+        let path = path.or(match self.environment {
+            Environment::Empty => None,
+            _ => std::env::var_os("PATH"),
+        });
+        if let Some(path) = super::gpg_stand_in::path_with_stand_in(path) {
+            command.env("PATH", path);
+        }
+        super::terminal::Terminal::open()
+            .inspect_err(|e| tracing::debug!("no pseudo-terminal for dar: {e}"))
+            .ok()
+    }
+
+    /// Either way the child leads a new session, hence a process group of its own: with
+    /// `controlling` as its terminal when given.
+    fn before_exec(&self, command: &mut Command, controlling: Option<i32>) {
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child if
+        // this thread dies (even by kill -9), so no orphaned dar keeps writing into a staging
+        // directory that the next run will clean. Every spawn waits in its spawning thread.
+        // The in-memory option files are opened with close-on-exec; only this child keeps them.
+        let inherited: Vec<i32> = self.inherited.iter().map(|fd| fd.as_raw_fd()).collect();
+        // Children start on a spawning thread of their own: they get the priority of the
+        // thread that asked for them here (setpriority is async-signal-safe).
+        let nice = thread_nice();
+        let nice_text = nice.to_string().into_bytes();
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for fd in &inherited {
+                    if libc::fcntl(*fd, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                match controlling {
+                    Some(fd) => super::terminal::Terminal::make_controlling(fd)?,
+                    None => {
+                        if libc::setsid() == -1 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                }
+                if nice > 0 {
+                    lower_in_child(nice, &nice_text);
+                }
+                Ok(())
+            });
+        }
+    }
+
+    fn start(&self, command: Command) -> Result<std::process::Child> {
+        let spawned = spawn(command).ok_or_else(|| Error::Tool {
+            tool: self.name(),
+            status: format!(
+                "could not start within {}s (a disk that stopped answering?)",
+                SPAWN_LIMIT.as_secs()
+            ),
+            detail: String::new(),
+        })?;
+        spawned.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::MissingTool {
+                    tool: self.program.display().to_string(),
+                    hint: "install it (see the README) or set its path under [tools]".into(),
+                }
+            } else {
+                Error::io("cannot start", &self.program)(e)
+            }
+        })
     }
 
     /// Run, collecting stdout as text (for short outputs such as version strings).
@@ -901,6 +887,56 @@ fn is_script(p: &Path) -> bool {
         .and_then(|mut f| f.read_exact(&mut head))
         .map(|_| &head == b"#!")
         .unwrap_or(false)
+}
+
+/// How a child's run ended, as darvault sees it: its status and stderr, or why it was
+/// stopped.
+fn ended(
+    name: String,
+    status: Option<std::process::ExitStatus>,
+    stop: Option<WhyStopped>,
+    stderr_reader: thread::JoinHandle<String>,
+) -> Result<Finished> {
+    if let Some(WhyStopped::Stalled(t)) = stop {
+        // Not waited for: its end may never come (the stderr thread goes with it).
+        return Err(Error::Stalled {
+            what: name,
+            copy: "the copy it reads".into(),
+            seconds: t.as_secs(),
+        });
+    }
+    let Some(status) = status else {
+        // Stopped, but held where even SIGKILL does not reach (a disk that hangs).
+        return Err(match stop {
+            Some(WhyStopped::Timeout(t)) => Error::Tool {
+                tool: name,
+                status: format!("timed out after {}s and could not be stopped", t.as_secs()),
+                detail: String::new(),
+            },
+            _ => Error::Interrupted,
+        });
+    };
+    let stderr_tail = stderr_reader.join().expect("stderr thread");
+    match stop {
+        Some(WhyStopped::StopRequested) => return Err(Error::Interrupted),
+        Some(WhyStopped::Timeout(t)) => {
+            return Err(Error::Tool {
+                tool: name,
+                status: format!("timed out after {}s", t.as_secs()),
+                detail: tail_detail(&stderr_tail),
+            });
+        }
+        Some(WhyStopped::Abandoned) => {
+            return Err(Error::Failed(format!("{name}: stopped, given up on")));
+        }
+        Some(WhyStopped::Stalled(_)) | None => {}
+    }
+    tracing::debug!(target: crate::logs::OUTPUT_TARGET, "{name}: {status}");
+    Ok(Finished {
+        tool: name,
+        status,
+        stderr: stderr_tail,
+    })
 }
 
 #[cfg(test)]
