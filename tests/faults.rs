@@ -950,23 +950,64 @@ fn every_verb_on_a_mute_server_fails_within_one_stall_timeout() {
     }
 }
 
-/// The writer lock is on the copy itself: a replicate to an SFTP copy holds
+/// Where a test looks at a copy's lock: the server's folder, or the S3 bucket.
+enum LockAt {
+    Folder(PathBuf),
+    Bucket(String),
+}
+
+impl LockAt {
+    fn exists(&self) -> bool {
+        match self {
+            LockAt::Folder(root) => root.join(".darvault/lock").exists(),
+            LockAt::Bucket(prefix) => {
+                let out = rclone_s3(&["lsf", &format!("t:{prefix}/.darvault/")])
+                    .output()
+                    .unwrap();
+                stdout(&out).lines().any(|l| l == "lock")
+            }
+        }
+    }
+
+    fn write(&self, text: &str) {
+        match self {
+            LockAt::Folder(root) => fs::write(root.join(".darvault/lock"), text).unwrap(),
+            LockAt::Bucket(prefix) => {
+                let mut rcat = rclone_s3(&["rcat", &format!("t:{prefix}/.darvault/lock")])
+                    .stdin(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                rcat.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(text.as_bytes())
+                    .unwrap();
+                assert!(rcat.wait().unwrap().success(), "rclone rcat");
+            }
+        }
+    }
+}
+
+/// The writer lock is on the copy itself: a replicate to a remote copy holds
 /// `.darvault/lock` there, so a repairing audit or a cleanup run with another state folder
 /// (another machine, another config) exits 7 naming the holder; the lock goes when the
 /// replicate ends; one whose holder is gone (a process of this machine that no longer runs,
 /// or a heartbeat older than five minutes) is taken over with a notice, a live one is not.
-#[test]
-fn a_remote_copy_carries_its_own_writer_lock() {
+fn a_remote_copy_carries_its_own_writer_lock(kind: &str) {
     let env = Env::new();
     // 48 MiB at 8 MB/s: the replicate still runs while the two others try.
     video_source(&env, 48);
-    let (sftp, root) = destination(
-        "sftp",
-        "copy-lock",
+    let tag = format!("copy-lock-{kind}");
+    let (dest, root) = destination(
+        kind,
+        &tag,
         "bandwidth_limit = \"8M\"\nkeep = { full = \"0d\", diff = \"0d\", incr = \"0d\" }\n",
     );
-    let root = root.unwrap();
-    configure(&env, "4M", &sftp);
+    let lock = match root {
+        Some(root) => LockAt::Folder(root),
+        None => LockAt::Bucket(format!("{tag}-{}", std::process::id())),
+    };
+    configure(&env, "4M", &dest);
     assert_eq!(code(&env.run(&["backup", "--full"])), 0);
     let elsewhere = |args: &[&str]| {
         let out = env
@@ -984,7 +1025,6 @@ fn a_remote_copy_carries_its_own_writer_lock() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let lock = root.join(".darvault/lock");
     let started = Instant::now();
     while !lock.exists() {
         assert!(
@@ -994,8 +1034,8 @@ fn a_remote_copy_carries_its_own_writer_lock() {
         std::thread::sleep(Duration::from_millis(20));
     }
     for args in [
-        &["audit", "sftp", "--repair"][..],
-        &["cleanup", "--yes", "--dest", "sftp"][..],
+        &["audit", kind, "--repair"][..],
+        &["cleanup", "--yes", "--dest", kind][..],
     ] {
         let (code, said) = elsewhere(args);
         assert_eq!(code, 7, "{args:?}: {said}");
@@ -1017,8 +1057,8 @@ fn a_remote_copy_carries_its_own_writer_lock() {
         .to_string()
     };
     // A live holder on another machine.
-    fs::write(&lock, holder("another-host", 1, 10)).unwrap();
-    let (code, said) = elsewhere(&["audit", "sftp", "--repair"]);
+    lock.write(&holder("another-host", 1, 10));
+    let (code, said) = elsewhere(&["audit", kind, "--repair"]);
     assert_eq!(code, 7, "{said}");
     assert!(said.contains("another-host"), "{said}");
     // Gone: silent for ten minutes, or a process of this machine that no longer runs.
@@ -1026,10 +1066,56 @@ fn a_remote_copy_carries_its_own_writer_lock() {
         holder("another-host", 1, 600),
         holder(&darvault::host_name(), 4_194_999, 0),
     ] {
-        fs::write(&lock, gone).unwrap();
-        let (code, said) = elsewhere(&["-v", "audit", "sftp", "--repair"]);
+        lock.write(&gone);
+        let (code, said) = elsewhere(&["-v", "audit", kind, "--repair"]);
         assert_eq!(code, 0, "{said}");
         assert!(said.contains("taking over the lock"), "{said}");
         assert!(!lock.exists(), "released at the end");
     }
+}
+
+#[test]
+fn an_sftp_copy_carries_its_own_writer_lock() {
+    a_remote_copy_carries_its_own_writer_lock("sftp");
+}
+
+#[test]
+fn an_s3_copy_carries_its_own_writer_lock() {
+    a_remote_copy_carries_its_own_writer_lock("s3");
+}
+
+/// The S3 server takes a lock only if none is there, in one step: a create of an object that
+/// exists is refused (so two runs that find the copy free at the same moment cannot both
+/// take it). Checked here, not assumed of the server.
+#[test]
+fn the_s3_server_refuses_to_create_a_lock_that_exists() {
+    let s = servers();
+    let op = opendal::Operator::via_iter(
+        "s3",
+        [
+            ("endpoint", s["S3_ENDPOINT"].as_str()),
+            ("bucket", s["S3_BUCKET"].as_str()),
+            ("region", "us-east-1"),
+            ("access_key_id", s["S3_ACCESS_KEY"].as_str()),
+            ("secret_access_key", s["S3_SECRET_KEY"].as_str()),
+            ("root", &format!("/exclusive-{}", std::process::id())),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let create = |text: &'static str| op.write_with(".darvault/lock", text).if_not_exists(true);
+        create("first").await.expect("a free lock is created");
+        let refused = create("second")
+            .await
+            .expect_err("a held lock is not replaced");
+        assert_eq!(
+            refused.kind(),
+            opendal::ErrorKind::ConditionNotMatch,
+            "{refused}"
+        );
+        let kept = op.read(".darvault/lock").await.unwrap().to_vec();
+        assert_eq!(kept, b"first");
+    });
 }

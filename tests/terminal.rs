@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -246,4 +246,129 @@ fn ctrl_c_ends_a_backup_within_two_seconds() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(processes_mentioning(&tag), vec![], "children left behind");
+}
+
+/// A stand-in for `tool` that runs the real one, except for the command `when` names (a
+/// shell test on its arguments): then it marks `mark` and waits, as a long extraction or
+/// repair would; darvault must end it.
+fn slow_tool(env: &Env, tool: &str, when: &str, mark: &Path) -> PathBuf {
+    let real = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .unwrap();
+    let real = String::from_utf8(real.stdout).unwrap();
+    let script = env.path(&format!("slow-{tool}"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif {when}; then\n  : > {mark:?}\n  sleep {WAITING}\n  exit 0\nfi\nexec {} \"$@\"\n",
+            real.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    script
+}
+
+/// How long a slow tool waits: a number no other process of the machine has in its command
+/// line.
+const WAITING: &str = "3599.25";
+
+/// Start `args` on a terminal, wait until the slow tool marked `mark` (the chosen point:
+/// the child is running), type Ctrl-C: exit 130 within 2 s, and the child is gone.
+fn ctrl_c_while_a_child_runs(env: &Env, args: &[&str], mark: &Path) {
+    let mut command = env.cmd();
+    command.args(args).env("TERM", "xterm");
+    let mut t = OnTerminal::start(command);
+    let started = Instant::now();
+    while !mark.exists() {
+        assert!(
+            started.elapsed() < LIMIT,
+            "{args:?}: the tool never started: {}",
+            t.output()
+        );
+        if let Some(status) = t.child.try_wait().unwrap() {
+            panic!(
+                "{args:?} ended ({status}) before its tool ran: {}",
+                t.output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let interrupted = Instant::now();
+    t.interrupt();
+    let code = t.wait(Duration::from_secs(20));
+    let took = interrupted.elapsed();
+    assert_eq!(code, 130, "{args:?}: {}", t.output());
+    assert!(
+        took < Duration::from_secs(2),
+        "{args:?}: Ctrl-C took {took:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !processes_mentioning(WAITING).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        processes_mentioning(WAITING),
+        vec![],
+        "{args:?}: child left"
+    );
+}
+
+/// One way to stop, whatever is running: Ctrl-C while a restore's dar extracts, and while a
+/// repair's par2 repairs, ends darvault with exit 130 within 2 s and no child left; the
+/// repair interrupted left the copy as it was, and the next one repairs it.
+#[test]
+fn ctrl_c_ends_a_restore_and_a_repair_while_their_tool_runs() {
+    let env = Env::new();
+    let src = env.path("src");
+    corpus(&src, 12, 4);
+    let setup = definition(&env, &src);
+    env.config(&setup);
+    assert_eq!(on_terminal(&env, &["backup", "--full"], LIMIT).0, 0);
+    assert_eq!(on_terminal(&env, &["replicate"], LIMIT).0, 0);
+
+    let extracting = env.path("dar-extracting");
+    let dar = slow_tool(
+        &env,
+        "dar",
+        "case \" $* \" in *\" -x \"*) true ;; *) false ;; esac",
+        &extracting,
+    );
+    let repairing = env.path("par2-repairing");
+    let par2 = slow_tool(&env, "par2", "[ \"$1\" = repair ]", &repairing);
+    env.config(&format!(
+        "[tools]\ndar = {:?}\npar2 = {:?}\n\n{setup}",
+        dar.display().to_string(),
+        par2.display().to_string()
+    ));
+    let target = env.path("restored").display().to_string();
+    ctrl_c_while_a_child_runs(
+        &env,
+        &[
+            "restore", "--from", "usb", "-d", "docs", "--target", &target,
+        ],
+        &extracting,
+    );
+
+    // A slice of the USB copy damaged; no other copy holds the set: par2 repairs it.
+    let set = env.sets("docs").pop().expect("a set");
+    let set_name = common::name_of(&set);
+    let slice = env
+        .path("usb")
+        .join("docs")
+        .join(&set_name)
+        .join(format!("{set_name}.1.dar"));
+    let mut bytes = std::fs::read(&slice).unwrap();
+    for b in bytes.iter_mut().skip(4096).take(64) {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&slice, &bytes).unwrap();
+    std::fs::rename(env.repo().join("docs"), env.path("repository-away")).unwrap();
+    ctrl_c_while_a_child_runs(&env, &["audit", "usb", "--repair"], &repairing);
+    assert_eq!(std::fs::read(&slice).unwrap(), bytes, "the copy as it was");
+    env.config(&setup);
+    let (code, out) = on_terminal(&env, &["audit", "usb", "--repair"], LIMIT);
+    assert_eq!(code, 0, "{out}");
 }

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{DeepCheck, DeepKind, DeepVerdict, Status};
 use crate::config::Config;
@@ -212,7 +213,9 @@ impl SetAt<'_> {
                 .all(|(e, _, _)| !groups.protects(g, &e.path))
             {
                 let remade = match repair {
-                    true => regenerate(copy, location, manifest, group, scratch.path()).await?,
+                    true => {
+                        regenerate(copy, location, manifest, group, scratch.path(), config).await?
+                    }
                     false => Err("data intact; audit --repair makes the PAR2 set again".into()),
                 };
                 for (entry, found, old_sha) in in_group {
@@ -228,8 +231,16 @@ impl SetAt<'_> {
                 }
                 continue;
             }
-            let verdict =
-                par2_check(copy, location, manifest, group, scratch.path(), repair).await?;
+            let verdict = par2_check(
+                copy,
+                location,
+                manifest,
+                group,
+                scratch.path(),
+                repair,
+                config,
+            )
+            .await?;
             checked.push((g, group, scratch, scratch_copy, verdict, in_group));
         }
         let mut rebuilt = Rebuilt {
@@ -358,8 +369,10 @@ impl Rebuilt<'_> {
             None => None,
         };
         let (_folder, archive) = self.assemble().await?;
-        let mut dar = Dar::locate(None)?;
-        dar.io_stall = self.copy.tool_stall();
+        let dar = machine_dar(
+            configured_tools(self.config).0.as_deref(),
+            self.copy.tool_stall(),
+        )?;
         match tokio::task::block_in_place(|| dar.test(&archive, key.as_ref())) {
             Ok(_) => Ok(Ok(())),
             Err(e @ (Error::Interrupted | Error::Stalled { .. })) => Err(e),
@@ -422,6 +435,31 @@ fn key_for(manifest: &Manifest, config: Option<&Config>) -> Result<Option<Passph
         .transpose()
 }
 
+/// The paths of dar and par2 under `[tools]`, if set.
+fn configured_tools(config: Option<&Config>) -> (Option<PathBuf>, Option<PathBuf>) {
+    let tools = config.map(|c| &c.tools);
+    let path = |p: Option<&crate::config::AbsPath>| p.map(|p| p.path().to_owned());
+    (
+        path(tools.and_then(|t| t.dar.as_ref())),
+        path(tools.and_then(|t| t.par2.as_ref())),
+    )
+}
+
+/// This machine's par2 for a copy's files: the configured one, else the one on PATH (a
+/// copy's bundled binaries are never run by an audit).
+fn machine_par2(configured: Option<&Path>, io_stall: Option<Duration>) -> Result<Par2> {
+    let mut par2 = Par2::locate(configured)?;
+    par2.io_stall = io_stall;
+    Ok(par2)
+}
+
+/// This machine's dar, the same way.
+fn machine_dar(configured: Option<&Path>, io_stall: Option<Duration>) -> Result<Dar> {
+    let mut dar = Dar::locate(configured)?;
+    dar.io_stall = io_stall;
+    Ok(dar)
+}
+
 /// par2's verdict on a group gathered into `scratch` (repaired there when `repair`), or why
 /// it could not be had.
 async fn par2_check(
@@ -431,11 +469,11 @@ async fn par2_check(
     group: &Group,
     scratch: &Path,
     repair: bool,
+    config: Option<&Config>,
 ) -> Result<std::result::Result<Verdict, String>> {
     match gather(copy, location, manifest, group, scratch).await {
         Ok(()) => {
-            let mut par2 = Par2::locate(None)?;
-            par2.io_stall = copy.tool_stall();
+            let par2 = machine_par2(configured_tools(config).1.as_deref(), copy.tool_stall())?;
             match tokio::task::block_in_place(|| par2.check(scratch, &group.index, repair)) {
                 Ok(v) => Ok(Ok(v)),
                 Err(e @ (Error::Interrupted | Error::Stalled { .. })) => Err(e),
@@ -544,6 +582,7 @@ async fn regenerate(
     manifest: &Manifest,
     group: &Group,
     scratch: &Path,
+    config: Option<&Config>,
 ) -> Result<std::result::Result<(), String>> {
     let sources: Vec<&FileEntry> = manifest
         .files
@@ -551,8 +590,7 @@ async fn regenerate(
         .filter(|f| is_group_source(group, &f.path))
         .collect();
     gather_files(copy, location, &sources, scratch).await?;
-    let mut par2 = Par2::locate(None)?;
-    par2.io_stall = copy.tool_stall();
+    let par2 = machine_par2(configured_tools(config).1.as_deref(), copy.tool_stall())?;
     match tokio::task::block_in_place(|| par2.create(scratch, group)) {
         Err(e @ (Error::Interrupted | Error::Stalled { .. })) => return Err(e),
         Err(e) => return Ok(Err(format!("par2 could not make the PAR2 set again: {e}"))),
@@ -743,6 +781,8 @@ pub(super) struct DeepChecks {
     io_stall: Option<std::time::Duration>,
     /// The set's files, looked at before any tool opens them.
     files: Vec<String>,
+    /// dar and par2 as configured (else found on PATH).
+    tools: (Option<PathBuf>, Option<PathBuf>),
 }
 
 impl DeepChecks {
@@ -760,6 +800,7 @@ impl DeepChecks {
             encrypted: manifest.archive.encrypted,
             key: key_for(manifest, config)?,
             files: manifest.files.iter().map(|f| f.path.clone()).collect(),
+            tools: configured_tools(config),
         })
     }
 
@@ -779,9 +820,8 @@ impl DeepChecks {
             }]);
         }
         // This machine's own tools: a copy's bundled binaries are never run unverified.
-        let mut par2 = Par2::locate(None)?;
-        let mut dar = Dar::locate(None)?;
-        (par2.io_stall, dar.io_stall) = (self.io_stall, self.io_stall);
+        let par2 = machine_par2(self.tools.1.as_deref(), self.io_stall)?;
+        let dar = machine_dar(self.tools.0.as_deref(), self.io_stall)?;
         let (verified, tested) = std::thread::scope(|scope| {
             let verifier = scope.spawn(|| self.verify(&par2));
             let tested = self.test(&dar);

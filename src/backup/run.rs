@@ -346,8 +346,8 @@ impl Making<'_> {
         Ok(Some("passed".to_owned()))
     }
 
-    /// The chain's tools and RESTORE.txt in the set, then its manifest, proven against the
-    /// seals: what is published is exactly what the manifest records. Also the warnings.
+    /// The chain's tools and RESTORE.txt in the set, then its manifest, written and proven
+    /// against the seals. Also the warnings.
     fn describe(
         &self,
         definition_dir: &Path,
@@ -376,6 +376,8 @@ impl Making<'_> {
             }),
         );
         let manifest = self.manifest(created_at, &created, restore, par2_verified, groups, files);
+        manifest.write(self.staging.path())?;
+        // The last gate: what is published is exactly what the manifest records.
         seals.prove(&manifest.files)?;
         Ok((manifest, warnings))
     }

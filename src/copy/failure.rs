@@ -53,6 +53,12 @@ pub fn understand(e: &opendal::Error) -> (Retry, String) {
         return known;
     }
     let permanent = |cause: &str| (Retry::Useless, format!("{cause} ({detail})"));
+    // ssh said nothing more precise (above): the connection or the login failed.
+    if let Some(openssh::Error::Connect(_)) = source_in::<openssh::Error>(e) {
+        return permanent(
+            "ssh could not connect or log in: check endpoint, user and key (ssh -i KEY -p PORT USER@HOST should work without a password)",
+        );
+    }
     match e.kind() {
         K::PermissionDenied => permanent("access denied: check the credentials and their rights"),
         K::NotFound => permanent("not found"),
@@ -70,10 +76,15 @@ pub fn understand(e: &opendal::Error) -> (Retry, String) {
 
 /// The first `std::io::Error` in the chain of causes.
 fn io_error_in(e: &opendal::Error) -> Option<&std::io::Error> {
+    source_in::<std::io::Error>(e)
+}
+
+/// The first cause of type `T` in the chain of causes.
+fn source_in<T: std::error::Error + 'static>(e: &opendal::Error) -> Option<&T> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(c) = cause {
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            return Some(io);
+        if let Some(found) = c.downcast_ref::<T>() {
+            return Some(found);
         }
         cause = c.source();
     }
@@ -142,6 +153,19 @@ mod tests {
         let (retry, cause) = understand(&e);
         assert_eq!(retry, Retry::Useless);
         assert!(cause.contains("disk is full"), "{cause}");
+    }
+
+    #[test]
+    fn an_ssh_connection_that_fails_says_what_to_check() {
+        let refused = std::io::Error::other("ssh exited");
+        let e = opendal::Error::new(opendal::ErrorKind::Unexpected, "ssh error")
+            .set_source(openssh::Error::Connect(refused));
+        let (retry, cause) = understand(&e);
+        assert_eq!(retry, Retry::Useless);
+        assert!(
+            cause.starts_with("ssh could not connect or log in"),
+            "{cause}"
+        );
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! A lock whose heartbeat stopped for `STALE` (its holder died or lost the copy), or whose
 //! holder is a process of this machine that is gone, is taken over with a notice.
 //!
-//! Object stores have no exclusive create every service offers, so taking the lock is
-//! write-then-read-back: two runs that write it at the same moment both read back one name,
-//! and only its holder goes on.
+//! Where the service creates a file only if it is absent in one step (S3's `If-None-Match`,
+//! SFTP's exclusive open), a free lock is taken that way; elsewhere (WebDAV) it is written.
+//! Either way it is read back: two runs that write it at the same moment both read back one
+//! name, and only its holder goes on.
 
 use std::time::Duration;
 
@@ -125,27 +126,44 @@ impl Store {
 
     /// One try: None when the lock is now `mine`, else the live holder.
     async fn try_copy_lock(&self, mine: &Holder) -> Result<Option<Holder>> {
-        if let Some(other) = self.copy_lock_holder().await? {
-            if !other.is_gone() {
-                return Ok(Some(other));
-            }
-            tracing::warn!(
-                "{}: taking over the lock of {}, which is gone",
-                self.label(),
-                other.describe()
-            );
-        }
         let bytes = serde_json::to_vec(mine).expect("a holder serialises");
-        self.write_small(LOCK, bytes).await?;
+        let found = self.copy_lock_holder().await?;
+        match &found {
+            Some(other) if !other.is_gone() => return Ok(Some(other.clone())),
+            Some(other) => {
+                tracing::warn!(
+                    "{}: taking over the lock of {}, which is gone",
+                    self.label(),
+                    other.describe()
+                );
+                self.write_small(LOCK, bytes).await?;
+            }
+            // Where the service creates a file only if it is absent, in one step, two runs
+            // that find no lock at the same moment cannot both write one.
+            None => match self.create_small(LOCK, bytes.clone()).await? {
+                Some(true) => {}
+                Some(false) => match self.copy_lock_holder().await? {
+                    Some(other) => return Ok(Some(other)),
+                    None => return Err(self.unreadable_lock()),
+                },
+                None => self.write_small(LOCK, bytes).await?,
+            },
+        }
+        // Read back in every case: a service that ignored the condition, or a takeover at
+        // the same moment, shows here.
         tokio::time::sleep(SETTLE).await;
         match self.copy_lock_holder().await? {
             Some(read) if read.run == mine.run => Ok(None),
             Some(other) => Ok(Some(other)),
-            None => Err(Error::Failed(format!(
-                "{}: the lock written at {LOCK} is not there when read back",
-                self.label()
-            ))),
+            None => Err(self.unreadable_lock()),
         }
+    }
+
+    fn unreadable_lock(&self) -> Error {
+        Error::Failed(format!(
+            "{}: the lock at {LOCK} is not there or not readable when read back",
+            self.label()
+        ))
     }
 
     /// The holder the copy's lock names; None when there is none (or it is unreadable,

@@ -321,6 +321,22 @@ impl Store {
             .map(|_| ())
     }
 
+    /// Write a small file only if nothing is there yet, in one step the service makes atomic:
+    /// false when something is. None when the service has no such step (WebDAV).
+    pub(super) async fn create_small(&self, path: &str, bytes: Vec<u8>) -> Result<Option<bool>> {
+        if !self.op.info().capability().write_with_if_not_exists || self.anchor.is_some() {
+            return Ok(None);
+        }
+        let what = format!("cannot create {path}");
+        let create = self.op.write_with(path, bytes).if_not_exists(true);
+        match tokio::time::timeout(self.stall, create).await {
+            Ok(Ok(_)) => Ok(Some(true)),
+            Ok(Err(e)) if e.kind() == opendal::ErrorKind::ConditionNotMatch => Ok(Some(false)),
+            Ok(Err(e)) => Err(storage_error(&self.on_this(&what), e)),
+            Err(_) => Err(self.stalled(&what)),
+        }
+    }
+
     /// Remove a file (a link is removed, never followed); nothing when it is not there.
     pub async fn remove(&self, path: &str) -> Result<()> {
         crate::fault::point(crate::fault::REMOVE);

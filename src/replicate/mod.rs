@@ -94,7 +94,7 @@ pub fn run(
     for dest in destinations {
         let started = jiff::Timestamp::now();
         let outcome = rt.block_on_stoppable(to_destination(config, dest, &sets, &state, progress));
-        let result = match outcome.map_err(|e| with_hint(dest, e)) {
+        let result = match outcome {
             Ok(summary) => Outcome::Done(summary),
             Err(e) => {
                 // The report says it on stdout; the log keeps it too.
@@ -170,21 +170,6 @@ impl Report {
             lines,
             runs,
         }
-    }
-}
-
-/// SFTP reports a refused key as a failed connection: say what to check.
-fn with_hint(dest: &Destination, e: Error) -> Error {
-    let msg = e.to_string();
-    if dest.kind == crate::config::Kind::Sftp
-        && msg.contains("failed to connect")
-        && !msg.contains("ssh:")
-    {
-        Error::Failed(format!(
-            "{msg}: ssh could not connect or log in; check endpoint, user and key (ssh -i KEY -p PORT USER@HOST should work without a password)"
-        ))
-    } else {
-        e
     }
 }
 
