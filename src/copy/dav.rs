@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::backend::{Failure, Io, Sink};
 use super::failure::{Retry, os_cause};
 use crate::error::{Error, Result};
 
@@ -21,8 +22,10 @@ pub struct Dav {
     token: Option<String>,
 }
 
-/// The body of one PUT, fed chunk by chunk.
-pub struct Upload {
+/// The body of one PUT, fed chunk by chunk; None once it ended.
+pub struct Upload(Option<Request>);
+
+struct Request {
     sender: tokio::sync::mpsc::Sender<std::result::Result<Vec<u8>, std::io::Error>>,
     request: tokio::task::JoinHandle<std::result::Result<reqwest::Response, reqwest::Error>>,
 }
@@ -69,7 +72,7 @@ impl Dav {
     /// Whether the server takes the credentials: a refusal (401, 403) is named as such before
     /// anything else is asked (OpenDAL reports it as an unexpected error with the whole
     /// response). Anything else is left to the requests that follow.
-    pub async fn check_access(&self, what: &str) -> Result<()> {
+    pub async fn check_access(&self) -> std::result::Result<(), Failure> {
         let method = reqwest::Method::from_bytes(b"PROPFIND").expect("a valid method");
         let mut request = self
             .client
@@ -84,14 +87,13 @@ impl Dav {
             return Ok(());
         };
         match response.status().as_u16() {
-            401 | 403 => Err(Error::Storage {
-                what: what.to_owned(),
-                cause: format!(
+            401 | 403 => Err(Failure::other(
+                Retry::Useless,
+                format!(
                     "the server refused the user name or password (HTTP {}): check `username` and `password` (or `token`) of the destination",
                     response.status().as_u16()
                 ),
-                retry: false,
-            }),
+            )),
             _ => Ok(()),
         }
     }
@@ -112,21 +114,22 @@ impl Dav {
         } else if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        Upload {
+        Upload(Some(Request {
             sender,
             request: tokio::spawn(request.send()),
-        }
+        }))
     }
 }
 
-impl Upload {
-    /// Hand one chunk to the request; waits while the server is not reading.
-    pub async fn send(&self, chunk: Vec<u8>) -> std::result::Result<(), ()> {
+impl Request {
+    /// Hand one chunk to the request; waits while the server is not reading. Err when the
+    /// request ended early.
+    async fn send(&self, chunk: Vec<u8>) -> std::result::Result<(), ()> {
         self.sender.send(Ok(chunk)).await.map_err(|_| ())
     }
 
     /// Cut the request short: the server sees an incomplete body.
-    pub fn abort(self) {
+    fn abort(self) {
         let _ = self
             .sender
             .try_send(Err(std::io::Error::other("upload aborted")));
@@ -134,13 +137,13 @@ impl Upload {
     }
 
     /// End the body and wait for the server's answer.
-    pub async fn finish(self, what: &str) -> Result<()> {
+    async fn finish(self) -> std::result::Result<(), Failure> {
         drop(self.sender);
         let answer = self
             .request
             .await
-            .map_err(|e| Error::Failed(format!("{what}: the upload task failed: {e}")))?;
-        let response = answer.map_err(|e| request_error(what, &e))?;
+            .map_err(|e| Failure::other(Retry::Useless, format!("the upload task failed: {e}")))?;
+        let response = answer.map_err(|e| request_failure(&e))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -163,36 +166,59 @@ impl Upload {
             s if s >= 500 => (Retry::Helps, format!("server error {status}")),
             _ => (Retry::Useless, format!("the server answered {status}")),
         };
-        Err(Error::Storage {
-            what: what.to_owned(),
-            cause,
-            retry: retry == Retry::Helps,
+        Err(Failure::other(retry, cause))
+    }
+}
+
+impl Sink for Upload {
+    fn write(&mut self, chunk: Vec<u8>) -> Io<'_, ()> {
+        Box::pin(async move {
+            let request = self.0.as_ref().expect("an upload under way");
+            if request.send(chunk).await.is_ok() {
+                return Ok(());
+            }
+            // The request ended early: its answer says why.
+            let request = self.0.take().expect("an upload under way");
+            Err(request.finish().await.err().unwrap_or_else(|| {
+                Failure::other(Retry::Helps, "the server ended the upload early")
+            }))
         })
+    }
+
+    fn close(&mut self) -> Io<'_, ()> {
+        Box::pin(async move {
+            match self.0.take() {
+                Some(request) => request.finish().await,
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn abort(&mut self) -> Io<'_, ()> {
+        if let Some(request) = self.0.take() {
+            request.abort();
+        }
+        Box::pin(async { Ok(()) })
     }
 }
 
 /// A failed request, with its OS-level cause where there is one.
-pub fn request_error(what: &str, e: &reqwest::Error) -> Error {
+fn request_failure(e: &reqwest::Error) -> Failure {
     use std::error::Error as _;
     let mut cause: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(c) = cause {
         if let Some(io) = c.downcast_ref::<std::io::Error>()
             && let Some((retry, text)) = os_cause(io)
         {
-            return Error::Storage {
-                what: what.to_owned(),
-                cause: text,
-                retry: retry == Retry::Helps,
-            };
+            return Failure::other(retry, text);
         }
         cause = c.source();
     }
     let retry = e.is_timeout() || e.is_request() || e.is_body();
-    Error::Storage {
-        what: what.to_owned(),
-        cause: crate::secrets::mask(&format!("{e}")).into_owned(),
-        retry,
-    }
+    Failure::other(
+        if retry { Retry::Helps } else { Retry::Useless },
+        crate::secrets::mask(&format!("{e}")).into_owned(),
+    )
 }
 
 /// Percent-encode one path segment (everything but RFC 3986's unreserved characters).

@@ -17,6 +17,79 @@ pub enum Retry {
     Useless,
 }
 
+/// What one request to a copy's storage met, as a class and a person's words: made once,
+/// where the storage library's error (or the server's answer) is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub retry: Retry,
+    pub cause: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// What was asked for is not there.
+    NotFound,
+    /// A file was to be created only if absent, and one is there.
+    AlreadyThere,
+    Other,
+}
+
+impl Failure {
+    pub fn other(retry: Retry, cause: impl Into<String>) -> Failure {
+        Failure {
+            kind: FailureKind::Other,
+            retry,
+            cause: cause.into(),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn not_found(cause: impl Into<String>) -> Failure {
+        Failure {
+            kind: FailureKind::NotFound,
+            retry: Retry::Useless,
+            cause: cause.into(),
+        }
+    }
+
+    /// An OpenDAL error, classified.
+    pub fn of(e: &opendal::Error) -> Failure {
+        let (retry, cause) = understand(e);
+        let kind = match e.kind() {
+            opendal::ErrorKind::NotFound => FailureKind::NotFound,
+            opendal::ErrorKind::ConditionNotMatch => FailureKind::AlreadyThere,
+            _ => FailureKind::Other,
+        };
+        Failure { kind, retry, cause }
+    }
+
+    /// An OS error, classified like an OpenDAL one.
+    pub fn of_io(io: &std::io::Error) -> Failure {
+        let (retry, cause) = os_cause(io).unwrap_or_else(|| match io.kind() {
+            std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock => {
+                (Retry::Helps, io.to_string())
+            }
+            _ => (Retry::Useless, io.to_string()),
+        });
+        let kind = match io.kind() {
+            std::io::ErrorKind::NotFound => FailureKind::NotFound,
+            std::io::ErrorKind::AlreadyExists => FailureKind::AlreadyThere,
+            _ => FailureKind::Other,
+        };
+        Failure { kind, retry, cause }
+    }
+
+    /// The error of `what` (which names the copy) failing so.
+    pub fn error(self, what: &str) -> Error {
+        Error::Storage {
+            what: crate::secrets::mask(what).into_owned(),
+            cause: crate::secrets::mask(&self.cause).into_owned(),
+            retry: self.retry == Retry::Helps,
+        }
+    }
+}
+
 /// The storage error for `what` failing with `e`, classified, its cause in words.
 pub fn storage_error(what: &str, e: opendal::Error) -> Error {
     let (retry, cause) = understand(&e);

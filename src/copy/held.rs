@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Store;
+use super::backend::Backend;
 use crate::error::{Error, Result};
 
 /// The lock's place on a copy.
@@ -66,7 +67,7 @@ impl Holder {
 /// A remote copy's writer lock, held until `release` (or, when a run ends without it, until
 /// its heartbeat goes stale).
 pub struct CopyLock {
-    op: opendal::Operator,
+    backend: std::sync::Arc<dyn Backend>,
     beating: tokio::task::JoinHandle<()>,
     run: String,
     stall: Duration,
@@ -105,19 +106,19 @@ impl Store {
                 }
             }
         }
-        let (op, run) = (self.op.clone(), mine.run.clone());
+        let (backend, run) = (self.backend.clone(), mine.run.clone());
         let beating = tokio::spawn(async move {
             let mut holder = mine;
             loop {
                 tokio::time::sleep(HEARTBEAT).await;
                 holder.heartbeat = jiff::Timestamp::now();
                 if let Ok(bytes) = serde_json::to_vec(&holder) {
-                    let _ = tokio::time::timeout(HEARTBEAT, op.write(LOCK, bytes)).await;
+                    let _ = tokio::time::timeout(HEARTBEAT, backend.write(LOCK, bytes)).await;
                 }
             }
         });
         Ok(Some(CopyLock {
-            op: self.op.clone(),
+            backend: self.backend.clone(),
             beating,
             run,
             stall: self.stall,
@@ -198,14 +199,14 @@ impl CopyLock {
         if copy_failed {
             return;
         }
-        let ours = match tokio::time::timeout(self.stall, self.op.read(LOCK)).await {
+        let ours = match tokio::time::timeout(self.stall, self.backend.read(LOCK)).await {
             Ok(Ok(bytes)) => {
-                serde_json::from_slice::<Holder>(&bytes.to_vec()).is_ok_and(|h| h.run == self.run)
+                serde_json::from_slice::<Holder>(&bytes).is_ok_and(|h| h.run == self.run)
             }
             _ => false,
         };
         if ours {
-            let _ = tokio::time::timeout(self.stall, self.op.delete(LOCK)).await;
+            let _ = tokio::time::timeout(self.stall, self.backend.remove(LOCK)).await;
         }
     }
 }

@@ -4,14 +4,20 @@
 //! reported, never taken for sets.
 
 mod anchored;
+mod backend;
 mod dav;
 pub mod disk;
 mod failure;
 mod held;
 mod local;
+#[cfg(test)]
+mod memory;
 mod put;
+mod remote;
 mod runtime;
 mod store;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +26,7 @@ pub use held::CopyLock;
 pub use local::Scratch;
 pub use put::{Expected, Limiter, PARTIAL};
 pub use runtime::{Runtime, runtime};
-pub use store::{Examined, STALL, Store, hash_stored, odd_kind, storage_error};
+pub use store::{Examined, STALL, Store, odd_kind, storage_error};
 
 use crate::error::{Error, Result};
 use crate::hashing::sha256_hex;

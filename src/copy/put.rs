@@ -10,6 +10,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use super::Store;
+use super::backend::{Failure, Io, Sink};
+use super::failure::Retry;
 use crate::error::{Error, Result};
 use crate::hashing::hex;
 use crate::progress::Task;
@@ -21,7 +23,7 @@ pub const CHUNK: usize = 8 << 20;
 /// part then waits for it, under darvault's stall deadline (a part uploaded in the
 /// background was seen stalled only by OpenDAL's own timeout, which a retry then
 /// doubled); files go four at a time, so the link stays busy.
-const PARTS_IN_FLIGHT: usize = 1;
+pub(super) const PARTS_IN_FLIGHT: usize = 1;
 /// The suffix of a file being written, before it is proven and moved into place.
 pub const PARTIAL: &str = ".darvault-partial";
 
@@ -102,40 +104,55 @@ impl Store {
                 limiter,
                 task,
             };
-            match (&self.anchor, &self.dav) {
-                (Some(anchor), _) => self.put_local(anchor, &piece).await?,
-                (None, Some(_)) => self.put_streamed(&piece).await?,
-                (None, None) => self.put_written(&piece).await?,
-            }
-            // What was written went to the disk the copy was opened on; is it still there?
-            self.check_mount()?;
-            if self.anchor.is_none() {
-                let what = format!("cannot check {temp}");
-                let meta = self.within(&what, self.op.stat(&temp)).await?;
-                if meta.content_length() != expected.size {
-                    return Err(Error::Failed(format!(
-                        "{temp} holds {} bytes after upload, {} were sent",
-                        meta.content_length(),
-                        expected.size
-                    )));
+            let mut sink = self.open_sink(&temp, expected).await?;
+            self.pump(sink.as_mut(), &piece).await?;
+            drop(sink);
+            match self.prove_upload(&temp, expected, readback).await {
+                // Bytes that are not what was sent never stay under a temporary name (on
+                // an object store they are under the file's own: the next run sends it again).
+                Err(e) if temp != remote && !matches!(e, Error::Stalled { .. }) => {
+                    let _ = tokio::time::timeout(self.stall, self.remove(&temp)).await;
+                    return Err(e);
                 }
-            }
-            if readback && self.hash(&temp).await?.map(|h| h.1).as_deref() != Some(expected.sha256)
-            {
-                return Err(Error::Failed(format!(
-                    "{temp} read back differs from what was sent"
-                )));
+                proven => proven?,
             }
             self.move_into_place(&temp, remote).await
         })
         .await
     }
 
+    /// What was written is on the disk the copy was opened on, has the size sent, and (with
+    /// `readback`) reads back as the bytes sent.
+    async fn prove_upload(
+        &self,
+        temp: &str,
+        expected: &Expected<'_>,
+        readback: bool,
+    ) -> Result<()> {
+        self.check_mount()?;
+        if self.anchor.is_none() {
+            let what = format!("cannot check {temp}");
+            let size = self.within(&what, self.backend.stat(temp)).await?;
+            if size != expected.size {
+                return Err(Error::Failed(format!(
+                    "{temp} holds {size} bytes after upload, {} were sent",
+                    expected.size
+                )));
+            }
+        }
+        if readback && self.hash(temp).await?.map(|h| h.1).as_deref() != Some(expected.sha256) {
+            return Err(Error::Failed(format!(
+                "{temp} read back differs from what was sent"
+            )));
+        }
+        Ok(())
+    }
+
     /// Where a file is written before it is proven: `<name>.darvault-partial` where the copy
     /// can rename, the name itself on object stores (an upload replaces the object only when
     /// it completes). Audit and replicate take such a leftover for what it is.
     fn temp_name(&self, remote: &str) -> String {
-        if self.anchor.is_some() || self.op.info().capability().rename {
+        if self.anchor.is_some() || self.backend.capabilities().atomic_rename {
             format!("{remote}{PARTIAL}")
         } else {
             remote.to_owned()
@@ -152,7 +169,7 @@ impl Store {
             return self.on_disk(&what, move || anchor.rename(&temp, &remote))?;
         }
         if self
-            .within(&what, self.op.rename(temp, remote))
+            .within(&what, self.backend.rename(temp, remote))
             .await
             .is_ok()
         {
@@ -160,185 +177,105 @@ impl Store {
         }
         // SFTP's rename refuses to replace a file: the old one goes first (the proven new
         // bytes are safe under the temporary name meanwhile).
-        let _ = self.within(&what, self.op.delete(remote)).await;
-        self.within(&what, self.op.rename(temp, remote)).await
+        let _ = self.within(&what, self.backend.remove(remote)).await;
+        self.within(&what, self.backend.rename(temp, remote)).await
     }
 
-    /// Into a local copy, through its anchored root; synced, and its size checked on the
-    /// open file.
-    async fn put_local(&self, anchor: &super::anchored::Anchored, piece: &Piece<'_>) -> Result<()> {
-        let Piece {
-            local,
-            remote,
-            expected,
-            limiter,
-            task,
-        } = *piece;
-        use tokio::io::AsyncWriteExt;
+    /// Where the file's bytes go: on a local copy, a file made through its anchored root;
+    /// else the service's writer (multipart where it has it, one streamed request on WebDAV).
+    async fn open_sink<'a>(
+        &'a self,
+        remote: &'a str,
+        expected: &Expected<'_>,
+    ) -> Result<Box<dyn Sink + 'a>> {
         let what = format!("cannot write {remote}");
-        let failed = |e: std::io::Error| match super::failure::os_cause(&e) {
-            Some((retry, cause)) => Error::Storage {
-                what: self.on_this(&what),
-                cause,
-                retry: retry == super::failure::Retry::Helps,
-            },
-            None => Error::io("cannot write", Path::new(remote))(e),
+        let Some(anchor) = self.anchor.clone() else {
+            let writer = self.backend.writer(remote, expected.size);
+            return self.within(&what, writer).await;
         };
         let mode = if expected.executable { 0o755 } else { 0o644 };
-        let created = {
-            let (anchor, remote) = (anchor.clone(), remote.to_owned());
-            self.on_disk(&what, move || anchor.create(&remote, mode))??
-        };
-        let mut out = tokio::fs::File::from_std(created);
-        let slack = limiter.chunk_time();
-        let mut reader = Hashed::open(local, expected, self.stall).await?;
-        let deadline = self.stall + slack;
-        let outcome: Result<()> = async {
-            while let Some(chunk) = reader.next().await? {
-                limiter.pace(chunk.len()).await;
-                match tokio::time::timeout(deadline, out.write_all(&chunk)).await {
-                    Ok(written) => written.map_err(failed)?,
-                    Err(_) => return Err(self.stalled(&what)),
-                }
-                task.advance(chunk.len() as u64);
-            }
-            match tokio::time::timeout(deadline, async {
-                out.flush().await?;
-                out.sync_all().await?;
-                out.metadata().await
-            })
-            .await
-            {
-                Ok(Ok(meta)) if meta.len() == expected.size => {
-                    // A close waits for the disk: never here (see `disk::close`).
-                    super::disk::close(out.into_std().await);
-                    Ok(())
-                }
-                Ok(Ok(meta)) => Err(Error::Failed(format!(
-                    "{remote} holds {} bytes after writing, {} were written",
-                    meta.len(),
-                    expected.size
-                ))),
-                Ok(Err(e)) => Err(failed(e)),
-                Err(_) => Err(self.stalled(&what)),
-            }
-        }
-        .await;
-        if outcome
-            .as_ref()
-            .is_err_and(|e| !matches!(e, Error::Stalled { .. }))
-        {
-            let _ = self.remove(remote).await;
-        }
-        outcome
+        let remote = remote.to_owned();
+        let created = self.on_disk(&what, move || anchor.create(&remote, mode))??;
+        Ok(Box::new(LocalFile {
+            file: Some(tokio::fs::File::from_std(created)),
+            size: expected.size,
+        }))
     }
 
-    /// Through an OpenDAL writer (multipart where the service has it).
-    async fn put_written(&self, piece: &Piece<'_>) -> Result<()> {
-        let Piece {
-            local,
-            remote,
-            expected,
-            limiter,
-            task,
-        } = *piece;
-        let what = format!("cannot write {remote}");
-        let mut writer = self
-            .within(
-                &what,
-                self.op
-                    .writer_with(remote)
-                    .chunk(CHUNK)
-                    .concurrent(PARTS_IN_FLIGHT),
-            )
-            .await?;
-        let slack = limiter.chunk_time();
-        let mut reader = Hashed::open(local, expected, self.stall).await?;
-        let outcome: Result<()> = async {
+    /// The file's chunks, read, hashed and paced, into `sink`, each step under the stall
+    /// deadline. Nothing half-written is kept: a failed upload is aborted and its partial
+    /// file removed (an object written under its own name, on object stores, is never
+    /// removed: the upload that failed did not replace it). A copy that stopped answering
+    /// is asked nothing more.
+    async fn pump(&self, sink: &mut (dyn Sink + '_), piece: &Piece<'_>) -> Result<()> {
+        let what = format!("cannot write {}", piece.remote);
+        let slack = piece.limiter.chunk_time();
+        let mut reader = Hashed::open(piece.local, piece.expected, self.stall).await?;
+        let sent: Result<()> = async {
             while let Some(chunk) = reader.next().await? {
                 let n = chunk.len() as u64;
-                limiter.pace(chunk.len()).await;
-                self.within_plus(&what, slack, writer.write(chunk)).await?;
-                task.advance(n);
+                piece.limiter.pace(chunk.len()).await;
+                self.within_plus(&what, slack, sink.write(chunk)).await?;
+                piece.task.advance(n);
             }
-            Ok(())
+            self.within_plus(&what, slack, sink.close()).await
         }
         .await;
-        let outcome = match outcome {
-            Ok(()) => self
-                .within_plus(&what, slack, writer.close())
-                .await
-                .map(|_| ()),
-            Err(e @ Error::Stalled { .. }) => Err(e),
-            Err(e) => {
-                let _ = tokio::time::timeout(self.stall, writer.abort()).await;
-                Err(e)
-            }
-        };
-        if outcome
-            .as_ref()
-            .is_err_and(|e| !matches!(e, Error::Stalled { .. }))
-        {
-            // Nothing half-written is kept: a multipart upload is dropped above, a partial
-            // file removed. An object written under its own name (object stores) is never
-            // deleted: the upload that failed did not replace it. (Nothing is tried when the
-            // copy stopped answering.)
-            if remote.ends_with(PARTIAL) {
-                let _ = tokio::time::timeout(self.stall, self.op.delete(remote)).await;
-            }
-        }
-        outcome
-    }
-
-    /// As one streamed request body (WebDAV).
-    async fn put_streamed(&self, piece: &Piece<'_>) -> Result<()> {
-        let Piece {
-            local,
-            remote,
-            expected,
-            limiter,
-            task,
-        } = *piece;
-        let dav = self.dav.as_ref().expect("a WebDAV copy");
-        let what = self.on_this(&format!("cannot write {remote}"));
-        let upload = dav.start(remote, expected.size);
-        let slack = limiter.chunk_time();
-        let mut reader = Hashed::open(local, expected, self.stall).await?;
-        let outcome: Result<()> = async {
-            while let Some(chunk) = reader.next().await? {
-                let n = chunk.len() as u64;
-                limiter.pace(chunk.len()).await;
-                match tokio::time::timeout(self.stall + slack, upload.send(chunk)).await {
-                    Ok(Ok(())) => {}
-                    // The request ended early: its answer says why.
-                    Ok(Err(())) => return Err(Error::Failed(String::new())),
-                    Err(_) => return Err(self.stalled(&what)),
-                }
-                task.advance(n);
-            }
-            Ok(())
-        }
-        .await;
-        match outcome {
-            Ok(()) => match tokio::time::timeout(self.stall + slack, upload.finish(&what)).await {
-                Ok(answer) => answer,
-                Err(_) => Err(self.stalled(&what)),
-            },
-            Err(Error::Failed(m)) if m.is_empty() => {
-                match tokio::time::timeout(self.stall, upload.finish(&what)).await {
-                    Ok(answer) => answer,
-                    Err(_) => Err(self.stalled(&what)),
-                }
-            }
-            Err(e) => {
-                let stalled = matches!(e, Error::Stalled { .. });
-                upload.abort();
-                if !stalled && remote.ends_with(PARTIAL) {
-                    let _ = tokio::time::timeout(self.stall, self.op.delete(remote)).await;
+        match sent {
+            Err(e) if !matches!(e, Error::Stalled { .. }) => {
+                let _ = tokio::time::timeout(self.stall, sink.abort()).await;
+                if piece.remote.ends_with(PARTIAL) {
+                    let _ = tokio::time::timeout(self.stall, self.remove(piece.remote)).await;
                 }
                 Err(e)
             }
+            sent => sent,
         }
+    }
+}
+
+/// A file of a local copy being written: synced at the end, its size checked on the open
+/// file.
+struct LocalFile {
+    file: Option<tokio::fs::File>,
+    size: u64,
+}
+
+impl Sink for LocalFile {
+    fn write(&mut self, chunk: Vec<u8>) -> Io<'_, ()> {
+        use tokio::io::AsyncWriteExt;
+        Box::pin(async move {
+            let file = self.file.as_mut().expect("open until closed");
+            file.write_all(&chunk).await.map_err(|e| Failure::of_io(&e))
+        })
+    }
+
+    fn close(&mut self) -> Io<'_, ()> {
+        use tokio::io::AsyncWriteExt;
+        Box::pin(async move {
+            let mut out = self.file.take().expect("open until closed");
+            let failed = |e: std::io::Error| Failure::of_io(&e);
+            out.flush().await.map_err(failed)?;
+            out.sync_all().await.map_err(failed)?;
+            let written = out.metadata().await.map_err(failed)?.len();
+            if written != self.size {
+                return Err(Failure::other(
+                    Retry::Useless,
+                    format!(
+                        "it holds {written} bytes after writing, {} were written",
+                        self.size
+                    ),
+                ));
+            }
+            // A close waits for the disk: never here (see `disk::close`).
+            super::disk::close(out.into_std().await);
+            Ok(())
+        })
+    }
+
+    fn abort(&mut self) -> Io<'_, ()> {
+        self.file = None;
+        Box::pin(async { Ok(()) })
     }
 }
 

@@ -16,8 +16,10 @@ use opendal::layers::TimeoutLayer;
 use sha2::{Digest, Sha256};
 
 use super::anchored::Anchored;
+use super::backend::{Backend, Failure, FailureKind};
 use super::dav::Dav;
 pub use super::failure::storage_error;
+use super::remote::Remote;
 use super::{Found, FoundSet};
 use crate::config::{Destination, Kind};
 use crate::error::{Error, Result};
@@ -34,7 +36,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub struct Store {
     pub name: String,
-    pub(super) op: Operator,
+    /// The storage's requests (on a local copy: those not made through `anchor`).
+    pub(super) backend: Arc<dyn Backend>,
     /// Where the bytes are when the copy is on a local filesystem (repository, USB path).
     pub(super) local_root: Option<std::path::PathBuf>,
     /// Files read at once (a spinning USB disk is fastest with one reader).
@@ -46,10 +49,6 @@ pub struct Store {
     retries: usize,
     /// `require_mount`: the filesystem the root must stay on (device id of the root).
     mount: Option<(std::path::PathBuf, u64)>,
-    /// WebDAV: uploads as one streamed request (see `dav`).
-    pub(super) dav: Option<Dav>,
-    /// The service's endpoint, named in errors (a refused connection says where).
-    endpoint: Option<String>,
     /// A local copy: written through a descriptor of its root (see `anchored`).
     pub(super) anchor: Option<Anchored>,
 }
@@ -109,7 +108,7 @@ impl Store {
             );
         Ok(Store {
             name: dest.name().to_owned(),
-            op,
+            backend: Arc::new(Remote::new(op, dav, endpoint)),
             local_root,
             readers: dest
                 .concurrency
@@ -119,45 +118,59 @@ impl Store {
             stall,
             retries: dest.retries.unwrap_or(RETRIES),
             mount,
-            dav,
-            endpoint,
             anchor,
         })
     }
 
-    /// `fut` under the stall deadline, its error classified.
-    pub async fn within<T>(
+    /// A copy over `backend`, for unit tests.
+    #[cfg(test)]
+    pub(super) fn over(name: &str, backend: Arc<dyn Backend>, stall: Duration) -> Store {
+        Store {
+            name: name.to_owned(),
+            backend,
+            local_root: None,
+            readers: 1,
+            repair: crate::config::RepairPolicy::Never,
+            stall,
+            retries: RETRIES,
+            mount: None,
+            anchor: None,
+        }
+    }
+
+    /// A request under the stall deadline, its failure named.
+    pub(super) async fn within<T>(
         &self,
         what: &str,
-        fut: impl IntoFuture<Output = opendal::Result<T>>,
+        request: impl IntoFuture<Output = std::result::Result<T, Failure>>,
     ) -> Result<T> {
-        self.within_plus(what, Duration::ZERO, fut).await
+        self.within_plus(what, Duration::ZERO, request).await
     }
 
     /// The same with `slack` more (a paced upload may wait that long by design).
-    pub async fn within_plus<T>(
+    pub(super) async fn within_plus<T>(
         &self,
         what: &str,
         slack: Duration,
-        fut: impl IntoFuture<Output = opendal::Result<T>>,
+        request: impl IntoFuture<Output = std::result::Result<T, Failure>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.stall + slack, fut).await {
+        match tokio::time::timeout(self.stall + slack, request).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(storage_error(&self.on_this(what), e)),
+            Ok(Err(failure)) => Err(failure.error(&self.on_this(what))),
             Err(_) => Err(self.stalled(what)),
         }
     }
 
-    /// `within`, with None for what the service says is not there (by the error's kind).
-    pub async fn within_found<T>(
+    /// `within`, with None for what the service says is not there.
+    pub(super) async fn within_found<T>(
         &self,
         what: &str,
-        fut: impl IntoFuture<Output = opendal::Result<T>>,
+        request: impl IntoFuture<Output = std::result::Result<T, Failure>>,
     ) -> Result<Option<T>> {
-        match tokio::time::timeout(self.stall, fut).await {
+        match tokio::time::timeout(self.stall, request).await {
             Ok(Ok(v)) => Ok(Some(v)),
-            Ok(Err(e)) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
-            Ok(Err(e)) => Err(storage_error(&self.on_this(what), e)),
+            Ok(Err(failure)) if failure.kind == FailureKind::NotFound => Ok(None),
+            Ok(Err(failure)) => Err(failure.error(&self.on_this(what))),
             Err(_) => Err(self.stalled(what)),
         }
     }
@@ -167,7 +180,7 @@ impl Store {
         if what.contains(&self.name) {
             return what.to_owned();
         }
-        match &self.endpoint {
+        match self.backend.endpoint() {
             Some(endpoint) => format!("{what} on {} ({endpoint})", self.label()),
             None => format!("{what} on {}", self.label()),
         }
@@ -298,7 +311,7 @@ impl Store {
     /// Whether the service takes a file in one piece held in memory (gdrive, onedrive…;
     /// WebDAV is streamed instead).
     pub fn takes_one_piece(&self) -> bool {
-        self.dav.is_none() && !self.op.info().capability().write_can_multi
+        !self.backend.capabilities().write_in_pieces
     }
 
     /// Write a small file (a marker) as it is, under the stall deadline.
@@ -316,23 +329,20 @@ impl Store {
                 written
             })?;
         }
-        self.within(&what, self.op.write(path, bytes))
-            .await
-            .map(|_| ())
+        self.within(&what, self.backend.write(path, bytes)).await
     }
 
     /// Write a small file only if nothing is there yet, in one step the service makes atomic:
     /// false when something is. None when the service has no such step (WebDAV).
     pub(super) async fn create_small(&self, path: &str, bytes: Vec<u8>) -> Result<Option<bool>> {
-        if !self.op.info().capability().write_with_if_not_exists || self.anchor.is_some() {
+        if !self.backend.capabilities().create_only_if_absent || self.anchor.is_some() {
             return Ok(None);
         }
         let what = format!("cannot create {path}");
-        let create = self.op.write_with(path, bytes).if_not_exists(true);
-        match tokio::time::timeout(self.stall, create).await {
-            Ok(Ok(_)) => Ok(Some(true)),
-            Ok(Err(e)) if e.kind() == opendal::ErrorKind::ConditionNotMatch => Ok(Some(false)),
-            Ok(Err(e)) => Err(storage_error(&self.on_this(&what), e)),
+        match tokio::time::timeout(self.stall, self.backend.create_new(path, bytes)).await {
+            Ok(Ok(())) => Ok(Some(true)),
+            Ok(Err(failure)) if failure.kind == FailureKind::AlreadyThere => Ok(Some(false)),
+            Ok(Err(failure)) => Err(failure.error(&self.on_this(&what))),
             Err(_) => Err(self.stalled(&what)),
         }
     }
@@ -345,7 +355,7 @@ impl Store {
             let path = path.to_owned();
             return self.on_disk(&what, move || anchor.remove(&path));
         }
-        self.retrying(&what, || self.within(&what, self.op.delete(path)))
+        self.retrying(&what, || self.within(&what, self.backend.remove(path)))
             .await
     }
 
@@ -389,7 +399,7 @@ impl Store {
             self.remove(&record).await?;
         }
         self.retrying(&what, || {
-            self.within(&what, self.op.delete_with(&folder).recursive(true))
+            self.within(&what, self.backend.remove_all(&folder))
         })
         .await
     }
@@ -402,7 +412,7 @@ impl Store {
             let dir = dir.to_owned();
             return self.on_disk(&what, move || anchor.folder(&dir).map(|_| ()))?;
         }
-        self.retrying(&what, || self.within(&what, self.op.create_dir(dir)))
+        self.retrying(&what, || self.within(&what, self.backend.make_dir(dir)))
             .await
     }
 
@@ -463,15 +473,13 @@ impl Store {
             .map_err(|e| storage_error(&format!("cannot open {}", root.display()), e))?;
         Ok(Store {
             name: root.display().to_string(),
-            op,
+            backend: Arc::new(Remote::new(op, None, None)),
             local_root: Some(root),
             readers: 1,
             repair: crate::config::RepairPolicy::Never,
             stall: STALL,
             retries: RETRIES,
             mount: None,
-            dav: None,
-            endpoint: None,
             anchor: Some(anchor),
         })
     }
@@ -513,7 +521,7 @@ impl Store {
         let Some(size) = self.stat_size(path).await? else {
             return Ok(Examined::Hashed(None));
         };
-        let sha = hash_stored(&self.op, path, size, self.stall).await?;
+        let sha = self.hash_stored(path, size).await?;
         Ok(Examined::Hashed(Some((size, sha))))
     }
 
@@ -616,18 +624,16 @@ impl Store {
         let Some(size) = self.stat_size(path).await? else {
             return Ok(None);
         };
-        let mut chunks = Chunks::open(&self.op, path, size, self.stall).await?;
+        let mut chunks = self.chunks(path, size);
         let mut out = tokio::fs::File::create(target)
             .await
             .map_err(Error::io("cannot create", target))?;
         let mut hasher = Sha256::new();
-        while let Some(buffer) = chunks.next().await? {
-            for chunk in buffer {
-                hasher.update(&chunk);
-                out.write_all(&chunk)
-                    .await
-                    .map_err(Error::io("cannot write", target))?;
-            }
+        while let Some(chunk) = chunks.next().await? {
+            hasher.update(&chunk);
+            out.write_all(&chunk)
+                .await
+                .map_err(Error::io("cannot write", target))?;
         }
         out.flush()
             .await
@@ -635,12 +641,31 @@ impl Store {
         Ok(Some((size, crate::hashing::hex(&hasher.finalize()))))
     }
 
+    /// A stored file of `size` bytes, read a bounded chunk at a time.
+    fn chunks<'a>(&'a self, path: &'a str, size: u64) -> Chunks<'a> {
+        Chunks {
+            store: self,
+            path,
+            offset: 0,
+            size,
+        }
+    }
+
+    /// The SHA-256 of a stored file of `size` bytes, read in bounded chunks.
+    async fn hash_stored(&self, path: &str, size: u64) -> Result<String> {
+        let mut chunks = self.chunks(path, size);
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = chunks.next().await? {
+            hasher.update(&chunk);
+        }
+        Ok(crate::hashing::hex(&hasher.finalize()))
+    }
+
     /// The size of a stored file from the service (None when missing), under the stall
     /// deadline.
     async fn stat_size(&self, path: &str) -> Result<Option<u64>> {
         let what = format!("cannot read {path}");
-        let found = self.within_found(&what, self.op.stat(path)).await?;
-        Ok(found.map(|m| m.content_length()))
+        self.within_found(&what, self.backend.stat(path)).await
     }
 
     /// A small file's bytes (a manifest); None when it is missing.
@@ -659,10 +684,7 @@ impl Store {
 
     async fn read_remote(&self, path: &str) -> Result<Option<Vec<u8>>> {
         let what = format!("cannot read {path}");
-        Ok(self
-            .within_found(&what, self.op.read(path))
-            .await?
-            .map(|b| b.to_vec()))
+        self.within_found(&what, self.backend.read(path)).await
     }
 
     /// What `read` gets of a file of a local copy; None when it is missing. A link is never
@@ -694,17 +716,8 @@ impl Store {
                 .await;
         }
         let what = format!("cannot read {path}");
-        self.retrying(&what, || async {
-            let read = self.op.read_with(path).range(range.clone());
-            match tokio::time::timeout(self.stall, read).await {
-                Ok(Ok(b)) => Ok(Some(b.to_vec())),
-                Ok(Err(e)) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
-                Ok(Err(e)) => Err(storage_error(
-                    &format!("cannot read {path} on {}", self.name),
-                    e,
-                )),
-                Err(_) => Err(self.stalled(&what)),
-            }
+        self.retrying(&what, || {
+            self.within_found(&what, self.backend.read_range(path, range.clone()))
         })
         .await
     }
@@ -728,41 +741,27 @@ impl Store {
     }
 
     async fn walk_remote(&self, dir: &str) -> Result<Vec<(String, bool)>> {
-        let listed = self.op.list_with(dir).recursive(true);
-        let entries = match tokio::time::timeout(self.stall, listed).await {
-            Ok(Ok(e)) => e,
-            Ok(Err(e)) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
-            Ok(Err(e)) => return Err(storage_error(&format!("cannot list {}", self.name), e)),
-            Err(_) => return Err(self.stalled(&format!("cannot list {dir}"))),
-        };
-        Ok(entries
-            .into_iter()
-            .map(|e| {
-                (
-                    e.path().trim_end_matches('/').to_owned(),
-                    e.metadata().is_dir(),
-                )
-            })
-            .filter(|(p, _)| !p.is_empty())
-            .collect())
+        let what = format!("cannot list {dir}");
+        let entries = self
+            .within_found(&what, self.backend.list(dir, true))
+            .await?
+            .unwrap_or_default();
+        Ok(entries.into_iter().map(|e| (e.path, e.is_dir)).collect())
     }
 
     /// Refused credentials named as such, where the service lets them be asked about
     /// (WebDAV); under the stall deadline.
     pub async fn check_access(&self) -> Result<()> {
-        let Some(dav) = &self.dav else {
-            return Ok(());
-        };
         let what = format!("destination {:?}", self.name);
-        match tokio::time::timeout(self.stall, dav.check_access(&what)).await {
-            Ok(checked) => checked,
+        match tokio::time::timeout(self.stall, self.backend.check_access()).await {
+            Ok(checked) => checked.map_err(|failure| failure.error(&what)),
             Err(_) => Err(self.stalled("cannot log in")),
         }
     }
 
     pub async fn check_marker(&self, dest: &Destination) -> Result<()> {
         if let Some(marker) = &dest.require_marker {
-            match tokio::time::timeout(self.stall, self.op.stat(marker)).await {
+            match tokio::time::timeout(self.stall, self.backend.stat(marker)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) => {
                     return Err(Error::Failed(format!(
@@ -779,13 +778,9 @@ impl Store {
     pub async fn definitions(&self) -> Result<Vec<String>> {
         let what = format!("cannot list {}", self.name);
         let mut names = Vec::new();
-        for entry in self.within(&what, self.op.list("/")).await? {
-            let name = entry.name().trim_end_matches('/');
-            if entry.metadata().is_dir()
-                && !name.is_empty()
-                && !name.starts_with('.')
-                && !self.is_link(name)?
-            {
+        for entry in self.within(&what, self.backend.list("/", false)).await? {
+            let name = entry.path.as_str();
+            if entry.is_dir && !name.is_empty() && !name.starts_with('.') && !self.is_link(name)? {
                 names.push(name.to_owned());
             }
         }
@@ -851,12 +846,15 @@ impl Store {
     async fn set_folders(&self, definition: &str) -> Result<Vec<SetFolder>> {
         let what = format!("cannot list {}/{definition}", self.name);
         let folder = format!("{definition}/");
-        let Some(entries) = self.within_found(&what, self.op.list(&folder)).await? else {
+        let Some(entries) = self
+            .within_found(&what, self.backend.list(&folder, false))
+            .await?
+        else {
             return Ok(Vec::new());
         };
         let mut folders = Vec::new();
         for e in entries {
-            let name = e.name().trim_end_matches('/').to_owned();
+            let name = e.path.rsplit('/').next().unwrap_or_default().to_owned();
             if name.is_empty() || name.parse::<SetName>().is_err() {
                 folders.push(SetFolder::named(name));
                 continue;
@@ -866,7 +864,10 @@ impl Store {
             let set = manifest.map(|bytes| read_manifest(&location, &name, &bytes));
             let removing = set.is_none() && {
                 let marker = format!("{location}/{}", crate::set::REMOVING);
-                matches!(self.within(&what, self.op.exists(&marker)).await, Ok(true))
+                matches!(
+                    self.within(&what, self.backend.exists(&marker)).await,
+                    Ok(true)
+                )
             };
             let empty = set.is_none() && !removing && self.walk(&location).await?.is_empty();
             folders.push(SetFolder {
@@ -1099,19 +1100,6 @@ fn opening_stalled(copy: &str, stall: Duration) -> Error {
     }
 }
 
-/// SHA-256 of `size` bytes of a stored file, read in chunks (memory stays bounded), each
-/// within `stall`.
-pub async fn hash_stored(op: &Operator, path: &str, size: u64, stall: Duration) -> Result<String> {
-    let mut chunks = Chunks::open(op, path, size, stall).await?;
-    let mut hasher = Sha256::new();
-    while let Some(buffer) = chunks.next().await? {
-        for chunk in buffer {
-            hasher.update(&chunk);
-        }
-    }
-    Ok(crate::hashing::hex(&hasher.finalize()))
-}
-
 /// Every entry below `start` of a local copy at `root`, links not followed, counted in
 /// `listed` as they come.
 fn walk_local(
@@ -1142,50 +1130,36 @@ fn walk_local(
 }
 
 /// `size` bytes of a stored file in bounded reads (memory stays bounded), stoppable; a read
-/// that gets nothing for `stall` fails.
-struct Chunks {
-    reader: opendal::Reader,
-    path: String,
+/// that gets nothing for the stall deadline fails.
+struct Chunks<'a> {
+    store: &'a Store,
+    path: &'a str,
     offset: u64,
     size: u64,
-    stall: Duration,
 }
 
-impl Chunks {
-    async fn open(op: &Operator, path: &str, size: u64, stall: Duration) -> Result<Chunks> {
-        let reader = match tokio::time::timeout(stall, op.reader(path)).await {
-            Ok(reader) => reader.map_err(|e| storage_error(&format!("cannot read {path}"), e))?,
-            Err(_) => return Err(chunk_stalled(path, stall)),
-        };
-        Ok(Chunks {
-            reader,
-            path: path.to_owned(),
-            offset: 0,
-            size,
-            stall,
-        })
-    }
-
-    async fn next(&mut self) -> Result<Option<opendal::Buffer>> {
+impl Chunks<'_> {
+    async fn next(&mut self) -> Result<Option<Vec<u8>>> {
         if self.offset >= self.size {
             return Ok(None);
         }
         crate::tools::process::check_stop()?;
         let end = (self.offset + READ_CHUNK).min(self.size);
-        let buffer = tokio::time::timeout(self.stall, self.reader.read(self.offset..end))
-            .await
-            .map_err(|_| chunk_stalled(&self.path, self.stall))?
-            .map_err(|e| storage_error(&format!("cannot read {}", self.path), e))?;
+        let what = format!("cannot read {}", self.path);
+        let read = self.store.backend.read_range(self.path, self.offset..end);
+        let chunk = self.store.within(&what, read).await?;
+        if chunk.len() as u64 != end - self.offset {
+            return Err(Error::Failed(format!(
+                "{} on {}: {} bytes read at {}, {} expected (the file changed while read?)",
+                self.path,
+                self.store.label(),
+                chunk.len(),
+                self.offset,
+                end - self.offset
+            )));
+        }
         self.offset = end;
-        Ok(Some(buffer))
-    }
-}
-
-fn chunk_stalled(path: &str, stall: Duration) -> Error {
-    Error::Stalled {
-        what: format!("cannot read {path}"),
-        copy: "the copy".into(),
-        seconds: stall.as_secs(),
+        Ok(Some(chunk))
     }
 }
 

@@ -1,0 +1,113 @@
+//! What a kind of storage does, and what it can do: the few requests a copy is made of
+//! (list, stat, read, write, rename, remove) behind one trait, with the capabilities that
+//! differ from one kind to another. `Store` is the policy above it (deadlines, retries,
+//! temporary names, the lock, set discovery); the OpenDAL services and WebDAV's streamed
+//! upload implement it (`remote`), and so does an in-memory store that fails on demand, for
+//! unit tests (`memory`). A local copy is written through its anchored folder descriptor
+//! (`anchored`, `disk`), which keeps the rules of a folder on a disk (links refused, a
+//! mount that must stay, disk threads that may hang).
+//!
+//! A request that fails says so as a `Failure`: its class (not found, already there, other),
+//! whether trying again can help, and its cause in words; made where the library's error or
+//! the server's answer is read (`failure`), once for every kind.
+
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
+
+pub use super::failure::{Failure, FailureKind};
+
+/// The answer to one request.
+pub type Io<'a, T> = Pin<Box<dyn Future<Output = Result<T, Failure>> + Send + 'a>>;
+
+/// What a kind of storage can do beyond the requests every kind answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// A file can be renamed in one step: written under a temporary name, then moved into
+    /// place (else an upload replaces an object only when it completes).
+    pub atomic_rename: bool,
+    /// A file can be written in several requests (multipart, append); else in one piece
+    /// held in memory.
+    pub write_in_pieces: bool,
+    /// A file can be created only if none is there, in one step (S3 `If-None-Match`).
+    pub create_only_if_absent: bool,
+    /// The server keeps and returns each object's SHA-256 (S3 `x-amz-checksum-sha256`).
+    pub server_checksums: bool,
+    /// The server can hash a file itself (`sha256sum` over ssh).
+    pub remote_hashing: bool,
+    /// Objects can be locked against change and removal until a date.
+    pub object_lock: bool,
+    /// Older versions of an object are kept and can be read.
+    pub versions: bool,
+}
+
+/// One entry of a listing: its path from the copy's root, and whether it is a folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub path: String,
+    pub is_dir: bool,
+}
+
+/// The requests a copy's storage answers. Paths are relative to the copy's root; a folder's
+/// path may end with '/'.
+pub trait Backend: Send + Sync {
+    fn capabilities(&self) -> Capabilities;
+
+    /// The size of a file (`NotFound` when it is not there).
+    fn stat<'a>(&'a self, path: &'a str) -> Io<'a, u64>;
+
+    fn exists<'a>(&'a self, path: &'a str) -> Io<'a, bool>;
+
+    /// A whole (small) file.
+    fn read<'a>(&'a self, path: &'a str) -> Io<'a, Vec<u8>>;
+
+    /// `range` of a file (fewer bytes where it ends first).
+    fn read_range<'a>(&'a self, path: &'a str, range: Range<u64>) -> Io<'a, Vec<u8>>;
+
+    /// A whole (small) file, replacing what is there.
+    fn write<'a>(&'a self, path: &'a str, bytes: Vec<u8>) -> Io<'a, ()>;
+
+    /// A whole (small) file, only if none is there (`ConditionNotMatch` when one is). Only
+    /// where `create_only_if_absent`.
+    fn create_new<'a>(&'a self, path: &'a str, bytes: Vec<u8>) -> Io<'a, ()>;
+
+    /// A file of `size` bytes, written chunk by chunk.
+    fn writer<'a>(&'a self, path: &'a str, size: u64) -> Io<'a, Box<dyn Sink + 'a>>;
+
+    fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> Io<'a, ()>;
+
+    /// Remove a file; nothing when it is not there.
+    fn remove<'a>(&'a self, path: &'a str) -> Io<'a, ()>;
+
+    /// Remove a folder and everything in it.
+    fn remove_all<'a>(&'a self, dir: &'a str) -> Io<'a, ()>;
+
+    fn make_dir<'a>(&'a self, dir: &'a str) -> Io<'a, ()>;
+
+    /// The entries of `dir` (everything below it when `recursive`), without `dir` itself
+    /// (`NotFound`, or nothing, when it is not there).
+    fn list<'a>(&'a self, dir: &'a str, recursive: bool) -> Io<'a, Vec<Entry>>;
+
+    /// Whether the credentials are taken, where the service can be asked that alone (a
+    /// refusal is then named as such); Ok elsewhere.
+    fn check_access(&self) -> Io<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The service's endpoint, named in errors (a refused connection says where).
+    fn endpoint(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// A file being written.
+pub trait Sink: Send {
+    /// One chunk; waits while the service is not taking more.
+    fn write(&mut self, chunk: Vec<u8>) -> Io<'_, ()>;
+
+    /// The last chunk was written: the file is complete once this returns Ok.
+    fn close(&mut self) -> Io<'_, ()>;
+
+    /// Give up: nothing of what was written replaces the file.
+    fn abort(&mut self) -> Io<'_, ()>;
+}

@@ -1,0 +1,143 @@
+//! The OpenDAL services as a copy's storage (SFTP, S3, WebDAV, GCS, Azure, B2, a folder),
+//! each request's error classified where it is read; WebDAV's uploads are streamed by `dav`.
+
+use std::future::Future;
+use std::ops::Range;
+
+use opendal::Operator;
+
+use super::backend::{Backend, Capabilities, Entry, Failure, Io, Sink};
+use super::dav::Dav;
+use super::put::{CHUNK, PARTS_IN_FLIGHT};
+
+pub(super) struct Remote {
+    op: Operator,
+    /// WebDAV: uploads as one streamed request.
+    dav: Option<Dav>,
+    endpoint: Option<String>,
+}
+
+impl Remote {
+    pub(super) fn new(op: Operator, dav: Option<Dav>, endpoint: Option<String>) -> Remote {
+        Remote { op, dav, endpoint }
+    }
+}
+
+/// An OpenDAL request as the answer of a `Backend`.
+fn io<'a, T: 'a>(request: impl Future<Output = opendal::Result<T>> + Send + 'a) -> Io<'a, T> {
+    Box::pin(async move { request.await.map_err(|e| Failure::of(&e)) })
+}
+
+impl Backend for Remote {
+    fn capabilities(&self) -> Capabilities {
+        let can = self.op.info().capability();
+        Capabilities {
+            atomic_rename: can.rename,
+            write_in_pieces: self.dav.is_some() || can.write_can_multi,
+            create_only_if_absent: can.write_with_if_not_exists,
+            ..Capabilities::default()
+        }
+    }
+
+    fn stat<'a>(&'a self, path: &'a str) -> Io<'a, u64> {
+        io(async move { Ok(self.op.stat(path).await?.content_length()) })
+    }
+
+    fn exists<'a>(&'a self, path: &'a str) -> Io<'a, bool> {
+        io(self.op.exists(path))
+    }
+
+    fn read<'a>(&'a self, path: &'a str) -> Io<'a, Vec<u8>> {
+        io(async move { Ok(self.op.read(path).await?.to_vec()) })
+    }
+
+    fn read_range<'a>(&'a self, path: &'a str, range: Range<u64>) -> Io<'a, Vec<u8>> {
+        io(async move { Ok(self.op.read_with(path).range(range).await?.to_vec()) })
+    }
+
+    fn write<'a>(&'a self, path: &'a str, bytes: Vec<u8>) -> Io<'a, ()> {
+        io(async move { self.op.write(path, bytes).await.map(|_| ()) })
+    }
+
+    fn create_new<'a>(&'a self, path: &'a str, bytes: Vec<u8>) -> Io<'a, ()> {
+        io(async move {
+            let create = self.op.write_with(path, bytes).if_not_exists(true);
+            create.await.map(|_| ())
+        })
+    }
+
+    fn writer<'a>(&'a self, path: &'a str, size: u64) -> Io<'a, Box<dyn Sink + 'a>> {
+        if let Some(dav) = &self.dav {
+            let upload: Box<dyn Sink + 'a> = Box::new(dav.start(path, size));
+            return Box::pin(async move { Ok(upload) });
+        }
+        io(async move {
+            let writer = self
+                .op
+                .writer_with(path)
+                .chunk(CHUNK)
+                .concurrent(PARTS_IN_FLIGHT)
+                .await?;
+            Ok(Box::new(Written(writer)) as Box<dyn Sink>)
+        })
+    }
+
+    fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> Io<'a, ()> {
+        io(self.op.rename(from, to))
+    }
+
+    fn remove<'a>(&'a self, path: &'a str) -> Io<'a, ()> {
+        io(self.op.delete(path))
+    }
+
+    fn remove_all<'a>(&'a self, dir: &'a str) -> Io<'a, ()> {
+        io(async move { self.op.delete_with(dir).recursive(true).await })
+    }
+
+    fn make_dir<'a>(&'a self, dir: &'a str) -> Io<'a, ()> {
+        io(self.op.create_dir(dir))
+    }
+
+    fn list<'a>(&'a self, dir: &'a str, recursive: bool) -> Io<'a, Vec<Entry>> {
+        io(async move {
+            let listed = self.op.list_with(dir).recursive(recursive).await?;
+            let itself = dir.trim_matches('/');
+            Ok(listed
+                .into_iter()
+                .map(|e| Entry {
+                    path: e.path().trim_matches('/').to_owned(),
+                    is_dir: e.metadata().is_dir(),
+                })
+                .filter(|e| !e.path.is_empty() && e.path != itself)
+                .collect())
+        })
+    }
+
+    fn check_access(&self) -> Io<'_, ()> {
+        match &self.dav {
+            Some(dav) => Box::pin(dav.check_access()),
+            None => Box::pin(async { Ok(()) }),
+        }
+    }
+
+    fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
+    }
+}
+
+/// An OpenDAL writer (multipart where the service has it).
+struct Written(opendal::Writer);
+
+impl Sink for Written {
+    fn write(&mut self, chunk: Vec<u8>) -> Io<'_, ()> {
+        io(self.0.write(chunk))
+    }
+
+    fn close(&mut self) -> Io<'_, ()> {
+        io(async move { self.0.close().await.map(|_| ()) })
+    }
+
+    fn abort(&mut self) -> Io<'_, ()> {
+        io(self.0.abort())
+    }
+}
