@@ -43,6 +43,18 @@ pub mod exit {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What an error ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reach {
+    /// The file or the set being worked on: the others go on (a file that cannot be read,
+    /// a tool failing on one archive).
+    Item,
+    /// The copy: its storage keeps failing or stopped answering, or another run holds it.
+    Copy,
+    /// The whole run: it was interrupted, or nothing can be done as configured.
+    Run,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The configuration file is missing, unreadable or invalid (message names file, line, key).
@@ -108,6 +120,24 @@ impl Error {
             | Error::Storage { .. }
             | Error::Stalled { .. }
             | Error::WrongPassphrase { .. } => exit::FAILED,
+        }
+    }
+
+    /// How far the error reaches when it happens while working on one file or set of a copy:
+    /// what it ends.
+    pub fn reach(&self) -> Reach {
+        match self {
+            Error::Interrupted | Error::Config(_) | Error::Usage(_) | Error::MissingTool { .. } => {
+                Reach::Run
+            }
+            Error::Stalled { .. } | Error::Busy { .. } | Error::Storage { retry: true, .. } => {
+                Reach::Copy
+            }
+            Error::Storage { retry: false, .. }
+            | Error::Io { .. }
+            | Error::Tool { .. }
+            | Error::WrongPassphrase { .. }
+            | Error::Failed(_) => Reach::Item,
         }
     }
 

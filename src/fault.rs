@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where darvault may be killed: a file of a copy removed (`Store::remove`).
 pub const REMOVE: &str = "remove";
+/// A file put into place on a copy, proven (`Store::put_file`).
+pub const PUT: &str = "put";
 
 pub fn point(name: &str) {
     static AT: OnceLock<Option<(String, u64)>> = OnceLock::new();

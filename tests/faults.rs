@@ -40,10 +40,6 @@ fn configure(env: &Env, slice: &str, destinations: &str) {
     ));
 }
 
-fn json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("not JSON: {}", stdout(out)))
-}
-
 fn error_of(out: &std::process::Output) -> String {
     json(out)["destinations"][0]["error"]
         .as_str()

@@ -587,3 +587,101 @@ fn status_credits_audits_by_path_and_reports_a_missing_repository() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(status["copies"][0]["error"].is_string(), "{status}");
 }
+
+/// A replicate killed at any step of a set's copy (after its first file, its last data file,
+/// SHA256SUMS, the manifest) leaves a set folder that is never taken for damage: without its
+/// manifest it holds the record of being written, and audit says so (exit 0); the next
+/// replicate finishes the set, and a repairing audit removes a record the manifest outlived.
+fn a_replicate_killed_at_any_step_of_a_set_is_finished_by_the_next(kind: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    awkward_tree(&env.path("src"));
+    definition(&env, "");
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let set = env.sets("docs").remove(0);
+    let set_name = name_of(&set);
+    let data_files = walkdir::WalkDir::new(&set)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .count()
+        - 2;
+    // Put into place one by one: the data files, SHA256SUMS, MANIFEST.toml.
+    for (step, when) in [1, data_files, data_files + 1, data_files + 2]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("{kind}{step}");
+        let (dest, root) = match kind {
+            "fs" => {
+                let root = env.path(&name);
+                let dest = format!(
+                    "[[destination]]\nname = {name:?}\nkind = \"fs\"\nroot = {:?}\n",
+                    root.display().to_string()
+                );
+                (dest, root)
+            }
+            _ => {
+                let (dest, root) = destination(kind, &format!("replicate-kill-{step}"), "");
+                let dest = dest.replace(&format!("name = \"{kind}\""), &format!("name = {name:?}"));
+                (dest, root.unwrap())
+            }
+        };
+        definition(&env, &format!("\n{dest}"));
+        let out = env
+            .cmd()
+            .env("DARVAULT_KILL_AT", format!("put:{when}"))
+            .args(["replicate", "--to", &name])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGKILL),
+            "step {step}: the kill point (put #{when}) was reached: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let on_copy = root.join("docs").join(&set_name);
+        assert!(
+            on_copy.join("MANIFEST.toml").exists() || on_copy.join(".darvault-writing").exists(),
+            "step {step}: a set folder without its manifest holds the record: {:?}",
+            inside(&on_copy)
+        );
+        let out = env.run(&["audit", &name]);
+        assert_eq!(
+            code(&out),
+            0,
+            "step {step}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let out = env.run(&["replicate", "--to", &name]);
+        assert_eq!(
+            code(&out),
+            0,
+            "step {step}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let out = env.run(&["--json", "audit", &name, "--repair"]);
+        assert_eq!(code(&out), 0, "step {step}: {}", stdout(&out));
+        assert!(
+            !on_copy.join(".darvault-writing").exists(),
+            "step {step}: no record outlives the copy"
+        );
+        let out = env.run(&["--json", "audit", &name]);
+        assert_eq!(code(&out), 0, "step {step}: {}", stdout(&out));
+        let sets = &json(&out)["copies"][0]["sets"];
+        assert_eq!(sets.as_array().map(Vec::len), Some(1), "{}", stdout(&out));
+        assert_eq!(sets[0]["status"], "ok", "step {step}: {}", stdout(&out));
+    }
+}
+
+#[test]
+fn a_replicate_to_a_disk_killed_at_any_step_is_finished_by_the_next() {
+    a_replicate_killed_at_any_step_of_a_set_is_finished_by_the_next("fs");
+}
+
+#[test]
+fn a_replicate_to_sftp_killed_at_any_step_is_finished_by_the_next() {
+    a_replicate_killed_at_any_step_of_a_set_is_finished_by_the_next("sftp");
+}

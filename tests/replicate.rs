@@ -32,10 +32,6 @@ fn write_config(env: &Env, destinations: &str) {
     ));
 }
 
-fn json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("not JSON: {}", stdout(out)))
-}
-
 /// Every set of the repository is on the copy and passes `sha256sum -c` there.
 fn assert_complete_copy(env: &Env, copy: &Path) {
     let sets = env.sets("docs");

@@ -8,13 +8,13 @@ use super::repair;
 use super::{CopyReport, FileReport, Options, SetReport, Status};
 use crate::config::Config;
 use crate::copy::{Store, folders_above, inside};
-use crate::error::{Error, Result};
+use crate::error::{Error, Reach, Result};
 use crate::hashing::sha256_hex;
 use crate::parallel::Bounded;
 use crate::printable;
 use crate::progress::{Progress, Task};
 use crate::set::manifest::{FileEntry, manifest_sha_in_sums};
-use crate::set::{MANIFEST, Manifest, Role, SHA256SUMS, SetName, staging};
+use crate::set::{MANIFEST, Manifest, Role, SHA256SUMS, SetName, WRITING, staging};
 use crate::state::State;
 
 #[allow(clippy::too_many_arguments)]
@@ -60,10 +60,9 @@ pub(super) async fn audit_copy(
         let set = match audit_set(copy, others, &dir, &in_dir, config, options, state, &task).await
         {
             Ok(set) => set,
-            Err(Error::Interrupted) => return Err(Error::Interrupted),
             // The copy itself failing (a broken connection, a server that stopped answering)
             // is the copy's error: no verdict on sets that were not read.
-            Err(e) if e.retry_helps() || matches!(e, Error::Stalled { .. }) => return Err(e),
+            Err(e) if e.reach() > Reach::Item => return Err(e),
             // Whatever else went wrong inside one set is that set's verdict; the others go on.
             Err(e) => could_not_audit(copy, &dir, e),
         };
@@ -168,9 +167,10 @@ fn not_a_set_yet(dir: &str, in_dir: &[&str], written: bool) -> Option<String> {
         // Being removed by cleanup: not a set, and never healed back into one.
         return Some(crate::copy::removal_in_progress(&printable(dir)));
     }
-    if !in_dir.contains(&MANIFEST)
-        && (written || in_dir.iter().any(|f| f.ends_with(crate::copy::PARTIAL)))
-    {
+    let under_way = written
+        || in_dir.contains(&WRITING)
+        || in_dir.iter().any(|f| f.ends_with(crate::copy::PARTIAL));
+    if !in_dir.contains(&MANIFEST) && under_way {
         // Its manifest comes last: a set being copied here (or whose copy was cut short,
         // which the next replicate finishes) is not damage.
         return Some(format!(
@@ -332,6 +332,9 @@ async fn audit_set(
     let damaged = hashed?;
 
     report_strays(&manifest, in_dir, &mut report);
+    if in_dir.contains(&WRITING) {
+        finished_copy(copy, location, options.repair, &mut report).await?;
+    }
     if !damaged.is_empty() {
         let fixed = repair::repair_files(
             copy,
@@ -382,13 +385,36 @@ async fn audit_set(
     Ok(report)
 }
 
+/// The record of a copy that was cut short after the manifest it ends with: the set is
+/// complete (proven like any other); the record is named, and removed by a repair.
+async fn finished_copy(
+    copy: &Store,
+    location: &str,
+    repair: bool,
+    report: &mut SetReport,
+) -> Result<()> {
+    let found = if repair {
+        copy.remove(&at(location, WRITING)).await?;
+        "the record of a copy that finished (its manifest is here); removed"
+    } else {
+        "the record of a copy that finished (its manifest is here); audit --repair removes it"
+    };
+    report.files.push(FileReport {
+        path: WRITING.into(),
+        found: found.into(),
+        status: Status::Ok,
+        repaired_from: None,
+    });
+    Ok(())
+}
+
 /// Stray files inside the set folder (a par2 `.1` leftover, a partial upload): named, kept.
 fn report_strays(manifest: &Manifest, in_dir: &[&str], report: &mut SetReport) {
     let listed: HashSet<&str> = manifest
         .files
         .iter()
         .map(|f| f.path.as_str())
-        .chain([MANIFEST, SHA256SUMS])
+        .chain([MANIFEST, SHA256SUMS, WRITING])
         .collect();
     for f in in_dir.iter().filter(|f| !listed.contains(*f)) {
         report.files.push(FileReport {
@@ -683,8 +709,7 @@ async fn examine(
             )));
         }
         Ok(crate::copy::Examined::Hashed(found)) => found,
-        Err(Error::Interrupted) => return Err(Error::Interrupted),
-        Err(e) if e.retry_helps() || matches!(e, Error::Stalled { .. }) => return Err(e),
+        Err(e) if e.reach() > Reach::Item => return Err(e),
         // A directory where a file belongs, an unreadable file: that file's verdict.
         Err(e) => return Ok(Some((format!("unreadable ({e})"), None))),
     };

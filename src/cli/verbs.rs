@@ -252,13 +252,7 @@ impl<'a> Verb<'a> {
         };
         let report = darvault::restore::run(config.as_ref(), &request)?;
         self.present(&report, render::restore);
-        // Nothing of what was asked existed then, or some files could not be written: say
-        // so with the exit code too.
-        let none_existed = !args.paths.is_empty() && report.absent.len() == args.paths.len();
-        if none_existed || !report.not_restored.is_empty() {
-            return Ok(exit::FAILED);
-        }
-        Ok(exit::OK)
+        Ok(report.exit_code(args.paths.len()))
     }
 
     fn systemd(&self, install: bool) -> Result<u8, Error> {
@@ -305,11 +299,7 @@ impl<'a> Verb<'a> {
         let _log = self.log(None);
         let report = darvault::restore::drill::run(config.as_ref(), &request)?;
         self.present(&report, render::drill);
-        Ok(if report.failed() {
-            exit::FAILED
-        } else {
-            exit::OK
-        })
+        Ok(report.exit_code())
     }
 
     fn find(&self, request: darvault::restore::FindRequest) -> Result<u8, Error> {

@@ -116,7 +116,9 @@ impl Store {
                 }
                 proven => proven?,
             }
-            self.move_into_place(&temp, remote).await
+            self.move_into_place(&temp, remote).await?;
+            crate::fault::point(crate::fault::PUT);
+            Ok(())
         })
         .await
     }

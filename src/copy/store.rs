@@ -833,6 +833,9 @@ impl Store {
                     found.problems.push(super::empty_set_folder(&location));
                     found.removing.push(location);
                 }
+                None if folder.writing => found.problems.push(format!(
+                    "{location}: being written (in progress, or cut short: the next replicate finishes it)"
+                )),
                 None => found
                     .problems
                     .push(format!("{location}: no {MANIFEST}: an incomplete copy")),
@@ -840,6 +843,14 @@ impl Store {
         }
         found.sort();
         Ok(found)
+    }
+
+    /// Whether a (record) file is at `path`; a failure to tell counts as no.
+    async fn has_file(&self, what: &str, path: String) -> bool {
+        matches!(
+            self.within(what, self.backend.exists(&path)).await,
+            Ok(true)
+        )
     }
 
     /// The folders under `definition` on a remote copy, with what `sets` needs of each.
@@ -862,18 +873,16 @@ impl Store {
             let location = format!("{definition}/{name}");
             let manifest = self.read_small(&format!("{location}/{MANIFEST}")).await?;
             let set = manifest.map(|bytes| read_manifest(&location, &name, &bytes));
-            let removing = set.is_none() && {
-                let marker = format!("{location}/{}", crate::set::REMOVING);
-                matches!(
-                    self.within(&what, self.backend.exists(&marker)).await,
-                    Ok(true)
-                )
-            };
-            let empty = set.is_none() && !removing && self.walk(&location).await?.is_empty();
+            let holds = |record: &str| self.has_file(&what, format!("{location}/{record}"));
+            let removing = set.is_none() && holds(crate::set::REMOVING).await;
+            let writing = set.is_none() && !removing && holds(crate::set::WRITING).await;
+            let empty =
+                set.is_none() && !removing && !writing && self.walk(&location).await?.is_empty();
             folders.push(SetFolder {
                 set,
                 removing,
                 empty,
+                writing,
                 ..SetFolder::named(name)
             });
         }
@@ -893,6 +902,8 @@ struct SetFolder {
     /// A set's name on a folder that holds nothing: the last step of a removal (or the first
     /// of a copy) was cut short. Not a set; removing it loses nothing.
     empty: bool,
+    /// A replicate's record of the set being written stands in it, and no manifest yet.
+    writing: bool,
 }
 
 impl SetFolder {
@@ -903,6 +914,7 @@ impl SetFolder {
             set: None,
             removing: false,
             empty: false,
+            writing: false,
         }
     }
 }
@@ -952,6 +964,9 @@ fn set_folder_here(root: &Path, definition: &str, name: &str, link: bool) -> Res
         let dir = root.join(&location);
         folder.removing = folder.set.is_none()
             && std::fs::symlink_metadata(dir.join(crate::set::REMOVING)).is_ok();
+        folder.writing = folder.set.is_none()
+            && !folder.removing
+            && std::fs::symlink_metadata(dir.join(crate::set::WRITING)).is_ok();
         folder.empty = folder.set.is_none()
             && !folder.removing
             && std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_none());

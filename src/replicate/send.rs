@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::hashing::sha256_hex;
 use crate::parallel::Bounded;
 use crate::progress::Task;
-use crate::set::MANIFEST;
+use crate::set::{MANIFEST, WRITING};
 use crate::state::State;
 
 pub struct SetJob {
@@ -40,8 +40,9 @@ struct Upload {
 }
 
 impl SetJob {
-    /// Send every file the manifest lists that is not on the destination yet, `concurrency`
-    /// at a time. Returns (files, bytes) sent.
+    /// Write the record of the set being written, then send every file the manifest lists
+    /// that is not on the destination yet, `concurrency` at a time. Returns (files, bytes)
+    /// sent.
     pub async fn send_files(&self) -> Result<(u64, u64)> {
         if self.make_dirs {
             // Concurrent uploads would otherwise race to create the same folders.
@@ -52,6 +53,18 @@ impl SetJob {
                 self.store.make_dir(&dir).await?;
             }
         }
+        // Known for what it is if cut short: a set being written, which the next run
+        // finishes; never damage.
+        let record = format!(
+            "being copied here by darvault replicate from {} since {}\n",
+            crate::host_name(),
+            jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .unwrap_or_default()
+        );
+        self.store
+            .write_small(&self.record(), record.into_bytes())
+            .await?;
         let mut running = Bounded::new(self.concurrency);
         let name = &self.set.manifest.set.name;
         // The first failure stops what has not started: a full disk or a dead server fails
@@ -131,7 +144,8 @@ impl SetJob {
     }
 
     /// Send SHA256SUMS, then MANIFEST.toml (which must still hash to what was read when the
-    /// set was found), and record the set as complete.
+    /// set was found), remove the record of the set being written, and note the set as
+    /// complete.
     pub async fn finish(&self) -> Result<()> {
         for name in DESCRIPTORS {
             let local = self.set.dir.join(name);
@@ -159,11 +173,18 @@ impl SetJob {
             )
             .await?;
         }
+        // The manifest is there: the set is complete, its record of being written goes.
+        self.store.remove(&self.record()).await?;
         self.state.set_complete(
             &self.destination,
             &self.set.manifest.set.name,
             &self.set.manifest_sha256,
         )
+    }
+
+    /// Where the record of the set being written is.
+    fn record(&self) -> String {
+        format!("{}/{WRITING}", self.remote_dir)
     }
 
     async fn remote_size(&self, path: &str) -> Result<Option<u64>> {

@@ -61,6 +61,13 @@ impl Report {
     pub fn failed(&self) -> bool {
         self.drills.iter().any(|d| d.failure.is_some())
     }
+
+    pub fn exit_code(&self) -> u8 {
+        match self.failed() {
+            true => crate::error::exit::FAILED,
+            false => crate::error::exit::OK,
+        }
+    }
 }
 
 pub fn run(config: Option<&Config>, req: &Request) -> Result<Report> {

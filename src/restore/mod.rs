@@ -113,6 +113,19 @@ pub struct Report {
     pub seconds: f64,
 }
 
+impl Report {
+    /// FAILED when some files could not be written, or when paths were asked for and none
+    /// existed then (`asked`: how many were); OK else.
+    pub fn exit_code(&self, asked: usize) -> u8 {
+        let none_existed = asked > 0 && self.absent.len() == asked;
+        if none_existed || !self.not_restored.is_empty() {
+            crate::error::exit::FAILED
+        } else {
+            crate::error::exit::OK
+        }
+    }
+}
+
 /// The copy to read, named by --from, else the configured repository.
 fn open_copy(config: Option<&Config>, from: Option<&str>) -> Result<Store> {
     match (from, config) {

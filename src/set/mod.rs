@@ -21,6 +21,9 @@ pub const SHA256SUMS: &str = "SHA256SUMS";
 /// being removed, is no longer a set, and must never be healed back. The next cleanup
 /// finishes the removal.
 pub const REMOVING: &str = ".darvault-removing";
+/// The record of a set being copied onto a copy (replicate): written before its first file,
+/// removed after its manifest, so a copy cut short is known for what it is.
+pub const WRITING: &str = ".darvault-writing";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
