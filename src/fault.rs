@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where darvault may be killed: a file of a copy removed (`Store::remove`).
 pub const REMOVE: &str = "remove";
-/// A file put into place on a copy, proven (`Store::put_file`).
+/// A file about to be moved into place on a copy, written and proven (`Store::put_file`).
+pub const PLACE: &str = "place";
+/// A file put into place on a copy (`Store::put_file`).
 pub const PUT: &str = "put";
 
 pub fn point(name: &str) {

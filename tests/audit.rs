@@ -607,3 +607,47 @@ fn a_definition_named_like_a_verdict_does_not_change_any() {
         assert!(deep.iter().all(|d| d.ends_with(": ok")), "{deep:?}");
     }
 }
+
+/// A repair killed with the healed file written and proven but not yet moved into place
+/// leaves the damaged file as it was (audit still calls it damaged, exit 4: nothing worse),
+/// and the next repair finishes, leaving no partial file.
+#[test]
+fn a_repair_killed_before_its_file_is_in_place_is_finished_by_the_next() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    let usb = repository_and_usb(&env, "");
+    let full = full_on(&usb);
+    let slice = full.join(format!("{}.1.dar", name_of(&full)));
+    flip(&slice, 100);
+    let damaged = fs::read(&slice).unwrap();
+    let out = env
+        .cmd()
+        .env("DARVAULT_KILL_AT", "place:1")
+        .args(["audit", "usb", "--repair"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "the kill point was reached: {}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read(&slice).unwrap(), damaged, "left as it was");
+    let (code, report) = audit(&env, &["usb"]);
+    assert_eq!(code, 4, "{report}");
+    let (code, report) = audit(&env, &["usb", "--repair"]);
+    assert_eq!(code, 0, "{report}");
+    let partial: Vec<PathBuf> = walkdir::WalkDir::new(&usb)
+        .into_iter()
+        .flatten()
+        .map(|e| e.into_path())
+        .filter(|p| name_of(p).ends_with(".darvault-partial"))
+        .collect();
+    assert!(partial.is_empty(), "{partial:?}");
+    let sums = std::process::Command::new("sha256sum")
+        .args(["-c", "--quiet", "SHA256SUMS"])
+        .current_dir(&full)
+        .status()
+        .unwrap();
+    assert!(sums.success());
+}

@@ -310,18 +310,10 @@ async fn audit_set(
 
     report.chain = manifest.set.chain.clone();
 
-    // On a folder, the deep checks start with the hashing and read the files with it (one
-    // read from disk for both); their verdict stands only if the hashing then finds every
-    // file intact, else they run again on the repaired files (or not at all).
-    let early_deep = match copy.in_place(location) {
-        // (A passphrase that cannot be had now is said by the deep checks proper, later.)
-        Some(dir) if options.deep => {
-            repair::DeepChecks::new(dir, &manifest, config, copy.tool_stall())
-                .ok()
-                .map(|checks| tokio::task::spawn_blocking(move || checks.run()))
-        }
-        _ => None,
-    };
+    let early_deep = options
+        .deep
+        .then(|| early_deep_checks(copy, location, &manifest, config))
+        .flatten();
 
     // Every file: size and SHA-256, a few at a time.
     let hashed = hash_files(copy, location, &manifest, task, &mut report).await;
@@ -383,6 +375,21 @@ async fn audit_set(
         }
     }
     Ok(report)
+}
+
+/// On a folder, the deep checks start with the hashing and read the files with it (one read
+/// from disk for both); their verdict stands only if the hashing then finds every file
+/// intact, else they run again on the repaired files (or not at all). A passphrase that
+/// cannot be had now is said by the deep checks proper, later.
+fn early_deep_checks(
+    copy: &Store,
+    location: &str,
+    manifest: &Manifest,
+    config: Option<&Config>,
+) -> Option<tokio::task::JoinHandle<Result<Vec<super::DeepCheck>>>> {
+    let dir = copy.in_place(location)?;
+    let checks = repair::DeepChecks::new(dir, manifest, config, copy.tool_stall()).ok()?;
+    Some(tokio::task::spawn_blocking(move || checks.run()))
 }
 
 /// The record of a copy that was cut short after the manifest it ends with: the set is

@@ -9,6 +9,8 @@
 mod check;
 mod portion;
 mod repair;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

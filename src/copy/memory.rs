@@ -322,3 +322,38 @@ impl Sink for Upload<'_> {
         Box::pin(async { Ok(()) })
     }
 }
+
+/// A small set in `root` (a folder named after it): two slices of 9 MiB (two chunks each)
+/// and a catalogue of pseudo-random bytes, its manifest and SHA256SUMS; as found there.
+pub fn a_set_on_disk(root: &std::path::Path) -> super::FoundSet {
+    use crate::set::manifest::FileEntry;
+    let mut manifest = crate::set::manifest::tests::sample();
+    let name = manifest.set.name.clone();
+    let dir = root.join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rng = fastrand::Rng::with_seed(7);
+    let files = [
+        (format!("{name}.1.dar"), 9 << 20),
+        (format!("{name}.2.dar"), 9 << 20),
+        (format!("{name}.catalog.1.dar"), 4096),
+    ];
+    manifest.files = files
+        .iter()
+        .map(|(path, size)| {
+            let mut bytes = vec![0u8; *size];
+            rng.fill(&mut bytes);
+            std::fs::write(dir.join(path), &bytes).unwrap();
+            FileEntry {
+                path: path.clone(),
+                size: *size as u64,
+                sha256: crate::hashing::sha256_hex(&bytes),
+                role: crate::set::Role::Slice,
+            }
+        })
+        .collect();
+    manifest.archive.slices = 2;
+    manifest.par2 = Vec::new();
+    manifest.write(&dir).unwrap();
+    let bytes = std::fs::read(dir.join(crate::set::MANIFEST)).unwrap();
+    super::FoundSet::from_manifest(dir, name.parse().unwrap(), &bytes).unwrap()
+}

@@ -4,7 +4,7 @@
 //! reported, never taken for sets.
 
 mod anchored;
-mod backend;
+pub mod backend;
 mod dav;
 pub mod disk;
 mod failure;
@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 pub use failure::{Retry, understand};
 pub use held::CopyLock;
 pub use local::Scratch;
+#[cfg(test)]
+pub use memory::{Call, Fault, Memory, a_set_on_disk};
 pub use put::{Expected, Limiter, PARTIAL};
 pub use runtime::{Runtime, runtime};
 pub use store::{Examined, STALL, Store, odd_kind, storage_error};

@@ -116,6 +116,7 @@ impl Store {
                 }
                 proven => proven?,
             }
+            crate::fault::point(crate::fault::PLACE);
             self.move_into_place(&temp, remote).await?;
             crate::fault::point(crate::fault::PUT);
             Ok(())

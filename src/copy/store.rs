@@ -124,7 +124,7 @@ impl Store {
 
     /// A copy over `backend`, for unit tests.
     #[cfg(test)]
-    pub(super) fn over(name: &str, backend: Arc<dyn Backend>, stall: Duration) -> Store {
+    pub fn over(name: &str, backend: Arc<dyn Backend>, stall: Duration) -> Store {
         Store {
             name: name.to_owned(),
             backend,

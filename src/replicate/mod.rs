@@ -8,6 +8,8 @@
 //! kill, a crash or a lost server sends only what is missing. Nothing is ever deleted.
 
 mod send;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Instant;
