@@ -917,6 +917,72 @@ fn sigterm_ends_a_wait_on_a_server_that_never_answers() {
     }
 }
 
+/// A server that answers every request "503 Service Unavailable".
+fn busy_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut client in listener.incoming().flatten() {
+            let mut request = [0u8; 65536];
+            let _ = client.read(&mut request);
+            let _ = client.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    port
+}
+
+/// One way to stop, whatever the copy is doing: a signal (SIGINT as a terminal's Ctrl-C
+/// sends it, or SIGTERM) ends a replicate within 2 s with exit 130 while a WebDAV server
+/// answers 503 (retries pending, pauses doubling), and while ssh waits on an SFTP server that
+/// took the connection and says nothing (a stopped sshd); no ssh is left behind.
+#[test]
+fn a_signal_ends_a_replicate_waiting_on_retries_or_on_ssh() {
+    let env = Env::new();
+    video_source(&env, 2);
+    let (busy, silent) = (busy_server(), mute_server());
+    let key = servers()["SFTP_KEY"].clone();
+    let dests = format!(
+        "[[destination]]\nname = \"busy\"\nkind = \"webdav\"\nendpoint = \"http://127.0.0.1:{busy}\"\n\
+         username = \"u\"\npassword = \"p\"\nroot = \"/x\"\n\n\
+         [[destination]]\nname = \"silent\"\nkind = \"sftp\"\nendpoint = \"ssh://127.0.0.1:{silent}\"\n\
+         user = \"u\"\nkey = {key:?}\nknown_hosts_strategy = \"accept\"\nroot = \"/x\"\n"
+    );
+    configure(&env, "8M", &dests);
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    for (destination, signal) in [("busy", libc::SIGINT), ("silent", libc::SIGTERM)] {
+        let mut run = env
+            .cmd()
+            .args(["replicate", "--to", destination])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "{destination}: still waiting on the server"
+        );
+        // SAFETY: a signal to a child of the test's own.
+        unsafe { libc::kill(run.id() as i32, signal) };
+        let signalled = Instant::now();
+        let status = run.wait().unwrap();
+        let took = signalled.elapsed();
+        assert_eq!(status.code(), Some(130), "{destination}: {status:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "{destination}: took {took:?}"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let port = format!("-p {silent}");
+    while !processes_mentioning(&port).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(processes_mentioning(&port), vec![], "ssh left behind");
+}
+
 /// One deadline: on a server that takes connections and never answers, every verb that reads
 /// a copy fails within its stall_timeout (3 s here) plus a little, never a multiple of it
 /// (retries and layers share it), naming the stall.

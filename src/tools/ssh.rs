@@ -162,7 +162,17 @@ done
 if [ -z "$master" ] || [ -z "$socket" ]; then
   exec {real} {OPTIONS}{ciphers} "$@"
 fi
-{real} {OPTIONS}{ciphers} "$@" || exit $?
+# While the master connects and logs in, it goes if darvault goes (a server that took the
+# connection and says nothing would hold it until ConnectTimeout).
+{real} {OPTIONS}{ciphers} "$@" &
+connecting=$!
+(
+  while kill -0 "$connecting" 2>/dev/null; do
+    kill -0 "$owner" 2>/dev/null || {{ kill "$connecting" 2>/dev/null; exit 0; }}
+    sleep 0.2
+  done
+) </dev/null >/dev/null 2>&1 &
+wait "$connecting" || exit $?
 # The master outlives this script (-f): it is told to exit once darvault is gone.
 (
   while kill -0 "$owner" 2>/dev/null; do sleep 0.2; done
