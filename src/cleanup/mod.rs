@@ -4,6 +4,8 @@
 //! destination holds it. Also removes staging leftovers (repository) and par2 `.1` files.
 
 pub mod policy;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::Path;
