@@ -20,6 +20,8 @@ pub mod exit {
     pub const WARNINGS: u8 = 6;
     /// Another darvault run holds the repository lock.
     pub const BUSY: u8 = 7;
+    /// `status --check`: a definition's backup rule (3-2-1-1-0) does not hold.
+    pub const RULE_FAILS: u8 = 8;
     /// Interrupted by SIGINT/SIGTERM; nothing half-done was published.
     pub const INTERRUPTED: u8 = 130;
 

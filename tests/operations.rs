@@ -685,3 +685,189 @@ fn a_replicate_to_a_disk_killed_at_any_step_is_finished_by_the_next() {
 fn a_replicate_to_sftp_killed_at_any_step_is_finished_by_the_next() {
     a_replicate_killed_at_any_step_of_a_set_is_finished_by_the_next("sftp");
 }
+
+/// The rule of `docs` in `status --check --json`: (exit code, the rule's JSON).
+fn rule_of(env: &Env, ping: &str) -> (i32, serde_json::Value) {
+    let out = env
+        .cmd()
+        .env("DV_PING", ping)
+        .args(["--json", "status", "--check"])
+        .output()
+        .unwrap();
+    let text = env.cmd().args(["status"]).output().unwrap();
+    eprintln!("{}", stdout(&text));
+    (code(&out), json(&out)["rules"][0].clone())
+}
+
+fn parts(rule: &serde_json::Value) -> Vec<(String, u64, u64)> {
+    [
+        "copies",
+        "media",
+        "offsite",
+        "offline_or_immutable",
+        "errors",
+    ]
+    .iter()
+    .map(|p| {
+        let part = &rule[*p];
+        (
+            (*p).to_owned(),
+            part["have"].as_u64().unwrap(),
+            part["need"].as_u64().unwrap(),
+        )
+    })
+    .collect()
+}
+
+fn part(rule: &serde_json::Value, name: &str) -> (u64, u64) {
+    let found = parts(rule).into_iter().find(|(p, _, _)| p == name).unwrap();
+    (found.1, found.2)
+}
+
+/// "Is my data safe?": the 3-2-1-1-0 rule in status. The repository alone fails on copies,
+/// media, offsite and offline; with a USB disk kept offline and an immutable S3 bucket, all
+/// proven, it holds (`status --check` exits 0, else 8); the USB copy's proof grown older than
+/// proof_max_age, it fails on copies and offline and names the audit to run; a damaged set
+/// found on a copy fails it on errors until repaired. A change of verdict is notified once.
+#[test]
+fn the_backup_rule_says_whether_the_data_is_safe_and_what_to_do() {
+    let env = Env::new();
+    awkward_tree(&env.path("src"));
+    let (url, seen) = recording_server();
+    let ping = format!("{url}/ping");
+    let notify = "[notify]\nwebhook_url_env = \"DV_PING\"\n\n";
+    env.config(&format!(
+        "{notify}[[definition]]\nname = \"docs\"\nsource = {:?}\n",
+        env.path("src").display().to_string()
+    ));
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let (exit, rule) = rule_of(&env, &ping);
+    assert_eq!(exit, 8, "{rule}");
+    assert_eq!(rule["holds"], false);
+    assert_eq!(
+        parts(&rule),
+        [
+            ("copies".into(), 1, 3),
+            ("media".into(), 1, 2),
+            ("offsite".into(), 0, 1),
+            ("offline_or_immutable".into(), 0, 1),
+            ("errors".into(), 0, 0)
+        ]
+    );
+    assert!(rule["advice"].to_string().contains("add-copies"), "{rule}");
+
+    // A USB disk unplugged between runs, and a bucket under object lock.
+    let usb = env.path("usb");
+    let (s3, _) = destination("s3", "rule", "immutable = true\n");
+    definition(
+        &env,
+        &format!(
+            "\n[[destination]]\nname = \"usb\"\nkind = \"fs\"\nroot = {:?}\noffline = true\nmedia = \"usb-disk\"\n\n{s3}\n{notify}",
+            usb.display().to_string()
+        ),
+    );
+    assert_eq!(code(&env.run(&["replicate"])), 0);
+    let (exit, rule) = rule_of(&env, &ping);
+    assert_eq!(exit, 8, "replicated, not yet proven there: {rule}");
+    assert!(rule["advice"].to_string().contains("\"audit\""), "{rule}");
+    for copy in ["usb", "s3"] {
+        assert_eq!(code(&env.run(&["audit", copy])), 0);
+    }
+    let (exit, rule) = rule_of(&env, &ping);
+    assert_eq!(exit, 0, "{rule}");
+    assert_eq!(rule["holds"], true);
+    assert_eq!(part(&rule, "copies"), (3, 3));
+    assert_eq!(part(&rule, "media"), (3, 2));
+
+    // The USB copy's last proof, 61 days ago.
+    let db = rusqlite::Connection::open(env.path("home/.local/state/darvault/state.db")).unwrap();
+    let long_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(61 * 24);
+    db.execute(
+        "UPDATE audited_set SET proven_at = ?1 WHERE copy = 'usb'",
+        [long_ago.to_string()],
+    )
+    .unwrap();
+    let (exit, rule) = rule_of(&env, &ping);
+    assert_eq!(exit, 8, "{rule}");
+    assert_eq!(part(&rule, "copies"), (2, 3));
+    assert_eq!(
+        part(&rule, "offline_or_immutable"),
+        (1, 1),
+        "the bucket: {rule}"
+    );
+    let audit_usb = serde_json::json!({"do": "audit", "copy": "usb", "proven_days_ago": 61});
+    assert!(
+        rule["advice"].as_array().unwrap().contains(&audit_usb),
+        "{rule}"
+    );
+    let text = stdout(&env.run(&["status"]));
+    assert!(
+        text.contains("docs  3-2-1-1-0 ✗  copies 2/3")
+            && text.contains("audit usb: last proven 61 days ago"),
+        "{text}"
+    );
+    assert_eq!(code(&env.run(&["audit", "usb"])), 0);
+    assert_eq!(rule_of(&env, &ping).0, 0);
+
+    // A damaged set on the USB copy.
+    let set = env.sets("docs").pop().unwrap();
+    let slice = usb
+        .join("docs")
+        .join(name_of(&set))
+        .join(format!("{}.1.dar", name_of(&set)));
+    let mut bytes = fs::read(&slice).unwrap();
+    bytes[100] ^= 0x5a;
+    fs::write(&slice, bytes).unwrap();
+    assert_eq!(code(&env.run(&["audit", "usb"])), 4);
+    let (exit, rule) = rule_of(&env, &ping);
+    assert_eq!(exit, 8, "{rule}");
+    assert_eq!(part(&rule, "errors"), (1, 0));
+    assert!(rule["advice"].to_string().contains("repair"), "{rule}");
+    assert_eq!(code(&env.run(&["audit", "usb", "--repair"])), 0);
+    assert_eq!(rule_of(&env, &ping).0, 0);
+    let (page, metrics) = (env.path("status.html"), env.path("status.prom"));
+    let out = env
+        .cmd()
+        .env("DV_PING", &ping)
+        .args(["status", "--html"])
+        .arg(&page)
+        .arg("--prometheus")
+        .arg(&metrics)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0);
+    let page = fs::read_to_string(page).unwrap();
+    assert!(
+        page.contains("Is the data safe?") && page.contains("3-2-1-1-0 ✓"),
+        "{page}"
+    );
+    let metrics = fs::read_to_string(metrics).unwrap();
+    for line in [
+        "darvault_rule_holds{definition=\"docs\"} 1",
+        "darvault_rule_part{definition=\"docs\",part=\"copies\",of=\"have\"} 3",
+        "darvault_rule_part{definition=\"docs\",part=\"copies\",of=\"need\"} 3",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
+    }
+
+    // Notified at each change of verdict, not at every status.
+    let told: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(path, _)| path == "/ping")
+        .map(|(_, body)| body["message"].as_str().unwrap_or("").to_owned())
+        .filter(|m| m.contains("rule"))
+        .collect();
+    assert_eq!(
+        told,
+        [
+            "docs: the 3-2-1-1-0 rule holds again",
+            "docs: the 3-2-1-1-0 rule fails",
+            "docs: the 3-2-1-1-0 rule holds again",
+            "docs: the 3-2-1-1-0 rule fails",
+            "docs: the 3-2-1-1-0 rule holds again",
+        ],
+        "{told:?}"
+    );
+}

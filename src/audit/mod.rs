@@ -47,6 +47,19 @@ pub enum Status {
 }
 
 impl Status {
+    /// The status `as_str` names (as the state database keeps it).
+    pub fn named(name: &str) -> Option<Status> {
+        [
+            Status::Ok,
+            Status::Repaired,
+            Status::RedundancyDamaged,
+            Status::DamagedRepairable,
+            Status::Unrepairable,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Ok => "ok",

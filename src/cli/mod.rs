@@ -21,6 +21,7 @@ Exit codes:
   5    an audit found damage that cannot be repaired
   6    done, with warnings (e.g. some source files could not be read)
   7    another darvault run holds the repository lock
+  8    status --check: a definition's backup rule (3-2-1-1-0) does not hold
   130  interrupted (nothing half-done was published)";
 
 #[derive(Debug, Parser)]
@@ -78,8 +79,9 @@ pub enum Command {
     /// Restore the whole tree, or some paths, as they were at a time, from any copy
     #[command(after_help = EXIT_CODES)]
     Restore(RestoreArgs),
-    /// Last runs per definition; per copy the sets it holds, what is not proven there, and
-    /// free space
+    /// Is the data safe? Per definition its backup rule (3-2-1-1-0) and what to do where it
+    /// fails; its last runs; per copy the sets it holds, what is not proven there, free space
+    #[command(after_help = EXIT_CODES)]
     Status {
         /// Also write a self-contained HTML page with plots to FILE
         #[arg(long, value_name = "FILE")]
@@ -87,6 +89,9 @@ pub enum Command {
         /// Also write a node_exporter textfile (Prometheus metrics) to FILE
         #[arg(long, value_name = "FILE")]
         prometheus: Option<PathBuf>,
+        /// Exit with 8 when a definition's backup rule does not hold (for monitoring)
+        #[arg(long)]
+        check: bool,
     },
     /// Remove sets that retention lets go (chain-aware; FULLs only when confirmed)
     #[command(after_help = EXIT_CODES)]

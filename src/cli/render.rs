@@ -406,6 +406,12 @@ pub fn cleanup(report: &darvault::cleanup::Report) {
 
 pub fn status(status: &darvault::status::Status) {
     use darvault::config::human_bytes;
+    for r in &status.rules {
+        rule(r);
+    }
+    if !status.rules.is_empty() {
+        say!("");
+    }
     for d in &status.definitions {
         say!("{}: {} set(s) in the repository", d.name, d.sets.len());
         for (level, run) in d.last_in_chain_order() {
@@ -451,6 +457,66 @@ pub fn status(status: &darvault::status::Status) {
         if let Some((set, when)) = &c.oldest_proof {
             say!("  oldest proof: {} ({set})", local_time(when.as_second()));
         }
+    }
+}
+
+/// One definition's backup rule: a line of its parts, then what to do where it fails.
+fn rule(r: &darvault::status::rule::RuleStatus) {
+    let errors = match r.errors.need {
+        0 => r.errors.have.to_string(),
+        allowed => format!("{}/{allowed}", r.errors.have),
+    };
+    say!(
+        "{}  {} {}  copies {}/{} · media {}/{} · offsite {}/{} · offline-or-immutable {}/{} · errors {errors}",
+        r.definition,
+        r.rule,
+        if r.holds { "✓" } else { "✗" },
+        r.copies.have,
+        r.copies.need,
+        r.media.have,
+        r.media.need,
+        r.offsite.have,
+        r.offsite.need,
+        r.offline_or_immutable.have,
+        r.offline_or_immutable.need,
+    );
+    for advice in &r.advice {
+        say!("  → {}", advice_text(advice));
+    }
+}
+
+fn advice_text(advice: &darvault::status::rule::Advice) -> String {
+    use darvault::status::rule::Advice;
+    match advice {
+        Advice::Backup => "make a first backup: darvault backup --full".into(),
+        Advice::Replicate { copy } => {
+            format!("replicate to {copy}: it lacks the newest chain (darvault replicate --to {copy})")
+        }
+        Advice::Audit {
+            copy,
+            proven_days_ago: Some(days),
+        } => format!("audit {copy}: last proven {days} days ago (darvault audit {copy})"),
+        Advice::Audit {
+            copy,
+            proven_days_ago: None,
+        } => format!("audit {copy}: the newest chain was never proven there (darvault audit {copy})"),
+        Advice::Repair { copy, sets } => {
+            format!("repair {copy}: {sets} damaged set(s) (darvault audit {copy} --repair)")
+        }
+        Advice::Unreachable { copy } => {
+            format!("{copy} could not be read now: weighed by what darvault last knew of it")
+        }
+        Advice::AddCopies { more } => format!(
+            "add {more} more cop{} (a [[destination]]: a USB disk, a server, a cloud bucket)",
+            if *more == 1 { "y" } else { "ies" }
+        ),
+        Advice::AnotherMedia => {
+            "keep a copy on another kind of media (a removable disk, a server, a cloud bucket)".into()
+        }
+        Advice::AnOffsiteCopy => {
+            "keep a copy offsite (a cloud bucket, or a disk kept elsewhere: offsite = true)".into()
+        }
+        Advice::AnOfflineOrImmutableCopy => "keep a copy offline or immutable (a USB disk unplugged between runs: require_mount = true; or immutable = true where the server enforces it)".into(),
     }
 }
 

@@ -80,9 +80,11 @@ impl<'a> Verb<'a> {
             Command::Audit(args) => self.audit(args),
             Command::Restore(args) => self.restore(args),
             Command::Systemd { install } => self.systemd(*install),
-            Command::Status { html, prometheus } => {
-                self.status(html.as_deref(), prometheus.as_deref())
-            }
+            Command::Status {
+                html,
+                prometheus,
+                check,
+            } => self.status(html.as_deref(), prometheus.as_deref(), *check),
             Command::Cleanup {
                 dry_run,
                 definitions,
@@ -269,10 +271,16 @@ impl<'a> Verb<'a> {
         Ok(exit::OK)
     }
 
-    fn status(&self, html: Option<&Path>, prometheus: Option<&Path>) -> Result<u8, Error> {
+    fn status(
+        &self,
+        html: Option<&Path>,
+        prometheus: Option<&Path>,
+        check: bool,
+    ) -> Result<u8, Error> {
         let config = self.config()?;
         let _log = self.log(None);
         let status = darvault::status::gather(&config)?;
+        darvault::status::finish(&config, &status)?;
         if let Some(file) = html {
             let page = darvault::status::html::render(&status);
             darvault::status::write_atomically(file, &page)?;
@@ -282,7 +290,7 @@ impl<'a> Verb<'a> {
             darvault::status::write_atomically(file, &text)?;
         }
         self.present(&status, render::status);
-        Ok(exit::OK)
+        Ok(status.exit_code(check))
     }
 
     fn cleanup(&self, request: darvault::cleanup::Request) -> Result<u8, Error> {

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use values::{
-    AbsPath, Age, ByteSize, Compression, DefinitionName, Duration, Pattern, RelPath, human_bytes,
+    AbsPath, Age, ByteSize, Compression, DefinitionName, Duration, Pattern, RelPath, Rule,
+    human_bytes,
 };
 
 use crate::error::{Error, Result};
@@ -93,6 +94,14 @@ pub struct Definition {
     pub keep: Keep,
     #[serde(default)]
     pub hooks: Hooks,
+    /// The rule `darvault status` checks: copies-media-offsite-offline_or_immutable-errors
+    /// [default: "3-2-1-1-0"].
+    #[serde(default)]
+    pub rule: Rule,
+    /// A copy counts for the rule only when the definition's newest chain was proven there
+    /// this recently [default: 35d].
+    #[serde(default = "default_proof_max_age")]
+    pub proof_max_age: Duration,
 }
 
 /// Retention: how long `darvault cleanup` keeps sets of each level. A set that a kept set
@@ -251,6 +260,20 @@ pub struct Destination {
     /// Retention here for `darvault cleanup` (may keep more than the repository)
     /// [default: none: cleanup never deletes on this destination].
     pub keep: Option<Keep>,
+    /// For the backup rule: the kind of media this copy is on; copies on the same media
+    /// count once [default: "removable-disk" for fs with require_mount, "disk" for other fs,
+    /// "server" for sftp and webdav, "cloud" for object stores].
+    pub media: Option<String>,
+    /// For the backup rule: kept away from this machine's building (a cloud, a disk stored
+    /// elsewhere) [default: true for object stores, false else].
+    pub offsite: Option<bool>,
+    /// For the backup rule: disconnected between runs (a USB disk unplugged after each
+    /// replicate) [default: require_mount].
+    pub offline: Option<bool>,
+    /// For the backup rule: this machine's credentials cannot change or delete what is there
+    /// (object lock, an append-only server) [default: false].
+    #[serde(default)]
+    pub immutable: bool,
     /// Everything else: OpenDAL options (root, endpoint, bucket, user, key…).
     #[serde(flatten)]
     pub options: std::collections::BTreeMap<String, toml::Value>,
@@ -259,6 +282,28 @@ pub struct Destination {
 impl Destination {
     pub fn name(&self) -> &str {
         self.name.get_ref().as_str()
+    }
+
+    /// The kind of media it is on (see `media`).
+    pub fn media(&self) -> String {
+        if let Some(media) = &self.media {
+            return media.clone();
+        }
+        match self.kind {
+            Kind::Fs if self.require_mount => "removable-disk",
+            Kind::Fs => "disk",
+            Kind::Sftp | Kind::Webdav => "server",
+            _ => "cloud",
+        }
+        .to_owned()
+    }
+
+    pub fn is_offsite(&self) -> bool {
+        self.offsite.unwrap_or(self.kind.is_object_store())
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline.unwrap_or(self.require_mount)
     }
 
     /// The options for OpenDAL, with `*_env` and `*_file` references resolved.
@@ -505,6 +550,9 @@ fn default_max_sample() -> ByteSize {
 
 fn default_max_chain() -> usize {
     30
+}
+fn default_proof_max_age() -> Duration {
+    Duration(std::time::Duration::from_secs(35 * 86400))
 }
 
 fn default_partial_max() -> ByteSize {
@@ -848,6 +896,10 @@ const DESTINATION_KEYS: &[&str] = &[
     "stall_timeout",
     "verify_readback",
     "keep",
+    "media",
+    "offsite",
+    "offline",
+    "immutable",
 ];
 
 /// The kind of storage a destination is: one of the services this darvault is built with,
@@ -1071,6 +1123,41 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_is_five_numbers_and_a_copy_says_what_it_is() {
+        let c = parse(
+            "repository = \"/r\"\n[[definition]]\nname = \"d\"\nsource = \"/s\"\nrule = \"2-1-1-0-0\"\n\n\
+             [[destination]]\nname = \"usb\"\nkind = \"fs\"\nroot = \"/m\"\nrequire_mount = true\n\n\
+             [[destination]]\nname = \"b\"\nkind = \"s3\"\nbucket = \"x\"\n",
+        )
+        .unwrap();
+        let rule = c.definitions[0].rule;
+        assert_eq!((rule.copies, rule.media, rule.errors), (2, 1, 0));
+        let (usb, bucket) = (&c.destinations[0], &c.destinations[1]);
+        assert_eq!(
+            (usb.media().as_str(), usb.is_offsite(), usb.is_offline()),
+            ("removable-disk", false, true)
+        );
+        assert_eq!(
+            (
+                bucket.media().as_str(),
+                bucket.is_offsite(),
+                bucket.is_offline()
+            ),
+            ("cloud", true, false)
+        );
+        let err = parse(
+            "repository = \"/r\"\n[[definition]]\nname = \"d\"\nsource = \"/s\"\nrule = \"3-2-1\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("/etc/darvault.toml") && err.contains("line 5"),
+            "{err}"
+        );
+        assert!(err.contains("five numbers"), "{err}");
+    }
+
+    #[test]
     fn the_embedded_default_is_valid_and_shows_the_defaults() {
         let c = parse(DEFAULT_CONFIG).unwrap();
         let d = &c.definitions[0];
@@ -1086,6 +1173,9 @@ mod tests {
         assert_eq!(d.keep.incr.to_string(), keep.incr.to_string());
         assert_eq!(d.keep.full.to_string(), keep.full.to_string());
         assert_eq!(d.hooks.timeout, hook_timeout());
+        assert_eq!(d.rule, Rule::default());
+        assert_eq!(d.rule.to_string(), "3-2-1-1-0");
+        assert_eq!(d.proof_max_age, default_proof_max_age());
         let schedule = Schedule::default();
         assert_eq!(c.schedule.full, schedule.full);
         assert_eq!(c.schedule.diff, schedule.diff);

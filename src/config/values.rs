@@ -376,3 +376,69 @@ mod tests {
         assert!(AbsPath::try_from("relative/dir".to_string()).is_err());
     }
 }
+
+/// The backup rule `darvault status` checks per definition, "3-2-1-1-0": at least this many
+/// copies, on this many kinds of media, this many offsite, this many offline or immutable, and
+/// at most this many errors at their last verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Rule {
+    pub copies: u32,
+    pub media: u32,
+    pub offsite: u32,
+    pub offline_or_immutable: u32,
+    pub errors: u32,
+}
+
+impl Default for Rule {
+    fn default() -> Self {
+        Rule {
+            copies: 3,
+            media: 2,
+            offsite: 1,
+            offline_or_immutable: 1,
+            errors: 0,
+        }
+    }
+}
+
+impl TryFrom<String> for Rule {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let parts: Vec<Option<u32>> = s.trim().split('-').map(|p| p.parse().ok()).collect();
+        match parts[..] {
+            [
+                Some(copies),
+                Some(media),
+                Some(offsite),
+                Some(offline_or_immutable),
+                Some(errors),
+            ] => Ok(Rule {
+                copies,
+                media,
+                offsite,
+                offline_or_immutable,
+                errors,
+            }),
+            _ => Err(format!(
+                "{s:?} is not a rule: five numbers, copies-media-offsite-offline_or_immutable-errors, e.g. \"3-2-1-1-0\""
+            )),
+        }
+    }
+}
+
+impl From<Rule> for String {
+    fn from(r: Rule) -> String {
+        r.to_string()
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}-{}-{}-{}-{}",
+            self.copies, self.media, self.offsite, self.offline_or_immutable, self.errors
+        )
+    }
+}

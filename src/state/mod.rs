@@ -85,6 +85,13 @@ const MIGRATIONS: &[&str] = &[
     // 6: the version index now lists folders (an empty folder exists too): indexes built
     // before are dropped, to be read again from the catalogues on first use.
     "DELETE FROM version; DELETE FROM indexed_set;",
+    // 7: whether each definition's backup rule held when `status` last looked, so that a
+    // change is told once.
+    "CREATE TABLE rule_verdict (
+         definition TEXT PRIMARY KEY,
+         holds      INTEGER NOT NULL,
+         since      TEXT NOT NULL
+     );",
 ];
 
 /// A set's last audit on a copy.
@@ -395,6 +402,27 @@ impl State {
                 params![sha256, name, now()],
             )
             .map(|_| ())
+        })
+    }
+
+    /// Record whether `definition`'s backup rule holds now; what was recorded before (None
+    /// the first time).
+    pub fn rule_verdict(&self, definition: &str, holds: bool) -> Result<Option<bool>> {
+        self.with(|c| {
+            let before: Option<bool> = c
+                .query_row(
+                    "SELECT holds FROM rule_verdict WHERE definition = ?1",
+                    params![definition],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if before != Some(holds) {
+                c.execute(
+                    "INSERT OR REPLACE INTO rule_verdict VALUES (?1, ?2, ?3)",
+                    params![definition, holds, now()],
+                )?;
+            }
+            Ok(before)
         })
     }
 

@@ -18,6 +18,7 @@ const PHASE_COLOURS: [&str; 6] = [
 
 pub fn render(status: &Status) -> String {
     let mut body = String::new();
+    rules(&mut body, &status.rules);
     for d in &status.definitions {
         definition(&mut body, d);
     }
@@ -35,6 +36,39 @@ const STYLE: &str = "body{font:15px/1.4 system-ui,sans-serif;margin:2em auto;pad
 color:#222}h1{margin-bottom:0}.meta{color:#666}table{border-collapse:collapse;margin:.5em 0 1.5em}\
 td,th{border-bottom:1px solid #ddd;padding:.3em .8em;text-align:left}.bad{color:#b00020;\
 font-weight:600}.ok{color:#2e7d32}svg{display:block;margin:.5em 0 1.5em}text{font-size:12px}";
+
+/// A badge per definition: its backup rule, each part, whether it holds.
+fn rules(out: &mut String, rules: &[super::rule::RuleStatus]) {
+    out.push_str("<h2>Is the data safe?</h2><table><tr><th>definition</th><th>rule</th><th>copies</th><th>media</th><th>offsite</th><th>offline or immutable</th><th>errors</th></tr>");
+    for r in rules {
+        let (class, mark) = if r.holds {
+            ("ok", "✓")
+        } else {
+            ("bad", "✗")
+        };
+        let part = |p: super::rule::Part| {
+            let class = if p.holds() { "ok" } else { "bad" };
+            format!("<td class=\"{class}\">{}/{}</td>", p.have, p.need)
+        };
+        let errors_class = if r.errors.have <= r.errors.need {
+            "ok"
+        } else {
+            "bad"
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td class=\"{class}\">{} {mark}</td>{}{}{}{}<td class=\"{errors_class}\">{}</td></tr>",
+            esc(&r.definition),
+            r.rule,
+            part(r.copies),
+            part(r.media),
+            part(r.offsite),
+            part(r.offline_or_immutable),
+            r.errors.have
+        );
+    }
+    out.push_str("</table>");
+}
 
 fn definition(out: &mut String, d: &DefinitionStatus) {
     let _ = write!(

@@ -4,8 +4,9 @@
 
 pub mod html;
 pub mod prometheus;
+pub mod rule;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde::Serialize;
@@ -19,6 +20,8 @@ use crate::state::{Run, State};
 pub struct Status {
     pub generated: jiff::Timestamp,
     pub host: String,
+    /// Per definition: does its backup rule (3-2-1-1-0) hold?
+    pub rules: Vec<rule::RuleStatus>,
     pub definitions: Vec<DefinitionStatus>,
     pub copies: Vec<CopyStatus>,
 }
@@ -83,12 +86,14 @@ pub fn gather(config: &Config) -> Result<Status> {
     // What the repository holds, read once: its definitions' rows and its copy row.
     let mut repository_held: Vec<(String, u64)> = Vec::new();
     let mut definitions = Vec::new();
+    let mut found_sets = Vec::new();
     for d in &config.definitions {
         let name = d.name().as_str();
         let found = match &repository {
             Ok(store) => rt.block_on_stoppable(store.sets(name))?,
             Err(_) => crate::copy::Found::default(),
         };
+        found_sets.push(found.sets.clone());
         let sets: Vec<SetPoint> = found
             .sets
             .iter()
@@ -127,6 +132,10 @@ pub fn gather(config: &Config) -> Result<Status> {
         });
     }
 
+    let names = |held: &[(String, u64)]| held.iter().map(|(s, _)| s.clone()).collect();
+    let mut facts = vec![rule::CopyFacts::repository(
+        repository.is_ok().then(|| names(&repository_held)),
+    )];
     let mut copies = vec![match repository {
         Ok(store) => copy_status(
             &store,
@@ -138,23 +147,56 @@ pub fn gather(config: &Config) -> Result<Status> {
         Err(e) => unreadable("repository", "repository", e),
     }];
     for dest in &config.destinations {
-        let status = match Store::open(dest).and_then(|store| {
+        let opened = Store::open(dest).and_then(|store| {
             let held = held_sets(&rt, config, &store)?;
             Ok((store, held))
-        }) {
+        });
+        // A copy not there now (an offline disk, a server down) is weighed by what the
+        // state database knows it holds: the sets replicated there.
+        let held = match &opened {
+            Ok((_, held)) => names(held),
+            Err(_) => replicated_to(&state, dest.name(), &found_sets)?,
+        };
+        let mut copy = rule::CopyFacts::of(dest, Some(held));
+        copy.reachable = opened.is_ok();
+        facts.push(copy);
+        copies.push(match opened {
             Ok((store, held)) => {
                 copy_status(&store, dest.kind.as_str(), held, &repository_sets, &audits)
             }
             Err(e) => unreadable(dest.name(), dest.kind.as_str(), e),
-        };
-        copies.push(status);
+        });
     }
+    let now = jiff::Timestamp::now();
+    let rules = config
+        .definitions
+        .iter()
+        .zip(&found_sets)
+        .map(|(d, sets)| rule::evaluate(d, sets, &facts, &audits, now))
+        .collect();
     Ok(Status {
-        generated: jiff::Timestamp::now(),
+        generated: now,
         host: crate::host_name(),
+        rules,
         definitions,
         copies,
     })
+}
+
+/// The sets of `sets` the state database records as replicated, complete, to `destination`.
+fn replicated_to(
+    state: &State,
+    destination: &str,
+    sets: &[Vec<crate::copy::FoundSet>],
+) -> Result<HashSet<String>> {
+    let mut held = HashSet::new();
+    for set in sets.iter().flatten() {
+        let name = &set.manifest.set.name;
+        if state.is_complete(destination, name, &set.manifest_sha256)? {
+            held.insert(name.clone());
+        }
+    }
+    Ok(held)
 }
 
 fn unreadable(name: &str, kind: &str, e: crate::Error) -> CopyStatus {
@@ -237,6 +279,23 @@ fn copy_status(
         free_bytes: store.free_bytes().unwrap_or(None),
         error: None,
     }
+}
+
+impl Status {
+    /// With `check`: RULE_FAILS when a definition's rule does not hold; OK else.
+    pub fn exit_code(&self, check: bool) -> u8 {
+        match check && self.rules.iter().any(|r| !r.holds) {
+            true => crate::error::exit::RULE_FAILS,
+            false => crate::error::exit::OK,
+        }
+    }
+}
+
+/// After `gather`: record each definition's verdict, and tell the ones that changed.
+pub fn finish(config: &Config, status: &Status) -> Result<()> {
+    let state = State::open(&config.state_dir())?;
+    rule::tell_changes(config, &state, &status.rules);
+    Ok(())
 }
 
 /// Write a report (the HTML page, the Prometheus textfile) to `file` through a temporary file in the same folder and a rename.

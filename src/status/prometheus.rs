@@ -5,6 +5,33 @@ use std::fmt::Write;
 
 use super::Status;
 
+/// Per definition whether its rule holds, and each part's have and need.
+type Rows = Vec<(String, f64)>;
+
+fn rule_rows(status: &Status) -> (Rows, Rows) {
+    let mut holds = Vec::new();
+    let mut parts = Vec::new();
+    for r in &status.rules {
+        let definition = escape(&r.definition);
+        holds.push((
+            format!("definition=\"{definition}\""),
+            f64::from(u8::from(r.holds)),
+        ));
+        for (part, p) in [
+            ("copies", r.copies),
+            ("media", r.media),
+            ("offsite", r.offsite),
+            ("offline_or_immutable", r.offline_or_immutable),
+            ("errors", r.errors),
+        ] {
+            let labels = format!("definition=\"{definition}\",part=\"{part}\"");
+            parts.push((format!("{labels},of=\"have\""), f64::from(p.have)));
+            parts.push((format!("{labels},of=\"need\""), f64::from(p.need)));
+        }
+    }
+    (holds, parts)
+}
+
 pub fn render(status: &Status) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, help: &str, rows: Vec<(String, f64)>| {
@@ -16,6 +43,17 @@ pub fn render(status: &Status) -> String {
             let _ = writeln!(out, "darvault_{name}{{{labels}}} {value}");
         }
     };
+    let (holds, parts) = rule_rows(status);
+    metric(
+        "rule_holds",
+        "1 when the definition's backup rule (3-2-1-1-0) holds.",
+        holds,
+    );
+    metric(
+        "rule_part",
+        "Each part of the backup rule: what the copies give (have) and what the rule asks (need; errors: the most allowed).",
+        parts,
+    );
     let mut last_time = Vec::new();
     let mut last_ok = Vec::new();
     let mut seconds = Vec::new();
