@@ -613,25 +613,13 @@ fn a_definition_named_like_a_verdict_does_not_change_any() {
 /// and the next repair finishes, leaving no partial file.
 #[test]
 fn a_repair_killed_before_its_file_is_in_place_is_finished_by_the_next() {
-    use std::os::unix::process::ExitStatusExt;
     let env = Env::new();
     let usb = repository_and_usb(&env, "");
     let full = full_on(&usb);
     let slice = full.join(format!("{}.1.dar", name_of(&full)));
     flip(&slice, 100);
     let damaged = fs::read(&slice).unwrap();
-    let out = env
-        .cmd()
-        .env("DARVAULT_KILL_AT", "place:1")
-        .args(["audit", "usb", "--repair"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.signal(),
-        Some(libc::SIGKILL),
-        "the kill point was reached: {}",
-        stderr(&out)
-    );
+    env.killed_at_point("place:1", &["audit", "usb", "--repair"]);
     assert_eq!(fs::read(&slice).unwrap(), damaged, "left as it was");
     let (code, report) = audit(&env, &["usb"]);
     assert_eq!(code, 4, "{report}");

@@ -252,7 +252,6 @@ fn a_cleanup_killed_at_any_step_of_a_removal_is_finished_by_the_next() {
 /// anything it governs does, and the next cleanup finishes the removal.
 #[test]
 fn a_cleanup_of_an_sftp_copy_killed_mid_removal_is_finished_by_the_next() {
-    use std::os::unix::process::ExitStatusExt;
     let env = Env::new();
     awkward_tree(&env.path("src"));
     let keep = "keep = { full = \"0d\", diff = \"0d\", incr = \"0d\" }\n";
@@ -278,17 +277,9 @@ fn a_cleanup_of_an_sftp_copy_killed_mid_removal_is_finished_by_the_next() {
             .count();
         // Removed one by one: MANIFEST.toml, SHA256SUMS, the other files, the record.
         let when = [3, files, files + 1][step];
-        let out = env
-            .cmd()
-            .env("DARVAULT_KILL_AT", format!("remove:{when}"))
-            .args(["cleanup", "--yes", "--dest", "sftp"])
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.signal(),
-            Some(libc::SIGKILL),
-            "step {step}: the kill point was reached: {}",
-            String::from_utf8_lossy(&out.stderr)
+        env.killed_at_point(
+            &format!("remove:{when}"),
+            &["cleanup", "--yes", "--dest", "sftp"],
         );
         let left = inside(&old);
         assert!(
@@ -593,7 +584,6 @@ fn status_credits_audits_by_path_and_reports_a_missing_repository() {
 /// manifest it holds the record of being written, and audit says so (exit 0); the next
 /// replicate finishes the set, and a repairing audit removes a record the manifest outlived.
 fn a_replicate_killed_at_any_step_of_a_set_is_finished_by_the_next(kind: &str) {
-    use std::os::unix::process::ExitStatusExt;
     let env = Env::new();
     awkward_tree(&env.path("src"));
     definition(&env, "");
@@ -628,18 +618,7 @@ fn a_replicate_killed_at_any_step_of_a_set_is_finished_by_the_next(kind: &str) {
             }
         };
         definition(&env, &format!("\n{dest}"));
-        let out = env
-            .cmd()
-            .env("DARVAULT_KILL_AT", format!("put:{when}"))
-            .args(["replicate", "--to", &name])
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.signal(),
-            Some(libc::SIGKILL),
-            "step {step}: the kill point (put #{when}) was reached: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        env.killed_at_point(&format!("put:{when}"), &["replicate", "--to", &name]);
         let on_copy = root.join("docs").join(&set_name);
         assert!(
             on_copy.join("MANIFEST.toml").exists() || on_copy.join(".darvault-writing").exists(),

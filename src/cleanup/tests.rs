@@ -49,6 +49,17 @@ fn setup() -> Setup {
     }
 }
 
+/// A cleanup of everything, confirmed.
+fn everything() -> Request {
+    Request {
+        definitions: Vec::new(),
+        destinations: Vec::new(),
+        sets: Vec::new(),
+        dry_run: false,
+        yes: true,
+    }
+}
+
 impl Setup {
     /// Remove the set from the copy in memory; as found there.
     fn remove(&self, stall: Duration) -> crate::Result<bool> {
@@ -60,13 +71,7 @@ impl Setup {
         };
         assert_eq!(set.manifest.set.name, self.set.manifest.set.name);
         let state = State::open(&self.dir.path().join("state")).unwrap();
-        let request = Request {
-            definitions: Vec::new(),
-            destinations: Vec::new(),
-            sets: Vec::new(),
-            dry_run: false,
-            yes: true,
-        };
+        let request = everything();
         let verdict = Verdict {
             set: set.manifest.set.name.clone(),
             remove: true,
@@ -91,13 +96,7 @@ impl Setup {
         let rt = crate::copy::runtime().unwrap();
         let found = rt.block_on(store.sets("docs")).unwrap();
         assert!(found.sets.is_empty(), "no set while being removed");
-        let request = Request {
-            definitions: Vec::new(),
-            destinations: Vec::new(),
-            sets: Vec::new(),
-            dry_run: false,
-            yes: true,
-        };
+        let request = everything();
         for dir in &found.removing {
             rt.block_on(finish_removal(&request, &store, dir)).unwrap();
         }

@@ -55,6 +55,24 @@ impl Env {
         out
     }
 
+    /// `darvault ARGS` with the kill point `point` (`DARVAULT_KILL_AT`, e.g. "put:3"): fails
+    /// the test unless darvault was killed there.
+    pub fn killed_at_point(&self, point: &str, args: &[&str]) {
+        use std::os::unix::process::ExitStatusExt;
+        let out = self
+            .cmd()
+            .env("DARVAULT_KILL_AT", point)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGKILL),
+            "darvault {args:?}: the kill point {point} was not reached: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `darvault ARGS`, killed with SIGKILL at the `when`th call of `syscall` (strace's fault
     /// injection, so the kill point is chosen, not hoped for): whether it was reached.
     pub fn killed_at(&self, syscall: &str, when: usize, args: &[&str]) -> bool {
