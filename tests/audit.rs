@@ -639,3 +639,113 @@ fn a_repair_killed_before_its_file_is_in_place_is_finished_by_the_next() {
         .unwrap();
     assert!(sums.success());
 }
+
+/// `curl` signing for the test S3 server (AWS Signature Version 4), with `args`.
+fn curl_s3(args: &[&str]) -> std::process::Output {
+    let s = servers();
+    std::process::Command::new("curl")
+        .args(["-s", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
+        .arg(format!("{}:{}", s["S3_ACCESS_KEY"], s["S3_SECRET_KEY"]))
+        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// base64 of the bytes a hex string spells.
+fn base64_of_hex(hex: &str) -> String {
+    use base64::Engine as _;
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The archival cloud copy, checked on upload and proven without download: each object is
+/// sent with its manifest SHA-256, which the S3 server checks (a PUT whose bytes do not match
+/// is refused: checked here, not assumed of the server) and keeps; an audit then proves every
+/// data file by the checksum the server returns, downloading none of them; an object another
+/// tool replaced (no checksum kept) is read and hashed, and its damage found.
+#[test]
+fn an_s3_copy_is_checked_on_upload_and_proven_without_download() {
+    let env = Env::new();
+    let prefix = format!("checksums-{}", std::process::id());
+    let (s3, _) = destination("s3", "checksums", "");
+    repository_and_usb(&env, &s3);
+    let s = servers();
+    let base = format!("{}/{}/{prefix}", s["S3_ENDPOINT"], s["S3_BUCKET"]);
+    let full = full_on(&env.repo());
+    let n = name_of(&full);
+    let slice = format!("{n}.1.dar");
+    let sha = darvault::hashing::sha256_hex(&fs::read(full.join(&slice)).unwrap());
+    let head = curl_s3(&[
+        "-I",
+        "-H",
+        "x-amz-checksum-mode: ENABLED",
+        &format!("{base}/docs/{n}/{slice}"),
+    ]);
+    let head = stdout(&head).to_lowercase();
+    let kept = format!(
+        "x-amz-checksum-sha256: {}",
+        base64_of_hex(&sha).to_lowercase()
+    );
+    assert!(
+        head.contains(&kept),
+        "the server keeps the checksum sent: {head}"
+    );
+    // The server refuses bytes that do not hash to the checksum sent with them.
+    let refused = curl_s3(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "PUT",
+        "--data-binary",
+        "changed on the way",
+        "-H",
+        &format!("x-amz-checksum-sha256: {}", base64_of_hex(&sha)),
+        &format!("{base}/refused"),
+    ]);
+    assert_eq!(stdout(&refused), "400", "a wrong checksum is refused");
+
+    let (code, report) = audit(&env, &["s3"]);
+    assert_eq!(code, 0, "{report}");
+    let files: u64 = fs::read_dir(env.repo().join("docs"))
+        .unwrap()
+        .flatten()
+        .map(|set| {
+            let manifest = fs::read_to_string(set.path().join("MANIFEST.toml")).unwrap();
+            manifest.matches("[[file]]").count() as u64
+        })
+        .sum();
+    let proof = &report["copies"][0]["proof"];
+    assert_eq!(proof["files_vouched_by_server"], files, "{report}");
+    let downloaded = proof["bytes_downloaded"].as_u64().unwrap();
+    assert!(
+        downloaded < 64 << 10,
+        "only manifests read: {downloaded} bytes"
+    );
+
+    // Replaced by a client that keeps no checksum: read, hashed, found damaged.
+    let damaged = env.path("damaged.dar");
+    fs::copy(full.join(&slice), &damaged).unwrap();
+    flip(&damaged, 700);
+    let size = fs::metadata(&damaged).unwrap().len();
+    let status = rclone_s3(&[
+        "copyto",
+        &damaged.display().to_string(),
+        &format!("t:{prefix}/docs/{n}/{slice}"),
+    ])
+    .status()
+    .unwrap();
+    assert!(status.success());
+    let (code, report) = audit(&env, &["s3"]);
+    assert_eq!(code, 4, "{report}");
+    let proof = &report["copies"][0]["proof"];
+    assert_eq!(proof["files_vouched_by_server"], files - 1, "{report}");
+    assert!(
+        proof["bytes_downloaded"].as_u64().unwrap() >= size,
+        "{report}"
+    );
+}

@@ -87,6 +87,16 @@ pub struct CopyReport {
     /// The exit code of that error (7 when another run held the copy's lock).
     #[serde(skip)]
     pub error_code: u8,
+    /// How a remote copy's files were proven: vouched for by the SHA-256 its server keeps,
+    /// or read and hashed (bytes downloaded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Proof>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Proof {
+    pub files_vouched_by_server: u64,
+    pub bytes_downloaded: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -212,6 +222,7 @@ pub fn run(
                 problems: Vec::new(),
                 error: Some(format!("not audited: {why}")),
                 error_code: exit::FAILED,
+                proof: None,
             });
         }
     }
@@ -232,6 +243,7 @@ pub fn run(
             problems: Vec::new(),
             error: None,
             error_code: exit::OK,
+            proof: None,
         };
         let options = Options {
             repair: options.repair || may_repair(copy, ask),
@@ -273,6 +285,10 @@ pub fn run(
             copy_report.error = Some(e.to_string());
             copy_report.error_code = e.exit_code();
         }
+        copy_report.proof = copy.proof().map(|(vouched, downloaded)| Proof {
+            files_vouched_by_server: vouched,
+            bytes_downloaded: downloaded,
+        });
         runs.push(copy_report.metrics(started));
         report.copies.push(copy_report);
     }

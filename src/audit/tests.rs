@@ -57,6 +57,7 @@ fn audit(
         problems: Vec::new(),
         error: None,
         error_code: 0,
+        proof: None,
     };
     let rt = crate::copy::runtime().unwrap();
     let audited = rt.block_on(audit_copy(

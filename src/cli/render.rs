@@ -185,6 +185,13 @@ pub fn audit(report: &audit::Report) {
                 tally.join(", ")
             }
         );
+        if let Some(proof) = &c.proof {
+            say!(
+                "  proven: {} file(s) vouched for by the SHA-256 the server keeps, {} downloaded",
+                proof.files_vouched_by_server,
+                human_bytes(proof.bytes_downloaded)
+            );
+        }
         for s in &c.sets {
             if s.status != audit::Status::Ok
                 || !s.files.is_empty()

@@ -31,7 +31,8 @@ pub struct Capabilities {
     pub write_in_pieces: bool,
     /// A file can be created only if none is there, in one step (S3 `If-None-Match`).
     pub create_only_if_absent: bool,
-    /// The server keeps and returns each object's SHA-256 (S3 `x-amz-checksum-sha256`).
+    /// The service checks each file's SHA-256 as it receives it, keeps it and returns it
+    /// (S3 `x-amz-checksum-sha256`): a copy is proven without reading it back.
     pub server_checksums: bool,
     /// The server can hash a file itself (`sha256sum` over ssh).
     pub remote_hashing: bool,
@@ -71,8 +72,23 @@ pub trait Backend: Send + Sync {
     /// where `create_only_if_absent`.
     fn create_new<'a>(&'a self, path: &'a str, bytes: Vec<u8>) -> Io<'a, ()>;
 
-    /// A file of `size` bytes, written chunk by chunk.
-    fn writer<'a>(&'a self, path: &'a str, size: u64) -> Io<'a, Box<dyn Sink + 'a>>;
+    /// A file of `size` bytes whose SHA-256 is `sha256` (hex), written chunk by chunk. Where
+    /// the service keeps checksums (`server_checksums`) it refuses bytes that do not hash to
+    /// it.
+    fn writer<'a>(
+        &'a self,
+        path: &'a str,
+        size: u64,
+        sha256: &'a str,
+    ) -> Io<'a, Box<dyn Sink + 'a>>;
+
+    /// A file's size and the SHA-256 the service keeps for it, read without the file's
+    /// bytes (`server_checksums`); None for a file stored without one, and where the service
+    /// keeps none. `NotFound` when there is no file.
+    fn stored_checksum<'a>(&'a self, path: &'a str) -> Io<'a, Option<(u64, String)>> {
+        let _ = path;
+        Box::pin(async { Ok(None) })
+    }
 
     fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> Io<'a, ()>;
 

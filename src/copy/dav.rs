@@ -1,16 +1,13 @@
-//! WebDAV uploads as one streamed PUT. OpenDAL's webdav writer takes a file in a single
-//! write (the whole file in memory; a second write fails), so a 1 GiB slice could not be
-//! sent; here the request body is fed from a bounded channel while the file is read, hashed
-//! and paced, so memory stays at two chunks whatever the file size.
+//! WebDAV uploads as one streamed PUT (`streamed`). OpenDAL's webdav writer takes a file in
+//! a single write (the whole file in memory; a second write fails), so a 1 GiB slice could
+//! not be sent.
 
 use std::time::Duration;
 
-use super::backend::{Failure, Io, Sink};
-use super::failure::{Retry, os_cause};
+use super::backend::Failure;
+use super::failure::Retry;
+use super::streamed::{Streamed, encode};
 use crate::error::{Error, Result};
-
-/// Chunks in flight between the file reader and the request body.
-const IN_FLIGHT: usize = 2;
 
 /// Where and as whom to PUT.
 pub struct Dav {
@@ -20,14 +17,6 @@ pub struct Dav {
     user: Option<String>,
     password: Option<String>,
     token: Option<String>,
-}
-
-/// The body of one PUT, fed chunk by chunk; None once it ended.
-pub struct Upload(Option<Request>);
-
-struct Request {
-    sender: tokio::sync::mpsc::Sender<std::result::Result<Vec<u8>, std::io::Error>>,
-    request: tokio::task::JoinHandle<std::result::Result<reqwest::Response, reqwest::Error>>,
 }
 
 impl Dav {
@@ -69,21 +58,26 @@ impl Dav {
         url
     }
 
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if let Some(user) = &self.user {
+            request.basic_auth(user, self.password.as_ref())
+        } else if let Some(token) = &self.token {
+            request.bearer_auth(token)
+        } else {
+            request
+        }
+    }
+
     /// Whether the server takes the credentials: a refusal (401, 403) is named as such before
     /// anything else is asked (OpenDAL reports it as an unexpected error with the whole
     /// response). Anything else is left to the requests that follow.
     pub async fn check_access(&self) -> std::result::Result<(), Failure> {
         let method = reqwest::Method::from_bytes(b"PROPFIND").expect("a valid method");
-        let mut request = self
+        let request = self
             .client
             .request(method, format!("{}/", self.base))
             .header("Depth", "0");
-        if let Some(user) = &self.user {
-            request = request.basic_auth(user, self.password.as_ref());
-        } else if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        let Ok(response) = request.send().await else {
+        let Ok(response) = self.authorized(request).send().await else {
             return Ok(());
         };
         match response.status().as_u16() {
@@ -98,140 +92,36 @@ impl Dav {
         }
     }
 
-    /// Start a PUT of `size` bytes to `path`; feed it with `Upload::send`.
-    pub fn start(&self, path: &str, size: u64) -> Upload {
-        let (sender, receiver) = tokio::sync::mpsc::channel(IN_FLIGHT);
-        let body = futures_util::stream::unfold(receiver, |mut r| async move {
-            r.recv().await.map(|item| (item, r))
-        });
-        let mut request = self
+    /// Start a PUT of `size` bytes to `path`, fed chunk by chunk.
+    pub fn start(&self, path: &str, size: u64) -> Streamed {
+        let request = self
             .client
             .put(self.url(path))
-            .header(reqwest::header::CONTENT_LENGTH, size)
-            .body(reqwest::Body::wrap_stream(body));
-        if let Some(user) = &self.user {
-            request = request.basic_auth(user, self.password.as_ref());
-        } else if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        Upload(Some(Request {
-            sender,
-            request: tokio::spawn(request.send()),
-        }))
+            .header(reqwest::header::CONTENT_LENGTH, size);
+        Streamed::start(self.authorized(request), answer)
     }
 }
 
-impl Request {
-    /// Hand one chunk to the request; waits while the server is not reading. Err when the
-    /// request ended early.
-    async fn send(&self, chunk: Vec<u8>) -> std::result::Result<(), ()> {
-        self.sender.send(Ok(chunk)).await.map_err(|_| ())
+/// What a WebDAV server's answer to a PUT means.
+fn answer(status: u16, _body: &str) -> (Retry, String) {
+    match status {
+        401 | 403 => (
+            Retry::Useless,
+            "the server refused the credentials".to_owned(),
+        ),
+        404 | 409 => (
+            Retry::Useless,
+            "the folder does not exist on the server".to_owned(),
+        ),
+        413 => (
+            Retry::Useless,
+            "the server refuses a file this large".to_owned(),
+        ),
+        507 => (Retry::Useless, "the server's storage is full".to_owned()),
+        429 => (Retry::Helps, "the server asks to slow down".to_owned()),
+        s if s >= 500 => (Retry::Helps, format!("server error {s}")),
+        s => (Retry::Useless, format!("the server answered {s}")),
     }
-
-    /// Cut the request short: the server sees an incomplete body.
-    fn abort(self) {
-        let _ = self
-            .sender
-            .try_send(Err(std::io::Error::other("upload aborted")));
-        self.request.abort();
-    }
-
-    /// End the body and wait for the server's answer.
-    async fn finish(self) -> std::result::Result<(), Failure> {
-        drop(self.sender);
-        let answer = self
-            .request
-            .await
-            .map_err(|e| Failure::other(Retry::Useless, format!("the upload task failed: {e}")))?;
-        let response = answer.map_err(|e| request_failure(&e))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let (retry, cause) = match status.as_u16() {
-            401 | 403 => (
-                Retry::Useless,
-                "the server refused the credentials".to_owned(),
-            ),
-            404 | 409 => (
-                Retry::Useless,
-                "the folder does not exist on the server".to_owned(),
-            ),
-            413 => (
-                Retry::Useless,
-                "the server refuses a file this large".to_owned(),
-            ),
-            507 => (Retry::Useless, "the server's storage is full".to_owned()),
-            429 => (Retry::Helps, "the server asks to slow down".to_owned()),
-            s if s >= 500 => (Retry::Helps, format!("server error {status}")),
-            _ => (Retry::Useless, format!("the server answered {status}")),
-        };
-        Err(Failure::other(retry, cause))
-    }
-}
-
-impl Sink for Upload {
-    fn write(&mut self, chunk: Vec<u8>) -> Io<'_, ()> {
-        Box::pin(async move {
-            let request = self.0.as_ref().expect("an upload under way");
-            if request.send(chunk).await.is_ok() {
-                return Ok(());
-            }
-            // The request ended early: its answer says why.
-            let request = self.0.take().expect("an upload under way");
-            Err(request.finish().await.err().unwrap_or_else(|| {
-                Failure::other(Retry::Helps, "the server ended the upload early")
-            }))
-        })
-    }
-
-    fn close(&mut self) -> Io<'_, ()> {
-        Box::pin(async move {
-            match self.0.take() {
-                Some(request) => request.finish().await,
-                None => Ok(()),
-            }
-        })
-    }
-
-    fn abort(&mut self) -> Io<'_, ()> {
-        if let Some(request) = self.0.take() {
-            request.abort();
-        }
-        Box::pin(async { Ok(()) })
-    }
-}
-
-/// A failed request, with its OS-level cause where there is one.
-fn request_failure(e: &reqwest::Error) -> Failure {
-    use std::error::Error as _;
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = e.source();
-    while let Some(c) = cause {
-        if let Some(io) = c.downcast_ref::<std::io::Error>()
-            && let Some((retry, text)) = os_cause(io)
-        {
-            return Failure::other(retry, text);
-        }
-        cause = c.source();
-    }
-    let retry = e.is_timeout() || e.is_request() || e.is_body();
-    Failure::other(
-        if retry { Retry::Helps } else { Retry::Useless },
-        crate::secrets::mask(&format!("{e}")).into_owned(),
-    )
-}
-
-/// Percent-encode one path segment (everything but RFC 3986's unreserved characters).
-fn encode(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

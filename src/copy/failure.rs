@@ -44,7 +44,6 @@ impl Failure {
         }
     }
 
-    #[cfg(test)]
     pub fn not_found(cause: impl Into<String>) -> Failure {
         Failure {
             kind: FailureKind::NotFound,

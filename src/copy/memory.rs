@@ -205,7 +205,12 @@ impl Backend for Memory {
         })
     }
 
-    fn writer<'a>(&'a self, path: &'a str, _size: u64) -> Io<'a, Box<dyn Sink + 'a>> {
+    fn writer<'a>(
+        &'a self,
+        path: &'a str,
+        _size: u64,
+        _sha256: &'a str,
+    ) -> Io<'a, Box<dyn Sink + 'a>> {
         Box::pin(async move {
             self.enter(Call::Writer).await?;
             let sink: Box<dyn Sink + 'a> = Box::new(Upload {

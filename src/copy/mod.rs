@@ -15,7 +15,9 @@ mod memory;
 mod put;
 mod remote;
 mod runtime;
+mod s3;
 mod store;
+mod streamed;
 #[cfg(test)]
 mod tests;
 

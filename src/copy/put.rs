@@ -189,11 +189,11 @@ impl Store {
     async fn open_sink<'a>(
         &'a self,
         remote: &'a str,
-        expected: &Expected<'_>,
+        expected: &Expected<'a>,
     ) -> Result<Box<dyn Sink + 'a>> {
         let what = format!("cannot write {remote}");
         let Some(anchor) = self.anchor.clone() else {
-            let writer = self.backend.writer(remote, expected.size);
+            let writer = self.backend.writer(remote, expected.size, expected.sha256);
             return self.within(&what, writer).await;
         };
         let mode = if expected.executable { 0o755 } else { 0o644 };

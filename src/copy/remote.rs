@@ -9,17 +9,30 @@ use opendal::Operator;
 use super::backend::{Backend, Capabilities, Entry, Failure, Io, Sink};
 use super::dav::Dav;
 use super::put::{CHUNK, PARTS_IN_FLIGHT};
+use super::s3::{S3, SINGLE_PUT_MAX};
 
 pub(super) struct Remote {
     op: Operator,
     /// WebDAV: uploads as one streamed request.
     dav: Option<Dav>,
+    /// S3 with static keys: uploads with their SHA-256, which the server checks and keeps.
+    s3: Option<S3>,
     endpoint: Option<String>,
 }
 
 impl Remote {
-    pub(super) fn new(op: Operator, dav: Option<Dav>, endpoint: Option<String>) -> Remote {
-        Remote { op, dav, endpoint }
+    pub(super) fn new(
+        op: Operator,
+        dav: Option<Dav>,
+        s3: Option<S3>,
+        endpoint: Option<String>,
+    ) -> Remote {
+        Remote {
+            op,
+            dav,
+            s3,
+            endpoint,
+        }
     }
 }
 
@@ -35,6 +48,7 @@ impl Backend for Remote {
             atomic_rename: can.rename,
             write_in_pieces: self.dav.is_some() || can.write_can_multi,
             create_only_if_absent: can.write_with_if_not_exists,
+            server_checksums: self.s3.is_some(),
             ..Capabilities::default()
         }
     }
@@ -66,7 +80,19 @@ impl Backend for Remote {
         })
     }
 
-    fn writer<'a>(&'a self, path: &'a str, size: u64) -> Io<'a, Box<dyn Sink + 'a>> {
+    fn writer<'a>(
+        &'a self,
+        path: &'a str,
+        size: u64,
+        sha256: &'a str,
+    ) -> Io<'a, Box<dyn Sink + 'a>> {
+        // One PUT carries the checksum; a larger file goes in parts, without it.
+        if let Some(s3) = &self.s3
+            && size <= SINGLE_PUT_MAX
+        {
+            let upload: Box<dyn Sink + 'a> = s3.put(path, size, sha256);
+            return Box::pin(async move { Ok(upload) });
+        }
         if let Some(dav) = &self.dav {
             let upload: Box<dyn Sink + 'a> = Box::new(dav.start(path, size));
             return Box::pin(async move { Ok(upload) });
@@ -111,6 +137,16 @@ impl Backend for Remote {
                 .filter(|e| !e.path.is_empty() && e.path != itself)
                 .collect())
         })
+    }
+
+    fn stored_checksum<'a>(&'a self, path: &'a str) -> Io<'a, Option<(u64, String)>> {
+        match &self.s3 {
+            Some(s3) => Box::pin(async move {
+                let (size, sha256) = s3.stored(path).await?;
+                Ok(sha256.map(|sha256| (size, sha256)))
+            }),
+            None => Box::pin(async { Ok(None) }),
+        }
     }
 
     fn check_access(&self) -> Io<'_, ()> {

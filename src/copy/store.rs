@@ -20,6 +20,7 @@ use super::backend::{Backend, Failure, FailureKind};
 use super::dav::Dav;
 pub use super::failure::storage_error;
 use super::remote::Remote;
+use super::s3::S3;
 use super::{Found, FoundSet};
 use crate::config::{Destination, Kind};
 use crate::error::{Error, Result};
@@ -51,6 +52,15 @@ pub struct Store {
     mount: Option<(std::path::PathBuf, u64)>,
     /// A local copy: written through a descriptor of its root (see `anchored`).
     pub(super) anchor: Option<Anchored>,
+    /// How this copy's files were proven: (vouched for by the server's checksum, bytes read).
+    proof: Proof,
+}
+
+/// Files the server vouched for (the SHA-256 it keeps), and bytes read from a remote copy.
+#[derive(Default)]
+struct Proof {
+    vouched: AtomicU64,
+    downloaded: AtomicU64,
 }
 
 /// Bytes per read when hashing a stored file.
@@ -89,6 +99,10 @@ impl Store {
             Kind::Webdav => Some(Dav::new(&options)?),
             _ => None,
         };
+        let s3 = match dest.kind {
+            Kind::S3 => S3::new(&options),
+            _ => None,
+        };
         let op = Operator::via_iter(dest.kind.as_str(), options)
             .map_err(|e| {
                 Error::Config(format!(
@@ -108,7 +122,7 @@ impl Store {
             );
         Ok(Store {
             name: dest.name().to_owned(),
-            backend: Arc::new(Remote::new(op, dav, endpoint)),
+            backend: Arc::new(Remote::new(op, dav, s3, endpoint)),
             local_root,
             readers: dest
                 .concurrency
@@ -119,6 +133,7 @@ impl Store {
             retries: dest.retries.unwrap_or(RETRIES),
             mount,
             anchor,
+            proof: Proof::default(),
         })
     }
 
@@ -135,6 +150,7 @@ impl Store {
             retries: RETRIES,
             mount: None,
             anchor: None,
+            proof: Proof::default(),
         }
     }
 
@@ -473,7 +489,7 @@ impl Store {
             .map_err(|e| storage_error(&format!("cannot open {}", root.display()), e))?;
         Ok(Store {
             name: root.display().to_string(),
-            backend: Arc::new(Remote::new(op, None, None)),
+            backend: Arc::new(Remote::new(op, None, None, None)),
             local_root: Some(root),
             readers: 1,
             repair: crate::config::RepairPolicy::Never,
@@ -481,6 +497,7 @@ impl Store {
             retries: RETRIES,
             mount: None,
             anchor: Some(anchor),
+            proof: Proof::default(),
         })
     }
 
@@ -488,7 +505,11 @@ impl Store {
     /// Temporary failures (a broken connection) are tried again, from the start. A link on
     /// a local copy is refused, never followed.
     pub async fn hash(&self, path: &str) -> Result<Option<(u64, String)>> {
-        match self.examine(path).await? {
+        let what = format!("cannot read {path}");
+        let read = self
+            .retrying(&what, || self.examine_once(path, &|_| {}, false))
+            .await?;
+        match read {
             Examined::Hashed(found) => Ok(found),
             Examined::Link => Err(Error::Failed(format!(
                 "{path} on {} is a symbolic link (refused)",
@@ -511,12 +532,22 @@ impl Store {
     /// file is told whole by the caller).
     pub async fn examine_told(&self, path: &str, told: &(dyn Fn(u64) + Sync)) -> Result<Examined> {
         let what = format!("cannot read {path}");
-        self.retrying(&what, || self.examine_once(path, told)).await
+        self.retrying(&what, || self.examine_once(path, told, true))
+            .await
     }
 
-    async fn examine_once(&self, path: &str, told: &(dyn Fn(u64) + Sync)) -> Result<Examined> {
+    /// With `vouched`, a file the server keeps a SHA-256 of is proven by it, unread.
+    async fn examine_once(
+        &self,
+        path: &str,
+        told: &(dyn Fn(u64) + Sync),
+        vouched: bool,
+    ) -> Result<Examined> {
         if let Some(root) = &self.local_root {
             return self.hash_local(root, path, told).await;
+        }
+        if vouched && let Some(found) = self.vouched_for(path).await? {
+            return Ok(Examined::Hashed(found));
         }
         let Some(size) = self.stat_size(path).await? else {
             return Ok(Examined::Hashed(None));
@@ -641,6 +672,37 @@ impl Store {
         Ok(Some((size, crate::hashing::hex(&hasher.finalize()))))
     }
 
+    /// A file's size and SHA-256 as the server vouches for them, unread: Some(None) when it
+    /// is missing; None where the server keeps no checksum of it (then it is read).
+    async fn vouched_for(&self, path: &str) -> Result<Option<Option<(u64, String)>>> {
+        if !self.backend.capabilities().server_checksums {
+            return Ok(None);
+        }
+        let what = format!("cannot check {path}");
+        match self
+            .within_found(&what, self.backend.stored_checksum(path))
+            .await?
+        {
+            None => Ok(Some(None)),
+            Some(Some(found)) => {
+                self.proof.vouched.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(Some(found)))
+            }
+            Some(None) => Ok(None),
+        }
+    }
+
+    /// How this copy's files were proven so far: (files the server vouched for, bytes read
+    /// from it); None for a local copy (read in place).
+    pub fn proof(&self) -> Option<(u64, u64)> {
+        self.local_root.is_none().then(|| {
+            (
+                self.proof.vouched.load(Ordering::Relaxed),
+                self.proof.downloaded.load(Ordering::Relaxed),
+            )
+        })
+    }
+
     /// A stored file of `size` bytes, read a bounded chunk at a time.
     fn chunks<'a>(&'a self, path: &'a str, size: u64) -> Chunks<'a> {
         Chunks {
@@ -684,7 +746,12 @@ impl Store {
 
     async fn read_remote(&self, path: &str) -> Result<Option<Vec<u8>>> {
         let what = format!("cannot read {path}");
-        self.within_found(&what, self.backend.read(path)).await
+        let read = self.within_found(&what, self.backend.read(path)).await?;
+        if let Some(bytes) = &read {
+            let size = bytes.len() as u64;
+            self.proof.downloaded.fetch_add(size, Ordering::Relaxed);
+        }
+        Ok(read)
     }
 
     /// What `read` gets of a file of a local copy; None when it is missing. A link is never
@@ -1174,6 +1241,11 @@ impl Chunks<'_> {
             )));
         }
         self.offset = end;
+        let read = chunk.len() as u64;
+        self.store
+            .proof
+            .downloaded
+            .fetch_add(read, Ordering::Relaxed);
         Ok(Some(chunk))
     }
 }
