@@ -670,7 +670,7 @@ fn base64_of_hex(hex: &str) -> String {
 fn an_s3_copy_is_checked_on_upload_and_proven_without_download() {
     let env = Env::new();
     let prefix = format!("checksums-{}", std::process::id());
-    let (s3, _) = destination("s3", "checksums", "");
+    let (s3, _) = destination("s3", "checksums", "storage_class = \"STANDARD_IA\"\n");
     repository_and_usb(&env, &s3);
     let s = servers();
     let base = format!("{}/{}/{prefix}", s["S3_ENDPOINT"], s["S3_BUCKET"]);
@@ -692,6 +692,10 @@ fn an_s3_copy_is_checked_on_upload_and_proven_without_download() {
     assert!(
         head.contains(&kept),
         "the server keeps the checksum sent: {head}"
+    );
+    assert!(
+        head.contains("x-amz-storage-class: standard_ia"),
+        "in the storage class asked for: {head}"
     );
     // The server refuses bytes that do not hash to the checksum sent with them.
     let refused = curl_s3(&[

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 pub use values::{
     AbsPath, Age, ByteSize, Compression, DefinitionName, Duration, Pattern, RelPath, Rule,
-    human_bytes,
+    StorageClass, human_bytes,
 };
 
 use crate::error::{Error, Result};
@@ -260,6 +260,10 @@ pub struct Destination {
     /// Retention here for `darvault cleanup` (may keep more than the repository)
     /// [default: none: cleanup never deletes on this destination].
     pub keep: Option<Keep>,
+    /// S3 only: the storage class of every upload (STANDARD, STANDARD_IA, ONEZONE_IA,
+    /// INTELLIGENT_TIERING, GLACIER_IR…) [default: the bucket's]. Classes that must be thawed
+    /// before a read (GLACIER, DEEP_ARCHIVE) are refused.
+    pub storage_class: Option<StorageClass>,
     /// For the backup rule: the kind of media this copy is on; copies on the same media
     /// count once [default: "removable-disk" for fs with require_mount, "disk" for other fs,
     /// "server" for sftp and webdav, "cloud" for object stores].
@@ -349,6 +353,9 @@ impl Destination {
                 }
                 out.push((key.clone(), text));
             }
+        }
+        if let Some(class) = &self.storage_class {
+            out.push(("default_storage_class".into(), class.as_str().to_owned()));
         }
         Ok(out)
     }
@@ -617,6 +624,15 @@ impl Config {
                 return Err(at(
                     d.name.span(),
                     format!("key `name`: destination {:?} is defined twice", d.name()),
+                ));
+            }
+            if d.storage_class.is_some() && d.kind != Kind::S3 {
+                return Err(at(
+                    d.name.span(),
+                    format!(
+                        "destination {:?}: storage_class applies to kind = \"s3\" only",
+                        d.name()
+                    ),
                 ));
             }
             if d.require_mount && d.kind != Kind::Fs {
@@ -896,6 +912,7 @@ const DESTINATION_KEYS: &[&str] = &[
     "stall_timeout",
     "verify_readback",
     "keep",
+    "storage_class",
     "media",
     "offsite",
     "offline",
@@ -1120,6 +1137,23 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config> {
         Config::parse(text, Path::new("/etc/darvault.toml"))
+    }
+
+    #[test]
+    fn a_storage_class_must_be_readable_at_once_and_on_s3() {
+        let dest = |kind: &str, class: &str| {
+            parse(&format!(
+                "repository = \"/r\"\n[[definition]]\nname = \"d\"\nsource = \"/s\"\n\n\
+                 [[destination]]\nname = \"b\"\nkind = \"{kind}\"\nroot = \"/x\"\nstorage_class = \"{class}\"\n"
+            ))
+        };
+        let c = dest("s3", "standard_ia").unwrap();
+        let options = c.destinations[0].service_options().unwrap();
+        assert!(options.contains(&("default_storage_class".into(), "STANDARD_IA".into())));
+        let err = dest("s3", "DEEP_ARCHIVE").unwrap_err().to_string();
+        assert!(err.contains("thawed") && err.contains("line 10"), "{err}");
+        let err = dest("sftp", "STANDARD").unwrap_err().to_string();
+        assert!(err.contains("s3\" only"), "{err}");
     }
 
     #[test]

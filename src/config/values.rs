@@ -442,3 +442,43 @@ impl std::fmt::Display for Rule {
         )
     }
 }
+
+/// An S3 storage class whose objects can be read at once.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct StorageClass(String);
+
+impl StorageClass {
+    const READABLE: &[&str] = &[
+        "STANDARD",
+        "REDUCED_REDUNDANCY",
+        "STANDARD_IA",
+        "ONEZONE_IA",
+        "INTELLIGENT_TIERING",
+        "GLACIER_IR",
+        "EXPRESS_ONEZONE",
+    ];
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for StorageClass {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let class = s.trim().to_ascii_uppercase();
+        if Self::READABLE.contains(&class.as_str()) {
+            return Ok(StorageClass(class));
+        }
+        match class.as_str() {
+            "GLACIER" | "DEEP_ARCHIVE" => Err(format!(
+                "storage class {s:?}: its objects must be restored (thawed) before they can be read, which darvault does not do yet: an audit or a restore would fail; use GLACIER_IR (read at once) or STANDARD_IA"
+            )),
+            _ => Err(format!(
+                "unknown storage class {s:?} (readable at once: {})",
+                Self::READABLE.join(", ")
+            )),
+        }
+    }
+}

@@ -26,6 +26,8 @@ pub struct S3 {
     access_key: String,
     secret_key: String,
     virtual_host: bool,
+    /// The storage class of every upload, if one is set.
+    storage_class: Option<String>,
 }
 
 impl S3 {
@@ -59,6 +61,7 @@ impl S3 {
             access_key: get("access_key_id")?,
             secret_key: get("secret_access_key")?,
             virtual_host,
+            storage_class: get("default_storage_class"),
         })
     }
 
@@ -134,10 +137,13 @@ impl S3 {
     /// A PUT of `size` bytes whose SHA-256 is `sha256` (hex): the server refuses bytes that
     /// do not hash to it, and keeps it.
     pub fn put(&self, path: &str, size: u64, sha256: &str) -> Box<dyn Sink> {
-        let headers = vec![
+        let mut headers = vec![
             ("content-length", size.to_string()),
             ("x-amz-checksum-sha256", base64_of_hex(sha256)),
         ];
+        if let Some(class) = &self.storage_class {
+            headers.push(("x-amz-storage-class", class.clone()));
+        }
         let request = self.signed(reqwest::Method::PUT, path, headers);
         Box::new(Streamed::start(request, answer))
     }
