@@ -1181,3 +1181,96 @@ fn the_s3_server_refuses_to_create_a_lock_that_exists() {
         assert_eq!(kept, b"first");
     });
 }
+
+/// A proxy in front of `upstream` (host:port) that changes one byte in the body of every
+/// PUT larger than 1 MiB (a link or a box on the way that corrupts data), and passes
+/// everything else as it is. Returns its port.
+fn corrupting_proxy(upstream: String) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let server = TcpStream::connect(&upstream).unwrap();
+            let (mut from_server, mut to_client) =
+                (server.try_clone().unwrap(), client.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_server, &mut to_client);
+                let _ = to_client.shutdown(std::net::Shutdown::Both);
+            });
+            std::thread::spawn(move || forward_requests(client, server));
+        }
+    });
+    port
+}
+
+/// Requests from `client` to `server`, one after another, a byte of each large PUT body
+/// changed.
+fn forward_requests(client: TcpStream, mut server: TcpStream) {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(client);
+    loop {
+        let mut head = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            if reader.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            head.extend_from_slice(&line);
+            if line == b"\r\n" {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&head).to_lowercase();
+        let length: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        if text.starts_with("put ") && length > 1 << 20 {
+            body[1000] ^= 0x01;
+        }
+        if server.write_all(&head).is_err() || server.write_all(&body).is_err() {
+            return;
+        }
+    }
+}
+
+/// Verified on upload: bytes changed on the way to an S3 copy are refused by the server (the
+/// SHA-256 sent with them does not match), tried again, and reported; no set is published
+/// there.
+#[test]
+fn bytes_changed_on_the_way_to_s3_are_refused_and_nothing_is_published() {
+    let env = Env::new();
+    video_source(&env, 3);
+    let s = servers();
+    let upstream = s["S3_ENDPOINT"].trim_start_matches("http://").to_owned();
+    let proxy = corrupting_proxy(upstream);
+    let (dest, _) = destination("s3", "corrupted", "retries = 1\n");
+    let dest = dest.replace(&s["S3_ENDPOINT"], &format!("http://127.0.0.1:{proxy}"));
+    configure(&env, "2M", &dest);
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let out = env.run(&["--json", "replicate"]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    let error = json(&out)["destinations"][0]["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains("their SHA-256 is not the manifest's") && error.contains("after 1 tries"),
+        "{error}"
+    );
+    let listed = env.run(&["--json", "list", "s3"]);
+    let sets = json(&listed)["definitions"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .map(|d| d["sets"].as_array().map_or(0, Vec::len))
+                .sum::<usize>()
+        })
+        .unwrap_or(0);
+    assert_eq!(sets, 0, "nothing published: {}", stdout(&listed));
+}
