@@ -895,26 +895,31 @@ fn sigterm_ends_a_wait_on_a_server_that_never_answers() {
         &["drill", "mute"],
     ];
     for args in verbs {
-        let mut run = env
-            .cmd()
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(1500));
-        assert!(
-            run.try_wait().unwrap().is_none(),
-            "{args:?}: still waiting on the server"
-        );
-        // SAFETY: a signal to a child of the test's own.
-        unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
-        let signalled = Instant::now();
-        let status = run.wait().unwrap();
-        let took = signalled.elapsed();
-        assert_eq!(status.code(), Some(130), "{args:?}: {status:?}");
-        assert!(took < Duration::from_secs(2), "{args:?}: took {took:?}");
+        signalled_while_waiting(&env, args, libc::SIGTERM, Duration::from_millis(1500));
     }
+}
+
+/// `darvault ARGS`, still waiting after `wait`, sent `signal`: exit 130 within 2 s.
+fn signalled_while_waiting(env: &Env, args: &[&str], signal: i32, wait: Duration) {
+    let mut run = env
+        .cmd()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(wait);
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "{args:?}: still waiting on the server"
+    );
+    // SAFETY: a signal to a child of the test's own.
+    unsafe { libc::kill(run.id() as i32, signal) };
+    let signalled = Instant::now();
+    let status = run.wait().unwrap();
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(130), "{args:?}: {status:?}");
+    assert!(took < Duration::from_secs(2), "{args:?}: took {took:?}");
 }
 
 /// A server that answers every request "503 Service Unavailable".
@@ -952,28 +957,8 @@ fn a_signal_ends_a_replicate_waiting_on_retries_or_on_ssh() {
     configure(&env, "8M", &dests);
     assert_eq!(code(&env.run(&["backup", "--full"])), 0);
     for (destination, signal) in [("busy", libc::SIGINT), ("silent", libc::SIGTERM)] {
-        let mut run = env
-            .cmd()
-            .args(["replicate", "--to", destination])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(2500));
-        assert!(
-            run.try_wait().unwrap().is_none(),
-            "{destination}: still waiting on the server"
-        );
-        // SAFETY: a signal to a child of the test's own.
-        unsafe { libc::kill(run.id() as i32, signal) };
-        let signalled = Instant::now();
-        let status = run.wait().unwrap();
-        let took = signalled.elapsed();
-        assert_eq!(status.code(), Some(130), "{destination}: {status:?}");
-        assert!(
-            took < Duration::from_secs(2),
-            "{destination}: took {took:?}"
-        );
+        let args = ["replicate", "--to", destination];
+        signalled_while_waiting(&env, &args, signal, Duration::from_millis(2500));
     }
     let deadline = Instant::now() + Duration::from_secs(2);
     let port = format!("-p {silent}");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::backend::Failure;
 use super::failure::Retry;
-use super::streamed::{Streamed, encode};
+use super::streamed::{Streamed, encode, option};
 use crate::error::{Error, Result};
 
 /// Where and as whom to PUT.
@@ -22,12 +22,7 @@ pub struct Dav {
 impl Dav {
     /// From the destination's resolved options (endpoint, root, username, password, token).
     pub fn new(options: &[(String, String)]) -> Result<Dav> {
-        let get = |key: &str| {
-            options
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-        };
+        let get = |key: &str| option(options, key);
         let endpoint = get("endpoint")
             .ok_or_else(|| Error::Config("a webdav destination needs an endpoint".into()))?;
         let root = get("root").unwrap_or_default();

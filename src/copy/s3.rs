@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::backend::{Failure, Io, Sink};
 use super::failure::Retry;
-use super::streamed::{Streamed, encode, request_failure};
+use super::streamed::{Streamed, encode, option, request_failure};
 
 /// The largest object one PUT may carry.
 pub const SINGLE_PUT_MAX: u64 = 5 << 30;
@@ -34,12 +34,7 @@ impl S3 {
     /// From the destination's resolved options; None without static keys (credentials from
     /// the environment or an instance role are left to OpenDAL, without checksums).
     pub fn new(options: &[(String, String)]) -> Option<S3> {
-        let get = |key: &str| {
-            options
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-        };
+        let get = |key: &str| option(options, key);
         let region = get("region").unwrap_or_else(|| "us-east-1".into());
         let endpoint = get("endpoint")
             .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"))

@@ -119,6 +119,14 @@ pub fn request_failure(e: &reqwest::Error) -> Failure {
     )
 }
 
+/// The value of `key` among a destination's resolved options.
+pub fn option(options: &[(String, String)], key: &str) -> Option<String> {
+    options
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+}
+
 /// Percent-encode one path segment (everything but RFC 3986's unreserved characters), as
 /// WebDAV and S3's signatures want it.
 pub fn encode(segment: &str) -> String {
