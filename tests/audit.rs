@@ -753,3 +753,45 @@ fn an_s3_copy_is_checked_on_upload_and_proven_without_download() {
         "{report}"
     );
 }
+
+/// An SFTP copy is proven at rest without downloading it: its server's shell hashes each
+/// file (`sha256sum` over ssh) and only manifests are read; a slice damaged on the server's
+/// disk is found so, and healed.
+#[test]
+fn an_sftp_copy_is_hashed_on_the_server() {
+    let env = Env::new();
+    let (sftp, root) = destination("sftp", "hashed-there", "");
+    repository_and_usb(&env, &sftp);
+    let files: u64 = fs::read_dir(env.repo().join("docs"))
+        .unwrap()
+        .flatten()
+        .map(|set| {
+            let manifest = fs::read_to_string(set.path().join("MANIFEST.toml")).unwrap();
+            manifest.matches("[[file]]").count() as u64
+        })
+        .sum();
+    let proven = |report: &serde_json::Value| {
+        let proof = &report["copies"][0]["proof"];
+        (
+            proof["files_vouched_by_server"].as_u64().unwrap(),
+            proof["bytes_downloaded"].as_u64().unwrap(),
+        )
+    };
+    let (code, report) = audit(&env, &["sftp"]);
+    assert_eq!(code, 0, "{report}");
+    let (hashed, downloaded) = proven(&report);
+    assert_eq!(hashed, files, "{report}");
+    assert!(downloaded < 64 << 10, "only manifests read: {downloaded}");
+
+    let full = full_on(&root.unwrap());
+    flip(&full.join(format!("{}.2.dar", name_of(&full))), 3000);
+    let (code, report) = audit(&env, &["sftp"]);
+    assert_eq!(code, 4, "{report}");
+    assert!(
+        proven(&report).1 < 64 << 10,
+        "found without download: {report}"
+    );
+    let (code, report) = audit(&env, &["sftp", "--repair"]);
+    assert_eq!(code, 0, "{report}");
+    sha256sum_check(&full);
+}

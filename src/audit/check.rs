@@ -665,6 +665,25 @@ async fn hash_files(
     task: &Arc<dyn Task>,
     report: &mut SetReport,
 ) -> Result<Vec<(FileEntry, String, Option<String>)>> {
+    // Where the server hashes files, it hashes the whole set in one go.
+    let paths: Vec<String> = manifest
+        .files
+        .iter()
+        .map(|e| at(location, &e.path))
+        .collect();
+    if let Some(there) = copy.examine_there(&paths).await? {
+        let mut damaged = Vec::new();
+        for (entry, found) in manifest.files.iter().zip(there) {
+            task.advance(entry.size);
+            report.files_checked += 1;
+            report.bytes_checked += entry.size;
+            if let Some((what, old_sha)) = judged(found, entry) {
+                damaged.push((entry.clone(), what, old_sha));
+            }
+        }
+        damaged.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+        return Ok(damaged);
+    }
     let mut running = Bounded::new(copy.readers);
     for entry in manifest.files.iter().cloned() {
         let (copy, task) = (Arc::clone(copy), Arc::clone(task));
@@ -704,31 +723,30 @@ async fn examine(
     entry: &FileEntry,
     told: &(dyn Fn(u64) + Sync),
 ) -> Result<Option<(String, Option<String>)>> {
-    // A copy is untrusted: a symlink could point anywhere.
-    let found = match copy.examine_told(path, told).await {
-        Ok(crate::copy::Examined::Link) => {
-            return Ok(Some(("a symbolic link (refused)".into(), None)));
-        }
-        Ok(crate::copy::Examined::Odd(kind)) => {
-            return Ok(Some((
-                format!("{kind}, not a regular file (refused)"),
-                None,
-            )));
-        }
-        Ok(crate::copy::Examined::Hashed(found)) => found,
-        Err(e) if e.reach() > Reach::Item => return Err(e),
+    match copy.examine_told(path, told).await {
+        Ok(found) => Ok(judged(found, entry)),
+        Err(e) if e.reach() > Reach::Item => Err(e),
         // A directory where a file belongs, an unreadable file: that file's verdict.
-        Err(e) => return Ok(Some((format!("unreadable ({e})"), None))),
-    };
-    Ok(match found {
-        None => Some(("missing".into(), None)),
-        Some((size, sha)) if size != entry.size => Some((
+        Err(e) => Ok(Some((format!("unreadable ({e})"), None))),
+    }
+}
+
+/// What was found of a file, against its manifest entry: None when it is intact, else what
+/// is wrong with it and the SHA-256 found.
+fn judged(found: crate::copy::Examined, entry: &FileEntry) -> Option<(String, Option<String>)> {
+    use crate::copy::Examined;
+    match found {
+        // A copy is untrusted: a symlink could point anywhere.
+        Examined::Link => Some(("a symbolic link (refused)".into(), None)),
+        Examined::Odd(kind) => Some((format!("{kind}, not a regular file (refused)"), None)),
+        Examined::Hashed(None) => Some(("missing".into(), None)),
+        Examined::Hashed(Some((size, sha))) if size != entry.size => Some((
             format!("damaged ({size} bytes, {} expected)", entry.size),
             Some(sha),
         )),
-        Some((_, sha)) if sha != entry.sha256 => {
+        Examined::Hashed(Some((_, sha))) if sha != entry.sha256 => {
             Some(("damaged (SHA-256 differs)".into(), Some(sha)))
         }
-        Some(_) => None,
-    })
+        Examined::Hashed(Some(_)) => None,
+    }
 }

@@ -187,7 +187,7 @@ pub fn audit(report: &audit::Report) {
         );
         if let Some(proof) = &c.proof {
             say!(
-                "  proven: {} file(s) vouched for by the SHA-256 the server keeps, {} downloaded",
+                "  proven: {} file(s) by the server's SHA-256 (kept, or computed there), {} downloaded",
                 proof.files_vouched_by_server,
                 human_bytes(proof.bytes_downloaded)
             );

@@ -34,7 +34,8 @@ pub struct Capabilities {
     /// The service checks each file's SHA-256 as it receives it, keeps it and returns it
     /// (S3 `x-amz-checksum-sha256`): a copy is proven without reading it back.
     pub server_checksums: bool,
-    /// The server can hash a file itself (`sha256sum` over ssh).
+    /// The server can hash a file itself (`sha256sum` by its shell, over ssh): a copy is
+    /// proven at rest without downloading it (`stored_checksum` asks it).
     pub remote_hashing: bool,
     /// Objects can be locked against change and removal until a date.
     pub object_lock: bool,
@@ -82,6 +83,13 @@ pub trait Backend: Send + Sync {
         sha256: &'a str,
     ) -> Io<'a, Box<dyn Sink + 'a>>;
 
+    /// The size and SHA-256 of each of `paths`, computed by the server (`remote_hashing`),
+    /// without downloading them; None where the server cannot.
+    fn hash_there<'a>(&'a self, paths: &'a [String]) -> Io<'a, Option<Vec<There>>> {
+        let _ = paths;
+        Box::pin(async { Ok(None) })
+    }
+
     /// A file's size and the SHA-256 the service keeps for it, read without the file's
     /// bytes (`server_checksums`); None for a file stored without one, and where the service
     /// keeps none. `NotFound` when there is no file.
@@ -114,6 +122,18 @@ pub trait Backend: Send + Sync {
     fn endpoint(&self) -> Option<&str> {
         None
     }
+}
+
+/// What a server that hashes files found of one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum There {
+    File {
+        size: u64,
+        sha256: String,
+    },
+    Missing,
+    /// A symbolic link: refused, never followed.
+    Link,
 }
 
 /// A file being written.

@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use opendal::Operator;
 
-use super::backend::{Backend, Capabilities, Entry, Failure, Io, Sink};
+use super::backend::{Backend, Capabilities, Entry, Failure, Io, Sink, There};
 use super::dav::Dav;
 use super::put::{CHUNK, PARTS_IN_FLIGHT};
 use super::s3::{S3, SINGLE_PUT_MAX};
@@ -17,7 +17,68 @@ pub(super) struct Remote {
     dav: Option<Dav>,
     /// S3 with static keys: uploads with their SHA-256, which the server checks and keeps.
     s3: Option<S3>,
+    /// SFTP: files hashed by the server's shell, where it has one.
+    shell: Option<std::sync::Arc<Shell>>,
     endpoint: Option<String>,
+}
+
+/// An SFTP server's shell, to hash files there (asked once whether it can).
+pub(super) struct Shell {
+    login: crate::tools::shell::Login,
+    /// The copy's root as the SFTP session names it.
+    root: String,
+    io_stall: Option<std::time::Duration>,
+    able: std::sync::OnceLock<bool>,
+}
+
+impl Shell {
+    pub(super) fn new(options: &[(String, String)], stall: std::time::Duration) -> Option<Shell> {
+        let root = options
+            .iter()
+            .find(|(k, _)| k == "root")
+            .map(|(_, v)| v.trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        Some(Shell {
+            login: crate::tools::shell::Login::from_options(options)?,
+            root,
+            io_stall: Some(stall),
+            able: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// `paths` hashed by the server in one session: None where its shell cannot.
+    fn hash(&self, paths: &[String]) -> Result<Option<Vec<There>>, Failure> {
+        use crate::tools::shell::Hashed;
+        if !*self.able.get_or_init(|| self.login.can_hash(self.io_stall)) {
+            return Ok(None);
+        }
+        let full: Vec<String> = paths
+            .iter()
+            .map(|path| match self.root.as_str() {
+                "" => path.clone(),
+                root => format!("{root}/{}", path.trim_start_matches('/')),
+            })
+            .collect();
+        let hashed = self.login.hash(&full, self.io_stall).map_err(|e| {
+            // ssh failing (a dropped connection) may pass; a server gone silent for the
+            // whole stall_timeout is not waited for again.
+            let retry = match e {
+                crate::Error::Tool { .. } => super::failure::Retry::Helps,
+                _ => super::failure::Retry::Useless,
+            };
+            Failure::other(retry, e.to_string())
+        })?;
+        Ok(Some(
+            hashed
+                .into_iter()
+                .map(|h| match h {
+                    Hashed::Found { size, sha256 } => There::File { size, sha256 },
+                    Hashed::Missing => There::Missing,
+                    Hashed::Link => There::Link,
+                })
+                .collect(),
+        ))
+    }
 }
 
 impl Remote {
@@ -25,12 +86,14 @@ impl Remote {
         op: Operator,
         dav: Option<Dav>,
         s3: Option<S3>,
+        shell: Option<Shell>,
         endpoint: Option<String>,
     ) -> Remote {
         Remote {
             op,
             dav,
             s3,
+            shell: shell.map(std::sync::Arc::new),
             endpoint,
         }
     }
@@ -49,6 +112,7 @@ impl Backend for Remote {
             write_in_pieces: self.dav.is_some() || can.write_can_multi,
             create_only_if_absent: can.write_with_if_not_exists,
             server_checksums: self.s3.is_some(),
+            remote_hashing: self.shell.is_some(),
             ..Capabilities::default()
         }
     }
@@ -147,6 +211,18 @@ impl Backend for Remote {
             }),
             None => Box::pin(async { Ok(None) }),
         }
+    }
+
+    fn hash_there<'a>(&'a self, paths: &'a [String]) -> Io<'a, Option<Vec<There>>> {
+        let Some(shell) = &self.shell else {
+            return Box::pin(async { Ok(None) });
+        };
+        let (shell, paths) = (shell.clone(), paths.to_vec());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || shell.hash(&paths))
+                .await
+                .map_err(|e| Failure::other(super::failure::Retry::Useless, e.to_string()))?
+        })
     }
 
     fn check_access(&self) -> Io<'_, ()> {

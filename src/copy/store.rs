@@ -16,10 +16,10 @@ use opendal::layers::TimeoutLayer;
 use sha2::{Digest, Sha256};
 
 use super::anchored::Anchored;
-use super::backend::{Backend, Failure, FailureKind};
+use super::backend::{Backend, Failure, FailureKind, There};
 use super::dav::Dav;
 pub use super::failure::storage_error;
-use super::remote::Remote;
+use super::remote::{Remote, Shell};
 use super::s3::S3;
 use super::{Found, FoundSet};
 use crate::config::{Destination, Kind};
@@ -65,6 +65,8 @@ struct Proof {
 
 /// Bytes per read when hashing a stored file.
 const READ_CHUNK: u64 = 8 << 20;
+/// Files a server hashes in one ssh session: keeps its command line well below any limit.
+const HASHED_PER_SESSION: usize = 512;
 
 impl Store {
     /// Build the operator. Refuses an fs destination whose disk is not there before anything
@@ -103,6 +105,10 @@ impl Store {
             Kind::S3 => S3::new(&options),
             _ => None,
         };
+        let shell = match dest.kind {
+            Kind::Sftp => Shell::new(&options, stall),
+            _ => None,
+        };
         let op = Operator::via_iter(dest.kind.as_str(), options)
             .map_err(|e| {
                 Error::Config(format!(
@@ -122,7 +128,7 @@ impl Store {
             );
         Ok(Store {
             name: dest.name().to_owned(),
-            backend: Arc::new(Remote::new(op, dav, s3, endpoint)),
+            backend: Arc::new(Remote::new(op, dav, s3, shell, endpoint)),
             local_root,
             readers: dest
                 .concurrency
@@ -489,7 +495,7 @@ impl Store {
             .map_err(|e| storage_error(&format!("cannot open {}", root.display()), e))?;
         Ok(Store {
             name: root.display().to_string(),
-            backend: Arc::new(Remote::new(op, None, None, None)),
+            backend: Arc::new(Remote::new(op, None, None, None, None)),
             local_root: Some(root),
             readers: 1,
             repair: crate::config::RepairPolicy::Never,
@@ -690,6 +696,39 @@ impl Store {
             }
             Some(None) => Ok(None),
         }
+    }
+
+    /// The files of a set at `paths`, hashed by the server in one go where it can
+    /// (`remote_hashing`), unread: None where it cannot (each is then examined alone).
+    pub async fn examine_there(&self, paths: &[String]) -> Result<Option<Vec<Examined>>> {
+        if !self.backend.capabilities().remote_hashing || paths.is_empty() {
+            return Ok(None);
+        }
+        // One ssh session per batch; a batch's wait is the ssh child's own deadline (no
+        // answer for `stall_timeout`, i.e. while one file is hashed), not one for the batch.
+        let mut hashed = Vec::with_capacity(paths.len());
+        for batch in paths.chunks(HASHED_PER_SESSION) {
+            let what = format!("cannot hash {} file(s) on the server", batch.len());
+            let answer = self
+                .retrying(&what, || async {
+                    let answer = self.backend.hash_there(batch).await;
+                    answer.map_err(|failure| failure.error(&self.on_this(&what)))
+                })
+                .await?;
+            match answer {
+                Some(answer) => hashed.extend(answer),
+                None => return Ok(None),
+            }
+        }
+        let found = hashed.into_iter().map(|h| match h {
+            There::File { size, sha256 } => {
+                self.proof.vouched.fetch_add(1, Ordering::Relaxed);
+                Examined::Hashed(Some((size, sha256)))
+            }
+            There::Missing => Examined::Hashed(None),
+            There::Link => Examined::Link,
+        });
+        Ok(Some(found.collect()))
     }
 
     /// How this copy's files were proven so far: (files the server vouched for, bytes read

@@ -6,6 +6,7 @@ pub mod gpg_stand_in;
 pub mod par2;
 pub mod process;
 pub mod secret;
+pub mod shell;
 pub mod ssh;
 pub mod terminal;
 
