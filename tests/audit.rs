@@ -652,6 +652,13 @@ fn curl_s3(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// The HTTP status of a signed request to the test S3 server, its answer's body dropped.
+fn s3_status(args: &[&str]) -> String {
+    let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+    all.extend_from_slice(args);
+    stdout(&curl_s3(&all))
+}
+
 /// base64 of the bytes a hex string spells.
 fn base64_of_hex(hex: &str) -> String {
     use base64::Engine as _;
@@ -698,11 +705,7 @@ fn an_s3_copy_is_checked_on_upload_and_proven_without_download() {
         "in the storage class asked for: {head}"
     );
     // The server refuses bytes that do not hash to the checksum sent with them.
-    let refused = curl_s3(&[
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
+    let refused = s3_status(&[
         "-X",
         "PUT",
         "--data-binary",
@@ -711,7 +714,7 @@ fn an_s3_copy_is_checked_on_upload_and_proven_without_download() {
         &format!("x-amz-checksum-sha256: {}", base64_of_hex(&sha)),
         &format!("{base}/refused"),
     ]);
-    assert_eq!(stdout(&refused), "400", "a wrong checksum is refused");
+    assert_eq!(refused, "400", "a wrong checksum is refused");
 
     let (code, report) = audit(&env, &["s3"]);
     assert_eq!(code, 0, "{report}");
@@ -794,4 +797,114 @@ fn an_sftp_copy_is_hashed_on_the_server() {
     let (code, report) = audit(&env, &["sftp", "--repair"]);
     assert_eq!(code, 0, "{report}");
     sha256sum_check(&full);
+}
+
+/// The ransomware drill on a bucket with object lock, with darvault's own keys: every file of
+/// a set is uploaded locked; a slice deleted (a delete marker) and another overwritten are
+/// named by an audit and healed from the bucket's own history by the server (nothing of the
+/// set downloaded), which a fresh download then proves; the server refuses to delete a locked
+/// version. A copy asking for object lock on a bucket without it is refused with the reason.
+#[test]
+fn a_locked_bucket_is_healed_from_its_own_history() {
+    let env = Env::new();
+    let s = servers();
+    let bucket = format!("locked-{}", std::process::id());
+    let made = s3_status(&[
+        "-X",
+        "PUT",
+        "-H",
+        "x-amz-bucket-object-lock-enabled: true",
+        &format!("{}/{bucket}", s["S3_ENDPOINT"]),
+    ]);
+    assert_eq!(made, "200", "a bucket with object lock");
+    let lock = "object_lock = \"compliance\"\nlock_retention = \"2d\"\n";
+    let (s3, _) = destination("s3", "locked", lock);
+    let s3 = s3.replace(
+        &format!("bucket = {:?}", s["S3_BUCKET"]),
+        &format!("bucket = {bucket:?}"),
+    );
+    repository_and_usb(&env, &s3);
+    let prefix = format!("locked-{}", std::process::id());
+    let full = full_on(&env.repo());
+    let n = name_of(&full);
+    let object = |slice: u32| {
+        format!(
+            "{}/{bucket}/{prefix}/docs/{n}/{n}.{slice}.dar",
+            s["S3_ENDPOINT"]
+        )
+    };
+    let head = stdout(&curl_s3(&["-I", &object(1)])).to_lowercase();
+    assert!(
+        head.contains("x-amz-object-lock-mode: compliance"),
+        "uploaded locked: {head}"
+    );
+
+    // With this machine's keys: one slice overwritten, another deleted.
+    let put = s3_status(&[
+        "-X",
+        "PUT",
+        "--data-binary",
+        "encrypted by ransomware",
+        &object(1),
+    ]);
+    assert_eq!(put, "200", "an overwrite makes a new version");
+    let delete = s3_status(&["-X", "DELETE", &object(2)]);
+    assert_eq!(delete, "204", "a delete leaves a marker");
+    // Deleting a locked version itself is refused by the server.
+    let versions = stdout(&curl_s3(&[&format!(
+        "{}/{bucket}?prefix={prefix}%2Fdocs%2F{n}%2F{n}.1.dar&versions=",
+        s["S3_ENDPOINT"]
+    )]));
+    let older: Vec<String> =
+        regex::Regex::new("<VersionId>([^<]+)</VersionId><IsLatest>false</IsLatest>")
+            .unwrap()
+            .captures_iter(&versions)
+            .map(|c| c[1].to_owned())
+            .collect();
+    assert_eq!(
+        older.len(),
+        1,
+        "the locked version under the new one: {versions}"
+    );
+    let refused = s3_status(&[
+        "-X",
+        "DELETE",
+        &format!("{}?versionId={}", object(1), older[0]),
+    ]);
+    assert_eq!(refused, "403", "a locked version cannot be deleted");
+
+    let (code, report) = audit(&env, &["s3"]);
+    assert_eq!(code, 4, "{report}");
+    let text = report.to_string();
+    for slice in [1, 2] {
+        assert!(text.contains(&format!("{n}.{slice}.dar")), "{report}");
+    }
+    let (code, report) = audit(&env, &["s3", "--repair"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        report.to_string().matches("its own older version").count(),
+        2,
+        "healed from the bucket's history: {report}"
+    );
+    let downloaded = report["copies"][0]["proof"]["bytes_downloaded"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        downloaded < 64 << 10,
+        "nothing of the set read: {downloaded}"
+    );
+    let fresh = env.path("fresh");
+    download_s3_from(&bucket, &format!("{prefix}/docs/{n}"), &fresh);
+    sha256sum_check(&fresh);
+
+    // Object lock asked of a bucket without it: refused, with the reason.
+    let (plain, _) = destination("s3", "unlocked", lock);
+    env.config(&format!("{}{plain}", definition(&env)));
+    let out = env.run(&["replicate"]);
+    assert_ne!(common::code(&out), 0);
+    assert!(
+        stderr(&out).contains("does not have object lock enabled"),
+        "{}",
+        stderr(&out)
+    );
 }

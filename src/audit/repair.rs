@@ -150,6 +150,22 @@ async fn from_copies<'d>(
             ));
             continue;
         }
+        // The copy's own history first: healed on the server, nothing downloaded.
+        let here = at(location, &entry.path);
+        if let Some(version) = copy
+            .from_history(&here, entry.size, &entry.sha256, repair)
+            .await?
+        {
+            let outcome = match repair {
+                true => Outcome::Repaired {
+                    source: format!("its own older version {version}"),
+                    old_sha: old_sha.clone(),
+                },
+                false => Outcome::Repairable,
+            };
+            results.push((entry.clone(), found.clone(), outcome));
+            continue;
+        }
         match healthy_source(others, manifest, location, entry).await? {
             Some((source, path)) => {
                 let outcome = if repair {

@@ -264,6 +264,16 @@ pub struct Destination {
     /// INTELLIGENT_TIERING, GLACIER_IR…) [default: the bucket's]. Classes that must be thawed
     /// before a read (GLACIER, DEEP_ARCHIVE) are refused.
     pub storage_class: Option<StorageClass>,
+    /// S3 only: lock every file of a set against change and removal when it is uploaded:
+    /// "compliance" (nobody can lift it, the account's owner included, until it ends) or
+    /// "governance" (a user with the right permission can) [default: none]. The bucket must
+    /// have object lock enabled (which turns versioning on); darvault checks it when the copy
+    /// is opened. Needs `lock_retention`.
+    pub object_lock: Option<LockMode>,
+    /// With object_lock: how long each file stays locked from its upload, e.g. "400d", "13m"
+    /// (months), "2y"; longer than this copy keeps its sets, or cleanup leaves them until it
+    /// ends.
+    pub lock_retention: Option<values::Age>,
     /// For the backup rule: the kind of media this copy is on; copies on the same media
     /// count once [default: "removable-disk" for fs with require_mount, "disk" for other fs,
     /// "server" for sftp and webdav, "cloud" for object stores].
@@ -275,7 +285,7 @@ pub struct Destination {
     /// replicate) [default: require_mount].
     pub offline: Option<bool>,
     /// For the backup rule: this machine's credentials cannot change or delete what is there
-    /// (object lock, an append-only server) [default: false].
+    /// (object lock, an append-only server) [default: true with object_lock, false else].
     #[serde(default)]
     pub immutable: bool,
     /// Everything else: OpenDAL options (root, endpoint, bucket, user, key…).
@@ -360,9 +370,51 @@ impl Destination {
         Ok(out)
     }
 
+    /// What is wrong with this copy's object lock settings, if anything.
+    fn lock_settings_wrong(&self) -> Option<&'static str> {
+        match (self.object_lock, self.lock_retention) {
+            (Some(_), _) if self.kind != Kind::S3 => {
+                Some("object_lock applies to kind = \"s3\" only")
+            }
+            (Some(_), None) => Some(
+                "object_lock needs lock_retention: how long each file stays locked, e.g. \"400d\"",
+            ),
+            (Some(_), Some(values::Age::Forever)) => Some(
+                "lock_retention = \"forever\" would make the copy impossible to clean up: give a span, e.g. \"10y\"",
+            ),
+            (None, Some(_)) => Some("lock_retention is set without object_lock"),
+            _ => None,
+        }
+    }
+
+    /// Whether this machine's credentials cannot change or delete what is on this copy.
+    pub fn is_immutable(&self) -> bool {
+        self.immutable || self.object_lock.is_some()
+    }
+
     /// The configured root (for messages and fs checks), if any.
     pub fn root(&self) -> Option<&str> {
         self.options.get("root").and_then(|v| v.as_str())
+    }
+}
+
+/// Who can lift an object's lock before its retention ends (S3 Object Lock's modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// Nobody.
+    Compliance,
+    /// A user with the `s3:BypassGovernanceRetention` permission.
+    Governance,
+}
+
+impl LockMode {
+    /// As S3 names it.
+    pub fn as_s3(self) -> &'static str {
+        match self {
+            LockMode::Compliance => "COMPLIANCE",
+            LockMode::Governance => "GOVERNANCE",
+        }
     }
 }
 
@@ -633,6 +685,12 @@ impl Config {
                         "destination {:?}: storage_class applies to kind = \"s3\" only",
                         d.name()
                     ),
+                ));
+            }
+            if let Some(why) = d.lock_settings_wrong() {
+                return Err(at(
+                    d.name.span(),
+                    format!("destination {:?}: {why}", d.name()),
                 ));
             }
             if d.require_mount && d.kind != Kind::Fs {
@@ -913,6 +971,8 @@ const DESTINATION_KEYS: &[&str] = &[
     "verify_readback",
     "keep",
     "storage_class",
+    "object_lock",
+    "lock_retention",
     "media",
     "offsite",
     "offline",
@@ -1154,6 +1214,59 @@ mod tests {
         assert!(err.contains("thawed") && err.contains("line 10"), "{err}");
         let err = dest("sftp", "STANDARD").unwrap_err().to_string();
         assert!(err.contains("s3\" only"), "{err}");
+    }
+
+    #[test]
+    fn object_lock_is_for_s3_with_a_retention_and_makes_a_copy_immutable() {
+        let dest = |kind: &str, lock: &str| {
+            parse(&format!(
+                "repository = \"/r\"\n[[definition]]\nname = \"d\"\nsource = \"/s\"\n\n\
+                 [[destination]]\nname = \"b\"\nkind = \"{kind}\"\nroot = \"/x\"\n{lock}"
+            ))
+        };
+        let c = dest(
+            "s3",
+            "object_lock = \"compliance\"\nlock_retention = \"400d\"\n",
+        )
+        .unwrap();
+        let b = &c.destinations[0];
+        assert_eq!(b.object_lock, Some(LockMode::Compliance));
+        assert!(b.is_immutable());
+        assert!(
+            !b.service_options()
+                .unwrap()
+                .iter()
+                .any(|(k, _)| k.contains("lock"))
+        );
+        for (kind, lock, says) in [
+            (
+                "fs",
+                "object_lock = \"governance\"\nlock_retention = \"1y\"\n",
+                "s3\" only",
+            ),
+            (
+                "s3",
+                "object_lock = \"compliance\"\n",
+                "needs lock_retention",
+            ),
+            (
+                "s3",
+                "object_lock = \"compliance\"\nlock_retention = \"forever\"\n",
+                "clean up",
+            ),
+            ("s3", "lock_retention = \"2y\"\n", "without object_lock"),
+            (
+                "s3",
+                "object_lock = \"always\"\nlock_retention = \"2y\"\n",
+                "always",
+            ),
+        ] {
+            let err = dest(kind, lock).unwrap_err().to_string();
+            assert!(
+                err.contains(says) && err.contains(".toml:"),
+                "{lock}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -35,11 +35,13 @@ pub struct Capabilities {
     /// (S3 `x-amz-checksum-sha256`): a copy is proven without reading it back.
     pub server_checksums: bool,
     /// The server can hash a file itself (`sha256sum` by its shell, over ssh): a copy is
-    /// proven at rest without downloading it (`stored_checksum` asks it).
+    /// proven at rest without downloading it (`hash_there` asks it).
     pub remote_hashing: bool,
-    /// Objects can be locked against change and removal until a date.
+    /// Every file of a set is locked against change and removal when uploaded, until its
+    /// retention ends (S3 Object Lock; the bucket's setting is checked by `check_access`).
     pub object_lock: bool,
-    /// Older versions of an object are kept and can be read.
+    /// The service can be asked for an object's older versions and bring one back
+    /// (`history`, `bring_back`); whether it keeps any is the bucket's setting.
     pub versions: bool,
 }
 
@@ -98,6 +100,26 @@ pub trait Backend: Send + Sync {
         Box::pin(async { Ok(None) })
     }
 
+    /// The versions of the file at `path` older than its current one, newest first, each
+    /// with its size and the SHA-256 the service keeps for it (None where it keeps none);
+    /// deleted ones left out (`versions`).
+    fn history<'a>(&'a self, path: &'a str) -> Io<'a, Vec<OlderVersion>> {
+        let _ = path;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Make version `id` of the file at `path` its current one again, on the server
+    /// (`versions`).
+    fn bring_back<'a>(&'a self, path: &'a str, id: &'a str) -> Io<'a, ()> {
+        let _ = (path, id);
+        Box::pin(async {
+            Err(Failure::other(
+                super::failure::Retry::Useless,
+                "this storage keeps no older versions",
+            ))
+        })
+    }
+
     fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> Io<'a, ()>;
 
     /// Remove a file; nothing when it is not there.
@@ -122,6 +144,14 @@ pub trait Backend: Send + Sync {
     fn endpoint(&self) -> Option<&str> {
         None
     }
+}
+
+/// An older version of a file, as the service keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OlderVersion {
+    pub id: String,
+    pub size: u64,
+    pub sha256: Option<String>,
 }
 
 /// What a server that hashes files found of one.

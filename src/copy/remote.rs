@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use opendal::Operator;
 
-use super::backend::{Backend, Capabilities, Entry, Failure, Io, Sink, There};
+use super::backend::{Backend, Capabilities, Entry, Failure, Io, OlderVersion, Sink, There};
 use super::dav::Dav;
 use super::put::{CHUNK, PARTS_IN_FLIGHT};
 use super::s3::{S3, SINGLE_PUT_MAX};
@@ -113,7 +113,8 @@ impl Backend for Remote {
             create_only_if_absent: can.write_with_if_not_exists,
             server_checksums: self.s3.is_some(),
             remote_hashing: self.shell.is_some(),
-            ..Capabilities::default()
+            object_lock: self.s3.as_ref().is_some_and(S3::locks),
+            versions: self.s3.is_some(),
         }
     }
 
@@ -156,6 +157,16 @@ impl Backend for Remote {
         {
             let upload: Box<dyn Sink + 'a> = s3.put(path, size, sha256);
             return Box::pin(async move { Ok(upload) });
+        }
+        if self.s3.as_ref().is_some_and(S3::locks) {
+            return Box::pin(async move {
+                Err(Failure::other(
+                    super::failure::Retry::Useless,
+                    format!(
+                        "{path}: a file over 5 GiB cannot be uploaded locked yet (object_lock): make slices of at most 5G"
+                    ),
+                ))
+            });
         }
         if let Some(dav) = &self.dav {
             let upload: Box<dyn Sink + 'a> = Box::new(dav.start(path, size));
@@ -225,10 +236,57 @@ impl Backend for Remote {
         })
     }
 
+    fn history<'a>(&'a self, path: &'a str) -> Io<'a, Vec<OlderVersion>> {
+        let Some(s3) = &self.s3 else {
+            return Box::pin(async { Ok(Vec::new()) });
+        };
+        Box::pin(async move {
+            let mut older = Vec::new();
+            for version in s3.versions(path).await? {
+                if version.latest || version.deleted {
+                    continue;
+                }
+                let (size, sha256) = s3.stored_version(path, &version.id).await?;
+                older.push(OlderVersion {
+                    id: version.id,
+                    size,
+                    sha256,
+                });
+            }
+            Ok(older)
+        })
+    }
+
+    fn bring_back<'a>(&'a self, path: &'a str, id: &'a str) -> Io<'a, ()> {
+        match &self.s3 {
+            Some(s3) => Box::pin(s3.bring_back(path, id)),
+            None => Box::pin(async {
+                Err(Failure::other(
+                    super::failure::Retry::Useless,
+                    "this storage keeps no older versions",
+                ))
+            }),
+        }
+    }
+
     fn check_access(&self) -> Io<'_, ()> {
-        match &self.dav {
-            Some(dav) => Box::pin(dav.check_access()),
-            None => Box::pin(async { Ok(()) }),
+        if let Some(dav) = &self.dav {
+            return Box::pin(dav.check_access());
+        }
+        match &self.s3 {
+            Some(s3) if s3.locks() => Box::pin(async move {
+                let keeping = s3.keeping().await?;
+                if keeping.object_lock && keeping.versions {
+                    return Ok(());
+                }
+                Err(Failure::other(
+                    super::failure::Retry::Useless,
+                    "object_lock is set, but the bucket does not have object lock enabled: \
+                     create the bucket with object lock (it cannot be turned on later on every \
+                     service), or remove object_lock",
+                ))
+            }),
+            _ => Box::pin(async { Ok(()) }),
         }
     }
 

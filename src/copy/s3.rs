@@ -1,6 +1,8 @@
 //! What OpenDAL's S3 service does not do: send each file with its SHA-256, which the server
 //! checks against the bytes it receives and keeps (`x-amz-checksum-sha256`), and read that
-//! checksum back with the object's size (a HEAD), so a copy is proven without downloading it.
+//! checksum back with the object's size (a HEAD), so a copy is proven without downloading it;
+//! upload each file of a set locked (Object Lock), check that the bucket locks, list an
+//! object's older versions and bring one back by a copy on the server.
 //! Requests are signed here (AWS Signature Version 4) with the destination's static keys.
 
 use hmac::{KeyInit, Mac};
@@ -28,12 +30,38 @@ pub struct S3 {
     virtual_host: bool,
     /// The storage class of every upload, if one is set.
     storage_class: Option<String>,
+    /// The lock every file of a set is uploaded with, if one is set.
+    lock: Option<Lock>,
+}
+
+/// The lock each file of a set gets when uploaded: its mode, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Lock {
+    pub mode: crate::config::LockMode,
+    pub retention: jiff::Span,
+}
+
+/// One version of an object, as the bucket lists them (newest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub id: String,
+    /// The object's current version.
+    pub latest: bool,
+    /// A delete marker: the object was deleted (its older versions stay).
+    pub deleted: bool,
+}
+
+/// What a bucket keeps: older versions, and locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keeping {
+    pub versions: bool,
+    pub object_lock: bool,
 }
 
 impl S3 {
     /// From the destination's resolved options; None without static keys (credentials from
     /// the environment or an instance role are left to OpenDAL, without checksums).
-    pub fn new(options: &[(String, String)]) -> Option<S3> {
+    pub fn new(options: &[(String, String)], lock: Option<Lock>) -> Option<S3> {
         let get = |key: &str| option(options, key);
         let region = get("region").unwrap_or_else(|| "us-east-1".into());
         let endpoint = get("endpoint")
@@ -57,23 +85,33 @@ impl S3 {
             secret_key: get("secret_access_key")?,
             virtual_host,
             storage_class: get("default_storage_class"),
+            lock,
         })
     }
 
     /// The request's host and path for the object at `path` (relative to the root).
+    /// ("" for the bucket itself).
     fn target(&self, path: &str) -> (String, String) {
-        let key = match self.root.as_str() {
-            "" => path.trim_start_matches('/').to_owned(),
-            root => format!("{root}/{}", path.trim_start_matches('/')),
+        let key: Vec<String> = match path {
+            "" => Vec::new(),
+            path => self.key(path).split('/').map(encode).collect(),
         };
-        let key: Vec<String> = key.split('/').map(encode).collect();
         let key = key.join("/");
-        match self.virtual_host {
-            true => (format!("{}.{}", self.bucket, self.host), format!("/{key}")),
-            false => (
+        match (self.virtual_host, key.as_str()) {
+            (true, _) => (format!("{}.{}", self.bucket, self.host), format!("/{key}")),
+            (false, "") => (self.host.clone(), format!("/{}", encode(&self.bucket))),
+            (false, _) => (
                 self.host.clone(),
                 format!("/{}/{key}", encode(&self.bucket)),
             ),
+        }
+    }
+
+    /// The object key of `path` (relative to the root).
+    fn key(&self, path: &str) -> String {
+        match self.root.as_str() {
+            "" => path.trim_start_matches('/').to_owned(),
+            root => format!("{root}/{}", path.trim_start_matches('/')),
         }
     }
 
@@ -87,9 +125,26 @@ impl S3 {
         &self,
         method: reqwest::Method,
         path: &str,
+        headers: Vec<(&'static str, String)>,
+    ) -> reqwest::RequestBuilder {
+        self.signed_query(method, path, &[], headers)
+    }
+
+    /// The same with a query (`path` "" and a query: a request to the bucket itself).
+    fn signed_query(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
         mut headers: Vec<(&'static str, String)>,
     ) -> reqwest::RequestBuilder {
         let (host, uri) = self.target(path);
+        let mut query: Vec<String> = query
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
+        query.sort();
+        let query = query.join("&");
         let now = jiff::Timestamp::now();
         let amz_date = now.strftime("%Y%m%dT%H%M%SZ").to_string();
         let date = now.strftime("%Y%m%d").to_string();
@@ -103,8 +158,9 @@ impl S3 {
             .collect();
         let signed_headers: Vec<&str> = headers.iter().map(|(k, _)| *k).collect();
         let signed_headers = signed_headers.join(";");
-        let canonical =
-            format!("{method}\n{uri}\n\n{canonical_headers}\n{signed_headers}\nUNSIGNED-PAYLOAD");
+        let canonical = format!(
+            "{method}\n{uri}\n{query}\n{canonical_headers}\n{signed_headers}\nUNSIGNED-PAYLOAD"
+        );
         let scope = format!("{date}/{}/s3/aws4_request", self.region);
         let to_sign = format!(
             "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
@@ -122,7 +178,11 @@ impl S3 {
             "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
             self.access_key
         );
-        let mut request = self.client.request(method, self.url(&host, &uri));
+        let url = match query.as_str() {
+            "" => self.url(&host, &uri),
+            query => format!("{}?{query}", self.url(&host, &uri)),
+        };
+        let mut request = self.client.request(method, url);
         for (k, v) in headers.into_iter().filter(|(k, _)| *k != "host") {
             request = request.header(k, v);
         }
@@ -139,16 +199,163 @@ impl S3 {
         if let Some(class) = &self.storage_class {
             headers.push(("x-amz-storage-class", class.clone()));
         }
+        headers.extend(self.lock_headers());
         let request = self.signed(reqwest::Method::PUT, path, headers);
         Box::new(Streamed::start(request, answer))
+    }
+
+    /// The headers that lock an object written now, if this copy locks them.
+    fn lock_headers(&self) -> Vec<(&'static str, String)> {
+        let Some(lock) = self.lock else {
+            return Vec::new();
+        };
+        let until = jiff::Timestamp::now()
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .checked_add(lock.retention)
+            .map(|z| z.timestamp())
+            .unwrap_or(jiff::Timestamp::MAX);
+        vec![
+            ("x-amz-object-lock-mode", lock.mode.as_s3().to_owned()),
+            (
+                "x-amz-object-lock-retain-until-date",
+                until.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            ),
+        ]
+    }
+
+    /// Whether this copy locks what it uploads.
+    pub fn locks(&self) -> bool {
+        self.lock.is_some()
+    }
+
+    /// A small request to the bucket or one object, its answer's body (an error for any
+    /// answer but success; `NotFound` for 404 when `path` names an object).
+    async fn ask(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        headers: Vec<(&'static str, String)>,
+    ) -> Result<String, Failure> {
+        let request = self.signed_query(method, path, query, headers);
+        let response = request.send().await.map_err(|e| request_failure(&e))?;
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        match status {
+            200..=299 => Ok(body),
+            404 if !path.is_empty() && !body.contains("NoSuchBucket") => {
+                Err(Failure::not_found(format!("{path}: not found")))
+            }
+            _ => {
+                let (retry, cause) = answer(status, &body);
+                Err(Failure::other(retry, cause))
+            }
+        }
+    }
+
+    /// Whether the bucket keeps older versions and has object lock enabled.
+    pub async fn keeping(&self) -> Result<Keeping, Failure> {
+        let get = reqwest::Method::GET;
+        let versioning = self
+            .ask(get.clone(), "", &[("versioning", "")], vec![])
+            .await?;
+        let versions = xml_records(&versioning, "VersioningConfiguration")
+            .first()
+            .and_then(|r| r.get("Status"))
+            .is_some_and(|s| s == "Enabled");
+        // A bucket without object lock answers this with an error.
+        let object_lock = match self.ask(get, "", &[("object-lock", "")], vec![]).await {
+            Ok(body) => xml_records(&body, "ObjectLockConfiguration")
+                .first()
+                .and_then(|r| r.get("ObjectLockEnabled"))
+                .is_some_and(|s| s == "Enabled"),
+            Err(failure) if failure.retry == Retry::Helps => return Err(failure),
+            Err(_) => false,
+        };
+        Ok(Keeping {
+            versions,
+            object_lock,
+        })
+    }
+
+    /// The versions of the object at `path`, newest first (delete markers among them).
+    pub async fn versions(&self, path: &str) -> Result<Vec<Version>, Failure> {
+        let key = self.key(path);
+        let query = [("versions", ""), ("prefix", key.as_str())];
+        let body = self.ask(reqwest::Method::GET, "", &query, vec![]).await?;
+        let mut versions: Vec<(String, Version)> = Vec::new();
+        for (tag, deleted) in [("Version", false), ("DeleteMarker", true)] {
+            for record in xml_records(&body, tag) {
+                if record.get("Key") != Some(&key) {
+                    continue;
+                }
+                let (Some(id), Some(when)) = (record.get("VersionId"), record.get("LastModified"))
+                else {
+                    continue;
+                };
+                let version = Version {
+                    id: id.clone(),
+                    latest: record.get("IsLatest").is_some_and(|l| l == "true"),
+                    deleted,
+                };
+                versions.push((when.clone(), version));
+            }
+        }
+        // Newest first (the current one before any other made in the same second).
+        versions.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.latest.cmp(&a.1.latest)));
+        Ok(versions.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// The size and kept SHA-256 of one version of the object at `path`.
+    pub async fn stored_version(
+        &self,
+        path: &str,
+        version: &str,
+    ) -> Result<(u64, Option<String>), Failure> {
+        self.head(path, &[("versionId", version)]).await
+    }
+
+    /// Make `version` of the object at `path` its current one again: copied onto itself
+    /// by the server (nothing downloaded), with its checksum, locked like any upload.
+    pub async fn bring_back(&self, path: &str, version: &str) -> Result<(), Failure> {
+        let (_, uri) = self.target(path);
+        let source = match self.virtual_host {
+            true => format!("/{}{uri}", encode(&self.bucket)),
+            false => uri,
+        };
+        let mut headers = vec![
+            (
+                "x-amz-copy-source",
+                format!("{source}?versionId={}", encode(version)),
+            ),
+            ("x-amz-checksum-algorithm", "SHA256".to_owned()),
+        ];
+        headers.extend(self.lock_headers());
+        let body = self.ask(reqwest::Method::PUT, path, &[], headers).await?;
+        // A copy can fail after its 200 has been sent: the body says so.
+        match body.contains("<Error>") {
+            true => Err(Failure::other(
+                Retry::Helps,
+                format!("the copy of {path} failed"),
+            )),
+            false => Ok(()),
+        }
     }
 
     /// The object's size and the SHA-256 the server keeps for it (None when it keeps none:
     /// an object another tool uploaded); `NotFound` when there is no object.
     pub fn stored<'a>(&'a self, path: &'a str) -> Io<'a, (u64, Option<String>)> {
-        Box::pin(async move {
+        Box::pin(self.head(path, &[]))
+    }
+
+    async fn head(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<(u64, Option<String>), Failure> {
+        {
             let headers = vec![("x-amz-checksum-mode", "ENABLED".to_owned())];
-            let request = self.signed(reqwest::Method::HEAD, path, headers);
+            let request = self.signed_query(reqwest::Method::HEAD, path, query, headers);
             let response = request.send().await.map_err(|e| request_failure(&e))?;
             let status = response.status().as_u16();
             if status == 404 {
@@ -170,8 +377,56 @@ impl S3 {
                 .unwrap_or(0);
             let sha256 = header("x-amz-checksum-sha256").and_then(|b| hex_of_base64(&b));
             Ok((size, sha256))
-        })
+        }
     }
+}
+
+/// The text of the child elements of every `tag` element of an S3 answer, by child name.
+fn xml_records(xml: &str, tag: &str) -> Vec<std::collections::HashMap<String, String>> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut records = Vec::new();
+    let mut record: Option<std::collections::HashMap<String, String>> = None;
+    let mut child: Option<String> = None;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) => {
+                let name = e.local_name().as_ref().to_owned();
+                match &record {
+                    None if name == tag => record = Some(Default::default()),
+                    Some(_) => child = Some(name),
+                    None => {}
+                }
+            }
+            Ok(Event::Text(t)) => {
+                if let (Some(record), Some(child)) = (&mut record, &child) {
+                    let text = t.xml10_content().into_owned();
+                    record.entry(child.clone()).or_default().push_str(&text);
+                }
+            }
+            Ok(Event::GeneralRef(r)) => {
+                if let (Some(record), Some(child)) = (&mut record, &child) {
+                    let text = match (r.resolve_char_ref(), &*r) {
+                        (Ok(Some(c)), _) => c.to_string(),
+                        (_, name) => quick_xml::escape::resolve_predefined_entity(name)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    };
+                    record.entry(child.clone()).or_default().push_str(&text);
+                }
+            }
+            Ok(Event::End(e)) => {
+                let name = e.local_name().as_ref().to_owned();
+                if name == tag {
+                    records.extend(record.take());
+                }
+                child = None;
+            }
+            Ok(Event::Eof) | Err(_) => break,
+            _ => {}
+        }
+    }
+    records
 }
 
 /// What an S3 answer's status means.
@@ -225,6 +480,27 @@ fn hex_of_base64(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_of_versions_is_read_record_by_record() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListVersionsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name>
+<Prefix>r/a&amp;b.dar</Prefix>
+<DeleteMarker><Key>r/a&amp;b.dar</Key><VersionId>3</VersionId><IsLatest>true</IsLatest><LastModified>2026-12-07T10:00:02Z</LastModified></DeleteMarker>
+<Version><Key>r/a&amp;b.dar</Key><VersionId>2</VersionId><IsLatest>false</IsLatest><LastModified>2026-12-07T10:00:01Z</LastModified><Size>5</Size></Version>
+<Version><Key>r/a&#38;b.dar.par2</Key><VersionId>1</VersionId><IsLatest>true</IsLatest><LastModified>2026-12-07T10:00:00Z</LastModified></Version>
+</ListVersionsResult>"#;
+        let versions = xml_records(xml, "Version");
+        assert_eq!(versions.len(), 2);
+        assert_eq!(versions[0]["Key"], "r/a&b.dar");
+        assert_eq!(versions[0]["VersionId"], "2");
+        assert_eq!(versions[1]["Key"], "r/a&b.dar.par2");
+        let markers = xml_records(xml, "DeleteMarker");
+        assert_eq!(markers.len(), 1);
+        assert_eq!(markers[0]["IsLatest"], "true");
+        // The name of the listing is no record's.
+        assert!(versions.iter().all(|v| !v.contains_key("Name")));
+    }
 
     #[test]
     fn checksums_go_to_base64_and_back() {

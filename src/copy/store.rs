@@ -63,6 +63,16 @@ struct Proof {
     downloaded: AtomicU64,
 }
 
+/// The lock each file of a set gets on this copy, if it locks them.
+fn lock_of(dest: &Destination) -> Option<super::s3::Lock> {
+    match (dest.object_lock, dest.lock_retention) {
+        (Some(mode), Some(crate::config::Age::Span(retention))) => {
+            Some(super::s3::Lock { mode, retention })
+        }
+        _ => None,
+    }
+}
+
 /// Bytes per read when hashing a stored file.
 const READ_CHUNK: u64 = 8 << 20;
 /// Files a server hashes in one ssh session: keeps its command line well below any limit.
@@ -102,9 +112,15 @@ impl Store {
             _ => None,
         };
         let s3 = match dest.kind {
-            Kind::S3 => S3::new(&options),
+            Kind::S3 => S3::new(&options, lock_of(dest)),
             _ => None,
         };
+        if dest.object_lock.is_some() && s3.is_none() {
+            return Err(Error::Config(format!(
+                "destination {:?}: object_lock needs access_key_id and secret_access_key (or their _env or _file forms): darvault signs the locked uploads itself",
+                dest.name()
+            )));
+        }
         let shell = match dest.kind {
             Kind::Sftp => Shell::new(&options, stall),
             _ => None,
@@ -695,6 +711,57 @@ impl Store {
                 Ok(Some(Some(found)))
             }
             Some(None) => Ok(None),
+        }
+    }
+
+    /// Whether this copy can be asked for its files' older versions.
+    pub fn keeps_versions(&self) -> bool {
+        self.backend.capabilities().versions
+    }
+
+    /// The newest older version of the file at `path` whose size and kept SHA-256 are
+    /// `size` and `sha256`, if the copy keeps one (a file deleted or overwritten behind
+    /// darvault's back); with `bring_back`, made current again by the server (nothing
+    /// downloaded) and proven so by its kept checksum. Its version id.
+    pub async fn from_history(
+        &self,
+        path: &str,
+        size: u64,
+        sha256: &str,
+        bring_back: bool,
+    ) -> Result<Option<String>> {
+        if !self.keeps_versions() {
+            return Ok(None);
+        }
+        let what = format!("cannot list the older versions of {path}");
+        let older = self
+            .retrying(&what, || self.within(&what, self.backend.history(path)))
+            .await?;
+        let Some(good) = older
+            .into_iter()
+            .find(|v| v.size == size && v.sha256.as_deref() == Some(sha256))
+        else {
+            return Ok(None);
+        };
+        if !bring_back {
+            return Ok(Some(good.id));
+        }
+        let what = format!("cannot bring back an older version of {path}");
+        self.retrying(&what, || {
+            self.within(&what, self.backend.bring_back(path, &good.id))
+        })
+        .await?;
+        // Proven by the checksum the server keeps for the copy it made, else by reading it.
+        let proven = match self.vouched_for(path).await? {
+            Some(Some((found_size, found))) => found_size == size && found == sha256,
+            _ => self.hash_stored(path, size).await? == sha256,
+        };
+        match proven {
+            true => Ok(Some(good.id)),
+            false => Err(Error::Failed(format!(
+                "{}: the older version brought back does not match the manifest",
+                self.on_this(path)
+            ))),
         }
     }
 

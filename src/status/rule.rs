@@ -47,7 +47,7 @@ impl CopyFacts {
             media: dest.media(),
             offsite: dest.is_offsite(),
             offline: dest.is_offline(),
-            immutable: dest.immutable,
+            immutable: dest.is_immutable(),
             reachable: held.is_some(),
             held,
         }

@@ -354,11 +354,16 @@ pub fn destination(kind: &str, tag: &str, extra: &str) -> (String, Option<PathBu
 /// rclone (a client we did not write) with the test S3 server as remote `t:`, bucket included:
 /// `t:<prefix>` is a prefix of the test bucket.
 pub fn rclone_s3(args: &[&str]) -> Command {
+    rclone_s3_in(&servers()["S3_BUCKET"], args)
+}
+
+/// The same, `t:` being a prefix of `bucket` on the test S3 server.
+pub fn rclone_s3_in(bucket: &str, args: &[&str]) -> Command {
     let s = servers();
     let mut c = Command::new("rclone");
     c.args(
         args.iter()
-            .map(|a| a.replace("t:", &format!("t:{}/", s["S3_BUCKET"]))),
+            .map(|a| a.replace("t:", &format!("t:{bucket}/"))),
     )
     .env_remove("AWS_CA_BUNDLE")
     .env("RCLONE_CONFIG_T_TYPE", "s3")
@@ -371,11 +376,19 @@ pub fn rclone_s3(args: &[&str]) -> Command {
 
 /// Download an S3 prefix of the test server.
 pub fn download_s3(prefix: &str, target: &Path) {
-    let out = rclone_s3(&[
-        "copy",
-        &format!("t:{prefix}"),
-        &target.display().to_string(),
-    ])
+    download_s3_from(&servers()["S3_BUCKET"], prefix, target)
+}
+
+/// Download a prefix of `bucket` on the test S3 server.
+pub fn download_s3_from(bucket: &str, prefix: &str, target: &Path) {
+    let out = rclone_s3_in(
+        bucket,
+        &[
+            "copy",
+            &format!("t:{prefix}"),
+            &target.display().to_string(),
+        ],
+    )
     .output()
     .unwrap();
     assert!(
