@@ -879,6 +879,10 @@ fn a_locked_bucket_is_healed_from_its_own_history() {
     for slice in [1, 2] {
         assert!(text.contains(&format!("{n}.{slice}.dar")), "{report}");
     }
+    assert!(
+        text.contains("not downloaded"),
+        "the overwritten slice's size says enough: {report}"
+    );
     let (code, report) = audit(&env, &["s3", "--repair"]);
     assert_eq!(code, 0, "{report}");
     assert_eq!(

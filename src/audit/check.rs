@@ -723,7 +723,7 @@ async fn examine(
     entry: &FileEntry,
     told: &(dyn Fn(u64) + Sync),
 ) -> Result<Option<(String, Option<String>)>> {
-    match copy.examine_told(path, told).await {
+    match copy.examine_told(path, Some(entry.size), told).await {
         Ok(found) => Ok(judged(found, entry)),
         Err(e) if e.reach() > Reach::Item => Err(e),
         // A directory where a file belongs, an unreadable file: that file's verdict.
@@ -740,6 +740,10 @@ fn judged(found: crate::copy::Examined, entry: &FileEntry) -> Option<(String, Op
         Examined::Link => Some(("a symbolic link (refused)".into(), None)),
         Examined::Odd(kind) => Some((format!("{kind}, not a regular file (refused)"), None)),
         Examined::Hashed(None) => Some(("missing".into(), None)),
+        Examined::Sized(size) => Some((
+            format!("damaged ({size} bytes, {} expected; not downloaded)", entry.size),
+            None,
+        )),
         Examined::Hashed(Some((size, sha))) if size != entry.size => Some((
             format!("damaged ({size} bytes, {} expected)", entry.size),
             Some(sha),

@@ -529,10 +529,11 @@ impl Store {
     pub async fn hash(&self, path: &str) -> Result<Option<(u64, String)>> {
         let what = format!("cannot read {path}");
         let read = self
-            .retrying(&what, || self.examine_once(path, &|_| {}, false))
+            .retrying(&what, || self.examine_once(path, &|_| {}, false, None))
             .await?;
         match read {
             Examined::Hashed(found) => Ok(found),
+            Examined::Sized(_) => unreachable!("read whatever its size"),
             Examined::Link => Err(Error::Failed(format!(
                 "{path} on {} is a symbolic link (refused)",
                 self.name
@@ -547,14 +548,20 @@ impl Store {
     /// A stored file as an audit looks at it: a link (or a path through one) on a local
     /// copy, else its size and SHA-256 (None when missing); both in one job on the disk.
     pub async fn examine(&self, path: &str) -> Result<Examined> {
-        self.examine_told(path, &|_| {}).await
+        self.examine_told(path, None, &|_| {}).await
     }
 
     /// `examine`, telling `told` the bytes read as they are (a local copy's: a remote one's
-    /// file is told whole by the caller).
-    pub async fn examine_told(&self, path: &str, told: &(dyn Fn(u64) + Sync)) -> Result<Examined> {
+    /// file is told whole by the caller). A remote file whose size is not `expected` is not
+    /// read: its size says enough.
+    pub async fn examine_told(
+        &self,
+        path: &str,
+        expected: Option<u64>,
+        told: &(dyn Fn(u64) + Sync),
+    ) -> Result<Examined> {
         let what = format!("cannot read {path}");
-        self.retrying(&what, || self.examine_once(path, told, true))
+        self.retrying(&what, || self.examine_once(path, told, true, expected))
             .await
     }
 
@@ -564,6 +571,7 @@ impl Store {
         path: &str,
         told: &(dyn Fn(u64) + Sync),
         vouched: bool,
+        expected: Option<u64>,
     ) -> Result<Examined> {
         if let Some(root) = &self.local_root {
             return self.hash_local(root, path, told).await;
@@ -574,6 +582,9 @@ impl Store {
         let Some(size) = self.stat_size(path).await? else {
             return Ok(Examined::Hashed(None));
         };
+        if expected.is_some_and(|expected| expected != size) {
+            return Ok(Examined::Sized(size));
+        }
         let sha = self.hash_stored(path, size).await?;
         Ok(Examined::Hashed(Some((size, sha))))
     }
@@ -1215,6 +1226,8 @@ pub enum Examined {
     Odd(&'static str),
     /// Its size and SHA-256; None when missing.
     Hashed(Option<(u64, String)>),
+    /// A remote file whose size is not the one expected: left unread.
+    Sized(u64),
 }
 
 /// The set a manifest read at `location` describes, or why it does not.
