@@ -912,3 +912,82 @@ fn a_locked_bucket_is_healed_from_its_own_history() {
         stderr(&out)
     );
 }
+
+/// The read budget: an S3 copy the server vouches for is also read back at rest, least
+/// recently read first, within the month's budget; successive audits read different files,
+/// and `status` shows when the least recently read byte was read, and warns when the budget
+/// cannot read the whole copy as often as asked.
+#[test]
+fn a_read_budget_reads_back_the_least_recently_read_first() {
+    let env = Env::new();
+    let budget: u64 = 300 << 10;
+    let (s3, _) = destination(
+        "s3",
+        "budget",
+        "read_budget = \"300K\"\nread_every = \"1m\"\n",
+    );
+    repository_and_usb(&env, &s3);
+    let db = rusqlite::Connection::open(env.path("home/.local/state/darvault/state.db")).unwrap();
+    let read_back = |db: &rusqlite::Connection| -> Vec<String> {
+        let mut q = db
+            .prepare("SELECT set_name || '/' || path FROM read_back WHERE copy = 's3' AND size > 0")
+            .unwrap();
+        q.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    let downloaded =
+        |report: &serde_json::Value| report["copies"][0]["proof"]["bytes_downloaded"].as_u64();
+
+    let (code, report) = audit(&env, &["s3"]);
+    assert_eq!(code, 0, "{report}");
+    let first = read_back(&db);
+    assert!(!first.is_empty(), "{report}");
+    let read = downloaded(&report).unwrap();
+    assert!(
+        read > 128 << 10 && read <= budget + (64 << 10),
+        "within the budget: {read}"
+    );
+    // Within the same month, nothing is left of the budget.
+    let (code, report) = audit(&env, &["s3"]);
+    assert_eq!(code, 0, "{report}");
+    assert!(downloaded(&report).unwrap() < 64 << 10, "{report}");
+    assert_eq!(read_back(&db), first);
+
+    // A month later (the files sent two months ago): the files never read back go first
+    // (then, with room left, the least recently read).
+    let ago = |days: i64| {
+        (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(days * 24)).to_string()
+    };
+    db.execute("UPDATE replicated_file SET sent_at = ?1", [ago(62)])
+        .unwrap();
+    db.execute("UPDATE read_back SET read_at = ?1", [ago(31)])
+        .unwrap();
+    let (code, report) = audit(&env, &["s3"]);
+    assert_eq!(code, 0, "{report}");
+    let second: Vec<String> = read_back(&db)
+        .into_iter()
+        .filter(|f| !first.contains(f))
+        .collect();
+    assert!(!second.is_empty(), "{report}");
+    let read = downloaded(&report).unwrap();
+    assert!(read <= budget + (64 << 10), "within the budget: {read}");
+
+    let out = env.run(&["status"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("least recently read byte: 62 day(s) ago"),
+        "{text}"
+    );
+    assert!(text.contains("warning: read_budget"), "{text}");
+    let out = env.run(&["--json", "status"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s3 = status["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "s3")
+        .unwrap();
+    assert_eq!(s3["read_back"]["budget_per_month"], budget, "{s3}");
+}

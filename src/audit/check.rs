@@ -50,6 +50,7 @@ pub(super) async fn audit_copy(
         }
     }
     let selected = selected_sets(copy, set_dirs, options, state)?;
+    copy.read_back(super::budget::due(copy, config, state, &selected)?);
     let task: Arc<dyn Task> = Arc::from(progress.start(&format!("audit {}", copy.name), None));
     for dir in selected {
         let in_dir = in_set.remove(dir.as_str()).unwrap_or_default();
@@ -66,6 +67,7 @@ pub(super) async fn audit_copy(
             // Whatever else went wrong inside one set is that set's verdict; the others go on.
             Err(e) => could_not_audit(copy, &dir, e),
         };
+        super::budget::note_read(copy, state, &dir, &set.set)?;
         let proven = matches!(set.status, Status::Ok | Status::Repaired);
         state.audited(&copy.name, &set.set, set.status.as_str(), proven)?;
         report.sets.push(set);
@@ -665,15 +667,17 @@ async fn hash_files(
     task: &Arc<dyn Task>,
     report: &mut SetReport,
 ) -> Result<Vec<(FileEntry, String, Option<String>)>> {
-    // Where the server hashes files, it hashes the whole set in one go.
-    let paths: Vec<String> = manifest
+    let mut damaged = Vec::new();
+    // Where the server hashes files, it hashes the whole set in one go, but for those due
+    // to be read back (the read budget).
+    let (due, there): (Vec<&FileEntry>, Vec<&FileEntry>) = manifest
         .files
         .iter()
-        .map(|e| at(location, &e.path))
-        .collect();
-    if let Some(there) = copy.examine_there(&paths).await? {
-        let mut damaged = Vec::new();
-        for (entry, found) in manifest.files.iter().zip(there) {
+        .partition(|e| copy.is_due(&at(location, &e.path)));
+    let paths: Vec<String> = there.iter().map(|e| at(location, &e.path)).collect();
+    let mut to_read: Vec<FileEntry> = manifest.files.clone();
+    if let Some(found) = copy.examine_there(&paths).await? {
+        for (entry, found) in there.into_iter().zip(found) {
             task.advance(entry.size);
             report.files_checked += 1;
             report.bytes_checked += entry.size;
@@ -681,11 +685,10 @@ async fn hash_files(
                 damaged.push((entry.clone(), what, old_sha));
             }
         }
-        damaged.sort_by(|a, b| a.0.path.cmp(&b.0.path));
-        return Ok(damaged);
+        to_read = due.into_iter().cloned().collect();
     }
     let mut running = Bounded::new(copy.readers);
-    for entry in manifest.files.iter().cloned() {
+    for entry in to_read {
         let (copy, task) = (Arc::clone(copy), Arc::clone(task));
         let path = at(location, &entry.path);
         running
@@ -704,7 +707,6 @@ async fn hash_files(
             })
             .await;
     }
-    let mut damaged = Vec::new();
     while let Some((entry, found)) = running.next().await {
         report.files_checked += 1;
         report.bytes_checked += entry.size;
@@ -741,7 +743,10 @@ fn judged(found: crate::copy::Examined, entry: &FileEntry) -> Option<(String, Op
         Examined::Odd(kind) => Some((format!("{kind}, not a regular file (refused)"), None)),
         Examined::Hashed(None) => Some(("missing".into(), None)),
         Examined::Sized(size) => Some((
-            format!("damaged ({size} bytes, {} expected; not downloaded)", entry.size),
+            format!(
+                "damaged ({size} bytes, {} expected; not downloaded)",
+                entry.size
+            ),
             None,
         )),
         Examined::Hashed(Some((size, sha))) if size != entry.size => Some((

@@ -6,6 +6,7 @@
 //! from another copy whose file matches the manifest hash (exact and cheap), else by PAR2 in a
 //! scratch directory, and the result must match the manifest hash before it is put back.
 
+mod budget;
 mod check;
 mod portion;
 mod repair;

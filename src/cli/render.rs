@@ -464,6 +464,29 @@ pub fn status(status: &darvault::status::Status) {
         if let Some((set, when)) = &c.oldest_proof {
             say!("  oldest proof: {} ({set})", local_time(when.as_second()));
         }
+        if let Some(r) = &c.read_back {
+            read_back(r);
+        }
+    }
+}
+
+/// A copy's read budget: when its least recently read byte was read, and whether the
+/// budget keeps up.
+fn read_back(r: &darvault::status::ReadBack) {
+    if let Some(when) = r.least_recently_read {
+        let days = (jiff::Timestamp::now().as_second() - when.as_second()).max(0) / 86_400;
+        say!(
+            "  least recently read byte: {days} day(s) ago (read back within {} days)",
+            r.every_days
+        );
+    }
+    if !r.covers() {
+        say!(
+            "  warning: read_budget {} a month cannot read this copy every {} days: {} a month needed",
+            human_bytes(r.budget_per_month),
+            r.every_days,
+            human_bytes(r.needed_per_month)
+        );
     }
 }
 

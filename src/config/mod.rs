@@ -274,6 +274,13 @@ pub struct Destination {
     /// (months), "2y"; longer than this copy keeps its sets, or cleanup leaves them until it
     /// ends.
     pub lock_retention: Option<values::Age>,
+    /// S3 and SFTP: a copy the server vouches for (its kept checksums, or hashing on the
+    /// server) is also read back at rest, least recently read first: at most this many
+    /// bytes a month (30 days), e.g. "20G" [default: none: nothing read back].
+    pub read_budget: Option<ByteSize>,
+    /// With read_budget: how often every byte should be read back; `status` warns when the
+    /// budget cannot cover the copy in that time [default: "12m", twelve months].
+    pub read_every: Option<values::Age>,
     /// For the backup rule: the kind of media this copy is on; copies on the same media
     /// count once [default: "removable-disk" for fs with require_mount, "disk" for other fs,
     /// "server" for sftp and webdav, "cloud" for object stores].
@@ -384,6 +391,28 @@ impl Destination {
             ),
             (None, Some(_)) => Some("lock_retention is set without object_lock"),
             _ => None,
+        }
+    }
+
+    /// What is wrong with this copy's read budget settings, if anything.
+    fn read_settings_wrong(&self) -> Option<&'static str> {
+        match (self.read_budget, self.read_every) {
+            (Some(_), _) if !matches!(self.kind, Kind::S3 | Kind::Sftp) => Some(
+                "read_budget applies to kind = \"s3\" and \"sftp\" (other copies are read whole at every audit)",
+            ),
+            (None, Some(_)) => Some("read_every is set without read_budget"),
+            (_, Some(values::Age::Forever)) => {
+                Some("read_every = \"forever\" reads nothing: give a span, e.g. \"12m\"")
+            }
+            _ => None,
+        }
+    }
+
+    /// How often every byte of this copy should be read back (with a read budget).
+    pub fn read_every(&self) -> jiff::Span {
+        match self.read_every {
+            Some(values::Age::Span(span)) => span,
+            _ => jiff::Span::new().months(12),
         }
     }
 
@@ -687,7 +716,7 @@ impl Config {
                     ),
                 ));
             }
-            if let Some(why) = d.lock_settings_wrong() {
+            if let Some(why) = d.lock_settings_wrong().or(d.read_settings_wrong()) {
                 return Err(at(
                     d.name.span(),
                     format!("destination {:?}: {why}", d.name()),
@@ -973,6 +1002,8 @@ const DESTINATION_KEYS: &[&str] = &[
     "storage_class",
     "object_lock",
     "lock_retention",
+    "read_budget",
+    "read_every",
     "media",
     "offsite",
     "offline",
@@ -1217,7 +1248,7 @@ mod tests {
     }
 
     #[test]
-    fn object_lock_is_for_s3_with_a_retention_and_makes_a_copy_immutable() {
+    fn object_lock_and_read_budget_are_for_copies_that_can_have_them() {
         let dest = |kind: &str, lock: &str| {
             parse(&format!(
                 "repository = \"/r\"\n[[definition]]\nname = \"d\"\nsource = \"/s\"\n\n\
@@ -1255,6 +1286,8 @@ mod tests {
                 "clean up",
             ),
             ("s3", "lock_retention = \"2y\"\n", "without object_lock"),
+            ("fs", "read_budget = \"1G\"\n", "read_budget applies"),
+            ("s3", "read_every = \"12m\"\n", "without read_budget"),
             (
                 "s3",
                 "object_lock = \"always\"\nlock_retention = \"2y\"\n",

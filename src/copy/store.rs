@@ -61,6 +61,10 @@ pub struct Store {
 struct Proof {
     vouched: AtomicU64,
     downloaded: AtomicU64,
+    /// Files to read back whole even where the server vouches for them (the read budget).
+    due: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Files read whole and hashed since last asked, with their sizes.
+    read: std::sync::Mutex<Vec<(String, u64)>>,
 }
 
 /// The lock each file of a set gets on this copy, if it locks them.
@@ -576,7 +580,10 @@ impl Store {
         if let Some(root) = &self.local_root {
             return self.hash_local(root, path, told).await;
         }
-        if vouched && let Some(found) = self.vouched_for(path).await? {
+        if vouched
+            && !self.is_due(path)
+            && let Some(found) = self.vouched_for(path).await?
+        {
             return Ok(Examined::Hashed(found));
         }
         let Some(size) = self.stat_size(path).await? else {
@@ -586,6 +593,8 @@ impl Store {
             return Ok(Examined::Sized(size));
         }
         let sha = self.hash_stored(path, size).await?;
+        let mut read = self.proof.read.lock().expect("read files");
+        read.push((path.to_owned(), size));
         Ok(Examined::Hashed(Some((size, sha))))
     }
 
@@ -774,6 +783,22 @@ impl Store {
                 self.on_this(path)
             ))),
         }
+    }
+
+    /// Read back whole the files at `paths` when they are examined, even where the server
+    /// vouches for them (the read budget's share of an audit).
+    pub fn read_back(&self, paths: std::collections::HashSet<String>) {
+        *self.proof.due.lock().expect("due files") = paths;
+    }
+
+    /// Whether the file at `path` is to be read back whole.
+    pub fn is_due(&self, path: &str) -> bool {
+        self.proof.due.lock().expect("due files").contains(path)
+    }
+
+    /// The files read whole from this remote copy (and their sizes) since last asked.
+    pub fn take_read(&self) -> Vec<(String, u64)> {
+        std::mem::take(&mut *self.proof.read.lock().expect("read files"))
     }
 
     /// The files of a set at `paths`, hashed by the server in one go where it can

@@ -92,7 +92,27 @@ const MIGRATIONS: &[&str] = &[
          holds      INTEGER NOT NULL,
          since      TEXT NOT NULL
      );",
+    // 8: when each file of a remote copy was last downloaded and hashed whole (a copy the
+    // server vouches for is read back within its read budget, least recently read first).
+    "CREATE TABLE read_back (
+         copy     TEXT NOT NULL,
+         set_name TEXT NOT NULL,
+         path     TEXT NOT NULL,
+         size     INTEGER NOT NULL,
+         read_at  TEXT NOT NULL,
+         PRIMARY KEY (copy, set_name, path)
+     );",
 ];
+
+/// A file sent to a copy, and when its bytes there were last read back whole (when it was
+/// sent, if never since: the server checked them as it received them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldFile {
+    pub set_name: String,
+    pub path: String,
+    pub size: u64,
+    pub last_read: jiff::Timestamp,
+}
 
 /// A set's last audit on a copy.
 #[derive(Debug, Clone)]
@@ -359,6 +379,58 @@ impl State {
             )
             .map(|_| ())
         })
+    }
+
+    /// The file `path` of `set` on `copy` was read back whole and hashed now.
+    pub fn read_back(&self, copy: &str, set: &str, path: &str, size: u64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO read_back VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![copy, set, path, size as i64, now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The bytes of `copy` read back whole since `since`.
+    pub fn bytes_read_back_since(&self, copy: &str, since: jiff::Timestamp) -> Result<u64> {
+        let rows: Vec<(i64, String)> = self.with(|c| {
+            let mut q = c.prepare("SELECT size, read_at FROM read_back WHERE copy = ?1")?;
+            q.query_map(params![copy], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, at)| at.parse::<jiff::Timestamp>().is_ok_and(|at| at >= since))
+            .map(|(size, _)| size.max(0) as u64)
+            .sum())
+    }
+
+    /// The files sent to `copy`, least recently read back first.
+    pub fn held_files(&self, copy: &str) -> Result<Vec<HeldFile>> {
+        let rows: Vec<(String, String, i64, String)> = self.with(|c| {
+            let mut q = c.prepare(
+                "SELECT f.set_name, f.path, f.size, COALESCE(r.read_at, f.sent_at)
+                 FROM replicated_file f LEFT JOIN read_back r
+                   ON r.copy = f.destination AND r.set_name = f.set_name AND r.path = f.path
+                 WHERE f.destination = ?1",
+            )?;
+            q.query_map(params![copy], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect()
+        })?;
+        let mut held: Vec<HeldFile> = rows
+            .into_iter()
+            .map(|(set_name, path, size, at)| HeldFile {
+                set_name,
+                path,
+                size: size.max(0) as u64,
+                last_read: at.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+            })
+            .collect();
+        held.sort_by(|a, b| a.last_read.cmp(&b.last_read).then(a.path.cmp(&b.path)));
+        Ok(held)
     }
 
     /// When the set was last proven on the copy (RFC 3339), if ever.

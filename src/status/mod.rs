@@ -71,6 +71,56 @@ pub struct CopyStatus {
     pub free_bytes: Option<u64>,
     /// Set when the copy could not be read.
     pub error: Option<String>,
+    /// With a read budget: how far its reads at rest have come.
+    pub read_back: Option<ReadBack>,
+}
+
+/// A copy's read budget (`read_budget`, `read_every`) against what it holds.
+#[derive(Debug, Serialize)]
+pub struct ReadBack {
+    /// Bytes a month the budget allows.
+    pub budget_per_month: u64,
+    /// Every byte should be read back within this many days.
+    pub every_days: u64,
+    /// When the byte read back least recently was last read (or sent, if never since).
+    pub least_recently_read: Option<jiff::Timestamp>,
+    /// Bytes a month needed to read the whole copy within `every_days`.
+    pub needed_per_month: u64,
+}
+
+impl ReadBack {
+    /// Whether the budget can read the whole copy within `every_days`.
+    pub fn covers(&self) -> bool {
+        self.needed_per_month <= self.budget_per_month
+    }
+
+    fn of(
+        state: &State,
+        dest: &crate::config::Destination,
+        held: &std::collections::HashSet<String>,
+    ) -> Result<Option<ReadBack>> {
+        let Some(budget) = dest.read_budget else {
+            return Ok(None);
+        };
+        let files: Vec<crate::state::HeldFile> = state
+            .held_files(dest.name())?
+            .into_iter()
+            .filter(|f| held.contains(&f.set_name))
+            .collect();
+        let now = jiff::ZonedDateTime::now();
+        let every_days = now
+            .checked_add(dest.read_every())
+            .map(|later| (later.timestamp().as_second() - now.timestamp().as_second()) / 86_400)
+            .unwrap_or(365)
+            .max(1) as u64;
+        let bytes: u64 = files.iter().map(|f| f.size).sum();
+        Ok(Some(ReadBack {
+            budget_per_month: budget.0,
+            every_days,
+            least_recently_read: files.first().map(|f| f.last_read),
+            needed_per_month: (bytes as u128 * 30 / every_days as u128) as u64,
+        }))
+    }
 }
 
 pub fn gather(config: &Config) -> Result<Status> {
@@ -157,15 +207,18 @@ pub fn gather(config: &Config) -> Result<Status> {
             Ok((_, held)) => names(held),
             Err(_) => replicated_to(&state, dest.name(), &found_sets)?,
         };
+        let read_back = ReadBack::of(&state, dest, &held)?;
         let mut copy = rule::CopyFacts::of(dest, Some(held));
         copy.reachable = opened.is_ok();
         facts.push(copy);
-        copies.push(match opened {
+        let mut status = match opened {
             Ok((store, held)) => {
                 copy_status(&store, dest.kind.as_str(), held, &repository_sets, &audits)
             }
             Err(e) => unreadable(dest.name(), dest.kind.as_str(), e),
-        });
+        };
+        status.read_back = read_back;
+        copies.push(status);
     }
     let now = jiff::Timestamp::now();
     let rules = config
@@ -210,6 +263,7 @@ fn unreadable(name: &str, kind: &str, e: crate::Error) -> CopyStatus {
         oldest_proof: None,
         free_bytes: None,
         error: Some(e.to_string()),
+        read_back: None,
     }
 }
 
@@ -278,6 +332,7 @@ fn copy_status(
         oldest_proof,
         free_bytes: store.free_bytes().unwrap_or(None),
         error: None,
+        read_back: None,
     }
 }
 

@@ -133,6 +133,14 @@ pub fn render(status: &Status) -> String {
         copy(&|c| c.oldest_proof.as_ref().map(|(_, t)| t.as_second() as f64)),
     );
     metric(
+        "copy_least_recently_read_timestamp_seconds",
+        "With a read budget: when the byte of the copy read back least recently was read (or sent).",
+        copy(&|c| {
+            let read = c.read_back.as_ref()?.least_recently_read?;
+            Some(read.as_second() as f64)
+        }),
+    );
+    metric(
         "copy_free_bytes",
         "Free space where the copy is (local copies).",
         copy(&|c| c.free_bytes.map(|b| b as f64)),
