@@ -37,15 +37,19 @@ fn repository_and_usb(env: &Env, extra_destinations: &str) -> PathBuf {
 }
 
 fn full_on(copy: &Path) -> PathBuf {
-    let dir = copy.join("docs");
-    let mut sets: Vec<PathBuf> = fs::read_dir(&dir)
+    sets_on(copy, "_FULL_").pop().unwrap()
+}
+
+/// The set folders of `docs` on `copy` whose names hold `level`, oldest first.
+fn sets_on(copy: &Path, level: &str) -> Vec<PathBuf> {
+    let mut sets: Vec<PathBuf> = fs::read_dir(copy.join("docs"))
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| name_of(p).contains("_FULL_"))
+        .filter(|p| name_of(p).contains(level))
         .collect();
     sets.sort();
-    sets.pop().unwrap()
+    sets
 }
 
 fn flip(path: &Path, at: u64) {
@@ -850,6 +854,12 @@ fn a_locked_bucket_is_healed_from_its_own_history() {
     assert_eq!(put, "200", "an overwrite makes a new version");
     let delete = s3_status(&["-X", "DELETE", &object(2)]);
     assert_eq!(delete, "204", "a delete leaves a marker");
+    // And a whole set deleted, object by object.
+    let diff = name_of(&sets_on(&env.repo(), "_DIFF_")[0]);
+    let deleted = rclone_s3_in(&bucket, &["delete", &format!("t:{prefix}/docs/{diff}")])
+        .status()
+        .unwrap();
+    assert!(deleted.success());
     // Deleting a locked version itself is refused by the server.
     let versions = stdout(&curl_s3(&[&format!(
         "{}/{bucket}?prefix={prefix}%2Fdocs%2F{n}%2F{n}.1.dar&versions=",
@@ -880,15 +890,24 @@ fn a_locked_bucket_is_healed_from_its_own_history() {
         assert!(text.contains(&format!("{n}.{slice}.dar")), "{report}");
     }
     assert!(
+        text.contains(&diff) && text.contains("deleted: the copy keeps its older versions"),
+        "{report}"
+    );
+    assert!(
         text.contains("not downloaded"),
         "the overwritten slice's size says enough: {report}"
     );
     let (code, report) = audit(&env, &["s3", "--repair"]);
     assert_eq!(code, 0, "{report}");
+    let text = report.to_string();
     assert_eq!(
-        report.to_string().matches("its own older version").count(),
+        text.matches("its own older version ").count(),
         2,
         "healed from the bucket's history: {report}"
+    );
+    assert!(
+        text.contains("its own older versions ("),
+        "the deleted set brought back: {report}"
     );
     let downloaded = report["copies"][0]["proof"]["bytes_downloaded"]
         .as_u64()
@@ -900,6 +919,35 @@ fn a_locked_bucket_is_healed_from_its_own_history() {
     let fresh = env.path("fresh");
     download_s3_from(&bucket, &format!("{prefix}/docs/{n}"), &fresh);
     sha256sum_check(&fresh);
+    let fresh_diff = env.path("fresh-diff");
+    download_s3_from(&bucket, &format!("{prefix}/docs/{diff}"), &fresh_diff);
+    sha256sum_check(&fresh_diff);
+
+    // Retention on a locked copy: cleanup removes a set (delete markers; the locked
+    // versions stay until their retention ends), and an audit leaves a set darvault removed
+    // as it is.
+    write(&env.path("src/plain.txt"), b"changed again\n");
+    assert_eq!(common::code(&env.run(&["backup", "--diff"])), 0);
+    env.config(&format!(
+        "{}[[destination]]\nname = \"usb\"\nkind = \"fs\"\nroot = {:?}\n\n{s3}keep = {{ full = \"forever\", diff = \"0d\", incr = \"0d\" }}\n",
+        definition(&env),
+        env.path("usb").display().to_string()
+    ));
+    assert_eq!(common::code(&env.run(&["replicate"])), 0);
+    let out = env.run(&["cleanup", "--yes"]);
+    assert_eq!(common::code(&out), 0, "{}", stderr(&out));
+    let (code, report) = audit(&env, &["s3", "--repair"]);
+    assert_eq!(code, 0, "{report}");
+    let on_s3: Vec<&str> = report["copies"][0]["sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["set"].as_str().unwrap())
+        .collect();
+    assert!(
+        !on_s3.contains(&diff.as_str()) && on_s3.len() == 2,
+        "removed by cleanup, not brought back: {report}"
+    );
 
     // Object lock asked of a bucket without it: refused, with the reason.
     let (plain, _) = destination("s3", "unlocked", lock);

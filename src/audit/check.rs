@@ -72,8 +72,84 @@ pub(super) async fn audit_copy(
         state.audited(&copy.name, &set.set, set.status.as_str(), proven)?;
         report.sets.push(set);
     }
+    let deleted = deleted_sets(copy, others, config, options, state, &task, &present).await?;
+    for set in deleted {
+        let proven = matches!(set.status, Status::Ok | Status::Repaired);
+        state.audited(&copy.name, &set.set, set.status.as_str(), proven)?;
+        report.sets.push(set);
+    }
     mark_broken_chains(&present, report);
     Ok(holds_sets)
+}
+
+/// The sets deleted from a copy that keeps their older versions (not by darvault): named,
+/// or with --repair brought back from those versions and proven.
+async fn deleted_sets(
+    copy: &Arc<Store>,
+    others: &[Arc<Store>],
+    config: Option<&Config>,
+    options: &Options,
+    state: &State,
+    task: &Arc<dyn Task>,
+    present: &HashSet<String>,
+) -> Result<Vec<SetReport>> {
+    let mut reports = Vec::new();
+    for dir in copy.deleted_sets().await? {
+        let name = set_name(copy, &dir);
+        let definition = dir.split('/').next().unwrap_or_default();
+        let chosen =
+            options.definitions.is_empty() || options.definitions.iter().any(|d| d == definition);
+        if present.contains(&name) || !chosen {
+            continue;
+        }
+        let found = "deleted: the copy keeps its older versions";
+        if !options.repair {
+            let found = format!("{found} (audit --repair brings the set back from them)");
+            reports.push(verdict_of_set(
+                copy,
+                &dir,
+                crate::set::MANIFEST,
+                found,
+                Status::DamagedRepairable,
+            ));
+            continue;
+        }
+        let set = match super::history::bring_back_set(copy, &dir, state).await {
+            Ok(brought) => {
+                let listed = copy.walk(&dir).await?;
+                let prefix = format!("{dir}/");
+                let in_dir: Vec<&str> = listed
+                    .iter()
+                    .filter(|(_, is_dir)| !is_dir)
+                    .filter_map(|(p, _)| p.strip_prefix(&prefix))
+                    .collect();
+                let audited =
+                    audit_set(copy, others, &dir, &in_dir, config, options, state, task).await;
+                audited.map(|mut set| {
+                    set.status = set.status.max(Status::Repaired);
+                    set.files.insert(
+                        0,
+                        FileReport {
+                            path: String::new(),
+                            found: found.into(),
+                            status: Status::Repaired,
+                            repaired_from: Some(format!(
+                                "its own older versions ({brought} files)"
+                            )),
+                        },
+                    );
+                    set
+                })
+            }
+            Err(e) => Err(e),
+        };
+        match set {
+            Ok(set) => reports.push(set),
+            Err(e) if e.reach() > Reach::Item => return Err(e),
+            Err(e) => reports.push(could_not_audit(copy, &dir, e)),
+        }
+    }
+    Ok(reports)
 }
 
 /// Every file and folder of the copy, but its symbolic links and what lies below them: a
@@ -213,14 +289,26 @@ fn mark_broken_chains(present: &HashSet<String>, report: &mut CopyReport) {
 
 /// The verdict of a set whose audit itself failed.
 fn could_not_audit(copy: &Store, location: &str, e: Error) -> SetReport {
+    let found = format!("could not be audited: {e}");
+    verdict_of_set(copy, location, "", found, Status::Unrepairable)
+}
+
+/// A set at `location` judged as a whole, without its files checked: `found` of `path`.
+fn verdict_of_set(
+    copy: &Store,
+    location: &str,
+    path: &str,
+    found: String,
+    status: Status,
+) -> SetReport {
     SetReport {
         set: set_name(copy, location),
         location: location.to_owned(),
-        status: Status::Unrepairable,
+        status,
         files: vec![FileReport {
-            path: String::new(),
-            found: format!("could not be audited: {e}"),
-            status: Status::Unrepairable,
+            path: path.to_owned(),
+            found,
+            status,
             repaired_from: None,
         }],
         files_checked: 0,

@@ -8,6 +8,7 @@
 
 mod budget;
 mod check;
+mod history;
 mod portion;
 mod repair;
 #[cfg(test)]

@@ -108,6 +108,12 @@ pub trait Backend: Send + Sync {
         Box::pin(async { Ok(Vec::new()) })
     }
 
+    /// The files under `dir` deleted while an older version of each is kept (`versions`).
+    fn deleted<'a>(&'a self, dir: &'a str) -> Io<'a, Vec<String>> {
+        let _ = dir;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     /// Make version `id` of the file at `path` its current one again, on the server
     /// (`versions`).
     fn bring_back<'a>(&'a self, path: &'a str, id: &'a str) -> Io<'a, ()> {

@@ -257,6 +257,13 @@ impl Backend for Remote {
         })
     }
 
+    fn deleted<'a>(&'a self, dir: &'a str) -> Io<'a, Vec<String>> {
+        match &self.s3 {
+            Some(s3) => Box::pin(s3.deleted_under(dir)),
+            None => Box::pin(async { Ok(Vec::new()) }),
+        }
+    }
+
     fn bring_back<'a>(&'a self, path: &'a str, id: &'a str) -> Io<'a, ()> {
         match &self.s3 {
             Some(s3) => Box::pin(s3.bring_back(path, id)),

@@ -281,29 +281,85 @@ impl S3 {
     /// The versions of the object at `path`, newest first (delete markers among them).
     pub async fn versions(&self, path: &str) -> Result<Vec<Version>, Failure> {
         let key = self.key(path);
-        let query = [("versions", ""), ("prefix", key.as_str())];
-        let body = self.ask(reqwest::Method::GET, "", &query, vec![]).await?;
-        let mut versions: Vec<(String, Version)> = Vec::new();
-        for (tag, deleted) in [("Version", false), ("DeleteMarker", true)] {
-            for record in xml_records(&body, tag) {
-                if record.get("Key") != Some(&key) {
-                    continue;
+        let mut listed = self.versions_under(&key).await?;
+        listed.retain(|(k, _)| *k == key);
+        Ok(listed.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// Every version of every object whose key starts with `prefix` (the root's included),
+    /// with its key relative to the root; each object's newest first. Page by page.
+    async fn versions_under(&self, prefix: &str) -> Result<Vec<(String, Version)>, Failure> {
+        let mut found: Vec<(String, String, Version)> = Vec::new();
+        let mut marker: Option<(String, String)> = None;
+        loop {
+            let mut query = vec![("versions", ""), ("prefix", prefix)];
+            if let Some((key, version)) = &marker {
+                query.push(("key-marker", key));
+                query.push(("version-id-marker", version));
+            }
+            let body = self.ask(reqwest::Method::GET, "", &query, vec![]).await?;
+            for (tag, deleted) in [("Version", false), ("DeleteMarker", true)] {
+                for record in xml_records(&body, tag) {
+                    let (Some(key), Some(id), Some(when)) = (
+                        record.get("Key"),
+                        record.get("VersionId"),
+                        record.get("LastModified"),
+                    ) else {
+                        continue;
+                    };
+                    let version = Version {
+                        id: id.clone(),
+                        latest: record.get("IsLatest").is_some_and(|l| l == "true"),
+                        deleted,
+                    };
+                    found.push((key.clone(), when.clone(), version));
                 }
-                let (Some(id), Some(when)) = (record.get("VersionId"), record.get("LastModified"))
-                else {
-                    continue;
-                };
-                let version = Version {
-                    id: id.clone(),
-                    latest: record.get("IsLatest").is_some_and(|l| l == "true"),
-                    deleted,
-                };
-                versions.push((when.clone(), version));
+            }
+            let page = xml_records(&body, "ListVersionsResult");
+            let page = page.first();
+            let more = page
+                .and_then(|p| p.get("IsTruncated"))
+                .is_some_and(|t| t == "true");
+            let next =
+                page.and_then(|p| Some((p.get("NextKeyMarker")?, p.get("NextVersionIdMarker")?)));
+            match (more, next) {
+                (true, Some((key, version))) => marker = Some((key.clone(), version.clone())),
+                _ => break,
             }
         }
-        // Newest first (the current one before any other made in the same second).
-        versions.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.latest.cmp(&a.1.latest)));
-        Ok(versions.into_iter().map(|(_, v)| v).collect())
+        // Each object's newest first (the current one before any made in the same second).
+        found.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then(b.1.cmp(&a.1))
+                .then(b.2.latest.cmp(&a.2.latest))
+        });
+        Ok(found.into_iter().map(|(key, _, v)| (key, v)).collect())
+    }
+
+    /// The files under `dir` (relative to the root) whose current version is a delete
+    /// marker and that keep an older version: deleted, and can be brought back.
+    pub async fn deleted_under(&self, dir: &str) -> Result<Vec<String>, Failure> {
+        let prefix = match dir.trim_matches('/') {
+            "" => match self.root.as_str() {
+                "" => String::new(),
+                root => format!("{root}/"),
+            },
+            dir => format!("{}/", self.key(dir)),
+        };
+        let listed = self.versions_under(&prefix).await?;
+        let mut deleted = Vec::new();
+        for (key, versions) in listed.chunk_by(|a, b| a.0 == b.0).map(|c| (&c[0].0, c)) {
+            let gone = versions.iter().any(|(_, v)| v.latest && v.deleted);
+            let kept = versions.iter().any(|(_, v)| !v.deleted);
+            if gone && kept {
+                let relative = match self.root.as_str() {
+                    "" => key.as_str(),
+                    root => key.strip_prefix(&format!("{root}/")).unwrap_or(key),
+                };
+                deleted.push(relative.to_owned());
+            }
+        }
+        Ok(deleted)
     }
 
     /// The size and kept SHA-256 of one version of the object at `path`.

@@ -739,6 +739,49 @@ impl Store {
         self.backend.capabilities().versions
     }
 
+    /// The older versions of the file at `path`, newest first, with their sizes and kept
+    /// SHA-256 (none where the copy keeps no versions).
+    pub async fn older_versions(&self, path: &str) -> Result<Vec<super::backend::OlderVersion>> {
+        if !self.keeps_versions() {
+            return Ok(Vec::new());
+        }
+        let what = format!("cannot list the older versions of {path}");
+        self.retrying(&what, || self.within(&what, self.backend.history(path)))
+            .await
+    }
+
+    /// Make version `id` of the file at `path` its current one again, copied by the
+    /// server (unproven: the caller proves it).
+    pub async fn bring_back(&self, path: &str, id: &str) -> Result<()> {
+        let what = format!("cannot bring back an older version of {path}");
+        self.retrying(&what, || {
+            self.within(&what, self.backend.bring_back(path, id))
+        })
+        .await
+    }
+
+    /// The set folders of this copy that were deleted (their manifest among the files
+    /// deleted while older versions are kept), but for those darvault removed (cleanup's
+    /// record is among them): folder paths from the root.
+    pub async fn deleted_sets(&self) -> Result<Vec<String>> {
+        if !self.keeps_versions() {
+            return Ok(Vec::new());
+        }
+        let what = "cannot list the older versions";
+        let deleted = self
+            .retrying(what, || self.within(what, self.backend.deleted("")))
+            .await?;
+        let deleted: std::collections::HashSet<&str> = deleted.iter().map(String::as_str).collect();
+        let mut sets: Vec<String> = deleted
+            .iter()
+            .filter_map(|path| path.strip_suffix(&format!("/{}", crate::set::MANIFEST)))
+            .filter(|dir| !deleted.contains(format!("{dir}/{}", crate::set::REMOVING).as_str()))
+            .map(str::to_owned)
+            .collect();
+        sets.sort();
+        Ok(sets)
+    }
+
     /// The newest older version of the file at `path` whose size and kept SHA-256 are
     /// `size` and `sha256`, if the copy keeps one (a file deleted or overwritten behind
     /// darvault's back); with `bring_back`, made current again by the server (nothing
@@ -753,11 +796,9 @@ impl Store {
         if !self.keeps_versions() {
             return Ok(None);
         }
-        let what = format!("cannot list the older versions of {path}");
-        let older = self
-            .retrying(&what, || self.within(&what, self.backend.history(path)))
-            .await?;
-        let Some(good) = older
+        let Some(good) = self
+            .older_versions(path)
+            .await?
             .into_iter()
             .find(|v| v.size == size && v.sha256.as_deref() == Some(sha256))
         else {
@@ -766,11 +807,7 @@ impl Store {
         if !bring_back {
             return Ok(Some(good.id));
         }
-        let what = format!("cannot bring back an older version of {path}");
-        self.retrying(&what, || {
-            self.within(&what, self.backend.bring_back(path, &good.id))
-        })
-        .await?;
+        self.bring_back(path, &good.id).await?;
         // Proven by the checksum the server keeps for the copy it made, else by reading it.
         let proven = match self.vouched_for(path).await? {
             Some(Some((found_size, found))) => found_size == size && found == sha256,

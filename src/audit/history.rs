@@ -1,0 +1,71 @@
+//! A set deleted from a copy that keeps older versions (a versioned bucket, locked or not):
+//! its files are still there under their delete markers. An audit names such a set; a
+//! repairing audit brings its manifest back, then each file the manifest lists, copied by
+//! the server from its newest older version with the manifest's size and SHA-256, and then
+//! proves the set as any other. Sets darvault removed itself (cleanup's record is among the
+//! deleted files) are left as they are.
+
+use crate::copy::Store;
+use crate::error::{Error, Result};
+use crate::set::{MANIFEST, Manifest, SHA256SUMS};
+use crate::state::State;
+
+/// Bring back the set deleted at `dir`: its manifest (the version this machine sent, where
+/// the state database knows it; else the newest one the server keeps a checksum of), its
+/// SHA256SUMS and every file the manifest lists that an older version holds. The number of
+/// files brought back.
+pub(super) async fn bring_back_set(copy: &Store, dir: &str, state: &State) -> Result<usize> {
+    let set = dir.rsplit('/').next().unwrap_or(dir);
+    let manifest_path = format!("{dir}/{MANIFEST}");
+    let versions = copy.older_versions(&manifest_path).await?;
+    let sent = versions.iter().find(|v| {
+        v.sha256
+            .as_deref()
+            .is_some_and(|sha| state.is_complete(&copy.name, set, sha).unwrap_or(false))
+    });
+    let Some(chosen) = sent.or_else(|| versions.iter().find(|v| v.sha256.is_some())) else {
+        return Err(Error::Failed(format!(
+            "{dir}: deleted, and no older version of its manifest with a checksum is kept"
+        )));
+    };
+    let sha = chosen.sha256.clone().unwrap_or_default();
+    let Some(_) = copy
+        .from_history(&manifest_path, chosen.size, &sha, true)
+        .await?
+    else {
+        return Err(Error::Failed(format!(
+            "{dir}: its manifest could not be brought back"
+        )));
+    };
+    let bytes = copy.read_small(&manifest_path).await?.unwrap_or_default();
+    let manifest = Manifest::parse_for(&bytes, set).ok_or_else(|| {
+        Error::Failed(format!(
+            "{dir}: the manifest brought back does not describe this set"
+        ))
+    })?;
+    let mut brought = 1;
+    let sums = format!("{dir}/{SHA256SUMS}");
+    if let Some(newest) = copy
+        .older_versions(&sums)
+        .await?
+        .into_iter()
+        .find(|v| v.sha256.is_some())
+        && copy
+            .from_history(&sums, newest.size, &newest.sha256.unwrap_or_default(), true)
+            .await?
+            .is_some()
+    {
+        brought += 1;
+    }
+    for entry in &manifest.files {
+        let path = format!("{dir}/{}", entry.path);
+        if copy
+            .from_history(&path, entry.size, &entry.sha256, true)
+            .await?
+            .is_some()
+        {
+            brought += 1;
+        }
+    }
+    Ok(brought)
+}
