@@ -32,6 +32,8 @@ pub struct S3 {
     storage_class: Option<String>,
     /// The lock every file of a set is uploaded with, if one is set.
     lock: Option<Lock>,
+    /// What the bucket keeps, once asked.
+    keeping: std::sync::OnceLock<Keeping>,
 }
 
 /// The lock each file of a set gets when uploaded: its mode, and for how long.
@@ -86,6 +88,7 @@ impl S3 {
             virtual_host,
             storage_class: get("default_storage_class"),
             lock,
+            keeping: std::sync::OnceLock::new(),
         })
     }
 
@@ -253,8 +256,22 @@ impl S3 {
         }
     }
 
-    /// Whether the bucket keeps older versions and has object lock enabled.
+    /// Whether the bucket keeps (or kept: versioning suspended) older versions: else
+    /// there is no history to list.
+    pub async fn keeps_versions(&self) -> Result<bool, Failure> {
+        Ok(self.keeping().await?.versions)
+    }
+
+    /// Whether the bucket keeps older versions and has object lock enabled (asked once).
     pub async fn keeping(&self) -> Result<Keeping, Failure> {
+        if let Some(keeping) = self.keeping.get() {
+            return Ok(*keeping);
+        }
+        let keeping = self.ask_keeping().await?;
+        Ok(*self.keeping.get_or_init(|| keeping))
+    }
+
+    async fn ask_keeping(&self) -> Result<Keeping, Failure> {
         let get = reqwest::Method::GET;
         let versioning = self
             .ask(get.clone(), "", &[("versioning", "")], vec![])
@@ -262,7 +279,7 @@ impl S3 {
         let versions = xml_records(&versioning, "VersioningConfiguration")
             .first()
             .and_then(|r| r.get("Status"))
-            .is_some_and(|s| s == "Enabled");
+            .is_some_and(|s| s == "Enabled" || s == "Suspended");
         // A bucket without object lock answers this with an error.
         let object_lock = match self.ask(get, "", &[("object-lock", "")], vec![]).await {
             Ok(body) => xml_records(&body, "ObjectLockConfiguration")
@@ -280,6 +297,9 @@ impl S3 {
 
     /// The versions of the object at `path`, newest first (delete markers among them).
     pub async fn versions(&self, path: &str) -> Result<Vec<Version>, Failure> {
+        if !self.keeps_versions().await? {
+            return Ok(Vec::new());
+        }
         let key = self.key(path);
         let mut listed = self.versions_under(&key).await?;
         listed.retain(|(k, _)| *k == key);
@@ -346,6 +366,9 @@ impl S3 {
             },
             dir => format!("{}/", self.key(dir)),
         };
+        if !self.keeps_versions().await? {
+            return Ok(Vec::new());
+        }
         let listed = self.versions_under(&prefix).await?;
         let mut deleted = Vec::new();
         for (key, versions) in listed.chunk_by(|a, b| a.0 == b.0).map(|c| (&c[0].0, c)) {

@@ -570,3 +570,45 @@ pub fn holds_a_file(dir: &Path) -> bool {
         .flatten()
         .any(|e| e.file_type().is_file())
 }
+
+/// A proxy in front of `upstream` (host:port) that counts the bytes the server sends back
+/// (answers, headers included): what a client downloads through it. Returns its port and
+/// the count.
+pub fn counting_proxy(upstream: String) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    struct Counted<W>(W, std::sync::Arc<AtomicU64>);
+    impl<W: std::io::Write> std::io::Write for Counted<W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.0.write(buf)?;
+            self.1.fetch_add(n as u64, Ordering::Relaxed);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.0.flush()
+        }
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = std::sync::Arc::clone(&count);
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let server = TcpStream::connect(&upstream).unwrap();
+            let (mut from_server, to_client) =
+                (server.try_clone().unwrap(), client.try_clone().unwrap());
+            let counted = std::sync::Arc::clone(&counted);
+            std::thread::spawn(move || {
+                let mut to_client = Counted(to_client, counted);
+                let _ = std::io::copy(&mut from_server, &mut to_client);
+                let _ = to_client.0.shutdown(std::net::Shutdown::Both);
+            });
+            let (mut from_client, mut to_server) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_client, &mut to_server);
+                let _ = to_server.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (port, count)
+}
