@@ -883,6 +883,29 @@ fn a_locked_bucket_is_healed_from_its_own_history() {
     ]);
     assert_eq!(refused, "403", "a locked version cannot be deleted");
 
+    // A restore from the attacked copy reads what the bucket's history keeps, and leaves
+    // the copy as it is.
+    let target = env.path("restored");
+    let out = env.run(&[
+        "restore",
+        "-d",
+        "docs",
+        "--from",
+        "s3",
+        "--target",
+        &target.display().to_string(),
+    ]);
+    assert_eq!(common::code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("read from an older version"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        fs::read(target.join("media/clip.mp4")).unwrap(),
+        fs::read(env.path("src/media/clip.mp4")).unwrap()
+    );
+
     let (code, report) = audit(&env, &["s3"]);
     assert_eq!(code, 4, "{report}");
     let text = report.to_string();

@@ -114,16 +114,22 @@ pub trait Backend: Send + Sync {
         Box::pin(async { Ok(Vec::new()) })
     }
 
+    /// The bytes `range` of version `id` of the file at `path` (`versions`).
+    fn read_version_range<'a>(
+        &'a self,
+        path: &'a str,
+        id: &'a str,
+        range: std::ops::Range<u64>,
+    ) -> Io<'a, Vec<u8>> {
+        let _ = (path, id, range);
+        Box::pin(async { Err(Failure::no_versions()) })
+    }
+
     /// Make version `id` of the file at `path` its current one again, on the server
     /// (`versions`).
     fn bring_back<'a>(&'a self, path: &'a str, id: &'a str) -> Io<'a, ()> {
         let _ = (path, id);
-        Box::pin(async {
-            Err(Failure::other(
-                super::failure::Retry::Useless,
-                "this storage keeps no older versions",
-            ))
-        })
+        Box::pin(async { Err(Failure::no_versions()) })
     }
 
     fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> Io<'a, ()>;

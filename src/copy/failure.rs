@@ -52,6 +52,11 @@ impl Failure {
         }
     }
 
+    /// Older versions asked of a storage that keeps none.
+    pub fn no_versions() -> Failure {
+        Failure::other(Retry::Useless, "this storage keeps no older versions")
+    }
+
     /// An OpenDAL error, classified.
     pub fn of(e: &opendal::Error) -> Failure {
         let (retry, cause) = understand(e);

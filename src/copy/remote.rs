@@ -257,6 +257,18 @@ impl Backend for Remote {
         })
     }
 
+    fn read_version_range<'a>(
+        &'a self,
+        path: &'a str,
+        id: &'a str,
+        range: Range<u64>,
+    ) -> Io<'a, Vec<u8>> {
+        match &self.s3 {
+            Some(s3) => Box::pin(s3.read_version_range(path, id, range)),
+            None => Box::pin(async { Err(Failure::no_versions()) }),
+        }
+    }
+
     fn deleted<'a>(&'a self, dir: &'a str) -> Io<'a, Vec<String>> {
         match &self.s3 {
             Some(s3) => Box::pin(s3.deleted_under(dir)),
@@ -267,12 +279,7 @@ impl Backend for Remote {
     fn bring_back<'a>(&'a self, path: &'a str, id: &'a str) -> Io<'a, ()> {
         match &self.s3 {
             Some(s3) => Box::pin(s3.bring_back(path, id)),
-            None => Box::pin(async {
-                Err(Failure::other(
-                    super::failure::Retry::Useless,
-                    "this storage keeps no older versions",
-                ))
-            }),
+            None => Box::pin(async { Err(Failure::no_versions()) }),
         }
     }
 

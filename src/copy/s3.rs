@@ -394,6 +394,30 @@ impl S3 {
         self.head(path, &[("versionId", version)]).await
     }
 
+    /// The bytes `range` of `version` of the object at `path`.
+    pub async fn read_version_range(
+        &self,
+        path: &str,
+        version: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Vec<u8>, Failure> {
+        let headers = vec![(
+            "range",
+            format!("bytes={}-{}", range.start, range.end.saturating_sub(1)),
+        )];
+        let query = [("versionId", version)];
+        let request = self.signed_query(reqwest::Method::GET, path, &query, headers);
+        let response = request.send().await.map_err(|e| request_failure(&e))?;
+        let status = response.status().as_u16();
+        if !response.status().is_success() {
+            let body = response.text().await.unwrap_or_default();
+            let (retry, cause) = answer(status, &body);
+            return Err(Failure::other(retry, cause));
+        }
+        let bytes = response.bytes().await.map_err(|e| request_failure(&e))?;
+        Ok(bytes.to_vec())
+    }
+
     /// Make `version` of the object at `path` its current one again: copied onto itself
     /// by the server (nothing downloaded), with its checksum, locked like any upload.
     pub async fn bring_back(&self, path: &str, version: &str) -> Result<(), Failure> {

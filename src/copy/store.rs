@@ -692,12 +692,49 @@ impl Store {
             .await
     }
 
+    /// The newest older version of the file at `path` whose size and kept SHA-256 are the
+    /// manifest's (`size`, `sha256`), downloaded to `target` and hashed on the way (what was
+    /// read: the caller proves it); None where the copy keeps no such version. For a
+    /// restore from a copy whose current file is damaged: the copy is left as it is.
+    pub async fn download_older(
+        &self,
+        path: &str,
+        size: u64,
+        sha256: &str,
+        target: &Path,
+    ) -> Result<Option<(u64, String)>> {
+        let Some(id) = self.from_history(path, size, sha256, false).await? else {
+            return Ok(None);
+        };
+        let what = format!("cannot read an older version of {path}");
+        self.retrying(&what, || {
+            self.download_chunks(path, Some(&id), size, target)
+        })
+        .await
+        .map(Some)
+    }
+
     async fn download_once(&self, path: &str, target: &Path) -> Result<Option<(u64, String)>> {
-        use tokio::io::AsyncWriteExt;
         let Some(size) = self.stat_size(path).await? else {
             return Ok(None);
         };
+        self.download_chunks(path, None, size, target)
+            .await
+            .map(Some)
+    }
+
+    /// `size` bytes of the file at `path` (or of its older `version`) into `target`: their
+    /// size and SHA-256.
+    async fn download_chunks(
+        &self,
+        path: &str,
+        version: Option<&str>,
+        size: u64,
+        target: &Path,
+    ) -> Result<(u64, String)> {
+        use tokio::io::AsyncWriteExt;
         let mut chunks = self.chunks(path, size);
+        chunks.version = version;
         let mut out = tokio::fs::File::create(target)
             .await
             .map_err(Error::io("cannot create", target))?;
@@ -711,7 +748,7 @@ impl Store {
         out.flush()
             .await
             .map_err(Error::io("cannot write", target))?;
-        Ok(Some((size, crate::hashing::hex(&hasher.finalize()))))
+        Ok((size, crate::hashing::hex(&hasher.finalize())))
     }
 
     /// A file's size and SHA-256 as the server vouches for them, unread: Some(None) when it
@@ -887,6 +924,7 @@ impl Store {
         Chunks {
             store: self,
             path,
+            version: None,
             offset: 0,
             size,
         }
@@ -1397,6 +1435,8 @@ fn walk_local(
 struct Chunks<'a> {
     store: &'a Store,
     path: &'a str,
+    /// An older version of the file, not its current one.
+    version: Option<&'a str>,
     offset: u64,
     size: u64,
 }
@@ -1409,7 +1449,13 @@ impl Chunks<'_> {
         crate::tools::process::check_stop()?;
         let end = (self.offset + READ_CHUNK).min(self.size);
         let what = format!("cannot read {}", self.path);
-        let read = self.store.backend.read_range(self.path, self.offset..end);
+        let read = match self.version {
+            Some(id) => self
+                .store
+                .backend
+                .read_version_range(self.path, id, self.offset..end),
+            None => self.store.backend.read_range(self.path, self.offset..end),
+        };
         let chunk = self.store.within(&what, read).await?;
         if chunk.len() as u64 != end - self.offset {
             return Err(Error::Failed(format!(

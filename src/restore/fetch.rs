@@ -152,12 +152,52 @@ impl<'a> Fetch<'a> {
                 .await)
         })?;
         let mut proven = Vec::new();
-        for (((set, path), (_, local)), got) in wanted.iter().zip(targets).zip(got) {
+        for (((set, path), (stored, local)), got) in wanted.iter().zip(targets).zip(got) {
             let got = got?;
             self.downloaded += got.as_ref().map_or(0, |(size, _)| *size);
-            proven.push(self.proven(set, path, local, got)?);
+            match self.proven(set, path, local.clone(), got) {
+                Ok(local) => proven.push(local),
+                Err(e) => match self.older(set, path, &stored, &local)? {
+                    Some(local) => proven.push(local),
+                    None => return Err(e),
+                },
+            }
         }
         Ok(proven)
+    }
+
+    /// A file whose current version on the copy is damaged or deleted, read from the newest
+    /// older version the copy keeps with the manifest's size and SHA-256, and proven; None
+    /// where it keeps none. The copy itself is left as it is (an audit repairs it).
+    fn older(
+        &mut self,
+        set: &FoundSet,
+        path: &str,
+        stored: &str,
+        local: &Path,
+    ) -> Result<Option<PathBuf>> {
+        let Some(entry) = set.manifest.files.iter().find(|f| f.path == path) else {
+            return Ok(None);
+        };
+        let copy = self.copy;
+        let got = self.rt.block_on_stoppable(copy.download_older(
+            stored,
+            entry.size,
+            &entry.sha256,
+            local,
+        ))?;
+        let Some(got) = got else {
+            return Ok(None);
+        };
+        self.downloaded += got.0;
+        let local = self.proven(set, path, local.to_path_buf(), Some(got))?;
+        tracing::warn!(
+            "{path} of {} on {}: the current version is damaged or deleted; read from an older version the copy keeps (repair the copy: darvault audit {} --repair)",
+            set.manifest.set.name,
+            copy.name,
+            copy.name
+        );
+        Ok(Some(local))
     }
 
     /// `local` when what was read there (`got`: size and SHA-256) is what the manifest says.
