@@ -38,6 +38,10 @@ pub(super) fn due(
         .collect();
     let mut due = HashSet::new();
     for held in state.held_files(&copy.name)? {
+        // Oldest first: the rest were read within the month (read them again next month).
+        if held.last_read >= month_ago {
+            break;
+        }
         let Some(dir) = dirs.get(held.set_name.as_str()) else {
             continue;
         };
@@ -51,8 +55,16 @@ pub(super) fn due(
     Ok(due)
 }
 
-/// Note the files of the set `set` at `dir` that were just read whole from `copy`.
-pub(super) fn note_read(copy: &Store, state: &State, dir: &str, set: &str) -> Result<()> {
+/// Note the files of the set `set` at `dir` that were just read whole from `copy` and
+/// matched its manifest: a file found damaged (`damaged`: every file its report names) stays
+/// due, read again at the next audit until it is repaired.
+pub(super) fn note_read(
+    copy: &Store,
+    state: &State,
+    dir: &str,
+    set: &str,
+    damaged: &[&str],
+) -> Result<()> {
     if copy.proof().is_none() {
         // A local copy is read whole at every audit.
         return Ok(());
@@ -62,8 +74,15 @@ pub(super) fn note_read(copy: &Store, state: &State, dir: &str, set: &str) -> Re
         state.read_back(&copy.name, set, small, 0)?;
     }
     let prefix = format!("{dir}/");
-    for (path, size) in copy.take_read() {
-        if let Some(inside) = path.strip_prefix(&prefix) {
+    let read = copy.take_read();
+    let bytes: u64 = read.iter().map(|(_, size)| size).sum();
+    if bytes > 0 {
+        state.read_bytes(&copy.name, bytes)?;
+    }
+    for (path, size) in read {
+        if let Some(inside) = path.strip_prefix(&prefix)
+            && !damaged.contains(&inside)
+        {
             state.read_back(&copy.name, set, inside, size)?;
         }
     }

@@ -67,7 +67,8 @@ pub(super) async fn audit_copy(
             // Whatever else went wrong inside one set is that set's verdict; the others go on.
             Err(e) => could_not_audit(copy, &dir, e),
         };
-        super::budget::note_read(copy, state, &dir, &set.set)?;
+        let damaged: Vec<&str> = set.files.iter().map(|f| f.path.as_str()).collect();
+        super::budget::note_read(copy, state, &dir, &set.set, &damaged)?;
         let proven = matches!(set.status, Status::Ok | Status::Repaired);
         state.audited(&copy.name, &set.set, set.status.as_str(), proven)?;
         report.sets.push(set);
@@ -94,12 +95,18 @@ async fn deleted_sets(
     present: &HashSet<String>,
 ) -> Result<Vec<SetReport>> {
     let mut reports = Vec::new();
-    for dir in copy.deleted_sets().await? {
+    for (dir, removal_recorded) in copy.deleted_sets().await? {
         let name = set_name(copy, &dir);
         let definition = dir.split('/').next().unwrap_or_default();
         let chosen =
             options.definitions.is_empty() || options.definitions.iter().any(|d| d == definition);
         if present.contains(&name) || !chosen {
+            continue;
+        }
+        // Cleanup's record on the copy is believed only where this machine does not know
+        // the set as sent there and never removed (its cleanup forgets what it removes):
+        // whoever deletes a set can write that record first.
+        if removal_recorded && !state.was_replicated(&copy.name, &name)? {
             continue;
         }
         let found = "deleted: the copy keeps its older versions";
@@ -406,7 +413,7 @@ async fn audit_set(
         .flatten();
 
     // Every file: size and SHA-256, a few at a time.
-    let hashed = hash_files(copy, location, &manifest, task, &mut report).await;
+    let hashed = hash_files(copy, location, &manifest, &manifest_sha, task, &mut report).await;
     let early_deep = match early_deep {
         Some(running) => Some(running.await.expect("deep checks thread")),
         None => None,
@@ -752,6 +759,7 @@ async fn hash_files(
     copy: &Arc<Store>,
     location: &str,
     manifest: &Manifest,
+    manifest_sha: &str,
     task: &Arc<dyn Task>,
     report: &mut SetReport,
 ) -> Result<Vec<(FileEntry, String, Option<String>)>> {
@@ -763,17 +771,20 @@ async fn hash_files(
         .iter()
         .partition(|e| copy.is_due(&at(location, &e.path)));
     let paths: Vec<String> = there.iter().map(|e| at(location, &e.path)).collect();
-    let mut to_read: Vec<FileEntry> = manifest.files.clone();
-    if let Some(found) = copy.examine_there(&paths).await? {
-        for (entry, found) in there.into_iter().zip(found) {
-            task.advance(entry.size);
-            report.files_checked += 1;
-            report.bytes_checked += entry.size;
-            if let Some((what, old_sha)) = judged(found, entry) {
-                damaged.push((entry.clone(), what, old_sha));
-            }
+    let anchor = at(location, MANIFEST);
+    let found = copy.examine_there(&paths, (&anchor, manifest_sha)).await?;
+    let mut to_read: Vec<FileEntry> = due.into_iter().cloned().collect();
+    for (entry, found) in there.into_iter().zip(found) {
+        let Some(found) = found else {
+            to_read.push(entry.clone());
+            continue;
+        };
+        task.advance(entry.size);
+        report.files_checked += 1;
+        report.bytes_checked += entry.size;
+        if let Some((what, old_sha)) = judged(found, entry) {
+            damaged.push((entry.clone(), what, old_sha));
         }
-        to_read = due.into_iter().cloned().collect();
     }
     let mut running = Bounded::new(copy.readers);
     for entry in to_read {

@@ -18,14 +18,26 @@ pub(super) async fn bring_back_set(copy: &Store, dir: &str, state: &State) -> Re
     let set = dir.rsplit('/').next().unwrap_or(dir);
     let manifest_path = format!("{dir}/{MANIFEST}");
     let versions = copy.older_versions(&manifest_path).await?;
-    let sent = versions.iter().find(|v| {
-        v.sha256
-            .as_deref()
-            .is_some_and(|sha| state.is_complete(&copy.name, set, sha).unwrap_or(false))
-    });
-    let Some(chosen) = sent.or_else(|| versions.iter().find(|v| v.sha256.is_some())) else {
+    let mut sent = None;
+    for version in &versions {
+        if let Some(sha) = &version.sha256
+            && state.is_complete(&copy.name, set, sha)?
+        {
+            sent = Some(version);
+            break;
+        }
+    }
+    // Where this machine sent the set, only the manifest it sent is brought back (a newer
+    // one may be whoever deleted the set's); else the newest one the server keeps a
+    // checksum of, proven below like any other.
+    let chosen = match (sent, state.was_replicated(&copy.name, set)?) {
+        (Some(sent), _) => Some(sent),
+        (None, true) => None,
+        (None, false) => versions.iter().find(|v| v.sha256.is_some()),
+    };
+    let Some(chosen) = chosen else {
         return Err(Error::Failed(format!(
-            "{dir}: deleted, and no older version of its manifest with a checksum is kept"
+            "{dir}: deleted, and no older version of the manifest sent there is kept"
         )));
     };
     let sha = chosen.sha256.clone().unwrap_or_default();

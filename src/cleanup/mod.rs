@@ -398,7 +398,9 @@ async fn remove_set(
     }
     store.remove_folder_last(&dir, Some(REMOVING)).await?;
     tracing::info!(set = %removal.set, copy = %store.label(), "removed: {}", removal.reason);
-    if !is_destination {
+    if is_destination {
+        state.forget_sent(&store.name, &removal.set)?;
+    } else {
         let made = &set.manifest.set;
         remove_par2_copy(config, &made.definition, &made.name).await;
     }

@@ -176,6 +176,10 @@ pub enum There {
     Missing,
     /// A symbolic link: refused, never followed.
     Link,
+    /// A folder or a special file where a file belongs.
+    NotAFile,
+    /// There, but the server could not read it: to be read the usual way.
+    Unreadable,
 }
 
 /// A file being written.

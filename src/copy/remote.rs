@@ -38,6 +38,12 @@ impl Shell {
             .find(|(k, _)| k == "root")
             .map(|(_, v)| v.trim_end_matches('/').to_owned())
             .unwrap_or_default();
+        // As the SFTP session names it: OpenDAL makes a relative root absolute.
+        let root = match root.as_str() {
+            "" => root,
+            r if r.starts_with('/') => root,
+            r => format!("/{r}"),
+        };
         Some(Shell {
             login: crate::tools::shell::Login::from_options(options)?,
             root,
@@ -75,6 +81,8 @@ impl Shell {
                     Hashed::Found { size, sha256 } => There::File { size, sha256 },
                     Hashed::Missing => There::Missing,
                     Hashed::Link => There::Link,
+                    Hashed::NotAFile => There::NotAFile,
+                    Hashed::Unreadable => There::Unreadable,
                 })
                 .collect(),
         ))

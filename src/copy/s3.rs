@@ -34,6 +34,8 @@ pub struct S3 {
     lock: Option<Lock>,
     /// What the bucket keeps, once asked.
     keeping: std::sync::OnceLock<Keeping>,
+    /// The longest a small request (a page of a listing, a HEAD) may take.
+    stall: std::time::Duration,
 }
 
 /// The lock each file of a set gets when uploaded: its mode, and for how long.
@@ -54,7 +56,7 @@ pub struct Version {
 }
 
 /// What a bucket keeps: older versions, and locks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Keeping {
     pub versions: bool,
     pub object_lock: bool,
@@ -63,7 +65,11 @@ pub struct Keeping {
 impl S3 {
     /// From the destination's resolved options; None without static keys (credentials from
     /// the environment or an instance role are left to OpenDAL, without checksums).
-    pub fn new(options: &[(String, String)], lock: Option<Lock>) -> Option<S3> {
+    pub fn new(
+        options: &[(String, String)],
+        lock: Option<Lock>,
+        stall: std::time::Duration,
+    ) -> Option<S3> {
         let get = |key: &str| option(options, key);
         let region = get("region").unwrap_or_else(|| "us-east-1".into());
         let endpoint = get("endpoint")
@@ -89,6 +95,7 @@ impl S3 {
             storage_class: get("default_storage_class"),
             lock,
             keeping: std::sync::OnceLock::new(),
+            stall,
         })
     }
 
@@ -240,12 +247,20 @@ impl S3 {
         query: &[(&str, &str)],
         headers: Vec<(&'static str, String)>,
     ) -> Result<String, Failure> {
+        // Each page of a long listing has the stall deadline, not the listing.
         let request = self.signed_query(method, path, query, headers);
-        let response = request.send().await.map_err(|e| request_failure(&e))?;
+        let response = request
+            .timeout(self.stall)
+            .send()
+            .await
+            .map_err(|e| request_failure(&e))?;
         let status = response.status().as_u16();
-        let body = response.text().await.unwrap_or_default();
+        let body = response.text().await;
+        if (200..300).contains(&status) {
+            return body.map_err(|e| request_failure(&e));
+        }
+        let body = body.unwrap_or_default();
         match status {
-            200..=299 => Ok(body),
             404 if !path.is_empty() && !body.contains("NoSuchBucket") => {
                 Err(Failure::not_found(format!("{path}: not found")))
             }
@@ -259,7 +274,21 @@ impl S3 {
     /// Whether the bucket keeps (or kept: versioning suspended) older versions: else
     /// there is no history to list.
     pub async fn keeps_versions(&self) -> Result<bool, Failure> {
-        Ok(self.keeping().await?.versions)
+        match self.keeping().await {
+            Ok(keeping) => Ok(keeping.versions),
+            // Keys that may not ask (least privilege), a service without versions: no
+            // history to use, and nothing else changes.
+            Err(failure) if failure.retry == Retry::Useless => {
+                if self.keeping.set(Keeping::default()).is_ok() {
+                    tracing::warn!(
+                        "cannot ask the bucket whether it keeps older versions ({}): its history is not used",
+                        failure.cause
+                    );
+                }
+                Ok(false)
+            }
+            Err(failure) => Err(failure),
+        }
     }
 
     /// Whether the bucket keeps older versions and has object lock enabled (asked once).
@@ -276,15 +305,13 @@ impl S3 {
         let versioning = self
             .ask(get.clone(), "", &[("versioning", "")], vec![])
             .await?;
-        let versions = xml_records(&versioning, "VersioningConfiguration")
-            .first()
-            .and_then(|r| r.get("Status"))
+        let versions = xml_record(&versioning, "VersioningConfiguration")?
+            .and_then(|r| r.get("Status").cloned())
             .is_some_and(|s| s == "Enabled" || s == "Suspended");
         // A bucket without object lock answers this with an error.
         let object_lock = match self.ask(get, "", &[("object-lock", "")], vec![]).await {
-            Ok(body) => xml_records(&body, "ObjectLockConfiguration")
-                .first()
-                .and_then(|r| r.get("ObjectLockEnabled"))
+            Ok(body) => xml_record(&body, "ObjectLockConfiguration")?
+                .and_then(|r| r.get("ObjectLockEnabled").cloned())
                 .is_some_and(|s| s == "Enabled"),
             Err(failure) if failure.retry == Retry::Helps => return Err(failure),
             Err(_) => false,
@@ -309,7 +336,7 @@ impl S3 {
     /// Every version of every object whose key starts with `prefix` (the root's included),
     /// with its key relative to the root; each object's newest first. Page by page.
     async fn versions_under(&self, prefix: &str) -> Result<Vec<(String, Version)>, Failure> {
-        let mut found: Vec<(String, String, Version)> = Vec::new();
+        let mut found = Vec::new();
         let mut marker: Option<(String, String)> = None;
         loop {
             let mut query = vec![("versions", ""), ("prefix", prefix)];
@@ -318,42 +345,35 @@ impl S3 {
                 query.push(("version-id-marker", version));
             }
             let body = self.ask(reqwest::Method::GET, "", &query, vec![]).await?;
-            for (tag, deleted) in [("Version", false), ("DeleteMarker", true)] {
-                for record in xml_records(&body, tag) {
-                    let (Some(key), Some(id), Some(when)) = (
-                        record.get("Key"),
-                        record.get("VersionId"),
-                        record.get("LastModified"),
-                    ) else {
-                        continue;
-                    };
-                    let version = Version {
-                        id: id.clone(),
-                        latest: record.get("IsLatest").is_some_and(|l| l == "true"),
-                        deleted,
-                    };
-                    found.push((key.clone(), when.clone(), version));
-                }
+            // In the answer's order: by key, each key's newest version first.
+            for (tag, record) in xml_records(&body, &["Version", "DeleteMarker"])? {
+                let (Some(key), Some(id)) = (record.get("Key"), record.get("VersionId")) else {
+                    continue;
+                };
+                let version = Version {
+                    id: id.clone(),
+                    latest: record.get("IsLatest").is_some_and(|l| l == "true"),
+                    deleted: tag == "DeleteMarker",
+                };
+                found.push((key.clone(), version));
             }
-            let page = xml_records(&body, "ListVersionsResult");
-            let page = page.first();
-            let more = page
-                .and_then(|p| p.get("IsTruncated"))
-                .is_some_and(|t| t == "true");
-            let next =
-                page.and_then(|p| Some((p.get("NextKeyMarker")?, p.get("NextVersionIdMarker")?)));
-            match (more, next) {
-                (true, Some((key, version))) => marker = Some((key.clone(), version.clone())),
-                _ => break,
+            let page = xml_record(&body, "ListVersionsResult")?.unwrap_or_default();
+            if page.get("IsTruncated").is_none_or(|t| t != "true") {
+                break;
             }
+            let next = match (page.get("NextKeyMarker"), page.get("NextVersionIdMarker")) {
+                (Some(key), Some(version)) => Some((key.clone(), version.clone())),
+                _ => None,
+            };
+            if next.is_none() || next == marker {
+                return Err(Failure::other(
+                    Retry::Useless,
+                    "the server's listing of versions does not say where its next page starts",
+                ));
+            }
+            marker = next;
         }
-        // Each object's newest first (the current one before any made in the same second).
-        found.sort_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then(b.1.cmp(&a.1))
-                .then(b.2.latest.cmp(&a.2.latest))
-        });
-        Ok(found.into_iter().map(|(key, _, v)| (key, v)).collect())
+        Ok(found)
     }
 
     /// The files under `dir` (relative to the root) whose current version is a delete
@@ -484,31 +504,43 @@ impl S3 {
     }
 }
 
-/// The text of the child elements of every `tag` element of an S3 answer, by child name.
-fn xml_records(xml: &str, tag: &str) -> Vec<std::collections::HashMap<String, String>> {
+/// One element of an S3 answer: the text of its child elements, by child name.
+type Record = std::collections::HashMap<String, String>;
+
+/// Every element named one of `tags` in an S3 answer, in the answer's order, with its tag;
+/// an error for an answer that is not whole XML (cut short on the way).
+fn xml_records(xml: &str, tags: &[&str]) -> Result<Vec<(String, Record)>, Failure> {
     use quick_xml::events::Event;
+    let cut = || {
+        Failure::other(
+            Retry::Helps,
+            "the server's answer is not whole XML (cut short on the way?)",
+        )
+    };
     let mut reader = quick_xml::Reader::from_str(xml);
     let mut records = Vec::new();
-    let mut record: Option<std::collections::HashMap<String, String>> = None;
+    let mut record: Option<(String, Record)> = None;
     let mut child: Option<String> = None;
     loop {
-        match reader.read_event() {
-            Ok(Event::Start(e)) => {
+        match reader.read_event().map_err(|_| cut())? {
+            Event::Start(e) => {
                 let name = e.local_name().as_ref().to_owned();
                 match &record {
-                    None if name == tag => record = Some(Default::default()),
+                    None if tags.contains(&name.as_str()) => {
+                        record = Some((name, Record::new()));
+                    }
                     Some(_) => child = Some(name),
                     None => {}
                 }
             }
-            Ok(Event::Text(t)) => {
-                if let (Some(record), Some(child)) = (&mut record, &child) {
+            Event::Text(t) => {
+                if let (Some((_, record)), Some(child)) = (&mut record, &child) {
                     let text = t.xml10_content().into_owned();
                     record.entry(child.clone()).or_default().push_str(&text);
                 }
             }
-            Ok(Event::GeneralRef(r)) => {
-                if let (Some(record), Some(child)) = (&mut record, &child) {
+            Event::GeneralRef(r) => {
+                if let (Some((_, record)), Some(child)) = (&mut record, &child) {
                     let text = match (r.resolve_char_ref(), &*r) {
                         (Ok(Some(c)), _) => c.to_string(),
                         (_, name) => quick_xml::escape::resolve_predefined_entity(name)
@@ -518,18 +550,24 @@ fn xml_records(xml: &str, tag: &str) -> Vec<std::collections::HashMap<String, St
                     record.entry(child.clone()).or_default().push_str(&text);
                 }
             }
-            Ok(Event::End(e)) => {
+            Event::End(e) => {
                 let name = e.local_name().as_ref().to_owned();
-                if name == tag {
+                if record.as_ref().is_some_and(|(tag, _)| *tag == name) {
                     records.extend(record.take());
                 }
                 child = None;
             }
-            Ok(Event::Eof) | Err(_) => break,
+            Event::Eof if record.is_some() => return Err(cut()),
+            Event::Eof => break,
             _ => {}
         }
     }
-    records
+    Ok(records)
+}
+
+/// The first element named `tag` of an S3 answer.
+fn xml_record(xml: &str, tag: &str) -> Result<Option<Record>, Failure> {
+    Ok(xml_records(xml, &[tag])?.into_iter().next().map(|(_, r)| r))
 }
 
 /// What an S3 answer's status means.
@@ -550,6 +588,10 @@ fn answer(status: u16, body: &str) -> (Retry, String) {
         ),
         (404, "NoSuchBucket") => (Retry::Useless, "no such bucket".into()),
         (429, _) | (503, "SlowDown") => (Retry::Helps, "the service asks to slow down".into()),
+        (501, _) => (
+            Retry::Useless,
+            "the service does not implement this request".into(),
+        ),
         (s, _) if s >= 500 => (Retry::Helps, format!("server error {s}")),
         (s, "") => (Retry::Useless, format!("the server answered {s}")),
         (s, code) => (Retry::Useless, format!("the server answered {s} ({code})")),
@@ -593,16 +635,20 @@ mod tests {
 <Version><Key>r/a&amp;b.dar</Key><VersionId>2</VersionId><IsLatest>false</IsLatest><LastModified>2026-12-07T10:00:01Z</LastModified><Size>5</Size></Version>
 <Version><Key>r/a&#38;b.dar.par2</Key><VersionId>1</VersionId><IsLatest>true</IsLatest><LastModified>2026-12-07T10:00:00Z</LastModified></Version>
 </ListVersionsResult>"#;
-        let versions = xml_records(xml, "Version");
-        assert_eq!(versions.len(), 2);
-        assert_eq!(versions[0]["Key"], "r/a&b.dar");
-        assert_eq!(versions[0]["VersionId"], "2");
-        assert_eq!(versions[1]["Key"], "r/a&b.dar.par2");
-        let markers = xml_records(xml, "DeleteMarker");
-        assert_eq!(markers.len(), 1);
-        assert_eq!(markers[0]["IsLatest"], "true");
+        let records = xml_records(xml, &["Version", "DeleteMarker"]).unwrap();
+        let tags: Vec<&str> = records.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(tags, ["DeleteMarker", "Version", "Version"], "in order");
+        let (_, marker) = &records[0];
+        assert_eq!(marker["IsLatest"], "true");
+        let (_, version) = &records[1];
+        assert_eq!(version["Key"], "r/a&b.dar");
+        assert_eq!(version["VersionId"], "2");
+        assert_eq!(records[2].1["Key"], "r/a&b.dar.par2");
         // The name of the listing is no record's.
-        assert!(versions.iter().all(|v| !v.contains_key("Name")));
+        assert!(records.iter().all(|(_, v)| !v.contains_key("Name")));
+        // An answer cut short is not taken for a whole one.
+        let cut = &xml[..xml.find("<Version>").unwrap() + 20];
+        assert!(xml_records(cut, &["Version", "DeleteMarker"]).is_err());
     }
 
     #[test]

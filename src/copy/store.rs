@@ -65,6 +65,8 @@ struct Proof {
     due: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Files read whole and hashed since last asked, with their sizes.
     read: std::sync::Mutex<Vec<(String, u64)>>,
+    /// Hashing on the server was given up for this copy.
+    shell_off: std::sync::atomic::AtomicBool,
 }
 
 /// The lock each file of a set gets on this copy, if it locks them.
@@ -116,7 +118,7 @@ impl Store {
             _ => None,
         };
         let s3 = match dest.kind {
-            Kind::S3 => S3::new(&options, lock_of(dest)),
+            Kind::S3 => S3::new(&options, lock_of(dest), stall),
             _ => None,
         };
         if dest.object_lock.is_some() && s3.is_none() {
@@ -798,22 +800,30 @@ impl Store {
     }
 
     /// The set folders of this copy that were deleted (their manifest among the files
-    /// deleted while older versions are kept), but for those darvault removed (cleanup's
-    /// record is among them): folder paths from the root.
-    pub async fn deleted_sets(&self) -> Result<Vec<String>> {
+    /// deleted while older versions are kept), each with whether cleanup's record is among
+    /// its deleted files (removed by darvault, or made to look so): folder paths from the
+    /// root.
+    pub async fn deleted_sets(&self) -> Result<Vec<(String, bool)>> {
         if !self.keeps_versions() {
             return Ok(Vec::new());
         }
+        // Page by page, each under the stall deadline (a listing of a large bucket may
+        // take longer than one).
         let what = "cannot list the older versions";
         let deleted = self
-            .retrying(what, || self.within(what, self.backend.deleted("")))
+            .retrying(what, || async {
+                let listed = self.backend.deleted("").await;
+                listed.map_err(|failure| failure.error(&self.on_this(what)))
+            })
             .await?;
         let deleted: std::collections::HashSet<&str> = deleted.iter().map(String::as_str).collect();
-        let mut sets: Vec<String> = deleted
+        let mut sets: Vec<(String, bool)> = deleted
             .iter()
             .filter_map(|path| path.strip_suffix(&format!("/{}", crate::set::MANIFEST)))
-            .filter(|dir| !deleted.contains(format!("{dir}/{}", crate::set::REMOVING).as_str()))
-            .map(str::to_owned)
+            .map(|dir| {
+                let removing = format!("{dir}/{}", crate::set::REMOVING);
+                (dir.to_owned(), deleted.contains(removing.as_str()))
+            })
             .collect();
         sets.sort();
         Ok(sets)
@@ -833,30 +843,33 @@ impl Store {
         if !self.keeps_versions() {
             return Ok(None);
         }
-        let Some(good) = self
+        let matching: Vec<_> = self
             .older_versions(path)
             .await?
             .into_iter()
-            .find(|v| v.size == size && v.sha256.as_deref() == Some(sha256))
-        else {
-            return Ok(None);
-        };
+            .filter(|v| v.size == size && v.sha256.as_deref() == Some(sha256))
+            .collect();
         if !bring_back {
-            return Ok(Some(good.id));
+            return Ok(matching.into_iter().next().map(|v| v.id));
         }
-        self.bring_back(path, &good.id).await?;
-        // Proven by the checksum the server keeps for the copy it made, else by reading it.
-        let proven = match self.vouched_for(path).await? {
-            Some(Some((found_size, found))) => found_size == size && found == sha256,
-            _ => self.hash_stored(path, size).await? == sha256,
-        };
-        match proven {
-            true => Ok(Some(good.id)),
-            false => Err(Error::Failed(format!(
-                "{}: the older version brought back does not match the manifest",
-                self.on_this(path)
-            ))),
+        for good in matching {
+            self.bring_back(path, &good.id).await?;
+            // Proven by the checksum the server keeps for the copy it made, else by
+            // reading it; one that is not is followed by the next older one.
+            let proven = match self.vouched_for(path).await? {
+                Some(Some((found_size, found))) => found_size == size && found == sha256,
+                _ => self.hash_stored(path, size).await? == sha256,
+            };
+            if proven {
+                return Ok(Some(good.id));
+            }
+            tracing::warn!(
+                "{}: version {} brought back does not match the manifest",
+                self.on_this(path),
+                good.id
+            );
         }
+        Ok(None)
     }
 
     /// Read back whole the files at `paths` when they are examined, even where the server
@@ -876,36 +889,73 @@ impl Store {
     }
 
     /// The files of a set at `paths`, hashed by the server in one go where it can
-    /// (`remote_hashing`), unread: None where it cannot (each is then examined alone).
-    pub async fn examine_there(&self, paths: &[String]) -> Result<Option<Vec<Examined>>> {
-        if !self.backend.capabilities().remote_hashing || paths.is_empty() {
-            return Ok(None);
+    /// (`remote_hashing`), unread; each None that is to be examined alone (the server could
+    /// not read it), and all None where the server cannot hash. `anchor` (a file of the set
+    /// and its SHA-256, e.g. its manifest, read the usual way) is hashed with them: a server
+    /// whose shell sees another tree than its SFTP session (a chroot, a virtual root) is
+    /// noticed so, and not asked again.
+    pub async fn examine_there(
+        &self,
+        paths: &[String],
+        anchor: (&str, &str),
+    ) -> Result<Vec<Option<Examined>>> {
+        let unread = || {
+            paths
+                .iter()
+                .map(|_| None)
+                .collect::<Vec<Option<Examined>>>()
+        };
+        if !self.backend.capabilities().remote_hashing
+            || self.proof.shell_off.load(Ordering::Relaxed)
+            || paths.is_empty()
+        {
+            return Ok(unread());
         }
-        // One ssh session per batch; a batch's wait is the ssh child's own deadline (no
-        // answer for `stall_timeout`, i.e. while one file is hashed), not one for the batch.
         let mut hashed = Vec::with_capacity(paths.len());
         for batch in paths.chunks(HASHED_PER_SESSION) {
-            let what = format!("cannot hash {} file(s) on the server", batch.len());
-            let answer = self
-                .retrying(&what, || async {
-                    let answer = self.backend.hash_there(batch).await;
-                    answer.map_err(|failure| failure.error(&self.on_this(&what)))
-                })
-                .await?;
-            match answer {
-                Some(answer) => hashed.extend(answer),
-                None => return Ok(None),
+            let mut batch = batch.to_vec();
+            batch.push(anchor.0.to_owned());
+            // One ssh session per batch, its wait the ssh child's own deadline (no answer
+            // for `stall_timeout`: while one file is hashed), not one for the batch.
+            let answer = match self.backend.hash_there(&batch).await {
+                Ok(Some(answer)) => answer,
+                Ok(None) => return Ok(unread()),
+                Err(failure) => return Ok(self.shell_off(&failure.cause, unread())),
+            };
+            match answer.last() {
+                Some(There::File { sha256, .. }) if sha256 == anchor.1 => {}
+                _ => {
+                    let why = format!(
+                        "its shell does not see {} as its SFTP session does",
+                        anchor.0
+                    );
+                    return Ok(self.shell_off(&why, unread()));
+                }
             }
+            hashed.extend(answer.into_iter().take(batch.len() - 1));
         }
         let found = hashed.into_iter().map(|h| match h {
             There::File { size, sha256 } => {
                 self.proof.vouched.fetch_add(1, Ordering::Relaxed);
-                Examined::Hashed(Some((size, sha256)))
+                Some(Examined::Hashed(Some((size, sha256))))
             }
-            There::Missing => Examined::Hashed(None),
-            There::Link => Examined::Link,
+            There::Missing => Some(Examined::Hashed(None)),
+            There::Link => Some(Examined::Link),
+            There::NotAFile => Some(Examined::Odd("a folder or a special file")),
+            There::Unreadable => None,
         });
-        Ok(Some(found.collect()))
+        Ok(found.collect())
+    }
+
+    /// Hashing on the server given up for this copy (said once): its files are read.
+    fn shell_off<T>(&self, why: &str, then: T) -> T {
+        if !self.proof.shell_off.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "{}: not hashed on the server ({why}): its files are read",
+                self.label()
+            );
+        }
+        then
     }
 
     /// How this copy's files were proven so far: (files the server vouched for, bytes read

@@ -185,9 +185,16 @@ impl<'a> Fetch<'a> {
             entry.size,
             &entry.sha256,
             local,
-        ))?;
-        let Some(got) = got else {
-            return Ok(None);
+        ));
+        let got = match got {
+            Ok(Some(got)) => got,
+            Ok(None) => return Ok(None),
+            Err(e @ (Error::Interrupted | Error::Stalled { .. })) => return Err(e),
+            // The damage is what the caller reports; the history was a second chance.
+            Err(e) => {
+                tracing::warn!("{path}: an older version could not be read: {e}");
+                return Ok(None);
+            }
         };
         self.downloaded += got.0;
         let local = self.proven(set, path, local.to_path_buf(), Some(got))?;

@@ -102,6 +102,13 @@ const MIGRATIONS: &[&str] = &[
          read_at  TEXT NOT NULL,
          PRIMARY KEY (copy, set_name, path)
      );",
+    // 9: every read back counted once, for the read budget's month (read_back keeps only
+    // each file's latest read).
+    "CREATE TABLE read_log (
+         copy    TEXT NOT NULL,
+         read_at TEXT NOT NULL,
+         bytes   INTEGER NOT NULL
+     );",
 ];
 
 /// A file sent to a copy, and when its bytes there were last read back whole (when it was
@@ -381,6 +388,39 @@ impl State {
         })
     }
 
+    /// `set` was removed from `destination` by darvault: what the state knew of it there
+    /// goes (what it held, what was read back).
+    pub fn forget_sent(&self, destination: &str, set: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM replicated_set WHERE destination = ?1 AND set_name = ?2",
+                params![destination, set],
+            )?;
+            c.execute(
+                "DELETE FROM replicated_file WHERE destination = ?1 AND set_name = ?2",
+                params![destination, set],
+            )?;
+            c.execute(
+                "DELETE FROM read_back WHERE copy = ?1 AND set_name = ?2",
+                params![destination, set],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Whether `set` was sent whole to `destination` (and not removed by darvault since).
+    pub fn was_replicated(&self, destination: &str, set: &str) -> Result<bool> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT 1 FROM replicated_set WHERE destination = ?1 AND set_name = ?2",
+                params![destination, set],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+        })
+    }
+
     /// The file `path` of `set` on `copy` was read back whole and hashed now.
     pub fn read_back(&self, copy: &str, set: &str, path: &str, size: u64) -> Result<()> {
         self.with(|c| {
@@ -392,10 +432,21 @@ impl State {
         })
     }
 
+    /// `bytes` were downloaded from `copy` now, to read files back whole.
+    pub fn read_bytes(&self, copy: &str, bytes: u64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO read_log VALUES (?1, ?2, ?3)",
+                params![copy, now(), bytes as i64],
+            )
+            .map(|_| ())
+        })
+    }
+
     /// The bytes of `copy` read back whole since `since`.
     pub fn bytes_read_back_since(&self, copy: &str, since: jiff::Timestamp) -> Result<u64> {
         let rows: Vec<(i64, String)> = self.with(|c| {
-            let mut q = c.prepare("SELECT size, read_at FROM read_back WHERE copy = ?1")?;
+            let mut q = c.prepare("SELECT bytes, read_at FROM read_log WHERE copy = ?1")?;
             q.query_map(params![copy], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect()
         })?;

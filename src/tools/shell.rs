@@ -25,6 +25,10 @@ pub enum Hashed {
     Missing,
     /// A symbolic link: refused, never followed.
     Link,
+    /// A folder or a special file where a file belongs.
+    NotAFile,
+    /// There, but the server could not read it (to be read over SFTP, which says why).
+    Unreadable,
 }
 
 impl Login {
@@ -57,8 +61,13 @@ impl Login {
         })
     }
 
-    /// `script` run by the server's shell, its output.
+    /// `script` run by the server's `sh`, its output. The login shell (which may be fish
+    /// or csh) sees only `echo <base64> | base64 -d | sh`: words every shell reads alike;
+    /// the script, with the file names in it, reaches `sh` as data.
     fn run(&self, script: &str, io_stall: Option<std::time::Duration>) -> crate::Result<String> {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(script);
+        let command = format!("echo {encoded} | base64 -d | sh");
         let mut ssh = super::process::Spec::new("ssh");
         ssh.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=20"])
             .arg("-o")
@@ -71,7 +80,7 @@ impl Login {
         if let Some(user) = &self.user {
             ssh.args(["-l", user]);
         }
-        ssh.arg(&self.host).arg("--").arg(script);
+        ssh.arg(&self.host).arg("--").arg(command);
         let (finished, out) = ssh.output()?;
         finished.expect(&[0])?;
         Ok(out)
@@ -79,7 +88,8 @@ impl Login {
 
     /// Whether the server's shell can hash files (`wc` and `sha256sum`).
     pub fn can_hash(&self, io_stall: Option<std::time::Duration>) -> bool {
-        let probe = "command -v wc >/dev/null && command -v sha256sum >/dev/null && echo yes";
+        let probe =
+            "command -v wc >/dev/null && command -v sha256sum >/dev/null && echo yes; exit 0";
         self.run(probe, io_stall)
             .is_ok_and(|out| out.trim() == "yes")
     }
@@ -95,9 +105,12 @@ impl Login {
             .iter()
             .map(|p| format!("'{}'", p.replace('\'', "'\\''")))
             .collect();
+        // One line per file, whatever happens to it; the script itself always ends well
+        // (ssh failing is then the connection's failure, not a file's).
         let script = format!(
-            "for f in {}; do if [ -L \"$f\" ]; then echo link; elif [ ! -f \"$f\" ]; then echo missing; \
-             else printf '%s ' \"$(wc -c < \"$f\")\" && sha256sum < \"$f\"; fi; done",
+            "for f in {}; do if [ -L \"$f\" ]; then echo link; elif [ ! -e \"$f\" ]; then echo missing; \
+             elif [ ! -f \"$f\" ]; then echo not-a-file; \
+             else s=$(wc -c < \"$f\" 2>/dev/null) && h=$(sha256sum < \"$f\" 2>/dev/null) && echo \"$s $h\" || echo unreadable; fi; done; exit 0",
             quoted.join(" ")
         );
         let out = self.run(&script, io_stall)?;
@@ -119,6 +132,8 @@ fn hashed(line: &str) -> Option<Hashed> {
     match words.next()? {
         "link" => Some(Hashed::Link),
         "missing" => Some(Hashed::Missing),
+        "not-a-file" => Some(Hashed::NotAFile),
+        "unreadable" => Some(Hashed::Unreadable),
         size => {
             let size = size.parse().ok()?;
             let sha256 = words.next()?;
