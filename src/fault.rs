@@ -30,3 +30,17 @@ pub fn point(name: &str) {
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
 }
+
+/// The largest file S3 takes in one PUT (5 GiB), or for tests what
+/// `DARVAULT_TEST_SINGLE_PUT_MAX` says (bytes): a multipart upload chosen, not hoped for,
+/// without writing 5 GiB.
+pub fn single_put_max(real: u64) -> u64 {
+    static MAX: OnceLock<Option<u64>> = OnceLock::new();
+    MAX.get_or_init(|| {
+        std::env::var("DARVAULT_TEST_SINGLE_PUT_MAX")
+            .ok()?
+            .parse()
+            .ok()
+    })
+    .unwrap_or(real)
+}

@@ -644,25 +644,6 @@ fn a_repair_killed_before_its_file_is_in_place_is_finished_by_the_next() {
     assert!(sums.success());
 }
 
-/// `curl` signing for the test S3 server (AWS Signature Version 4), with `args`.
-fn curl_s3(args: &[&str]) -> std::process::Output {
-    let s = servers();
-    std::process::Command::new("curl")
-        .args(["-s", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
-        .arg(format!("{}:{}", s["S3_ACCESS_KEY"], s["S3_SECRET_KEY"]))
-        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// The HTTP status of a signed request to the test S3 server, its answer's body dropped.
-fn s3_status(args: &[&str]) -> String {
-    let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}"];
-    all.extend_from_slice(args);
-    stdout(&curl_s3(&all))
-}
-
 /// base64 of the bytes a hex string spells.
 fn base64_of_hex(hex: &str) -> String {
     use base64::Engine as _;

@@ -1259,3 +1259,64 @@ fn bytes_changed_on_the_way_to_s3_are_refused_and_nothing_is_published() {
         .unwrap_or(0);
     assert_eq!(sets, 0, "nothing published: {}", stdout(&listed));
 }
+
+/// A file above the single-PUT limit (lowered to 20 MiB here) goes to S3 in parts, each with
+/// its SHA-256: a byte changed on the way to a part is refused by the server and reported,
+/// nothing is published; sent as it is, the server keeps the composite checksum of the
+/// parts (three here) and an audit proves the copy.
+#[test]
+fn a_file_above_the_single_put_limit_goes_in_checked_parts() {
+    let env = Env::new();
+    video_source(&env, 40);
+    let s = servers();
+    let upstream = s["S3_ENDPOINT"].trim_start_matches("http://").to_owned();
+    let proxy = corrupting_proxy(upstream);
+    let (dest, _) = destination("s3", "parts", "retries = 1\n");
+    let through = dest.replace(&s["S3_ENDPOINT"], &format!("http://127.0.0.1:{proxy}"));
+    configure(&env, "48M", &through);
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let in_parts = |args: &[&str]| {
+        env.cmd()
+            .env("DARVAULT_TEST_SINGLE_PUT_MAX", (20u64 << 20).to_string())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = in_parts(&["--json", "replicate"]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    let error = json(&out)["destinations"][0]["error"].to_string();
+    assert!(
+        error.contains("their SHA-256 is not the manifest's"),
+        "{error}"
+    );
+
+    configure(&env, "48M", &dest);
+    let out = in_parts(&["replicate"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let set = env.sets("docs").pop().unwrap();
+    let name = name_of(&set);
+    let root = dest
+        .lines()
+        .find_map(|l| l.strip_prefix("root = "))
+        .unwrap()
+        .trim_matches('"')
+        .trim_start_matches('/')
+        .to_owned();
+    let head = curl_s3(&[
+        "-I",
+        "-H",
+        "x-amz-checksum-mode: ENABLED",
+        &format!(
+            "{}/{}/{root}/docs/{name}/{name}.1.dar",
+            s["S3_ENDPOINT"], s["S3_BUCKET"]
+        ),
+    ]);
+    let head = stdout(&head).to_lowercase();
+    assert!(
+        head.lines()
+            .any(|l| l.starts_with("x-amz-checksum-sha256:") && l.trim_end().ends_with("-3")),
+        "the composite checksum of three parts: {head}"
+    );
+    let out = env.run(&["audit", "s3"]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+}

@@ -16,6 +16,7 @@ mod put;
 mod remote;
 mod runtime;
 mod s3;
+mod s3_parts;
 mod store;
 mod streamed;
 #[cfg(test)]

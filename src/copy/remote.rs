@@ -159,22 +159,14 @@ impl Backend for Remote {
         size: u64,
         sha256: &'a str,
     ) -> Io<'a, Box<dyn Sink + 'a>> {
-        // One PUT carries the checksum; a larger file goes in parts, without it.
-        if let Some(s3) = &self.s3
-            && size <= SINGLE_PUT_MAX
-        {
-            let upload: Box<dyn Sink + 'a> = s3.put(path, size, sha256);
+        // One PUT carries the checksum; a larger file goes in parts, each with its own.
+        if let Some(s3) = &self.s3 {
+            let upload: Box<dyn Sink + 'a> =
+                match size <= crate::fault::single_put_max(SINGLE_PUT_MAX) {
+                    true => s3.put(path, size, sha256),
+                    false => Box::new(super::s3_parts::Parts::new(s3, path, size)),
+                };
             return Box::pin(async move { Ok(upload) });
-        }
-        if self.s3.as_ref().is_some_and(S3::locks) {
-            return Box::pin(async move {
-                Err(Failure::other(
-                    super::failure::Retry::Useless,
-                    format!(
-                        "{path}: a file over 5 GiB cannot be uploaded locked yet (object_lock): make slices of at most 5G"
-                    ),
-                ))
-            });
         }
         if let Some(dav) = &self.dav {
             let upload: Box<dyn Sink + 'a> = Box::new(dav.start(path, size));

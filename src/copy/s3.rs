@@ -414,6 +414,105 @@ impl S3 {
         self.head(path, &[("versionId", version)]).await
     }
 
+    /// Start a multipart upload of `path` whose parts carry their SHA-256: its id.
+    pub async fn start_parts(&self, path: &str) -> Result<String, Failure> {
+        let mut headers = vec![("x-amz-checksum-algorithm", "SHA256".to_owned())];
+        if let Some(class) = &self.storage_class {
+            headers.push(("x-amz-storage-class", class.clone()));
+        }
+        headers.extend(self.lock_headers());
+        let body = self
+            .ask(reqwest::Method::POST, path, &[("uploads", "")], headers)
+            .await?;
+        xml_record(&body, "InitiateMultipartUploadResult")?
+            .and_then(|r| r.get("UploadId").cloned())
+            .ok_or_else(|| {
+                Failure::other(Retry::Helps, "the server did not start the upload in parts")
+            })
+    }
+
+    /// Part `number` of the upload `upload`, with its SHA-256: its ETag.
+    pub async fn send_part(
+        &self,
+        path: &str,
+        upload: &str,
+        number: u32,
+        bytes: Vec<u8>,
+        digest: &[u8; 32],
+    ) -> Result<String, Failure> {
+        let number = number.to_string();
+        let query = [("partNumber", number.as_str()), ("uploadId", upload)];
+        let headers = vec![
+            ("content-length", bytes.len().to_string()),
+            (
+                "x-amz-checksum-sha256",
+                base64_of_hex(&crate::hashing::hex(digest)),
+            ),
+        ];
+        let request = self.signed_query(reqwest::Method::PUT, path, &query, headers);
+        let response = request
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| request_failure(&e))?;
+        let status = response.status().as_u16();
+        if !response.status().is_success() {
+            let body = response.text().await.unwrap_or_default();
+            let (retry, cause) = answer(status, &body);
+            return Err(Failure::other(retry, cause));
+        }
+        response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| Failure::other(Retry::Helps, "the server sent no ETag for a part"))
+    }
+
+    /// Complete the upload `upload` of these parts (number, ETag, SHA-256): the composite
+    /// checksum the server says it keeps, if it says.
+    pub async fn finish_parts(
+        &self,
+        path: &str,
+        upload: &str,
+        parts: &[(u32, String, [u8; 32])],
+    ) -> Result<Option<String>, Failure> {
+        let listed: String = parts
+            .iter()
+            .map(|(n, etag, digest)| {
+                let etag = quick_xml::escape::escape(etag.as_str());
+                let sha = base64_of_hex(&crate::hashing::hex(digest));
+                format!("<Part><ChecksumSHA256>{sha}</ChecksumSHA256><ETag>{etag}</ETag><PartNumber>{n}</PartNumber></Part>")
+            })
+            .collect();
+        let xml = format!("<CompleteMultipartUpload>{listed}</CompleteMultipartUpload>");
+        let query = [("uploadId", upload)];
+        let headers = vec![("content-length", xml.len().to_string())];
+        let request = self.signed_query(reqwest::Method::POST, path, &query, headers);
+        let response = request
+            .body(xml)
+            .send()
+            .await
+            .map_err(|e| request_failure(&e))?;
+        let status = response.status().as_u16();
+        let body = response.text().await.map_err(|e| request_failure(&e))?;
+        // A completion can fail after its 200 has been sent: the body says so.
+        if !(200..300).contains(&status) || body.contains("<Error>") {
+            let (retry, cause) = answer(status.max(500), &body);
+            return Err(Failure::other(retry, cause));
+        }
+        Ok(xml_record(&body, "CompleteMultipartUploadResult")?
+            .and_then(|r| r.get("ChecksumSHA256").cloned()))
+    }
+
+    /// Give up the upload `upload`: its parts go.
+    pub async fn drop_parts(&self, path: &str, upload: &str) -> Result<(), Failure> {
+        let query = [("uploadId", upload)];
+        self.ask(reqwest::Method::DELETE, path, &query, vec![])
+            .await
+            .map(|_| ())
+    }
+
     /// The bytes `range` of `version` of the object at `path`.
     pub async fn read_version_range(
         &self,

@@ -612,3 +612,22 @@ pub fn counting_proxy(upstream: String) -> (u16, std::sync::Arc<std::sync::atomi
     });
     (port, count)
 }
+
+/// `curl` signing for the test S3 server (AWS Signature Version 4), with `args`.
+pub fn curl_s3(args: &[&str]) -> std::process::Output {
+    let s = servers();
+    Command::new("curl")
+        .args(["-s", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
+        .arg(format!("{}:{}", s["S3_ACCESS_KEY"], s["S3_SECRET_KEY"]))
+        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The HTTP status of a signed request to the test S3 server, its answer's body dropped.
+pub fn s3_status(args: &[&str]) -> String {
+    let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+    all.extend_from_slice(args);
+    stdout(&curl_s3(&all))
+}

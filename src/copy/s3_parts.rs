@@ -1,0 +1,148 @@
+//! A file above the single-PUT limit sent to S3 in parts, each with its SHA-256
+//! (`x-amz-checksum-sha256`), which the server checks as it receives the part: bytes changed
+//! on the way are refused part by part, as a whole file's are. The server keeps the
+//! composite checksum S3 defines (the SHA-256 of the parts' digests, then "-" and their
+//! count). Parts are held in memory one at a time ([`part_size`]).
+
+use sha2::{Digest, Sha256};
+
+use super::backend::{Failure, Io, Sink};
+use super::failure::Retry;
+use super::s3::S3;
+
+/// The smallest part sent (S3 takes 5 MiB to 5 GiB; 10,000 parts at most).
+const PART: u64 = 16 << 20;
+const MOST_PARTS: u64 = 10_000;
+
+/// The size of each part (the last may be smaller) of a file of `size` bytes.
+pub fn part_size(size: u64) -> u64 {
+    let mib = 1 << 20;
+    PART.max(size.div_ceil(MOST_PARTS).div_ceil(mib) * mib)
+}
+
+/// The composite checksum of parts with these SHA-256 digests, as S3 shows it: base64 of
+/// the SHA-256 of the digests one after another, then "-" and the count.
+pub fn composite(digests: &[[u8; 32]]) -> String {
+    use base64::Engine as _;
+    let mut all = Sha256::new();
+    for digest in digests {
+        all.update(digest);
+    }
+    let b64 = base64::engine::general_purpose::STANDARD.encode(all.finalize());
+    format!("{b64}-{}", digests.len())
+}
+
+/// A multipart upload under way.
+pub struct Parts<'a> {
+    s3: &'a S3,
+    path: &'a str,
+    part: u64,
+    upload: Option<String>,
+    held: Vec<u8>,
+    sent: Vec<(u32, String, [u8; 32])>,
+}
+
+impl<'a> Parts<'a> {
+    pub fn new(s3: &'a S3, path: &'a str, size: u64) -> Parts<'a> {
+        Parts {
+            s3,
+            path,
+            part: part_size(size),
+            upload: None,
+            held: Vec::new(),
+            sent: Vec::new(),
+        }
+    }
+
+    /// Send the part held (started on the first one).
+    async fn send_held(&mut self) -> Result<(), Failure> {
+        let upload = match &self.upload {
+            Some(upload) => upload.clone(),
+            None => {
+                let upload = self.s3.start_parts(self.path).await?;
+                self.upload = Some(upload.clone());
+                upload
+            }
+        };
+        let bytes = std::mem::take(&mut self.held);
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        let number = self.sent.len() as u32 + 1;
+        let etag = self
+            .s3
+            .send_part(self.path, &upload, number, bytes, &digest)
+            .await?;
+        self.sent.push((number, etag, digest));
+        Ok(())
+    }
+}
+
+impl Sink for Parts<'_> {
+    fn write(&mut self, chunk: Vec<u8>) -> Io<'_, ()> {
+        Box::pin(async move {
+            self.held.extend_from_slice(&chunk);
+            while self.held.len() as u64 >= self.part {
+                let rest = self.held.split_off(self.part as usize);
+                self.send_held().await?;
+                self.held = rest;
+            }
+            Ok(())
+        })
+    }
+
+    fn close(&mut self) -> Io<'_, ()> {
+        Box::pin(async move {
+            if !self.held.is_empty() || self.sent.is_empty() {
+                self.send_held().await?;
+            }
+            let upload = self.upload.clone().expect("started by its first part");
+            let digests: Vec<[u8; 32]> = self.sent.iter().map(|(_, _, d)| *d).collect();
+            let kept = self.s3.finish_parts(self.path, &upload, &self.sent).await?;
+            // What the server says it keeps must be what was sent.
+            match kept {
+                Some(kept) if kept != composite(&digests) => Err(Failure::other(
+                    Retry::Helps,
+                    format!(
+                        "{}: the server keeps another checksum than the parts sent",
+                        self.path
+                    ),
+                )),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn abort(&mut self) -> Io<'_, ()> {
+        Box::pin(async move {
+            if let Some(upload) = self.upload.take() {
+                let _ = self.s3.drop_parts(self.path, &upload).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_big_enough_and_few_enough() {
+        assert_eq!(part_size(6 << 30), 16 << 20);
+        let huge = 1u64 << 40;
+        assert!(huge.div_ceil(part_size(huge)) <= MOST_PARTS);
+        assert_eq!(part_size(huge) % (1 << 20), 0);
+    }
+
+    #[test]
+    fn the_composite_checksum_is_the_one_s3_documents() {
+        // Three parts of 5 MiB of "A", "B" and "C" (an example of the S3 test suite).
+        let digests: Vec<[u8; 32]> = [b'A', b'B', b'C']
+            .iter()
+            .map(|&b| Sha256::digest(vec![b; 5 << 20]).into())
+            .collect();
+        assert_eq!(
+            composite(&digests),
+            "uWBwpe1dxI4Vw8Gf0X9ynOdw/SS6VBzfWm9giiv1sf4=-3"
+        );
+    }
+}
