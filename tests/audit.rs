@@ -40,6 +40,18 @@ fn full_on(copy: &Path) -> PathBuf {
     sets_on(copy, "_FULL_").pop().unwrap()
 }
 
+/// The files the manifests of `docs` on `copy` list, all sets together.
+fn files_in_manifests(copy: &Path) -> u64 {
+    fs::read_dir(copy.join("docs"))
+        .unwrap()
+        .flatten()
+        .map(|set| {
+            let manifest = fs::read_to_string(set.path().join("MANIFEST.toml")).unwrap();
+            manifest.matches("[[file]]").count() as u64
+        })
+        .sum()
+}
+
 /// The set folders of `docs` on `copy` whose names hold `level`, oldest first.
 fn sets_on(copy: &Path, level: &str) -> Vec<PathBuf> {
     let mut sets: Vec<PathBuf> = fs::read_dir(copy.join("docs"))
@@ -703,14 +715,7 @@ fn an_s3_copy_is_checked_on_upload_and_proven_without_download() {
 
     let (code, report) = audit(&env, &["s3"]);
     assert_eq!(code, 0, "{report}");
-    let files: u64 = fs::read_dir(env.repo().join("docs"))
-        .unwrap()
-        .flatten()
-        .map(|set| {
-            let manifest = fs::read_to_string(set.path().join("MANIFEST.toml")).unwrap();
-            manifest.matches("[[file]]").count() as u64
-        })
-        .sum();
+    let files: u64 = files_in_manifests(&env.repo());
     let proof = &report["copies"][0]["proof"];
     assert_eq!(proof["files_vouched_by_server"], files, "{report}");
     let downloaded = proof["bytes_downloaded"].as_u64().unwrap();
@@ -750,14 +755,7 @@ fn an_sftp_copy_is_hashed_on_the_server() {
     let env = Env::new();
     let (sftp, root) = destination("sftp", "hashed-there", "");
     repository_and_usb(&env, &sftp);
-    let files: u64 = fs::read_dir(env.repo().join("docs"))
-        .unwrap()
-        .flatten()
-        .map(|set| {
-            let manifest = fs::read_to_string(set.path().join("MANIFEST.toml")).unwrap();
-            manifest.matches("[[file]]").count() as u64
-        })
-        .sum();
+    let files: u64 = files_in_manifests(&env.repo());
     let proven = |report: &serde_json::Value| {
         let proof = &report["copies"][0]["proof"];
         (

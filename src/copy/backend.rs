@@ -166,21 +166,8 @@ pub struct OlderVersion {
     pub sha256: Option<String>,
 }
 
-/// What a server that hashes files found of one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum There {
-    File {
-        size: u64,
-        sha256: String,
-    },
-    Missing,
-    /// A symbolic link: refused, never followed.
-    Link,
-    /// A folder or a special file where a file belongs.
-    NotAFile,
-    /// There, but the server could not read it: to be read the usual way.
-    Unreadable,
-}
+/// What a server that hashes files found of one (its shell's answer, as `tools::shell` reads it).
+pub use crate::tools::shell::Hashed as There;
 
 /// A file being written.
 pub trait Sink: Send {

@@ -54,7 +54,6 @@ impl Shell {
 
     /// `paths` hashed by the server in one session: None where its shell cannot.
     fn hash(&self, paths: &[String]) -> Result<Option<Vec<There>>, Failure> {
-        use crate::tools::shell::Hashed;
         if !*self.able.get_or_init(|| self.login.can_hash(self.io_stall)) {
             return Ok(None);
         }
@@ -74,18 +73,7 @@ impl Shell {
             };
             Failure::other(retry, e.to_string())
         })?;
-        Ok(Some(
-            hashed
-                .into_iter()
-                .map(|h| match h {
-                    Hashed::Found { size, sha256 } => There::File { size, sha256 },
-                    Hashed::Missing => There::Missing,
-                    Hashed::Link => There::Link,
-                    Hashed::NotAFile => There::NotAFile,
-                    Hashed::Unreadable => There::Unreadable,
-                })
-                .collect(),
-        ))
+        Ok(Some(hashed))
     }
 }
 

@@ -455,12 +455,7 @@ impl S3 {
             .send()
             .await
             .map_err(|e| request_failure(&e))?;
-        let status = response.status().as_u16();
-        if !response.status().is_success() {
-            let body = response.text().await.unwrap_or_default();
-            let (retry, cause) = answer(status, &body);
-            return Err(Failure::other(retry, cause));
-        }
+        let response = succeeded(response).await?;
         response
             .headers()
             .get("etag")
@@ -527,12 +522,7 @@ impl S3 {
         let query = [("versionId", version)];
         let request = self.signed_query(reqwest::Method::GET, path, &query, headers);
         let response = request.send().await.map_err(|e| request_failure(&e))?;
-        let status = response.status().as_u16();
-        if !response.status().is_success() {
-            let body = response.text().await.unwrap_or_default();
-            let (retry, cause) = answer(status, &body);
-            return Err(Failure::other(retry, cause));
-        }
+        let response = succeeded(response).await?;
         let bytes = response.bytes().await.map_err(|e| request_failure(&e))?;
         Ok(bytes.to_vec())
     }
@@ -667,6 +657,17 @@ fn xml_records(xml: &str, tags: &[&str]) -> Result<Vec<(String, Record)>, Failur
 /// The first element named `tag` of an S3 answer.
 fn xml_record(xml: &str, tag: &str) -> Result<Option<Record>, Failure> {
     Ok(xml_records(xml, &[tag])?.into_iter().next().map(|(_, r)| r))
+}
+
+/// `response` when it says the request succeeded; else what its status and body mean.
+async fn succeeded(response: reqwest::Response) -> Result<reqwest::Response, Failure> {
+    let status = response.status().as_u16();
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let body = response.text().await.unwrap_or_default();
+    let (retry, cause) = answer(status, &body);
+    Err(Failure::other(retry, cause))
 }
 
 /// What an S3 answer's status means.

@@ -923,7 +923,7 @@ impl Store {
                 Err(failure) => return Ok(self.shell_off(&failure.cause, unread())),
             };
             match answer.last() {
-                Some(There::File { sha256, .. }) if sha256 == anchor.1 => {}
+                Some(There::Found { sha256, .. }) if sha256 == anchor.1 => {}
                 _ => {
                     let why = format!(
                         "its shell does not see {} as its SFTP session does",
@@ -935,7 +935,7 @@ impl Store {
             hashed.extend(answer.into_iter().take(batch.len() - 1));
         }
         let found = hashed.into_iter().map(|h| match h {
-            There::File { size, sha256 } => {
+            There::Found { size, sha256 } => {
                 self.proof.vouched.fetch_add(1, Ordering::Relaxed);
                 Some(Examined::Hashed(Some((size, sha256))))
             }

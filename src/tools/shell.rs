@@ -17,6 +17,7 @@ pub struct Login {
 }
 
 /// What the server found of a file it was asked to hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hashed {
     Found {
         size: u64,
