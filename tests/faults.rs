@@ -1317,6 +1317,29 @@ fn a_file_above_the_single_put_limit_goes_in_checked_parts() {
             .any(|l| l.starts_with("x-amz-checksum-sha256:") && l.trim_end().ends_with("-3")),
         "the composite checksum of three parts: {head}"
     );
-    let out = env.run(&["audit", "s3"]);
-    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    // The set was made before the limit was lowered: its manifest has no parts' digests,
+    // so the composite cannot be read against it and the slice is read whole.
+    let slice = std::fs::metadata(set.join(format!("{name}.1.dar")))
+        .unwrap()
+        .len();
+    let downloaded = |out: &std::process::Output| {
+        assert_eq!(code(out), 0, "{}", stdout(out));
+        let proof = &json(out)["copies"][0]["proof"];
+        proof["bytes_downloaded"].as_u64().unwrap()
+    };
+    let before = downloaded(&in_parts(&["--json", "audit", "s3"]));
+    assert!(before >= slice, "read whole: {before} of {slice}");
+
+    // A set made with the limit lowered records its parts' digests: the next audit proves
+    // its slice from the composite the server keeps, unread.
+    assert_eq!(code(&in_parts(&["backup", "--full"])), 0);
+    let newer = env.sets("docs").pop().unwrap();
+    let manifest = std::fs::read_to_string(newer.join("MANIFEST.toml")).unwrap();
+    assert!(manifest.contains("[file.parts]"), "{manifest}");
+    assert_eq!(code(&in_parts(&["replicate"])), 0);
+    let after = downloaded(&in_parts(&["--json", "audit", "s3"]));
+    assert!(
+        after < before + (1 << 20),
+        "the newer set's slices proven unread: {after} against {before}"
+    );
 }

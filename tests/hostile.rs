@@ -362,6 +362,7 @@ fn an_audit_of_a_hundred_thousand_entries_takes_seconds() {
             size: data.len() as u64,
             sha256: darvault::hashing::sha256_hex(data.as_bytes()),
             role: darvault::set::Role::Bundle,
+            parts: None,
         });
     }
     manifest.write(&set).unwrap();
@@ -459,6 +460,7 @@ fn an_audit_of_a_hundred_thousand_missing_entries_takes_seconds() {
             size: 2,
             sha256: darvault::hashing::sha256_hex(b"x\n"),
             role: darvault::set::Role::Bundle,
+            parts: None,
         });
     }
     manifest.write(&set).unwrap();

@@ -824,7 +824,7 @@ async fn examine(
     entry: &FileEntry,
     told: &(dyn Fn(u64) + Sync),
 ) -> Result<Option<(String, Option<String>)>> {
-    match copy.examine_told(path, Some(entry.size), told).await {
+    match copy.examine_told(path, Some(entry), told).await {
         Ok(found) => Ok(judged(found, entry)),
         Err(e) if e.reach() > Reach::Item => Err(e),
         // A directory where a file belongs, an unreadable file: that file's verdict.

@@ -6,8 +6,10 @@
 //! deleted files) are left as they are.
 
 use crate::copy::Store;
+use crate::copy::backend::OlderVersion;
 use crate::error::{Error, Result};
-use crate::set::{MANIFEST, Manifest, SHA256SUMS};
+use crate::set::manifest::FileEntry;
+use crate::set::{MANIFEST, Manifest, Role, SHA256SUMS};
 use crate::state::State;
 
 /// Bring back the set deleted at `dir`: its manifest (the version this machine sent, where
@@ -20,7 +22,7 @@ pub(super) async fn bring_back_set(copy: &Store, dir: &str, state: &State) -> Re
     let versions = copy.older_versions(&manifest_path).await?;
     let mut sent = None;
     for version in &versions {
-        if let Some(sha) = &version.sha256
+        if let Some(sha) = kept_sha256(version)
             && state.is_complete(&copy.name, set, sha)?
         {
             sent = Some(version);
@@ -33,16 +35,15 @@ pub(super) async fn bring_back_set(copy: &Store, dir: &str, state: &State) -> Re
     let chosen = match (sent, state.was_replicated(&copy.name, set)?) {
         (Some(sent), _) => Some(sent),
         (None, true) => None,
-        (None, false) => versions.iter().find(|v| v.sha256.is_some()),
+        (None, false) => versions.iter().find(|v| kept_sha256(v).is_some()),
     };
     let Some(chosen) = chosen else {
         return Err(Error::Failed(format!(
             "{dir}: deleted, and no older version of the manifest sent there is kept"
         )));
     };
-    let sha = chosen.sha256.clone().unwrap_or_default();
     let Some(_) = copy
-        .from_history(&manifest_path, chosen.size, &sha, true)
+        .from_history(&manifest_path, &small(chosen), true)
         .await?
     else {
         return Err(Error::Failed(format!(
@@ -61,9 +62,9 @@ pub(super) async fn bring_back_set(copy: &Store, dir: &str, state: &State) -> Re
         .older_versions(&sums)
         .await?
         .into_iter()
-        .find(|v| v.sha256.is_some())
+        .find(|v| kept_sha256(v).is_some())
         && copy
-            .from_history(&sums, newest.size, &newest.sha256.unwrap_or_default(), true)
+            .from_history(&sums, &small(&newest), true)
             .await?
             .is_some()
     {
@@ -71,13 +72,27 @@ pub(super) async fn bring_back_set(copy: &Store, dir: &str, state: &State) -> Re
     }
     for entry in &manifest.files {
         let path = format!("{dir}/{}", entry.path);
-        if copy
-            .from_history(&path, entry.size, &entry.sha256, true)
-            .await?
-            .is_some()
-        {
+        if copy.from_history(&path, entry, true).await?.is_some() {
             brought += 1;
         }
     }
     Ok(brought)
+}
+
+/// The SHA-256 the copy keeps of this version of a whole file (a manifest's, a
+/// SHA256SUMS's: small files, never sent in parts).
+fn kept_sha256(version: &OlderVersion) -> Option<&str> {
+    version.kept.as_ref().and_then(|k| k.sha256())
+}
+
+/// A small file of the set (its manifest, its SHA256SUMS) as this version of it is: what
+/// bringing it back proves against.
+fn small(version: &OlderVersion) -> FileEntry {
+    FileEntry {
+        path: String::new(),
+        size: version.size,
+        sha256: kept_sha256(version).unwrap_or_default().to_owned(),
+        role: Role::Bundle,
+        parts: None,
+    }
 }

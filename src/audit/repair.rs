@@ -152,10 +152,7 @@ async fn from_copies<'d>(
         }
         // The copy's own history first: healed on the server, nothing downloaded.
         let here = at(location, &entry.path);
-        if let Some(version) = copy
-            .from_history(&here, entry.size, &entry.sha256, repair)
-            .await?
-        {
+        if let Some(version) = copy.from_history(&here, entry, repair).await? {
             let outcome = match repair {
                 true => Outcome::Repaired {
                     source: format!("its own older version {version}"),
@@ -701,6 +698,7 @@ pub(super) async fn put_bytes(copy: &Store, path: &str, bytes: &[u8]) -> Result<
         size: bytes.len() as u64,
         sha256: &sha256,
         executable: false,
+        part: None,
     };
     copy.put_file(
         file.path(),
@@ -746,6 +744,7 @@ async fn copy_verified(
         size: entry.size,
         sha256: &entry.sha256,
         executable: entry.is_program(),
+        part: entry.parts.as_ref().map(|p| p.size),
     };
     dst.put_file(
         &local,

@@ -15,6 +15,8 @@ use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
 
+use crate::set::manifest::PartDigests;
+
 pub use super::failure::{Failure, FailureKind};
 
 /// The answer to one request.
@@ -83,6 +85,7 @@ pub trait Backend: Send + Sync {
         path: &'a str,
         size: u64,
         sha256: &'a str,
+        part: Option<u64>,
     ) -> Io<'a, Box<dyn Sink + 'a>>;
 
     /// The size and SHA-256 of each of `paths`, computed by the server (`remote_hashing`),
@@ -95,7 +98,7 @@ pub trait Backend: Send + Sync {
     /// A file's size and the SHA-256 the service keeps for it, read without the file's
     /// bytes (`server_checksums`); None for a file stored without one, and where the service
     /// keeps none. `NotFound` when there is no file.
-    fn stored_checksum<'a>(&'a self, path: &'a str) -> Io<'a, Option<(u64, String)>> {
+    fn stored_checksum<'a>(&'a self, path: &'a str) -> Io<'a, Option<(u64, Kept)>> {
         let _ = path;
         Box::pin(async { Ok(None) })
     }
@@ -163,7 +166,43 @@ pub trait Backend: Send + Sync {
 pub struct OlderVersion {
     pub id: String,
     pub size: u64,
-    pub sha256: Option<String>,
+    pub kept: Option<Kept>,
+}
+
+/// The checksum a service keeps of a file (S3's `x-amz-checksum-sha256`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kept {
+    /// The SHA-256 of the whole file, in hex.
+    Sha256(String),
+    /// Of a file sent in parts: the composite S3 defines (base64 of the SHA-256 of the
+    /// parts' digests, "-", their count), as the server shows it.
+    Composite(String),
+}
+
+impl Kept {
+    /// The SHA-256 of the whole file this checksum stands for, given the manifest's SHA-256
+    /// of the file and its parts' digests. A composite stands for the manifest's SHA-256
+    /// when it is the composite of the manifest's parts (hashed from the same bytes at
+    /// backup). None where it cannot say (then the file is read): a composite, and no
+    /// parts in the manifest or other ones.
+    pub fn whole(&self, sha256: &str, parts: Option<&PartDigests>) -> Option<String> {
+        match self {
+            Kept::Sha256(hex) => Some(hex.clone()),
+            // Another composite may be the same bytes cut elsewhere: it says nothing.
+            Kept::Composite(kept) => {
+                let ours = super::s3_parts::composite_of(&parts?.sha256)?;
+                (&ours == kept).then(|| sha256.to_owned())
+            }
+        }
+    }
+
+    /// A whole file's SHA-256 (hex), where that is what is kept.
+    pub fn sha256(&self) -> Option<&str> {
+        match self {
+            Kept::Sha256(hex) => Some(hex),
+            Kept::Composite(_) => None,
+        }
+    }
 }
 
 /// What a server that hashes files found of one (its shell's answer, as `tools::shell` reads it).
@@ -179,4 +218,32 @@ pub trait Sink: Send {
 
     /// Give up: nothing of what was written replaces the file.
     fn abort(&mut self) -> Io<'_, ()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_composite_stands_for_the_manifest_sha256_only_when_made_of_its_parts() {
+        let parts = PartDigests {
+            size: 16,
+            sha256: vec!["ab".repeat(32), "cd".repeat(32)],
+        };
+        let ours = super::super::s3_parts::composite_of(&parts.sha256).unwrap();
+        let whole = "ef".repeat(32);
+        let kept = Kept::Composite(ours);
+        assert_eq!(kept.whole(&whole, Some(&parts)), Some(whole.clone()));
+        assert_eq!(kept.whole(&whole, None), None, "no parts: read it");
+        let other = Kept::Composite("AAAA-2".into());
+        assert_eq!(
+            other.whole(&whole, Some(&parts)),
+            None,
+            "cut elsewhere: read it"
+        );
+        assert_eq!(
+            Kept::Sha256("01".into()).whole(&whole, None),
+            Some("01".into())
+        );
+    }
 }

@@ -210,6 +210,7 @@ impl Backend for Memory {
         path: &'a str,
         _size: u64,
         _sha256: &'a str,
+        _part: Option<u64>,
     ) -> Io<'a, Box<dyn Sink + 'a>> {
         Box::pin(async move {
             self.enter(Call::Writer).await?;
@@ -353,6 +354,7 @@ pub fn a_set_on_disk(root: &std::path::Path) -> super::FoundSet {
                 size: *size as u64,
                 sha256: crate::hashing::sha256_hex(&bytes),
                 role: crate::set::Role::Slice,
+                parts: None,
             }
         })
         .collect();

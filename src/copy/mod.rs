@@ -31,6 +31,7 @@ pub use local::Scratch;
 pub use memory::{Call, Fault, Memory, a_set_on_disk};
 pub use put::{Expected, Limiter, PARTIAL};
 pub use runtime::{Runtime, runtime};
+pub use s3_parts::{composite_of, parts_for};
 pub use store::{Examined, STALL, Store, odd_kind, storage_error};
 
 use crate::error::{Error, Result};

@@ -78,6 +78,9 @@ pub struct Expected<'a> {
     /// A program (a bundled binary): made executable where the copy keeps modes, so that a
     /// rescue machine can run it straight from the copy.
     pub executable: bool,
+    /// The part size its manifest records its parts' digests for: a file sent in parts is
+    /// cut there, so the checksum the server keeps is the one the manifest gives.
+    pub part: Option<u64>,
 }
 
 impl Store {
@@ -193,7 +196,9 @@ impl Store {
     ) -> Result<Box<dyn Sink + 'a>> {
         let what = format!("cannot write {remote}");
         let Some(anchor) = self.anchor.clone() else {
-            let writer = self.backend.writer(remote, expected.size, expected.sha256);
+            let writer = self
+                .backend
+                .writer(remote, expected.size, expected.sha256, expected.part);
             return self.within(&what, writer).await;
         };
         let mode = if expected.executable { 0o755 } else { 0o644 };

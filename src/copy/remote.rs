@@ -6,10 +6,10 @@ use std::ops::Range;
 
 use opendal::Operator;
 
-use super::backend::{Backend, Capabilities, Entry, Failure, Io, OlderVersion, Sink, There};
+use super::backend::{Backend, Capabilities, Entry, Failure, Io, Kept, OlderVersion, Sink, There};
 use super::dav::Dav;
 use super::put::{CHUNK, PARTS_IN_FLIGHT};
-use super::s3::{S3, SINGLE_PUT_MAX};
+use super::s3::S3;
 
 pub(super) struct Remote {
     op: Operator,
@@ -146,14 +146,18 @@ impl Backend for Remote {
         path: &'a str,
         size: u64,
         sha256: &'a str,
+        part: Option<u64>,
     ) -> Io<'a, Box<dyn Sink + 'a>> {
         // One PUT carries the checksum; a larger file goes in parts, each with its own.
         if let Some(s3) = &self.s3 {
-            let upload: Box<dyn Sink + 'a> =
-                match size <= crate::fault::single_put_max(SINGLE_PUT_MAX) {
-                    true => s3.put(path, size, sha256),
-                    false => Box::new(super::s3_parts::Parts::new(s3, path, size)),
-                };
+            // Cut where the manifest's parts are, so the server keeps their composite.
+            let upload: Box<dyn Sink + 'a> = match super::s3_parts::parts_for(size) {
+                None => s3.put(path, size, sha256),
+                Some(ours) => {
+                    let part = part.filter(|&p| super::s3_parts::allowed(size, p));
+                    Box::new(super::s3_parts::Parts::new(s3, path, part.unwrap_or(ours)))
+                }
+            };
             return Box::pin(async move { Ok(upload) });
         }
         if let Some(dav) = &self.dav {
@@ -202,11 +206,11 @@ impl Backend for Remote {
         })
     }
 
-    fn stored_checksum<'a>(&'a self, path: &'a str) -> Io<'a, Option<(u64, String)>> {
+    fn stored_checksum<'a>(&'a self, path: &'a str) -> Io<'a, Option<(u64, Kept)>> {
         match &self.s3 {
             Some(s3) => Box::pin(async move {
-                let (size, sha256) = s3.stored(path).await?;
-                Ok(sha256.map(|sha256| (size, sha256)))
+                let (size, kept) = s3.stored(path).await?;
+                Ok(kept.map(|kept| (size, kept)))
             }),
             None => Box::pin(async { Ok(None) }),
         }
@@ -234,11 +238,11 @@ impl Backend for Remote {
                 if version.latest || version.deleted {
                     continue;
                 }
-                let (size, sha256) = s3.stored_version(path, &version.id).await?;
+                let (size, kept) = s3.stored_version(path, &version.id).await?;
                 older.push(OlderVersion {
                     id: version.id,
                     size,
-                    sha256,
+                    kept,
                 });
             }
             Ok(older)

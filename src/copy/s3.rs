@@ -8,7 +8,7 @@
 use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-use super::backend::{Failure, Io, Sink};
+use super::backend::{Failure, Io, Kept, Sink};
 use super::failure::Retry;
 use super::streamed::{Streamed, encode, option, request_failure};
 
@@ -410,7 +410,7 @@ impl S3 {
         &self,
         path: &str,
         version: &str,
-    ) -> Result<(u64, Option<String>), Failure> {
+    ) -> Result<(u64, Option<Kept>), Failure> {
         self.head(path, &[("versionId", version)]).await
     }
 
@@ -556,7 +556,7 @@ impl S3 {
 
     /// The object's size and the SHA-256 the server keeps for it (None when it keeps none:
     /// an object another tool uploaded); `NotFound` when there is no object.
-    pub fn stored<'a>(&'a self, path: &'a str) -> Io<'a, (u64, Option<String>)> {
+    pub fn stored<'a>(&'a self, path: &'a str) -> Io<'a, (u64, Option<Kept>)> {
         Box::pin(self.head(path, &[]))
     }
 
@@ -564,7 +564,7 @@ impl S3 {
         &self,
         path: &str,
         query: &[(&str, &str)],
-    ) -> Result<(u64, Option<String>), Failure> {
+    ) -> Result<(u64, Option<Kept>), Failure> {
         {
             let headers = vec![("x-amz-checksum-mode", "ENABLED".to_owned())];
             let request = self.signed_query(reqwest::Method::HEAD, path, query, headers);
@@ -587,8 +587,8 @@ impl S3 {
             let size = header("content-length")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            let sha256 = header("x-amz-checksum-sha256").and_then(|b| hex_of_base64(&b));
-            Ok((size, sha256))
+            let kept = header("x-amz-checksum-sha256").and_then(|b| kept_of(&b));
+            Ok((size, kept))
         }
     }
 }
@@ -702,6 +702,16 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
     mac.update(data);
     mac.finalize().into_bytes().to_vec()
+}
+
+/// The checksum an S3 server shows: a whole file's SHA-256, or the composite of a file sent
+/// in parts ("<base64>-<count>").
+fn kept_of(text: &str) -> Option<Kept> {
+    let text = text.trim();
+    match text.rsplit_once('-') {
+        Some((_, count)) if count.parse::<u32>().is_ok() => Some(Kept::Composite(text.to_owned())),
+        _ => hex_of_base64(text).map(Kept::Sha256),
+    }
 }
 
 /// The base64 of the bytes a hex string spells (the form S3 wants checksums in).

@@ -14,6 +14,19 @@ use super::s3::S3;
 const PART: u64 = 16 << 20;
 const MOST_PARTS: u64 = 10_000;
 
+/// The size of the parts a file of `size` bytes goes to an S3 copy in; None when it goes in
+/// one PUT.
+pub fn parts_for(size: u64) -> Option<u64> {
+    let single = crate::fault::single_put_max(super::s3::SINGLE_PUT_MAX);
+    (size > single).then(|| part_size(size))
+}
+
+/// Whether S3 takes a file of `size` bytes in parts of `part` bytes (5 MiB to 5 GiB each,
+/// 10,000 at most).
+pub fn allowed(size: u64, part: u64) -> bool {
+    (5 << 20..=5 << 30).contains(&part) && size.div_ceil(part) <= MOST_PARTS
+}
+
 /// The size of each part (the last may be smaller) of a file of `size` bytes.
 pub fn part_size(size: u64) -> u64 {
     let mib = 1 << 20;
@@ -32,6 +45,22 @@ pub fn composite(digests: &[[u8; 32]]) -> String {
     format!("{b64}-{}", digests.len())
 }
 
+/// The composite checksum of parts with these SHA-256 digests (hex, as a manifest records
+/// them); None when one is not a SHA-256.
+pub fn composite_of(digests: &[String]) -> Option<String> {
+    let bytes: Option<Vec<[u8; 32]>> = digests
+        .iter()
+        .map(|hex| {
+            let mut digest = [0u8; 32];
+            for (i, byte) in digest.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+            }
+            (hex.len() == 64).then_some(digest)
+        })
+        .collect();
+    Some(composite(&bytes?))
+}
+
 /// A multipart upload under way.
 pub struct Parts<'a> {
     s3: &'a S3,
@@ -43,11 +72,12 @@ pub struct Parts<'a> {
 }
 
 impl<'a> Parts<'a> {
-    pub fn new(s3: &'a S3, path: &'a str, size: u64) -> Parts<'a> {
+    /// An upload of `path` in parts of `part` bytes.
+    pub fn new(s3: &'a S3, path: &'a str, part: u64) -> Parts<'a> {
         Parts {
             s3,
             path,
-            part: part_size(size),
+            part,
             upload: None,
             held: Vec::new(),
             sent: Vec::new(),
@@ -144,5 +174,8 @@ mod tests {
             composite(&digests),
             "uWBwpe1dxI4Vw8Gf0X9ynOdw/SS6VBzfWm9giiv1sf4=-3"
         );
+        let hex: Vec<String> = digests.iter().map(|d| crate::hashing::hex(d)).collect();
+        assert_eq!(composite_of(&hex), Some(composite(&digests)));
+        assert_eq!(composite_of(&["zz".repeat(32)]), None);
     }
 }

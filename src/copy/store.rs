@@ -24,6 +24,7 @@ use super::s3::S3;
 use super::{Found, FoundSet};
 use crate::config::{Destination, Kind};
 use crate::error::{Error, Result};
+use crate::set::manifest::FileEntry;
 use crate::set::{MANIFEST, SetName, staging};
 
 /// A backstop for one whole request; the stall deadline below is what normally fires.
@@ -558,12 +559,13 @@ impl Store {
     }
 
     /// `examine`, telling `told` the bytes read as they are (a local copy's: a remote one's
-    /// file is told whole by the caller). A remote file whose size is not `expected` is not
-    /// read: its size says enough.
+    /// file is told whole by the caller). A remote file whose size is not the `expected`
+    /// one's is not read: its size says enough; the checksum its server keeps is read
+    /// against the expected file's parts.
     pub async fn examine_told(
         &self,
         path: &str,
-        expected: Option<u64>,
+        expected: Option<&FileEntry>,
         told: &(dyn Fn(u64) + Sync),
     ) -> Result<Examined> {
         let what = format!("cannot read {path}");
@@ -577,21 +579,21 @@ impl Store {
         path: &str,
         told: &(dyn Fn(u64) + Sync),
         vouched: bool,
-        expected: Option<u64>,
+        expected: Option<&FileEntry>,
     ) -> Result<Examined> {
         if let Some(root) = &self.local_root {
             return self.hash_local(root, path, told).await;
         }
         if vouched
             && !self.is_due(path)
-            && let Some(found) = self.vouched_for(path).await?
+            && let Some(found) = self.vouched_for(path, expected).await?
         {
             return Ok(Examined::Hashed(found));
         }
         let Some(size) = self.stat_size(path).await? else {
             return Ok(Examined::Hashed(None));
         };
-        if expected.is_some_and(|expected| expected != size) {
+        if expected.is_some_and(|expected| expected.size != size) {
             return Ok(Examined::Sized(size));
         }
         let sha = self.hash_stored(path, size).await?;
@@ -694,18 +696,18 @@ impl Store {
             .await
     }
 
-    /// The newest older version of the file at `path` whose size and kept SHA-256 are the
-    /// manifest's (`size`, `sha256`), downloaded to `target` and hashed on the way (what was
-    /// read: the caller proves it); None where the copy keeps no such version. For a
-    /// restore from a copy whose current file is damaged: the copy is left as it is.
+    /// The newest older version of the file at `path` whose size and kept checksum are the
+    /// manifest's (`entry`), downloaded to `target` and hashed on the way (what was read:
+    /// the caller proves it); None where the copy keeps no such version. For a restore from
+    /// a copy whose current file is damaged: the copy is left as it is.
     pub async fn download_older(
         &self,
         path: &str,
-        size: u64,
-        sha256: &str,
+        entry: &FileEntry,
         target: &Path,
     ) -> Result<Option<(u64, String)>> {
-        let Some(id) = self.from_history(path, size, sha256, false).await? else {
+        let size = entry.size;
+        let Some(id) = self.from_history(path, entry, false).await? else {
             return Ok(None);
         };
         let what = format!("cannot read an older version of {path}");
@@ -754,8 +756,13 @@ impl Store {
     }
 
     /// A file's size and SHA-256 as the server vouches for them, unread: Some(None) when it
-    /// is missing; None where the server keeps no checksum of it (then it is read).
-    async fn vouched_for(&self, path: &str) -> Result<Option<Option<(u64, String)>>> {
+    /// is missing; None where the server keeps no checksum of it, or one that cannot be
+    /// read against the `expected` file (then it is read).
+    async fn vouched_for(
+        &self,
+        path: &str,
+        expected: Option<&FileEntry>,
+    ) -> Result<Option<Option<(u64, String)>>> {
         if !self.backend.capabilities().server_checksums {
             return Ok(None);
         }
@@ -765,9 +772,14 @@ impl Store {
             .await?
         {
             None => Ok(Some(None)),
-            Some(Some(found)) => {
+            Some(Some((size, kept))) => {
+                let whole = match expected {
+                    Some(entry) => kept.whole(&entry.sha256, entry.parts.as_ref()),
+                    None => kept.sha256().map(str::to_owned),
+                };
+                let Some(whole) = whole else { return Ok(None) };
                 self.proof.vouched.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(Some(found)))
+                Ok(Some(Some((size, whole))))
             }
             Some(None) => Ok(None),
         }
@@ -829,25 +841,29 @@ impl Store {
         Ok(sets)
     }
 
-    /// The newest older version of the file at `path` whose size and kept SHA-256 are
-    /// `size` and `sha256`, if the copy keeps one (a file deleted or overwritten behind
+    /// The newest older version of the file at `path` whose size and kept checksum are the
+    /// manifest's (`entry`), if the copy keeps one (a file deleted or overwritten behind
     /// darvault's back); with `bring_back`, made current again by the server (nothing
     /// downloaded) and proven so by its kept checksum. Its version id.
     pub async fn from_history(
         &self,
         path: &str,
-        size: u64,
-        sha256: &str,
+        entry: &FileEntry,
         bring_back: bool,
     ) -> Result<Option<String>> {
         if !self.keeps_versions() {
             return Ok(None);
         }
+        let (size, sha256) = (entry.size, entry.sha256.as_str());
+        let parts = entry.parts.as_ref();
         let matching: Vec<_> = self
             .older_versions(path)
             .await?
             .into_iter()
-            .filter(|v| v.size == size && v.sha256.as_deref() == Some(sha256))
+            .filter(|v| {
+                let whole = v.kept.as_ref().and_then(|k| k.whole(sha256, parts));
+                v.size == size && whole.as_deref() == Some(sha256)
+            })
             .collect();
         if !bring_back {
             return Ok(matching.into_iter().next().map(|v| v.id));
@@ -856,7 +872,7 @@ impl Store {
             self.bring_back(path, &good.id).await?;
             // Proven by the checksum the server keeps for the copy it made, else by
             // reading it; one that is not is followed by the next older one.
-            let proven = match self.vouched_for(path).await? {
+            let proven = match self.vouched_for(path, Some(entry)).await? {
                 Some(Some((found_size, found))) => found_size == size && found == sha256,
                 _ => self.hash_stored(path, size).await? == sha256,
             };

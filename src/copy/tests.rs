@@ -106,6 +106,7 @@ fn put(memory: &Arc<Memory>, readback: bool) -> (Result<()>, Vec<u8>) {
         size: 17 << 20,
         sha256: &sha256,
         executable: false,
+        part: None,
     };
     memory.put(FILE, b"old");
     let store = copy(memory, Duration::from_secs(5));

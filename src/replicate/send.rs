@@ -37,6 +37,7 @@ struct Upload {
     sha256: String,
     size: u64,
     executable: bool,
+    part: Option<u64>,
 }
 
 impl SetJob {
@@ -89,6 +90,7 @@ impl SetJob {
                 sha256: f.sha256.clone(),
                 size: f.size,
                 executable: f.is_program(),
+                part: f.parts.as_ref().map(|p| p.size),
             };
             let (store, limiter, task, state) = (
                 Arc::clone(&self.store),
@@ -163,6 +165,7 @@ impl SetJob {
                 sha256,
                 size: bytes.len() as u64,
                 executable: false,
+                part: None,
             };
             send(
                 &self.store,
@@ -203,6 +206,7 @@ async fn send(
         size: u.size,
         sha256: &u.sha256,
         executable: u.executable,
+        part: u.part,
     };
     store
         .put_file(&u.local, &u.remote, &expected, limiter, task, readback)

@@ -180,12 +180,9 @@ impl<'a> Fetch<'a> {
             return Ok(None);
         };
         let copy = self.copy;
-        let got = self.rt.block_on_stoppable(copy.download_older(
-            stored,
-            entry.size,
-            &entry.sha256,
-            local,
-        ));
+        let got = self
+            .rt
+            .block_on_stoppable(copy.download_older(stored, entry, local));
         let got = match got {
             Ok(Some(got)) => got,
             Ok(None) => return Ok(None),

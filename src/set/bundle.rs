@@ -188,6 +188,7 @@ pub fn write(
             size,
             sha256,
             role: Role::Bundle,
+            parts: None,
         });
     }
     for (name, text, mode) in texts {
@@ -200,6 +201,7 @@ pub fn write(
             size: text.len() as u64,
             sha256: sha256_hex(text.as_bytes()),
             role: Role::Bundle,
+            parts: None,
         });
     }
     Ok(entries)

@@ -178,6 +178,18 @@ pub struct FileEntry {
     pub size: u64,
     pub sha256: String,
     pub role: Role,
+    /// For a file large enough to go to an S3 copy in parts: each part's SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<PartDigests>,
+}
+
+/// A file cut in parts of `size` bytes (the last may be shorter), with the SHA-256 of each:
+/// what an S3 copy keeps of a file sent in parts is the composite of these digests, so an
+/// audit recomputes it from the manifest and proves the file without reading it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartDigests {
+    pub size: u64,
+    pub sha256: Vec<String>,
 }
 
 impl FileEntry {
@@ -185,6 +197,16 @@ impl FileEntry {
     /// keep modes.
     pub fn is_program(&self) -> bool {
         self.role == Role::Bundle && !self.path.ends_with(".txt")
+    }
+}
+
+impl PartDigests {
+    /// Whether these parts cut a file of `size` bytes: one digest per part, each a SHA-256.
+    pub fn fit(&self, size: u64) -> bool {
+        let hex = |d: &String| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit());
+        self.size > 0
+            && self.sha256.len() as u64 == size.div_ceil(self.size).max(1)
+            && self.sha256.iter().all(hex)
     }
 }
 
@@ -250,6 +272,14 @@ impl Manifest {
             if f.size > MAX_FILE_SIZE {
                 return Err(Error::Failed(format!(
                     "{MANIFEST} gives {:?} an impossible size ({} bytes): refusing it",
+                    f.path, f.size
+                )));
+            }
+            if let Some(parts) = &f.parts
+                && !parts.fit(f.size)
+            {
+                return Err(Error::Failed(format!(
+                    "{MANIFEST} gives {:?} parts that do not cut its {} bytes: refusing it",
                     f.path, f.size
                 )));
             }
@@ -386,6 +416,7 @@ pub(crate) mod tests {
                 size: 42,
                 sha256: "cd".repeat(32),
                 role: Role::Slice,
+                parts: None,
             }],
         }
     }
@@ -408,6 +439,29 @@ pub(crate) mod tests {
         let read = Manifest::parse(&text).unwrap();
         assert_eq!(read.format, 1);
         assert!(read.definition.is_none());
+    }
+
+    #[test]
+    fn parts_read_back_and_must_cut_their_file() {
+        let mut m = sample();
+        m.files[0].size = 40;
+        m.files[0].parts = Some(PartDigests {
+            size: 16,
+            sha256: vec!["ab".repeat(32); 3],
+        });
+        assert_eq!(Manifest::parse(&m.to_toml()).unwrap(), m);
+        let crafted = [
+            (16, 2, "ab".repeat(32)),
+            (0, 3, "ab".repeat(32)),
+            (16, 3, "x".repeat(64)),
+        ];
+        for (size, count, digest) in crafted {
+            m.files[0].parts = Some(PartDigests {
+                size,
+                sha256: vec![digest; count],
+            });
+            assert!(Manifest::parse(&m.to_toml()).is_err(), "{size} {count}");
+        }
     }
 
     #[test]

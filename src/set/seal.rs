@@ -22,10 +22,28 @@ use std::path::{Path, PathBuf};
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
-use super::manifest::FileEntry;
+use super::manifest::{FileEntry, PartDigests};
 use super::{MANIFEST, Role, SHA256SUMS};
 use crate::error::{Error, Result};
 use crate::hashing::hash_file;
+
+/// A file's size, SHA-256, and its parts' digests where it is large enough to go to an S3
+/// copy in parts (the sizes are known before the read: one read gives both).
+type Hashed = (u64, String, Option<PartDigests>);
+
+fn hash_sealed(path: &Path, size: u64) -> Result<Hashed> {
+    let part = crate::copy::parts_for(size);
+    let (size, sha256, digests) = crate::hashing::hash_file_parts(path, part)?;
+    // The file may have grown or shrunk since its size was taken: its seal says so, and
+    // parts that do not cut it are not recorded.
+    let parts = part
+        .map(|size| PartDigests {
+            size,
+            sha256: digests,
+        })
+        .filter(|p| p.fit(size));
+    Ok((size, sha256, parts))
+}
 
 /// Everything that can change a file's bytes or what its name points at.
 fn changes() -> WatchMask {
@@ -174,7 +192,7 @@ impl Seals {
     pub fn hash(&mut self, rel: &str, role: Role) -> Result<FileEntry> {
         self.drain()?;
         let before = self.begin(rel, role)?;
-        let hashed = hash_file(&self.root.join(rel));
+        let hashed = hash_sealed(&self.root.join(rel), before.size);
         self.end(rel, before, hashed)
     }
 
@@ -195,10 +213,11 @@ impl Seals {
         }
         let sizes: Vec<u64> = befores.iter().map(|b| b.size).collect();
         let root = &self.root;
-        let hash_all = || -> Vec<Result<(u64, String)>> {
+        let hash_all = || -> Vec<Result<Hashed>> {
             files
                 .iter()
-                .map(|(rel, _)| hash_file(&root.join(rel)))
+                .zip(&sizes)
+                .map(|((rel, _), size)| hash_sealed(&root.join(rel), *size))
                 .collect()
         };
         let (hashed, besides) = if self.watching() {
@@ -227,6 +246,7 @@ impl Seals {
             size: before.size,
             sha256: String::new(),
             role,
+            parts: None,
         };
         // The old seal of this name (if any) stops counting from here.
         self.seals.insert(
@@ -242,13 +262,8 @@ impl Seals {
 
     /// Complete the seal `begin` started with what hashing `rel` found. A file that is not
     /// what it was at `begin` (identity, size, times) is sealed broken.
-    fn end(
-        &mut self,
-        rel: &str,
-        before: Fingerprint,
-        hashed: Result<(u64, String)>,
-    ) -> Result<FileEntry> {
-        let (size, sha256) = match hashed {
+    fn end(&mut self, rel: &str, before: Fingerprint, hashed: Result<Hashed>) -> Result<FileEntry> {
+        let (size, sha256, parts) = match hashed {
             Ok(h) => h,
             Err(e) => {
                 self.seals.remove(rel);
@@ -259,6 +274,7 @@ impl Seals {
         let seal = self.seals.get_mut(rel).expect("begun");
         seal.entry.size = size;
         seal.entry.sha256 = sha256;
+        seal.entry.parts = parts;
         seal.broken |= before != after || size != after.size;
         Ok(seal.entry.clone())
     }
