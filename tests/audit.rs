@@ -782,6 +782,98 @@ fn an_sftp_copy_is_hashed_on_the_server() {
     sha256sum_check(&full);
 }
 
+/// A bucket made with object lock, for one test.
+fn locked_bucket(name: &str) -> String {
+    let s = servers();
+    let bucket = format!("{name}-{}", std::process::id());
+    let made = s3_status(&[
+        "-X",
+        "PUT",
+        "-H",
+        "x-amz-bucket-object-lock-enabled: true",
+        &format!("{}/{bucket}", s["S3_ENDPOINT"]),
+    ]);
+    assert_eq!(made, "200", "a bucket with object lock");
+    bucket
+}
+
+/// Days from now until the lock of the object at `url` ends.
+fn locked_days(url: &str) -> i64 {
+    let head = stdout(&curl_s3(&["-I", url])).to_lowercase();
+    let until = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-amz-object-lock-retain-until-date:"))
+        .unwrap_or_else(|| panic!("not locked: {head}"))
+        .trim()
+        .to_uppercase();
+    let until: jiff::Timestamp = until.parse().unwrap();
+    ((until - jiff::Timestamp::now()).as_secs_f64() / 86400.0).round() as i64
+}
+
+/// `lock_retention = "keep"`: each set is locked as long as cleanup keeps it plus 30 days (a
+/// DIFF kept 100 days: 130 days; an INCR kept 40: 70), and a set kept forever a year (and
+/// the margin) ahead. A FULL whose lock ends within half a year (locked for two days
+/// before the setting changed) is renewed by the next replicate; a second replicate asks
+/// nothing (the state knows the lock is long).
+#[test]
+fn a_copy_locked_as_long_as_it_keeps_its_sets_renews_the_ones_kept_forever() {
+    let env = Env::new();
+    let s = servers();
+    let bucket = locked_bucket("kept");
+    let with_lock = |retention: &str| {
+        let lock = format!("object_lock = \"compliance\"\nlock_retention = \"{retention}\"\n");
+        let (s3, _) = destination("s3", "kept", &lock);
+        s3.replace(
+            &format!("bucket = {:?}", s["S3_BUCKET"]),
+            &format!("bucket = {bucket:?}"),
+        )
+    };
+    let usb = repository_and_usb(&env, &with_lock("2d"));
+    let prefix = format!("kept-{}", std::process::id());
+    let object = |set: &Path| {
+        let n = name_of(set);
+        format!("{}/{bucket}/{prefix}/docs/{n}/{n}.1.dar", s["S3_ENDPOINT"])
+    };
+    let (full, diff) = (
+        full_on(&env.repo()),
+        sets_on(&env.repo(), "_DIFF_")[0].clone(),
+    );
+    assert_eq!(locked_days(&object(&full)), 2);
+
+    env.config(&format!(
+        "{}[[destination]]\nname = \"usb\"\nkind = \"fs\"\nroot = {:?}\n\n{}",
+        definition(&env),
+        usb.display().to_string(),
+        with_lock("keep")
+    ));
+    let renew = || {
+        let out = env.run(&["--json", "replicate", "--to", "s3"]);
+        assert_eq!(common::code(&out), 0, "{}", stderr(&out));
+        json(&out)["destinations"][0]["locks_renewed"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(renew(), 1, "the FULL, kept forever");
+    let year = locked_days(&object(&full));
+    assert!((394..=397).contains(&year), "a year and 30 days: {year}");
+    assert_eq!(
+        locked_days(&object(&diff)),
+        2,
+        "a DIFF's keep is not renewed"
+    );
+    assert_eq!(renew(), 0, "known to be long: nothing asked");
+
+    write(&env.path("src/plain.txt"), b"changed again\n");
+    assert_eq!(code(&env.run(&["backup", "--incr"])), 0);
+    assert_eq!(code(&env.run(&["replicate", "--to", "s3"])), 0);
+    let incr = sets_on(&env.repo(), "_INCR_").pop().unwrap();
+    assert_eq!(
+        locked_days(&object(&incr)),
+        70,
+        "40 days kept, 30 of margin"
+    );
+}
+
 /// The ransomware drill on a bucket with object lock, with darvault's own keys: every file of
 /// a set is uploaded locked; a slice deleted (a delete marker) and another overwritten are
 /// named by an audit and healed from the bucket's own history by the server (nothing of the

@@ -28,11 +28,7 @@ pub struct Verdict {
 
 /// How long sets of this level are kept.
 fn kept_for(keep: &Keep, level: Level) -> Age {
-    match level {
-        Level::Full => keep.full,
-        Level::Diff => keep.diff,
-        Level::Incr => keep.incr,
-    }
+    keep.of(level)
 }
 
 /// Verdicts in the order of `sets` (oldest first).

@@ -155,6 +155,12 @@ pub fn replicate(report: &replicate::Report) {
                 for name in &s.sent {
                     say!("  sent {name}");
                 }
+                if s.locks_renewed > 0 {
+                    say!(
+                        "  locks checked and renewed where due: {} set(s)",
+                        s.locks_renewed
+                    );
+                }
             }
             replicate::Outcome::Failed { error, .. } => {
                 fail!("{}: FAILED: {error}", d.destination)

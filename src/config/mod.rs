@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use values::{
-    AbsPath, Age, ByteSize, Compression, DefinitionName, Duration, Pattern, RelPath, Rule,
-    StorageClass, human_bytes,
+    AbsPath, Age, ByteSize, Compression, DefinitionName, Duration, LockRetention, Pattern, RelPath,
+    Rule, StorageClass, human_bytes,
 };
 
 use crate::error::{Error, Result};
@@ -102,6 +102,17 @@ pub struct Definition {
     /// this recently [default: 35d].
     #[serde(default = "default_proof_max_age")]
     pub proof_max_age: Duration,
+}
+
+impl Keep {
+    /// How long sets of this level are kept.
+    pub fn of(&self, level: crate::set::Level) -> Age {
+        match level {
+            crate::set::Level::Full => self.full,
+            crate::set::Level::Diff => self.diff,
+            crate::set::Level::Incr => self.incr,
+        }
+    }
 }
 
 /// Retention: how long `darvault cleanup` keeps sets of each level. A set that a kept set
@@ -270,10 +281,15 @@ pub struct Destination {
     /// have object lock enabled (which turns versioning on); darvault checks it when the copy
     /// is opened. Needs `lock_retention`.
     pub object_lock: Option<LockMode>,
-    /// With object_lock: how long each file stays locked from its upload, e.g. "400d", "13m"
-    /// (months), "2y"; longer than this copy keeps its sets, or cleanup leaves them until it
-    /// ends.
-    pub lock_retention: Option<values::Age>,
+    /// With object_lock: how long each file stays locked. "keep": as long as `cleanup` keeps
+    /// its set here (this destination's `keep`, else the definition's) plus 30 days; sets
+    /// kept forever are locked a year ahead, renewed by `replicate`. Or a span from the
+    /// upload, e.g. "400d", "13m" (months), "2y".
+    pub lock_retention: Option<LockRetention>,
+    /// With lock_retention = "keep": each definition's retention on this copy (filled when
+    /// the config is read).
+    #[serde(skip)]
+    pub lock_keeps: std::collections::BTreeMap<String, Keep>,
     /// S3 and SFTP: a copy the server vouches for (its kept checksums, or hashing on the
     /// server) is also read back at rest, least recently read first: at most this many
     /// bytes a month (30 days), e.g. "20G" [default: none: nothing read back].
@@ -384,9 +400,9 @@ impl Destination {
                 Some("object_lock applies to kind = \"s3\" only")
             }
             (Some(_), None) => Some(
-                "object_lock needs lock_retention: how long each file stays locked, e.g. \"400d\"",
+                "object_lock needs lock_retention: how long each file stays locked, \"keep\" (as long as cleanup keeps it) or a span, e.g. \"400d\"",
             ),
-            (Some(_), Some(values::Age::Forever)) => Some(
+            (Some(_), Some(LockRetention::For(values::Age::Forever))) => Some(
                 "lock_retention = \"forever\" would make the copy impossible to clean up: give a span, e.g. \"10y\"",
             ),
             (None, Some(_)) => Some("lock_retention is set without object_lock"),
@@ -677,7 +693,23 @@ impl Config {
             .map_err(|e| Error::Config(format!("{}: {}", file.display(), e.to_string().trim())))?;
         config.file = file.to_owned();
         config.validate(text)?;
+        config.derive_lock_keeps();
         Ok(config)
+    }
+
+    /// Give each copy locked as long as its sets are kept the retention of every definition
+    /// there.
+    fn derive_lock_keeps(&mut self) {
+        for dest in &mut self.destinations {
+            if !matches!(dest.lock_retention, Some(LockRetention::Keep)) {
+                continue;
+            }
+            dest.lock_keeps = self
+                .definitions
+                .iter()
+                .map(|d| (d.name().as_str().to_owned(), dest.keep.unwrap_or(d.keep)))
+                .collect();
+        }
     }
 
     /// Rules that span several keys (single values validate themselves while parsing).
@@ -1263,6 +1295,25 @@ mod tests {
         let b = &c.destinations[0];
         assert_eq!(b.object_lock, Some(LockMode::Compliance));
         assert!(b.is_immutable());
+        assert!(b.lock_keeps.is_empty(), "a fixed span needs no retention");
+        let kept = dest(
+            "s3",
+            "object_lock = \"compliance\"\nlock_retention = \"keep\"\n",
+        )
+        .unwrap();
+        let keeps = &kept.destinations[0].lock_keeps;
+        assert_eq!(keeps.len(), 1);
+        assert_eq!(
+            keeps["d"].diff.to_string(),
+            Keep::default().diff.to_string()
+        );
+        assert!(
+            dest(
+                "s3",
+                "object_lock = \"compliance\"\nlock_retention = \"kept\"\n"
+            )
+            .is_err()
+        );
         assert!(
             !b.service_options()
                 .unwrap()

@@ -313,6 +313,28 @@ impl std::str::FromStr for Age {
     }
 }
 
+/// How long an object-locked copy locks each file: "keep" (as long as `cleanup` keeps its set
+/// there, by its level's age; a year at a time, renewed, for sets kept forever), or a span
+/// from the upload.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+pub enum LockRetention {
+    Keep,
+    For(Age),
+}
+
+impl TryFrom<String> for LockRetention {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.trim() {
+            "keep" => Ok(LockRetention::Keep),
+            _ => Age::try_from(s)
+                .map(LockRetention::For)
+                .map_err(|e| format!("{e}, or \"keep\"")),
+        }
+    }
+}
+
 impl std::fmt::Display for Age {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {

@@ -103,6 +103,21 @@ pub trait Backend: Send + Sync {
         Box::pin(async { Ok(None) })
     }
 
+    /// Whether the file at `path` is locked a year at a time while its set is kept, so
+    /// that its lock is renewed (`object_lock`).
+    fn lock_renewed(&self, path: &str) -> bool {
+        let _ = path;
+        false
+    }
+
+    /// Lock the file at `path` as long as its set is now due to be kept, if its lock ends
+    /// sooner (a lock is never shortened): when its lock ends. None where nothing is
+    /// locked.
+    fn renew_lock<'a>(&'a self, path: &'a str) -> Io<'a, Option<jiff::Timestamp>> {
+        let _ = path;
+        Box::pin(async { Ok(None) })
+    }
+
     /// The versions of the file at `path` older than its current one, newest first, each
     /// with its size and the SHA-256 the service keeps for it (None where it keeps none);
     /// deleted ones left out (`versions`).

@@ -14,6 +14,7 @@ mod local;
 mod memory;
 mod put;
 mod remote;
+mod retention;
 mod runtime;
 mod s3;
 mod s3_parts;
@@ -30,6 +31,7 @@ pub use local::Scratch;
 #[cfg(test)]
 pub use memory::{Call, Fault, Memory, a_set_on_disk};
 pub use put::{Expected, Limiter, PARTIAL};
+pub use retention::renewal_due;
 pub use runtime::{Runtime, runtime};
 pub use s3_parts::{composite_of, parts_for};
 pub use store::{Examined, STALL, Store, odd_kind, storage_error};

@@ -228,6 +228,17 @@ impl Backend for Remote {
         })
     }
 
+    fn lock_renewed(&self, path: &str) -> bool {
+        self.s3.as_ref().is_some_and(|s3| s3.lock_renewed(path))
+    }
+
+    fn renew_lock<'a>(&'a self, path: &'a str) -> Io<'a, Option<jiff::Timestamp>> {
+        match &self.s3 {
+            Some(s3) => Box::pin(s3.renew_lock(path)),
+            None => Box::pin(async { Ok(None) }),
+        }
+    }
+
     fn history<'a>(&'a self, path: &'a str) -> Io<'a, Vec<OlderVersion>> {
         let Some(s3) = &self.s3 else {
             return Box::pin(async { Ok(Vec::new()) });

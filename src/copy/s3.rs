@@ -39,10 +39,10 @@ pub struct S3 {
 }
 
 /// The lock each file of a set gets when uploaded: its mode, and for how long.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Lock {
     pub mode: crate::config::LockMode,
-    pub retention: jiff::Span,
+    pub retention: super::retention::LockSpan,
 }
 
 /// One version of an object, as the bucket lists them (newest first).
@@ -209,33 +209,93 @@ impl S3 {
         if let Some(class) = &self.storage_class {
             headers.push(("x-amz-storage-class", class.clone()));
         }
-        headers.extend(self.lock_headers());
+        headers.extend(self.lock_headers(path));
         let request = self.signed(reqwest::Method::PUT, path, headers);
         Box::new(Streamed::start(request, answer))
     }
 
     /// The headers that lock an object written now, if this copy locks them.
-    fn lock_headers(&self) -> Vec<(&'static str, String)> {
-        let Some(lock) = self.lock else {
+    fn lock_headers(&self, path: &str) -> Vec<(&'static str, String)> {
+        let Some(lock) = &self.lock else {
             return Vec::new();
         };
-        let until = jiff::Timestamp::now()
-            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
-            .checked_add(lock.retention)
-            .map(|z| z.timestamp())
-            .unwrap_or(jiff::Timestamp::MAX);
+        let until = lock.retention.until(path, jiff::Timestamp::now());
         vec![
             ("x-amz-object-lock-mode", lock.mode.as_s3().to_owned()),
-            (
-                "x-amz-object-lock-retain-until-date",
-                until.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-            ),
+            ("x-amz-object-lock-retain-until-date", s3_date(until)),
         ]
     }
 
     /// Whether this copy locks what it uploads.
     pub fn locks(&self) -> bool {
         self.lock.is_some()
+    }
+
+    /// Whether the lock of the file at `path` is renewed while its set is kept (sets kept
+    /// forever, locked a year ahead).
+    pub fn lock_renewed(&self, path: &str) -> bool {
+        self.lock
+            .as_ref()
+            .is_some_and(|l| l.retention.renewed(path))
+    }
+
+    /// Lock the object at `path` until the end its set is due now, if its lock ends sooner
+    /// (a lock is never shortened: the server would refuse it). When it is locked until.
+    pub async fn renew_lock(&self, path: &str) -> Result<Option<jiff::Timestamp>, Failure> {
+        let Some(lock) = &self.lock else {
+            return Ok(None);
+        };
+        let until = lock.retention.until(path, jiff::Timestamp::now());
+        let request = self.signed_query(reqwest::Method::HEAD, path, &[], vec![]);
+        let response = request
+            .timeout(self.stall)
+            .send()
+            .await
+            .map_err(|e| request_failure(&e))?;
+        let status = response.status().as_u16();
+        if !response.status().is_success() {
+            let (retry, cause) = answer(status, "");
+            return Err(match status {
+                404 => Failure::not_found(format!("{path}: not found")),
+                _ => Failure::other(retry, cause),
+            });
+        }
+        let now_until = response
+            .headers()
+            .get("x-amz-object-lock-retain-until-date")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<jiff::Timestamp>().ok());
+        if let Some(now_until) = now_until
+            && !super::retention::renewal_due(now_until, jiff::Timestamp::now())
+        {
+            return Ok(Some(now_until));
+        }
+        let xml = format!(
+            "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>{}</Mode><RetainUntilDate>{}</RetainUntilDate></Retention>",
+            lock.mode.as_s3(),
+            s3_date(until)
+        );
+        let headers = vec![
+            ("content-length", xml.len().to_string()),
+            (
+                "x-amz-checksum-sha256",
+                base64_of_hex(&crate::hashing::sha256_hex(xml.as_bytes())),
+            ),
+        ];
+        let request = self.signed_query(reqwest::Method::PUT, path, &[("retention", "")], headers);
+        let response = request
+            .body(xml)
+            .timeout(self.stall)
+            .send()
+            .await
+            .map_err(|e| request_failure(&e))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = response.text().await.unwrap_or_default();
+            let (retry, cause) = answer(status, &body);
+            return Err(Failure::other(retry, cause));
+        }
+        Ok(Some(until))
     }
 
     /// A small request to the bucket or one object, its answer's body (an error for any
@@ -420,7 +480,7 @@ impl S3 {
         if let Some(class) = &self.storage_class {
             headers.push(("x-amz-storage-class", class.clone()));
         }
-        headers.extend(self.lock_headers());
+        headers.extend(self.lock_headers(path));
         let body = self
             .ask(reqwest::Method::POST, path, &[("uploads", "")], headers)
             .await?;
@@ -542,7 +602,7 @@ impl S3 {
             ),
             ("x-amz-checksum-algorithm", "SHA256".to_owned()),
         ];
-        headers.extend(self.lock_headers());
+        headers.extend(self.lock_headers(path));
         let body = self.ask(reqwest::Method::PUT, path, &[], headers).await?;
         // A copy can fail after its 200 has been sent: the body says so.
         match body.contains("<Error>") {
@@ -702,6 +762,11 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
     mac.update(data);
     mac.finalize().into_bytes().to_vec()
+}
+
+/// A time as S3 takes it in a lock.
+fn s3_date(at: jiff::Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// The checksum an S3 server shows: a whole file's SHA-256, or the composite of a file sent

@@ -72,12 +72,17 @@ struct Proof {
 
 /// The lock each file of a set gets on this copy, if it locks them.
 fn lock_of(dest: &Destination) -> Option<super::s3::Lock> {
-    match (dest.object_lock, dest.lock_retention) {
-        (Some(mode), Some(crate::config::Age::Span(retention))) => {
-            Some(super::s3::Lock { mode, retention })
-        }
-        _ => None,
-    }
+    use super::retention::LockSpan;
+    use crate::config::{Age, LockRetention};
+    let retention = match dest.lock_retention? {
+        LockRetention::For(Age::Span(span)) => LockSpan::For(span),
+        LockRetention::For(Age::Forever) => return None,
+        LockRetention::Keep => LockSpan::Kept(dest.lock_keeps.clone()),
+    };
+    Some(super::s3::Lock {
+        mode: dest.object_lock?,
+        retention,
+    })
 }
 
 /// Bytes per read when hashing a stored file.
@@ -783,6 +788,34 @@ impl Store {
             }
             Some(None) => Ok(None),
         }
+    }
+
+    /// Whether the files of the set at `dir` are locked a year at a time while the set is
+    /// kept (renewed by `renew_locks`).
+    pub fn lock_renewed(&self, dir: &str) -> bool {
+        self.backend.lock_renewed(&format!("{dir}/{MANIFEST}"))
+    }
+
+    /// Renew the lock of each of `files` of the set at `dir` (and of its manifest and
+    /// SHA256SUMS) where it ends sooner than the set is now due to be kept: when the
+    /// earliest of them ends; None where nothing is locked.
+    pub async fn renew_locks(
+        &self,
+        dir: &str,
+        files: &[String],
+    ) -> Result<Option<jiff::Timestamp>> {
+        let mut earliest: Option<jiff::Timestamp> = None;
+        let described = [MANIFEST, crate::set::SHA256SUMS].map(str::to_owned);
+        for file in files.iter().chain(&described) {
+            let path = format!("{dir}/{file}");
+            let what = format!("cannot renew the lock of {path}");
+            let until = self
+                .retrying(&what, || self.within(&what, self.backend.renew_lock(&path)))
+                .await?;
+            let Some(until) = until else { return Ok(None) };
+            earliest = Some(earliest.map_or(until, |e| e.min(until)));
+        }
+        Ok(earliest)
     }
 
     /// Whether this copy can be asked for its files' older versions.

@@ -52,6 +52,8 @@ pub struct Summary {
     pub present: usize,
     pub files_sent: u64,
     pub bytes_sent: u64,
+    /// Sets kept forever whose lock was renewed for another year (or found still long).
+    pub locks_renewed: u64,
     pub seconds: f64,
 }
 
@@ -268,8 +270,38 @@ async fn send_missing(
         summary.bytes_sent += bytes;
         summary.sent.push(set.manifest.set.name.clone());
     }
+    summary.locks_renewed = renew_locks(remote, dest.name(), sets, state).await?;
     summary.seconds = began.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Renew the locks of the sets on this copy locked a year at a time while they are kept,
+/// where less than half a year is left (as this machine last saw them; else the copy is
+/// asked): the sets renewed.
+async fn renew_locks(
+    remote: &Store,
+    destination: &str,
+    sets: &[FoundSet],
+    state: &State,
+) -> Result<u64> {
+    let now = jiff::Timestamp::now();
+    let mut renewed = 0;
+    for set in sets {
+        let (dir, name) = (set_path(set), &set.manifest.set.name);
+        if !remote.lock_renewed(&dir)
+            || state
+                .locked_until(destination, name)?
+                .is_some_and(|until| !crate::copy::renewal_due(until, now))
+        {
+            continue;
+        }
+        let files: Vec<String> = set.manifest.files.iter().map(|f| f.path.clone()).collect();
+        if let Some(until) = remote.renew_locks(&dir, &files).await? {
+            state.locked(destination, name, until)?;
+            renewed += 1;
+        }
+    }
+    Ok(renewed)
 }
 
 /// Complete on the destination: recorded as sent with this manifest, and the manifest is

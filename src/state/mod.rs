@@ -109,6 +109,14 @@ const MIGRATIONS: &[&str] = &[
          read_at TEXT NOT NULL,
          bytes   INTEGER NOT NULL
      );",
+    // 10: until when every file of a set locked a year at a time is locked (a cache: the
+    // copy's objects say it too).
+    "CREATE TABLE locked_until (
+         copy     TEXT NOT NULL,
+         set_name TEXT NOT NULL,
+         until    TEXT NOT NULL,
+         PRIMARY KEY (copy, set_name)
+     );",
 ];
 
 /// A file sent to a copy, and when its bytes there were last read back whole (when it was
@@ -401,8 +409,36 @@ impl State {
                 params![destination, set],
             )?;
             c.execute(
+                "DELETE FROM locked_until WHERE copy = ?1 AND set_name = ?2",
+                params![destination, set],
+            )?;
+            c.execute(
                 "DELETE FROM read_back WHERE copy = ?1 AND set_name = ?2",
                 params![destination, set],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Until when every file of `set` on `copy` is locked, as last renewed from here.
+    pub fn locked_until(&self, copy: &str, set: &str) -> Result<Option<jiff::Timestamp>> {
+        let until: Option<String> = self.with(|c| {
+            c.query_row(
+                "SELECT until FROM locked_until WHERE copy = ?1 AND set_name = ?2",
+                params![copy, set],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        Ok(until.and_then(|t| t.parse().ok()))
+    }
+
+    /// Every file of `set` on `copy` is locked until `until`.
+    pub fn locked(&self, copy: &str, set: &str, until: jiff::Timestamp) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO locked_until (copy, set_name, until) VALUES (?1, ?2, ?3)",
+                params![copy, set, until.to_string()],
             )
             .map(|_| ())
         })
