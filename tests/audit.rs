@@ -872,6 +872,9 @@ fn a_copy_locked_as_long_as_it_keeps_its_sets_renews_the_ones_kept_forever() {
         70,
         "40 days kept, 30 of margin"
     );
+    let out = env.run(&["status"]);
+    let text = stdout(&out);
+    assert!(!text.contains("keeps no older versions"), "{text}");
 }
 
 /// The ransomware drill on a bucket with object lock, with darvault's own keys: every file of
@@ -1134,6 +1137,10 @@ fn a_read_budget_reads_back_the_least_recently_read_first() {
         "{text}"
     );
     assert!(text.contains("warning: read_budget"), "{text}");
+    assert!(
+        text.contains("warning: the bucket keeps no older versions"),
+        "{text}"
+    );
     let out = env.run(&["--json", "status"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let s3 = status["copies"]
@@ -1143,4 +1150,5 @@ fn a_read_budget_reads_back_the_least_recently_read_first() {
         .find(|c| c["name"] == "s3")
         .unwrap();
     assert_eq!(s3["read_back"]["budget_per_month"], budget, "{s3}");
+    assert_eq!(s3["keeps_versions"], false, "{s3}");
 }

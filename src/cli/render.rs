@@ -473,6 +473,11 @@ pub fn status(status: &darvault::status::Status) {
         if let Some(r) = &c.read_back {
             read_back(r);
         }
+        if c.keeps_versions == Some(false) {
+            say!(
+                "  warning: the bucket keeps no older versions: a file deleted or overwritten there (by another tool, or by someone holding your keys) cannot be healed from its history; turn versioning on (object lock also keeps them from deletion)"
+            );
+        }
     }
 }
 

@@ -103,6 +103,12 @@ pub trait Backend: Send + Sync {
         Box::pin(async { Ok(None) })
     }
 
+    /// Whether the service keeps older versions of what is overwritten or deleted (a
+    /// bucket with versioning on); None where it has no such setting.
+    fn keeps_history(&self) -> Io<'_, Option<bool>> {
+        Box::pin(async { Ok(None) })
+    }
+
     /// Whether the file at `path` is locked a year at a time while its set is kept, so
     /// that its lock is renewed (`object_lock`).
     fn lock_renewed(&self, path: &str) -> bool {

@@ -228,6 +228,13 @@ impl Backend for Remote {
         })
     }
 
+    fn keeps_history(&self) -> Io<'_, Option<bool>> {
+        match &self.s3 {
+            Some(s3) => Box::pin(async move { s3.keeps_versions().await.map(Some) }),
+            None => Box::pin(async { Ok(None) }),
+        }
+    }
+
     fn lock_renewed(&self, path: &str) -> bool {
         self.s3.as_ref().is_some_and(|s3| s3.lock_renewed(path))
     }

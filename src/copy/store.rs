@@ -790,6 +790,13 @@ impl Store {
         }
     }
 
+    /// Whether this copy keeps older versions of what is overwritten or deleted, as its
+    /// service says; None where it has no such setting.
+    pub async fn keeps_history(&self) -> Result<Option<bool>> {
+        let what = format!("cannot ask {} whether it keeps older versions", self.name);
+        self.within(&what, self.backend.keeps_history()).await
+    }
+
     /// Whether the files of the set at `dir` are locked a year at a time while the set is
     /// kept (renewed by `renew_locks`).
     pub fn lock_renewed(&self, dir: &str) -> bool {

@@ -73,6 +73,10 @@ pub struct CopyStatus {
     pub error: Option<String>,
     /// With a read budget: how far its reads at rest have come.
     pub read_back: Option<ReadBack>,
+    /// Whether the service keeps older versions of what is overwritten or deleted (a
+    /// bucket's versioning); absent where it has no such setting or could not say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keeps_versions: Option<bool>,
 }
 
 /// A copy's read budget (`read_budget`, `read_every`) against what it holds.
@@ -213,7 +217,10 @@ pub fn gather(config: &Config) -> Result<Status> {
         facts.push(copy);
         let mut status = match opened {
             Ok((store, held)) => {
-                copy_status(&store, dest.kind.as_str(), held, &repository_sets, &audits)
+                let mut status =
+                    copy_status(&store, dest.kind.as_str(), held, &repository_sets, &audits);
+                status.keeps_versions = rt.block_on_stoppable(store.keeps_history()).ok().flatten();
+                status
             }
             Err(e) => unreadable(dest.name(), dest.kind.as_str(), e),
         };
@@ -264,6 +271,7 @@ fn unreadable(name: &str, kind: &str, e: crate::Error) -> CopyStatus {
         free_bytes: None,
         error: Some(e.to_string()),
         read_back: None,
+        keeps_versions: None,
     }
 }
 
@@ -333,6 +341,7 @@ fn copy_status(
         free_bytes: store.free_bytes().unwrap_or(None),
         error: None,
         read_back: None,
+        keeps_versions: None,
     }
 }
 
