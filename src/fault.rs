@@ -12,6 +12,9 @@ pub const REMOVE: &str = "remove";
 pub const PLACE: &str = "place";
 /// A file put into place on a copy (`Store::put_file`).
 pub const PUT: &str = "put";
+/// An older version of a file made current again by the server, not yet proven
+/// (`Store::from_history`).
+pub const BROUGHT_BACK: &str = "brought-back";
 
 pub fn point(name: &str) {
     static AT: OnceLock<Option<(String, u64)>> = OnceLock::new();

@@ -814,7 +814,8 @@ fn locked_days(url: &str) -> i64 {
 /// DIFF kept 100 days: 130 days; an INCR kept 40: 70), and a set kept forever a year (and
 /// the margin) ahead. A FULL whose lock ends within half a year (locked for two days
 /// before the setting changed) is renewed by the next replicate; a second replicate asks
-/// nothing (the state knows the lock is long).
+/// nothing (the state knows the lock is long). A repair killed right after the server
+/// brought a locked version back leaves a copy the next audit proves.
 #[test]
 fn a_copy_locked_as_long_as_it_keeps_its_sets_renews_the_ones_kept_forever() {
     let env = Env::new();
@@ -875,6 +876,15 @@ fn a_copy_locked_as_long_as_it_keeps_its_sets_renews_the_ones_kept_forever() {
     let out = env.run(&["status"]);
     let text = stdout(&out);
     assert!(!text.contains("keeps no older versions"), "{text}");
+
+    // A repair killed once the server has made the locked version current again, before
+    // darvault proved it: the copy is whole, and the next audit proves it so.
+    let put = s3_status(&["-X", "PUT", "--data-binary", "ransom", &object(&incr)]);
+    assert_eq!(put, "200");
+    assert_eq!(audit(&env, &["s3"]).0, 4);
+    env.killed_at_point("brought-back:1", &["audit", "s3", "--repair"]);
+    let (code, report) = audit(&env, &["s3"]);
+    assert_eq!(code, 0, "{report}");
 }
 
 /// The ransomware drill on a bucket with object lock, with darvault's own keys: every file of

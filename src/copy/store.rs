@@ -910,6 +910,7 @@ impl Store {
         }
         for good in matching {
             self.bring_back(path, &good.id).await?;
+            crate::fault::point(crate::fault::BROUGHT_BACK);
             // Proven by the checksum the server keeps for the copy it made, else by
             // reading it; one that is not is followed by the next older one.
             let proven = match self.vouched_for(path, Some(entry)).await? {
