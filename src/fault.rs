@@ -47,3 +47,17 @@ pub fn single_put_max(real: u64) -> u64 {
     })
     .unwrap_or(real)
 }
+
+/// For tests: what `DARVAULT_TEST_SHELL_PAUSE` says (seconds, e.g. "37.5"): a server's
+/// shell pauses that long before it hashes, so that a signal reaches darvault while it
+/// waits on the server, chosen, not hoped for. Only digits and a dot are taken.
+pub fn shell_pause() -> Option<&'static str> {
+    static PAUSE: OnceLock<Option<String>> = OnceLock::new();
+    PAUSE
+        .get_or_init(|| {
+            let pause = std::env::var("DARVAULT_TEST_SHELL_PAUSE").ok()?;
+            let plain = !pause.is_empty() && pause.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+            plain.then_some(pause)
+        })
+        .as_deref()
+}

@@ -747,6 +747,60 @@ fn an_s3_copy_is_checked_on_upload_and_proven_without_download() {
     );
 }
 
+/// Ctrl-C while an SFTP server hashes the copy (its shell held in a pause before hashing,
+/// `DARVAULT_TEST_SHELL_PAUSE`): the audit ends within 2 s with exit 130, and no ssh of it
+/// is left.
+#[test]
+fn a_signal_ends_an_audit_while_the_server_hashes() {
+    let env = Env::new();
+    let (sftp, _) = destination("sftp", "hash-stopped", "");
+    repository_and_usb(&env, &sftp);
+    let pause = "37.25";
+    let paused = || !processes_mentioning(&format!("sleep {pause}")).is_empty();
+    let mut run = env
+        .cmd()
+        .env("DARVAULT_TEST_SHELL_PAUSE", pause)
+        .args(["audit", "sftp"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !paused() {
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "the audit ended before the server hashed"
+        );
+        assert!(started.elapsed().as_secs() < 60, "the server never hashed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: a signal to a child of the test's own.
+    unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
+    let signalled = std::time::Instant::now();
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(
+        signalled.elapsed().as_secs_f64() < 2.0,
+        "{:?}",
+        signalled.elapsed()
+    );
+    let ssh = || {
+        processes_mentioning("StrictHostKeyChecking")
+            .into_iter()
+            .filter(|(_, _, cmdline)| cmdline.contains("base64 -d"))
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !ssh().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(ssh(), vec![], "ssh left behind");
+    // The server's own shell is the server's: ended here so the test leaves nothing.
+    let _ = Command::new("pkill")
+        .args(["-f", &format!("sleep {pause}")])
+        .status();
+}
+
 /// An SFTP copy is proven at rest without downloading it: its server's shell hashes each
 /// file (`sha256sum` over ssh) and only manifests are read; a slice damaged on the server's
 /// disk is found so, and healed.

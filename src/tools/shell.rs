@@ -114,6 +114,10 @@ impl Login {
              else s=$(wc -c < \"$f\" 2>/dev/null) && h=$(sha256sum < \"$f\" 2>/dev/null) && echo \"$s $h\" || echo unreadable; fi; done; exit 0",
             quoted.join(" ")
         );
+        let script = match crate::fault::shell_pause() {
+            Some(pause) => format!("sleep {pause}; {script}"),
+            None => script,
+        };
         let out = self.run(&script, io_stall)?;
         let hashed: Option<Vec<Hashed>> = out.lines().map(hashed).collect();
         match hashed {
