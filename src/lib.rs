@@ -6,6 +6,7 @@ pub mod backup;
 pub mod cleanup;
 pub mod config;
 pub mod copy;
+pub mod cpu;
 pub mod deadline;
 pub mod demo;
 pub mod error;

@@ -43,9 +43,46 @@ pub struct SetReport {
     pub seconds: f64,
     /// Wall time of each phase, in the order they started (some overlap).
     pub phases: Vec<(String, f64)>,
+    /// CPU seconds (user and system) the set cost, and what spent them.
+    pub cpu: Cpu,
+    /// The options `dar -c` was given that decide what it saved and how (a `dar -c` by
+    /// hand with them does the same work).
+    pub dar_options: Vec<String>,
     pub restore_test: RestoreTestRecord,
     /// Files dar could not save properly, and sampled files changed since the backup.
     pub warnings: Vec<String>,
+}
+
+/// CPU seconds of a set: darvault's and its children's together, and by what spent them
+/// (each child program by its operation, darvault's own work by its job, and its rest).
+#[derive(Debug, Serialize)]
+pub struct Cpu {
+    pub total_seconds: f64,
+    pub by_phase: std::collections::BTreeMap<String, f64>,
+}
+
+impl Cpu {
+    /// Start counting: what was counted before is dropped.
+    fn start() -> (f64, f64) {
+        crate::cpu::take();
+        crate::cpu::process_and_children()
+    }
+
+    /// What was spent since `start`.
+    fn since((own, children): (f64, f64)) -> Cpu {
+        let mut by_phase = crate::cpu::take();
+        let (own_now, children_now) = crate::cpu::process_and_children();
+        let total_seconds = (own_now - own) + (children_now - children);
+        let labelled: f64 = by_phase.values().sum();
+        by_phase.insert(
+            crate::cpu::OTHER.to_owned(),
+            (total_seconds - labelled).max(0.0),
+        );
+        Cpu {
+            total_seconds,
+            by_phase,
+        }
+    }
 }
 
 pub struct Phases(Vec<(String, f64)>);
@@ -101,6 +138,7 @@ pub fn make_set(
     progress: &dyn Progress,
 ) -> Result<SetReport> {
     let began = Instant::now();
+    let cpu = Cpu::start();
     let definition_dir = &repository.definition_dir(definition.name().as_str());
     let mut phases = Phases(Vec::new());
     let name = plan.name.to_string();
@@ -143,12 +181,12 @@ pub fn make_set(
         name: &name,
         started: SystemTime::now(),
     };
+    let dar_options = crate::tools::dar::what_to_save(&options);
     let checked = making.create_and_check(&options, &mut phases)?;
     let par2_verified = making.verify_par2(&checked.groups, &mut phases)?;
     let t = Instant::now();
     let (manifest, warnings) =
         making.describe(definition_dir, repository, checked, par2_verified)?;
-    manifest.write(staging.path())?;
     let path = staging.publish()?;
     phases.record("manifest + publish", t.elapsed());
     let mut warnings = warnings;
@@ -168,6 +206,8 @@ pub fn make_set(
         saved_files: manifest.archive.saved_files,
         seconds: began.elapsed().as_secs_f64(),
         phases: phases.0,
+        cpu: Cpu::since(cpu),
+        dar_options,
         restore_test: manifest.checks.restore_test.clone(),
         warnings,
     })
@@ -209,7 +249,9 @@ impl Making<'_> {
             .base
             .as_ref()
             .map(|b| b.manifest.set.created.as_second());
-        let total = super::estimate::bytes_to_save(options.source, options.include, since);
+        let total = crate::cpu::on_this_thread("progress estimate (a walk of the source)", || {
+            super::estimate::bytes_to_save(options.source, options.include, since)
+        });
         let early = EarlyWork {
             archive,
             set_name: name,
@@ -246,7 +288,10 @@ impl Making<'_> {
                 .start(&format!("{name}: dar -t, restore test, PAR2"), None);
             let tester = scope.spawn(|| {
                 let t = Instant::now();
-                test_archive(&self.tools.dar, archive, self.key, &sizes).map(|_| t.elapsed())
+                crate::cpu::on_this_thread("dar -t, reading its output", || {
+                    test_archive(&self.tools.dar, archive, self.key, &sizes)
+                })
+                .map(|_| t.elapsed())
             });
             let sampler = scope.spawn(|| self.restore_test(&scratch));
             let t = Instant::now();
@@ -293,13 +338,15 @@ impl Making<'_> {
             let watcher = inner.spawn(|| meter.watch_slices(self.staging.path(), self.archive));
             // Stopped however dar's run ends, a panic included: the scope waits for it.
             let _stop = meter.stop_on_drop(watcher.thread().clone());
-            self.tools.dar.create(options, |p| {
-                let bytes = std::fs::symlink_metadata(p).map(|m| m.len()).unwrap_or(0);
-                meter.file_started(bytes);
-                if let Ok(rel) = p.strip_prefix(options.source) {
-                    sizes.add(&rel.to_string_lossy(), bytes);
-                }
-                settled.file_done();
+            crate::cpu::on_this_thread("dar -c, reading its output", || {
+                self.tools.dar.create(options, |p| {
+                    let bytes = std::fs::symlink_metadata(p).map(|m| m.len()).unwrap_or(0);
+                    meter.file_started(bytes);
+                    if let Ok(rel) = p.strip_prefix(options.source) {
+                        sizes.add(&rel.to_string_lossy(), bytes);
+                    }
+                    settled.file_done();
+                })
             })
         });
         created.and_then(|c| match slice_path(self.archive, 1).is_file() {
@@ -310,6 +357,12 @@ impl Making<'_> {
 
     /// List what the archive saved, sample from it, restore the sample and compare.
     fn restore_test(&self, scratch: &Path) -> Result<(restore_test::Outcome, Duration)> {
+        crate::cpu::on_this_thread("restore test, in darvault", || {
+            self.sample_and_compare(scratch)
+        })
+    }
+
+    fn sample_and_compare(&self, scratch: &Path) -> Result<(restore_test::Outcome, Duration)> {
         let t = Instant::now();
         let dar = &self.tools.dar;
         let mut sampler = Sampler::new(&self.definition.restore_test);
@@ -364,7 +417,9 @@ impl Making<'_> {
         } = checked;
         let created_at =
             jiff::Timestamp::try_from(self.started).unwrap_or_else(|_| jiff::Timestamp::now());
-        let bundled = self.bundle(definition_dir, repository, &groups, created_at)?;
+        let bundled = crate::cpu::on_this_thread("bundle", || {
+            self.bundle(definition_dir, repository, &groups, created_at)
+        })?;
         seals.watch_dir(bundle::DIR)?;
         for f in bundled {
             files.push(seals.hash(&f.path, f.role)?);
@@ -375,8 +430,11 @@ impl Making<'_> {
                 format!("restore test: {p} changed in the source after the backup started")
             }),
         );
-        let manifest = self.manifest(created_at, &created, restore, par2_verified, groups, files);
-        manifest.write(self.staging.path())?;
+        let manifest = crate::cpu::on_this_thread("manifest", || {
+            let manifest =
+                self.manifest(created_at, &created, restore, par2_verified, groups, files);
+            manifest.write(self.staging.path()).map(|_| manifest)
+        })?;
         // The last gate: what is published is exactly what the manifest records.
         seals.prove(&manifest.files)?;
         Ok((manifest, warnings))

@@ -33,7 +33,9 @@ type Hashed = (u64, String, Option<PartDigests>);
 
 fn hash_sealed(path: &Path, size: u64) -> Result<Hashed> {
     let part = crate::copy::parts_for(size);
-    let (size, sha256, digests) = crate::hashing::hash_file_parts(path, part)?;
+    let (size, sha256, digests) = crate::cpu::on_this_thread(crate::cpu::HASHING, || {
+        crate::hashing::hash_file_parts(path, part)
+    })?;
     // The file may have grown or shrunk since its size was taken: its seal says so, and
     // parts that do not cut it are not recorded.
     let parts = part

@@ -35,6 +35,36 @@ pub struct Dar {
     pub io_stall: Option<Duration>,
 }
 
+/// The options of `dar -c` that decide what is saved and how (compression, slices, filters,
+/// what is stored uncompressed), the definition's own included: what a `dar -c` by hand
+/// needs to do the same work (a benchmark's floor).
+pub fn what_to_save(o: &CreateOptions) -> Vec<String> {
+    let mut args = vec![
+        format!("-z{}", o.compression),
+        "-s".to_owned(),
+        o.slice_size.to_string(),
+    ];
+    if o.cache_directory_tagging {
+        args.push("--cache-directory-tagging".to_owned());
+    }
+    args.extend(o.extra.iter().cloned());
+    for g in o.include {
+        args.extend(["-g".to_owned(), g.clone()]);
+    }
+    for p in o.prune_masks {
+        args.extend(["-P".to_owned(), p.clone()]);
+    }
+    if !o.no_compress.is_empty() {
+        // -an/-acase switch case sensitivity for the masks that follow them.
+        args.push("-an".to_owned());
+        for z in o.no_compress {
+            args.extend(["-Z".to_owned(), z.clone()]);
+        }
+        args.push("-acase".to_owned());
+    }
+    args
+}
+
 /// What `dar -c` is asked to do.
 pub struct CreateOptions<'a> {
     /// `<dir>/<basename>`: slices become `<basename>.<N>.dar`.
@@ -199,7 +229,8 @@ impl Dar {
         Ok(s)
     }
 
-    /// `dar -c`; `on_file` is called with each path dar adds (for progress).
+    /// `dar -c`; `on_file` is called with each path dar adds (for progress). What it saves
+    /// and how is [`what_to_save`].
     pub fn create(
         &self,
         o: &CreateOptions,
@@ -214,9 +245,6 @@ impl Dar {
             .arg(o.archive)
             .arg("-R")
             .arg(o.source)
-            .arg(format!("-z{}", o.compression))
-            .arg("-s")
-            .arg(o.slice_size.to_string())
             .arg("-@")
             .arg(o.catalogue)
             .arg("--user-comment")
@@ -227,24 +255,7 @@ impl Dar {
         if let Some(r) = o.reference {
             s.arg("-A").arg(r);
         }
-        if o.cache_directory_tagging {
-            s.arg("--cache-directory-tagging");
-        }
-        s.args(o.extra);
-        for g in o.include {
-            s.arg("-g").arg(g);
-        }
-        for p in o.prune_masks {
-            s.arg("-P").arg(p);
-        }
-        if !o.no_compress.is_empty() {
-            // -an/-acase switch case sensitivity for the masks that follow them.
-            s.arg("-an");
-            for z in o.no_compress {
-                s.arg("-Z").arg(z);
-            }
-            s.arg("-acase");
-        }
+        s.args(what_to_save(o));
         let source = format!("{}/", o.source.display());
         let (finished, mut report) = s.run(|out| {
             let mut report = CreateReport::default();

@@ -258,6 +258,23 @@ impl Spec {
             .unwrap_or_else(|| self.program.display().to_string())
     }
 
+    /// What a run of this command is counted as in CPU time: the program and its operation
+    /// (the first argument that is not one of dar's quiet flags), e.g. "dar -t",
+    /// "par2 create".
+    fn cpu_label(&self) -> String {
+        let name = self.name();
+        let name = name.strip_suffix("_static").unwrap_or(&name);
+        let operation = self
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .find(|a| a != "-Q" && a != "-N");
+        match operation {
+            Some(op) if op.len() <= 12 && !op.contains('/') => format!("{name} {op}"),
+            _ => name.to_owned(),
+        }
+    }
+
     /// A printable form of the command line, for logs.
     pub fn display(&self) -> String {
         let mut s = self.program.display().to_string();
@@ -321,7 +338,7 @@ impl Spec {
                 consumed
             }
         };
-        let status = wait(&mut child, &self.program, &given_up)?;
+        let status = wait(&mut child, &self.program, &given_up, &self.cpu_label())?;
         done.store(true, Ordering::Relaxed);
         let stop = watchdog.join().expect("watchdog thread");
         let finished = ended(name, status, stop, stderr_reader)?;
@@ -828,17 +845,35 @@ fn signal_group(pid: u32, signal: i32) {
     }
 }
 
-/// The child's exit status; None once the run has given up on it.
-fn wait(child: &mut Child, program: &Path, given_up: &AtomicBool) -> Result<Option<ExitStatus>> {
+/// The child's exit status, its CPU time counted under `label`; None once the run has
+/// given up on it.
+fn wait(
+    child: &mut Child,
+    program: &Path,
+    given_up: &AtomicBool,
+    label: &str,
+) -> Result<Option<ExitStatus>> {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = child.id() as libc::pid_t;
     loop {
-        match child
-            .try_wait()
-            .map_err(Error::io("waiting for", program))?
-        {
-            Some(status) => return Ok(Some(status)),
-            None if given_up.load(Ordering::Relaxed) => return Ok(None),
-            None => thread::sleep(Duration::from_millis(5)),
+        let mut status = 0;
+        // SAFETY: wait4 fills the status and the plain rusage struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if reaped == pid {
+            crate::cpu::add(label, crate::cpu::of_child(&usage));
+            return Ok(Some(ExitStatus::from_raw(status)));
         }
+        if reaped < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::io("waiting for", program)(error));
+            }
+        }
+        if given_up.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        thread::sleep(Duration::from_millis(5));
     }
 }
 
