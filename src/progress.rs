@@ -4,6 +4,12 @@
 pub trait Progress: Send + Sync {
     /// A unit of long work begins; `total` is in bytes when known.
     fn start(&self, label: &str, total: Option<u64>) -> Box<dyn Task>;
+
+    /// Whether a total given to `start` is shown to anyone: work done only to know it (a
+    /// walk of the source) is skipped where it is not.
+    fn shows_totals(&self) -> bool {
+        true
+    }
 }
 
 pub trait Task: Send + Sync {
@@ -16,6 +22,10 @@ pub struct Silent;
 impl Progress for Silent {
     fn start(&self, _: &str, _: Option<u64>) -> Box<dyn Task> {
         Box::new(Silent)
+    }
+
+    fn shows_totals(&self) -> bool {
+        false
     }
 }
 

@@ -249,9 +249,13 @@ impl Making<'_> {
             .base
             .as_ref()
             .map(|b| b.manifest.set.created.as_second());
-        let total = crate::cpu::on_this_thread("progress estimate (a walk of the source)", || {
-            super::estimate::bytes_to_save(options.source, options.include, since)
-        });
+        // A walk of the source only to show a total: none where nothing shows it.
+        let total = match self.progress.shows_totals() {
+            true => crate::cpu::on_this_thread("progress estimate (a walk of the source)", || {
+                super::estimate::bytes_to_save(options.source, options.include, since)
+            }),
+            false => None,
+        };
         let early = EarlyWork {
             archive,
             set_name: name,

@@ -20,6 +20,10 @@ impl Terminal {
 }
 
 impl Progress for Terminal {
+    fn shows_totals(&self) -> bool {
+        self.enabled
+    }
+
     fn start(&self, label: &str, total: Option<u64>) -> Box<dyn Task> {
         if !self.enabled {
             return Box::new(darvault::progress::Silent);

@@ -26,8 +26,12 @@ const MAX_BLOCKS: u64 = 32768;
 const MAX_USEFUL_BLOCKS: u64 = 4000;
 /// Blocks per group at least (small sets keep a fine repair granularity).
 const MIN_USEFUL_BLOCKS: u64 = 200;
-/// The block size that is fast where the two bounds above allow it.
-const FAST_BLOCK: u64 = 1 << 20;
+/// The block size that is fast where the two bounds above allow it. Recovery data costs CPU
+/// in proportion to the recovery blocks made, so at a given redundancy to the inverse of the
+/// block size; measured with turbo on a 1 GiB slice at 10%, one thread: 1 MiB blocks 7.7 CPU
+/// seconds (3.7 of them hashing, the same at any size), 2 MiB 5.9, 4 MiB 4.9. 2 MiB keeps 52
+/// recovery blocks per GiB at 10%: as many damaged places repairable in a slice.
+const FAST_BLOCK: u64 = 2 << 20;
 const MIN_BLOCK: u64 = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
