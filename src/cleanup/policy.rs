@@ -28,7 +28,7 @@ pub struct Verdict {
 
 /// How long sets of this level are kept.
 fn kept_for(keep: &Keep, level: Level) -> Age {
-    keep.of(level)
+    level.kept(keep)
 }
 
 /// Verdicts in the order of `sets` (oldest first).

@@ -104,17 +104,6 @@ pub struct Definition {
     pub proof_max_age: Duration,
 }
 
-impl Keep {
-    /// How long sets of this level are kept.
-    pub fn of(&self, level: crate::set::Level) -> Age {
-        match level {
-            crate::set::Level::Full => self.full,
-            crate::set::Level::Diff => self.diff,
-            crate::set::Level::Incr => self.incr,
-        }
-    }
-}
-
 /// Retention: how long `darvault cleanup` keeps sets of each level. A set that a kept set
 /// depends on is kept whatever its age.
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -211,7 +211,7 @@ impl Kept {
             Kept::Sha256(hex) => Some(hex.clone()),
             // Another composite may be the same bytes cut elsewhere: it says nothing.
             Kept::Composite(kept) => {
-                let ours = super::s3_parts::composite_of(&parts?.sha256)?;
+                let ours = super::composite::composite_of(&parts?.sha256)?;
                 (&ours == kept).then(|| sha256.to_owned())
             }
         }
@@ -251,7 +251,7 @@ mod tests {
             size: 16,
             sha256: vec!["ab".repeat(32), "cd".repeat(32)],
         };
-        let ours = super::super::s3_parts::composite_of(&parts.sha256).unwrap();
+        let ours = super::super::composite::composite_of(&parts.sha256).unwrap();
         let whole = "ef".repeat(32);
         let kept = Kept::Composite(ours);
         assert_eq!(kept.whole(&whole, Some(&parts)), Some(whole.clone()));

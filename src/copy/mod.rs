@@ -5,6 +5,7 @@
 
 mod anchored;
 pub mod backend;
+mod composite;
 mod dav;
 pub mod disk;
 mod failure;
@@ -25,6 +26,7 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
+pub use composite::composite_of;
 pub use failure::{Retry, understand};
 pub use held::CopyLock;
 pub use local::Scratch;
@@ -33,7 +35,6 @@ pub use memory::{Call, Fault, Memory, a_set_on_disk};
 pub use put::{Expected, Limiter, PARTIAL};
 pub use retention::renewal_due;
 pub use runtime::{Runtime, runtime};
-pub use s3_parts::{composite_of, parts_for};
 pub use store::{Examined, STALL, Store, odd_kind, storage_error};
 
 use crate::error::{Error, Result};

@@ -75,7 +75,7 @@ fn kept_age(keeps: &BTreeMap<String, Keep>, path: &str) -> Option<(Timestamp, Ag
             .to_zoned_datetime(TimeZone::system())
             .ok()?
             .timestamp();
-        Some((created, keep.of(name.level)))
+        Some((created, name.level.kept(keep)))
     })
 }
 

@@ -12,9 +12,6 @@ use super::backend::{Failure, Io, Kept, Sink};
 use super::failure::Retry;
 use super::streamed::{Streamed, encode, option, request_failure};
 
-/// The largest object one PUT may carry.
-pub const SINGLE_PUT_MAX: u64 = 5 << 30;
-
 /// An S3 bucket, as the checksum requests reach it.
 pub struct S3 {
     client: reqwest::Client,

@@ -6,59 +6,19 @@
 
 use sha2::{Digest, Sha256};
 
+use super::composite::composite;
+
 use super::backend::{Failure, Io, Sink};
 use super::failure::Retry;
 use super::s3::S3;
 
-/// The smallest part sent (S3 takes 5 MiB to 5 GiB; 10,000 parts at most).
-const PART: u64 = 16 << 20;
-const MOST_PARTS: u64 = 10_000;
-
-/// The size of the parts a file of `size` bytes goes to an S3 copy in; None when it goes in
-/// one PUT.
-pub fn parts_for(size: u64) -> Option<u64> {
-    let single = crate::fault::single_put_max(super::s3::SINGLE_PUT_MAX);
-    (size > single).then(|| part_size(size))
-}
+use crate::set::manifest::MOST_PARTS;
+pub use crate::set::manifest::parts_for;
 
 /// Whether S3 takes a file of `size` bytes in parts of `part` bytes (5 MiB to 5 GiB each,
 /// 10,000 at most).
 pub fn allowed(size: u64, part: u64) -> bool {
     (5 << 20..=5 << 30).contains(&part) && size.div_ceil(part) <= MOST_PARTS
-}
-
-/// The size of each part (the last may be smaller) of a file of `size` bytes.
-pub fn part_size(size: u64) -> u64 {
-    let mib = 1 << 20;
-    PART.max(size.div_ceil(MOST_PARTS).div_ceil(mib) * mib)
-}
-
-/// The composite checksum of parts with these SHA-256 digests, as S3 shows it: base64 of
-/// the SHA-256 of the digests one after another, then "-" and the count.
-pub fn composite(digests: &[[u8; 32]]) -> String {
-    use base64::Engine as _;
-    let mut all = Sha256::new();
-    for digest in digests {
-        all.update(digest);
-    }
-    let b64 = base64::engine::general_purpose::STANDARD.encode(all.finalize());
-    format!("{b64}-{}", digests.len())
-}
-
-/// The composite checksum of parts with these SHA-256 digests (hex, as a manifest records
-/// them); None when one is not a SHA-256.
-pub fn composite_of(digests: &[String]) -> Option<String> {
-    let bytes: Option<Vec<[u8; 32]>> = digests
-        .iter()
-        .map(|hex| {
-            let mut digest = [0u8; 32];
-            for (i, byte) in digest.iter_mut().enumerate() {
-                *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-            }
-            (hex.len() == 64).then_some(digest)
-        })
-        .collect();
-    Some(composite(&bytes?))
 }
 
 /// A multipart upload under way.
@@ -157,25 +117,11 @@ mod tests {
 
     #[test]
     fn parts_are_big_enough_and_few_enough() {
-        assert_eq!(part_size(6 << 30), 16 << 20);
+        let part = |size| crate::set::manifest::part_size(size);
+        assert_eq!(part(6 << 30), 16 << 20);
         let huge = 1u64 << 40;
-        assert!(huge.div_ceil(part_size(huge)) <= MOST_PARTS);
-        assert_eq!(part_size(huge) % (1 << 20), 0);
-    }
-
-    #[test]
-    fn the_composite_checksum_is_the_one_s3_documents() {
-        // Three parts of 5 MiB of "A", "B" and "C" (an example of the S3 test suite).
-        let digests: Vec<[u8; 32]> = [b'A', b'B', b'C']
-            .iter()
-            .map(|&b| Sha256::digest(vec![b; 5 << 20]).into())
-            .collect();
-        assert_eq!(
-            composite(&digests),
-            "uWBwpe1dxI4Vw8Gf0X9ynOdw/SS6VBzfWm9giiv1sf4=-3"
-        );
-        let hex: Vec<String> = digests.iter().map(|d| crate::hashing::hex(d)).collect();
-        assert_eq!(composite_of(&hex), Some(composite(&digests)));
-        assert_eq!(composite_of(&["zz".repeat(32)]), None);
+        assert!(huge.div_ceil(part(huge)) <= MOST_PARTS);
+        assert!(allowed(huge, part(huge)) && allowed(6 << 30, part(6 << 30)));
+        assert_eq!(part(huge) % (1 << 20), 0);
     }
 }

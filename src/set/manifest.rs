@@ -200,6 +200,26 @@ impl FileEntry {
     }
 }
 
+/// The largest file S3 takes in one PUT: a larger one goes to an S3 copy in parts, and its
+/// manifest entry records them.
+pub const SINGLE_PUT_MAX: u64 = 5 << 30;
+/// The smallest part (S3 takes 5 MiB to 5 GiB; 10,000 parts at most).
+const PART: u64 = 16 << 20;
+pub const MOST_PARTS: u64 = 10_000;
+
+/// The size of the parts a file of `size` bytes goes to an S3 copy in (the size its
+/// manifest entry records their digests for); None when it goes in one PUT.
+pub fn parts_for(size: u64) -> Option<u64> {
+    let single = crate::fault::single_put_max(SINGLE_PUT_MAX);
+    (size > single).then(|| part_size(size))
+}
+
+/// The size of each part (the last may be smaller) of a file of `size` bytes.
+pub fn part_size(size: u64) -> u64 {
+    let mib = 1 << 20;
+    PART.max(size.div_ceil(MOST_PARTS).div_ceil(mib) * mib)
+}
+
 impl PartDigests {
     /// Whether these parts cut a file of `size` bytes: one digest per part, each a SHA-256.
     pub fn fit(&self, size: u64) -> bool {

@@ -34,6 +34,17 @@ pub enum Level {
 }
 
 impl Level {
+    /// How long `keep` keeps sets of this level.
+    pub fn kept(self, keep: &crate::config::Keep) -> crate::config::Age {
+        match self {
+            Level::Full => keep.full,
+            Level::Diff => keep.diff,
+            Level::Incr => keep.incr,
+        }
+    }
+}
+
+impl Level {
     pub fn as_str(self) -> &'static str {
         match self {
             Level::Full => "FULL",

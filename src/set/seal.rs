@@ -32,7 +32,7 @@ use crate::hashing::hash_file;
 type Hashed = (u64, String, Option<PartDigests>);
 
 fn hash_sealed(path: &Path, size: u64) -> Result<Hashed> {
-    let part = crate::copy::parts_for(size);
+    let part = super::manifest::parts_for(size);
     let (size, sha256, digests) = crate::cpu::on_this_thread(crate::cpu::HASHING, || {
         crate::hashing::hash_file_parts(path, part)
     })?;
