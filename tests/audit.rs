@@ -866,9 +866,9 @@ fn locked_days(url: &str) -> i64 {
 
 /// `lock_retention = "keep"`: each set is locked as long as cleanup keeps it plus 30 days (a
 /// DIFF kept 100 days: 130 days; an INCR kept 40: 70), and a set kept forever a year (and
-/// the margin) ahead. A FULL whose lock ends within half a year (locked for two days
-/// before the setting changed) is renewed by the next replicate; a second replicate asks
-/// nothing (the state knows the lock is long). A repair killed right after the server
+/// the margin) ahead. Sets locked for two days before the setting changed are lengthened
+/// by the next replicate; a second replicate asks nothing (the state knows the locks are
+/// long). A repair killed right after the server
 /// brought a locked version back leaves a copy the next audit proves.
 #[test]
 fn a_copy_locked_as_long_as_it_keeps_its_sets_renews_the_ones_kept_forever() {
@@ -876,7 +876,10 @@ fn a_copy_locked_as_long_as_it_keeps_its_sets_renews_the_ones_kept_forever() {
     let s = servers();
     let bucket = locked_bucket("kept");
     let with_lock = |retention: &str| {
-        let lock = format!("object_lock = \"compliance\"\nlock_retention = \"{retention}\"\n");
+        let lock = format!(
+            "object_lock = \"compliance\"\nlock_retention = \"{retention}\"\n\
+             keep = {{ full = \"forever\", diff = \"100d\", incr = \"40d\" }}\n"
+        );
         let (s3, _) = destination("s3", "kept", &lock);
         s3.replace(
             &format!("bucket = {:?}", s["S3_BUCKET"]),
@@ -908,13 +911,17 @@ fn a_copy_locked_as_long_as_it_keeps_its_sets_renews_the_ones_kept_forever() {
             .as_u64()
             .unwrap()
     };
-    assert_eq!(renew(), 1, "the FULL, kept forever");
+    assert_eq!(
+        renew(),
+        2,
+        "the FULL and the DIFF, both locked for two days"
+    );
     let year = locked_days(&object(&full));
     assert!((394..=397).contains(&year), "a year and 30 days: {year}");
-    assert_eq!(
-        locked_days(&object(&diff)),
-        2,
-        "a DIFF's keep is not renewed"
+    let diff_days = locked_days(&object(&diff));
+    assert!(
+        (129..=131).contains(&diff_days),
+        "100 days kept, 30 of margin: {diff_days}"
     );
     assert_eq!(renew(), 0, "known to be long: nothing asked");
 
@@ -950,15 +957,7 @@ fn a_copy_locked_as_long_as_it_keeps_its_sets_renews_the_ones_kept_forever() {
 fn a_locked_bucket_is_healed_from_its_own_history() {
     let env = Env::new();
     let s = servers();
-    let bucket = format!("locked-{}", std::process::id());
-    let made = s3_status(&[
-        "-X",
-        "PUT",
-        "-H",
-        "x-amz-bucket-object-lock-enabled: true",
-        &format!("{}/{bucket}", s["S3_ENDPOINT"]),
-    ]);
-    assert_eq!(made, "200", "a bucket with object lock");
+    let bucket = locked_bucket("locked");
     let lock = "object_lock = \"compliance\"\nlock_retention = \"2d\"\n";
     let (s3, _) = destination("s3", "locked", lock);
     let s3 = s3.replace(

@@ -157,8 +157,14 @@ pub fn replicate(report: &replicate::Report) {
                 }
                 if s.locks_renewed > 0 {
                     say!(
-                        "  locks checked and renewed where due: {} set(s)",
+                        "  locks checked and lengthened where due: {} set(s)",
                         s.locks_renewed
+                    );
+                }
+                if s.locks_not_renewed > 0 {
+                    say!(
+                        "  warning: the locks of {} set(s) could not be lengthened (see the log)",
+                        s.locks_not_renewed
                     );
                 }
             }

@@ -104,6 +104,13 @@ pub struct Definition {
     pub proof_max_age: Duration,
 }
 
+/// What a destination without `keep` keeps: everything (cleanup removes nothing there).
+const NEVER_REMOVED: Keep = Keep {
+    full: Age::Forever,
+    diff: Age::Forever,
+    incr: Age::Forever,
+};
+
 /// Retention: how long `darvault cleanup` keeps sets of each level. A set that a kept set
 /// depends on is kept whatever its age.
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -687,7 +694,7 @@ impl Config {
     }
 
     /// Give each copy locked as long as its sets are kept the retention of every definition
-    /// there.
+    /// there: its own `keep` (without one, cleanup removes nothing there).
     fn derive_lock_keeps(&mut self) {
         for dest in &mut self.destinations {
             if !matches!(dest.lock_retention, Some(LockRetention::Keep)) {
@@ -696,7 +703,12 @@ impl Config {
             dest.lock_keeps = self
                 .definitions
                 .iter()
-                .map(|d| (d.name().as_str().to_owned(), dest.keep.unwrap_or(d.keep)))
+                .map(|d| {
+                    (
+                        d.name().as_str().to_owned(),
+                        dest.keep.unwrap_or(NEVER_REMOVED),
+                    )
+                })
                 .collect();
         }
     }
@@ -1294,7 +1306,17 @@ mod tests {
         assert_eq!(keeps.len(), 1);
         assert_eq!(
             keeps["d"].diff.to_string(),
-            Keep::default().diff.to_string()
+            "forever",
+            "no keep: kept forever"
+        );
+        let kept = dest(
+            "s3",
+            "object_lock = \"compliance\"\nlock_retention = \"keep\"\nkeep = { diff = \"100d\" }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            kept.destinations[0].lock_keeps["d"].diff.to_string(),
+            "100d"
         );
         assert!(
             dest(

@@ -109,11 +109,11 @@ pub trait Backend: Send + Sync {
         Box::pin(async { Ok(None) })
     }
 
-    /// Whether the file at `path` is locked a year at a time while its set is kept, so
-    /// that its lock is renewed (`object_lock`).
-    fn lock_renewed(&self, path: &str) -> bool {
+    /// Until when the file at `path` is due to be locked now, where the service's locks
+    /// are lengthened while their sets are kept (`object_lock`, `lock_retention = "keep"`).
+    fn lock_target(&self, path: &str) -> Option<jiff::Timestamp> {
         let _ = path;
-        false
+        None
     }
 
     /// Lock the file at `path` as long as its set is now due to be kept, if its lock ends

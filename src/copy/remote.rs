@@ -154,7 +154,10 @@ impl Backend for Remote {
             let upload: Box<dyn Sink + 'a> = match super::s3_parts::parts_for(size) {
                 None => s3.put(path, size, sha256),
                 Some(ours) => {
-                    let part = part.filter(|&p| super::s3_parts::allowed(size, p));
+                    // A part is held in memory: a manifest (untrusted on a copy) may not ask
+                    // for larger ones than darvault would cut.
+                    let part = part
+                        .filter(|&p| super::s3_parts::allowed(size, p) && p <= ours.max(64 << 20));
                     Box::new(super::s3_parts::Parts::new(s3, path, part.unwrap_or(ours)))
                 }
             };
@@ -230,13 +233,20 @@ impl Backend for Remote {
 
     fn keeps_history(&self) -> Io<'_, Option<bool>> {
         match &self.s3 {
-            Some(s3) => Box::pin(async move { s3.keeps_versions().await.map(Some) }),
+            Some(s3) => Box::pin(async move {
+                match s3.keeping().await {
+                    Ok(keeping) => Ok(Some(keeping.versions)),
+                    // Keys that may not ask: no answer, not a "no".
+                    Err(f) if f.retry == super::failure::Retry::Useless => Ok(None),
+                    Err(f) => Err(f),
+                }
+            }),
             None => Box::pin(async { Ok(None) }),
         }
     }
 
-    fn lock_renewed(&self, path: &str) -> bool {
-        self.s3.as_ref().is_some_and(|s3| s3.lock_renewed(path))
+    fn lock_target(&self, path: &str) -> Option<jiff::Timestamp> {
+        self.s3.as_ref()?.lock_target(path)
     }
 
     fn renew_lock<'a>(&'a self, path: &'a str) -> Io<'a, Option<jiff::Timestamp>> {

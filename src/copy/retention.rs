@@ -1,7 +1,8 @@
 //! How long a file uploaded to an object-locked copy stays locked: a span from its upload,
 //! or as long as `cleanup` keeps its set there. A set kept forever cannot be locked forever
-//! (the lock could never be lifted, nor shortened once set): it is locked a year ahead, and
-//! `replicate` renews that year while the set is kept.
+//! (the lock could never be lifted, nor shortened once set): it is locked a year ahead. And
+//! a set may be kept past its level's age (a kept set needs it): `replicate` lengthens the
+//! locks of the sets it still knows whenever less than half of what they are due is left.
 
 use std::collections::BTreeMap;
 
@@ -21,10 +22,12 @@ pub fn horizon() -> Span {
     Span::new().years(1)
 }
 
-/// Whether a lock that ends at `until` is renewed `now`: when less than half the horizon is
-/// left (a renewal is a request per file: twice a year, not at every run).
-pub fn renewal_due(until: Timestamp, now: Timestamp) -> bool {
-    after(now, Span::new().months(6)) > until
+/// Whether a lock that ends at `until` is lengthened `now` toward `target`: when less than
+/// half of what the target gives is left (a renewal is a request per file: for a set kept
+/// forever about twice a year, not at every run).
+pub fn renewal_due(until: Timestamp, target: Timestamp, now: Timestamp) -> bool {
+    let half = jiff::SignedDuration::from_secs((target.as_second() - now.as_second()) / 2);
+    now.checked_add(half).is_ok_and(|middle| until < middle)
 }
 
 /// The retention an object-locked copy gives what it uploads.
@@ -54,13 +57,9 @@ impl LockSpan {
         }
     }
 
-    /// Whether sets of this path are locked a horizon at a time (kept forever), so that
-    /// their lock is renewed.
-    pub fn renewed(&self, path: &str) -> bool {
-        match self {
-            LockSpan::For(_) => false,
-            LockSpan::Kept(keeps) => matches!(kept_age(keeps, path), Some((_, Age::Forever))),
-        }
+    /// Whether locks are lengthened while their sets are kept (not a fixed span).
+    pub fn renews(&self) -> bool {
+        matches!(self, LockSpan::Kept(_))
     }
 }
 
@@ -104,11 +103,10 @@ mod tests {
         let diff = "root/docs/docs_DIFF_2026-11-27_120000/docs_DIFF_2026-11-27_120000.1.dar";
         let until = span.until(diff, now);
         assert!((119..=121).contains(&days(until)), "{until}");
-        assert!(!span.renewed(diff));
-        // Kept forever: a year ahead, renewed.
+        assert!(span.renews());
+        // Kept forever: a year ahead.
         let full = "docs/docs_FULL_2026-01-01_120000/MANIFEST.toml";
         assert!((394..=397).contains(&days(span.until(full, now))));
-        assert!(span.renewed(full));
         // Past its keep: the margin from now. Outside a set: the margin.
         let old = "docs/docs_INCR_2020-01-01_120000/SHA256SUMS";
         assert_eq!(days(span.until(old, now)), 30);
@@ -116,10 +114,16 @@ mod tests {
         // Another definition's folder does not lend its retention.
         let odd = "other/docs_FULL_2026-01-01_120000/MANIFEST.toml";
         assert_eq!(days(span.until(odd, now)), 30);
-        let soon = after(now, Span::new().months(5));
-        assert!(renewal_due(soon, now));
-        assert!(!renewal_due(span.until(full, now), now));
+        // Renewed when less than half of what is due is left.
+        let year = span.until(full, now);
+        assert!(renewal_due(after(now, Span::new().months(5)), year, now));
+        assert!(!renewal_due(after(now, Span::new().months(8)), year, now));
+        assert!(!renewal_due(year, year, now));
+        let old = span.until(old, now);
+        assert!(renewal_due(after(now, Span::new().days(10)), old, now));
+        assert!(!renewal_due(after(now, Span::new().days(20)), old, now));
         let fixed = LockSpan::For(Span::new().days(400));
+        assert!(!fixed.renews());
         assert_eq!(days(fixed.until(full, now)), 400);
     }
 }

@@ -228,27 +228,23 @@ impl S3 {
         self.lock.is_some()
     }
 
-    /// Whether the lock of the file at `path` is renewed while its set is kept (sets kept
-    /// forever, locked a year ahead).
-    pub fn lock_renewed(&self, path: &str) -> bool {
-        self.lock
-            .as_ref()
-            .is_some_and(|l| l.retention.renewed(path))
+    /// Until when the file at `path` is due to be locked now, where this copy lengthens its
+    /// locks while their sets are kept.
+    pub fn lock_target(&self, path: &str) -> Option<jiff::Timestamp> {
+        let lock = self.lock.as_ref().filter(|l| l.retention.renews())?;
+        Some(lock.retention.until(path, jiff::Timestamp::now()))
     }
 
-    /// Lock the object at `path` until the end its set is due now, if its lock ends sooner
-    /// (a lock is never shortened: the server would refuse it). When it is locked until.
+    /// Lock the object at `path` until the end its set is due now, where less than half of
+    /// that is left (a lock is never shortened: the server would refuse it). When it is
+    /// locked until.
     pub async fn renew_lock(&self, path: &str) -> Result<Option<jiff::Timestamp>, Failure> {
         let Some(lock) = &self.lock else {
             return Ok(None);
         };
         let until = lock.retention.until(path, jiff::Timestamp::now());
-        let request = self.signed_query(reqwest::Method::HEAD, path, &[], vec![]);
-        let response = request
-            .timeout(self.stall)
-            .send()
-            .await
-            .map_err(|e| request_failure(&e))?;
+        let head = self.signed_query(reqwest::Method::HEAD, path, &[], vec![]);
+        let response = self.sent(head).await?;
         let status = response.status().as_u16();
         if !response.status().is_success() {
             let (retry, cause) = answer(status, "");
@@ -263,7 +259,7 @@ impl S3 {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<jiff::Timestamp>().ok());
         if let Some(now_until) = now_until
-            && !super::retention::renewal_due(now_until, jiff::Timestamp::now())
+            && !super::retention::renewal_due(now_until, until, jiff::Timestamp::now())
         {
             return Ok(Some(now_until));
         }
@@ -279,13 +275,8 @@ impl S3 {
                 base64_of_hex(&crate::hashing::sha256_hex(xml.as_bytes())),
             ),
         ];
-        let request = self.signed_query(reqwest::Method::PUT, path, &[("retention", "")], headers);
-        let response = request
-            .body(xml)
-            .timeout(self.stall)
-            .send()
-            .await
-            .map_err(|e| request_failure(&e))?;
+        let put = self.signed_query(reqwest::Method::PUT, path, &[("retention", "")], headers);
+        let response = self.sent(put.body(xml)).await?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
             let body = response.text().await.unwrap_or_default();
@@ -293,6 +284,15 @@ impl S3 {
             return Err(Failure::other(retry, cause));
         }
         Ok(Some(until))
+    }
+
+    /// `request` sent, with the stall deadline for the whole of it: its answer.
+    async fn sent(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
+        request
+            .timeout(self.stall)
+            .send()
+            .await
+            .map_err(|e| request_failure(&e))
     }
 
     /// A small request to the bucket or one object, its answer's body (an error for any
@@ -305,12 +305,9 @@ impl S3 {
         headers: Vec<(&'static str, String)>,
     ) -> Result<String, Failure> {
         // Each page of a long listing has the stall deadline, not the listing.
-        let request = self.signed_query(method, path, query, headers);
-        let response = request
-            .timeout(self.stall)
-            .send()
-            .await
-            .map_err(|e| request_failure(&e))?;
+        let response = self
+            .sent(self.signed_query(method, path, query, headers))
+            .await?;
         let status = response.status().as_u16();
         let body = response.text().await;
         if (200..300).contains(&status) {

@@ -797,10 +797,10 @@ impl Store {
         self.within(&what, self.backend.keeps_history()).await
     }
 
-    /// Whether the files of the set at `dir` are locked a year at a time while the set is
-    /// kept (renewed by `renew_locks`).
-    pub fn lock_renewed(&self, dir: &str) -> bool {
-        self.backend.lock_renewed(&format!("{dir}/{MANIFEST}"))
+    /// Until when the files of the set at `dir` are due to be locked now, where this copy
+    /// lengthens its locks while their sets are kept (`renew_locks`).
+    pub fn lock_target(&self, dir: &str) -> Option<jiff::Timestamp> {
+        self.backend.lock_target(&format!("{dir}/{MANIFEST}"))
     }
 
     /// Renew the lock of each of `files` of the set at `dir` (and of its manifest and
@@ -908,8 +908,23 @@ impl Store {
         if !bring_back {
             return Ok(matching.into_iter().next().map(|v| v.id));
         }
-        for good in matching {
-            self.bring_back(path, &good.id).await?;
+        // One CopyObject copies 5 GiB at most: a larger version is no source here.
+        let copyable = matching
+            .into_iter()
+            .filter(|v| v.size <= crate::set::manifest::SINGLE_PUT_MAX);
+        for good in copyable {
+            match self.bring_back(path, &good.id).await {
+                Ok(()) => {}
+                Err(e @ (Error::Interrupted | Error::Stalled { .. })) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(
+                        "{}: version {} not brought back: {e}",
+                        self.on_this(path),
+                        good.id
+                    );
+                    continue;
+                }
+            }
             crate::fault::point(crate::fault::BROUGHT_BACK);
             // Proven by the checksum the server keeps for the copy it made, else by
             // reading it; one that is not is followed by the next older one.

@@ -52,8 +52,10 @@ pub struct Summary {
     pub present: usize,
     pub files_sent: u64,
     pub bytes_sent: u64,
-    /// Sets kept forever whose lock was renewed for another year (or found still long).
+    /// Sets whose locks were checked and lengthened where due (`lock_retention = "keep"`).
     pub locks_renewed: u64,
+    /// Sets whose locks could not be lengthened (the log says why).
+    pub locks_not_renewed: u64,
     pub seconds: f64,
 }
 
@@ -247,6 +249,9 @@ async fn send_missing(
         total += set.manifest.total_size();
         todo.push(set);
     }
+    // Before any sending: a set that fails to send does not keep the others' locks short.
+    (summary.locks_renewed, summary.locks_not_renewed) =
+        renew_locks(remote, dest.name(), sets, state).await?;
     let task: Arc<dyn Task> =
         Arc::from(progress.start(&format!("replicate to {}", dest.name()), Some(total)));
     let limiter = Arc::new(Limiter::new(dest.bandwidth_limit.map(|b| b.0)));
@@ -270,38 +275,75 @@ async fn send_missing(
         summary.bytes_sent += bytes;
         summary.sent.push(set.manifest.set.name.clone());
     }
-    summary.locks_renewed = renew_locks(remote, dest.name(), sets, state).await?;
     summary.seconds = began.elapsed().as_secs_f64();
     Ok(summary)
 }
 
-/// Renew the locks of the sets on this copy locked a year at a time while they are kept,
-/// where less than half a year is left (as this machine last saw them; else the copy is
-/// asked): the sets renewed.
+/// Lengthen the locks of the sets on this copy that are still kept (in the repository and
+/// complete there, or lengthened from here before), where less than half of what they are
+/// due is left (as this machine last saw them; else the copy is asked): the sets checked
+/// and lengthened where due. A set whose locks cannot be lengthened is named in the log and
+/// does not fail the run.
 async fn renew_locks(
     remote: &Store,
     destination: &str,
     sets: &[FoundSet],
     state: &State,
-) -> Result<u64> {
+) -> Result<(u64, u64)> {
     let now = jiff::Timestamp::now();
-    let mut renewed = 0;
+    let mut known: Vec<(String, String, Option<Vec<String>>)> = Vec::new();
     for set in sets {
-        let (dir, name) = (set_path(set), &set.manifest.set.name);
-        if !remote.lock_renewed(&dir)
-            || state
-                .locked_until(destination, name)?
-                .is_some_and(|until| !crate::copy::renewal_due(until, now))
-        {
-            continue;
-        }
-        let files: Vec<String> = set.manifest.files.iter().map(|f| f.path.clone()).collect();
-        if let Some(until) = remote.renew_locks(&dir, &files).await? {
-            state.locked(destination, name, until)?;
-            renewed += 1;
+        let name = &set.manifest.set.name;
+        if state.is_complete(destination, name, &set.manifest_sha256)? {
+            let files = set.manifest.files.iter().map(|f| f.path.clone()).collect();
+            known.push((set_path(set), name.clone(), Some(files)));
         }
     }
-    Ok(renewed)
+    for name in state.locked_sets(destination)? {
+        let Ok(parsed) = name.parse::<crate::set::SetName>() else {
+            continue;
+        };
+        if !known.iter().any(|(_, n, _)| *n == name) {
+            known.push((format!("{}/{name}", parsed.definition), name, None));
+        }
+    }
+    let (mut renewed, mut failed) = (0, 0);
+    for (dir, name, files) in known {
+        let Some(target) = remote.lock_target(&dir) else {
+            return Ok((0, 0));
+        };
+        let until = state.locked_until(destination, &name)?;
+        if until.is_some_and(|until| !crate::copy::renewal_due(until, target, now)) {
+            continue;
+        }
+        let files = match files {
+            Some(files) => files,
+            None => match remote.read_small(&format!("{dir}/{MANIFEST}")).await? {
+                Some(bytes) => match crate::set::Manifest::parse_for(&bytes, &name) {
+                    Some(m) => m.files.iter().map(|f| f.path.clone()).collect(),
+                    None => continue,
+                },
+                // Removed from the copy (by another machine's cleanup): nothing to keep.
+                None => {
+                    state.forget_locked(destination, &name)?;
+                    continue;
+                }
+            },
+        };
+        match remote.renew_locks(&dir, &files).await {
+            Ok(Some(until)) => {
+                state.locked(destination, &name, until)?;
+                renewed += 1;
+            }
+            Ok(None) => {}
+            Err(e @ (Error::Interrupted | Error::Stalled { .. })) => return Err(e),
+            Err(e) => {
+                tracing::warn!("{destination}: the locks of {name} were not lengthened: {e}");
+                failed += 1;
+            }
+        }
+    }
+    Ok((renewed, failed))
 }
 
 /// Complete on the destination: recorded as sent with this manifest, and the manifest is

@@ -433,6 +433,26 @@ impl State {
         Ok(until.and_then(|t| t.parse().ok()))
     }
 
+    /// The sets of `copy` whose locks this machine lengthens.
+    pub fn locked_sets(&self, copy: &str) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut query = c.prepare("SELECT set_name FROM locked_until WHERE copy = ?1")?;
+            let rows = query.query_map(params![copy], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// `set` is no longer on `copy`: its locks are not lengthened any more.
+    pub fn forget_locked(&self, copy: &str, set: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM locked_until WHERE copy = ?1 AND set_name = ?2",
+                params![copy, set],
+            )
+            .map(|_| ())
+        })
+    }
+
     /// Every file of `set` on `copy` is locked until `until`.
     pub fn locked(&self, copy: &str, set: &str, until: jiff::Timestamp) -> Result<()> {
         self.with(|c| {

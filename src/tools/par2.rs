@@ -269,7 +269,7 @@ impl Layout {
     }
 }
 
-/// A power of two (at least 4 KiB) that divides the slice size: 1 MiB where that gives between
+/// A power of two (at least 4 KiB) that divides the slice size: 2 MiB where that gives between
 /// MIN_USEFUL_BLOCKS and MAX_USEFUL_BLOCKS blocks, else the nearest bound; never more blocks
 /// than par2 allows.
 fn block_size(bytes: u64, slice_size: u64) -> u64 {

@@ -264,11 +264,21 @@ impl Spec {
     fn cpu_label(&self) -> String {
         let name = self.name();
         let name = name.strip_suffix("_static").unwrap_or(&name);
-        let operation = self
-            .args
-            .iter()
-            .map(|a| a.to_string_lossy())
-            .find(|a| a != "-Q" && a != "-N");
+        let mut args = self.args.iter().map(|a| a.to_string_lossy());
+        let mut operation = None;
+        while let Some(arg) = args.next() {
+            match arg.as_ref() {
+                "-Q" | "-N" => {}
+                // An options file (a key) and its path.
+                "-B" => {
+                    args.next();
+                }
+                _ => {
+                    operation = Some(arg);
+                    break;
+                }
+            }
+        }
         match operation {
             Some(op) if op.len() <= 12 && !op.contains('/') => format!("{name} {op}"),
             _ => name.to_owned(),
