@@ -290,6 +290,9 @@ async fn renew_locks(
     sets: &[FoundSet],
     state: &State,
 ) -> Result<(u64, u64)> {
+    if remote.lock_target("").is_none() {
+        return Ok((0, 0));
+    }
     let now = jiff::Timestamp::now();
     let mut known: Vec<(String, String, Option<Vec<String>>)> = Vec::new();
     for set in sets {
