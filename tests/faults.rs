@@ -1282,6 +1282,17 @@ fn forward_requests(client: TcpStream, mut server: TcpStream) {
     }
 }
 
+/// An S3 destination `name` (one retry) reached through a proxy that changes a byte of each
+/// upload, and the same destination reached directly.
+fn s3_through_a_corrupting_proxy(name: &str) -> (String, String) {
+    let s = servers();
+    let upstream = s["S3_ENDPOINT"].trim_start_matches("http://").to_owned();
+    let proxy = corrupting_proxy(upstream);
+    let (dest, _) = destination("s3", name, "retries = 1\n");
+    let through = dest.replace(&s["S3_ENDPOINT"], &format!("http://127.0.0.1:{proxy}"));
+    (through, dest)
+}
+
 /// Verified on upload: bytes changed on the way to an S3 copy are refused by the server (the
 /// SHA-256 sent with them does not match), tried again, and reported; no set is published
 /// there.
@@ -1289,11 +1300,7 @@ fn forward_requests(client: TcpStream, mut server: TcpStream) {
 fn bytes_changed_on_the_way_to_s3_are_refused_and_nothing_is_published() {
     let env = Env::new();
     video_source(&env, 3);
-    let s = servers();
-    let upstream = s["S3_ENDPOINT"].trim_start_matches("http://").to_owned();
-    let proxy = corrupting_proxy(upstream);
-    let (dest, _) = destination("s3", "corrupted", "retries = 1\n");
-    let dest = dest.replace(&s["S3_ENDPOINT"], &format!("http://127.0.0.1:{proxy}"));
+    let (dest, _) = s3_through_a_corrupting_proxy("corrupted");
     configure(&env, "2M", &dest);
     assert_eq!(code(&env.run(&["backup", "--full"])), 0);
     let out = env.run(&["--json", "replicate"]);
@@ -1327,10 +1334,7 @@ fn a_file_above_the_single_put_limit_goes_in_checked_parts() {
     let env = Env::new();
     video_source(&env, 40);
     let s = servers();
-    let upstream = s["S3_ENDPOINT"].trim_start_matches("http://").to_owned();
-    let proxy = corrupting_proxy(upstream);
-    let (dest, _) = destination("s3", "parts", "retries = 1\n");
-    let through = dest.replace(&s["S3_ENDPOINT"], &format!("http://127.0.0.1:{proxy}"));
+    let (through, dest) = s3_through_a_corrupting_proxy("parts");
     configure(&env, "48M", &through);
     assert_eq!(code(&env.run(&["backup", "--full"])), 0);
     let in_parts = |args: &[&str]| {
