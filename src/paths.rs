@@ -15,6 +15,11 @@ fn xdg(var: &str, fallback: &str) -> PathBuf {
     }
 }
 
+/// `$XDG_DATA_HOME` (~/.local/share).
+pub fn data_home() -> PathBuf {
+    xdg("XDG_DATA_HOME", ".local/share")
+}
+
 pub fn config_home() -> PathBuf {
     xdg("XDG_CONFIG_HOME", ".config")
 }

@@ -186,7 +186,7 @@ fn damage_anywhere_is_named_and_healed_from_a_healthy_copy() {
         format!("{n}.2.dar"),
         volume,
         format!("{n}.catalog.1.dar"),
-        "bundle/dar_static".to_owned(),
+        bundled("dar_static"),
         "MANIFEST.toml".to_owned(),
     ];
     for v in &victims {

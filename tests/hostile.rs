@@ -299,14 +299,14 @@ fn a_bundled_binary_this_darvault_did_not_bundle_is_never_run_unasked() {
         "#!/bin/sh\n: > {:?}\nexec /usr/bin/dar_static \"$@\"\n",
         mark.display().to_string()
     );
-    let bundled = full.join("bundle/dar_static");
-    fs::remove_file(&bundled).unwrap();
-    fs::write(&bundled, &script).unwrap();
+    let planted = full.join(bundled("dar_static"));
+    fs::remove_file(&planted).unwrap();
+    fs::write(&planted, &script).unwrap();
     let manifest_path = full.join("MANIFEST.toml");
     let mut manifest =
         darvault::set::Manifest::parse(&fs::read_to_string(&manifest_path).unwrap()).unwrap();
     for f in &mut manifest.files {
-        if f.path == "bundle/dar_static" {
+        if f.path == bundled("dar_static") {
             f.size = script.len() as u64;
             f.sha256 = darvault::hashing::sha256_hex(script.as_bytes());
         }

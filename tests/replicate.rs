@@ -366,7 +366,7 @@ fn an_unplugged_disk_is_refused_before_anything_is_written() {
             .path()
             .join("docs")
             .join(name_of(set))
-            .join("bundle/dar_static");
+            .join(bundled("dar_static"));
         let mode =
             std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&tool).unwrap().permissions());
         assert_eq!(mode & 0o111, 0o111, "{} is not executable", tool.display());

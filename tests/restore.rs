@@ -403,7 +403,7 @@ fn a_drill_restores_a_sample_with_only_the_bundle_and_fails_loudly_on_a_broken_o
 
     // A copy whose bundled dar is damaged fails the drill (exit 1), naming the file.
     let full = env.sets("docs").remove(0); // the chain's tools are in its FULL
-    let dar_static = full.join("bundle/dar_static");
+    let dar_static = full.join(bundled("dar_static"));
     let mut bytes = fs::read(&dar_static).unwrap();
     fs::remove_file(&dar_static).unwrap(); // a hard link shared with the repository's store
     bytes[5000] ^= 0xff;
@@ -411,7 +411,7 @@ fn a_drill_restores_a_sample_with_only_the_bundle_and_fails_loudly_on_a_broken_o
     let out = env.run(&["drill", &env.path("repo").display().to_string()]);
     assert_eq!(code(&out), 1, "{}", stdout(&out));
     assert!(
-        stdout(&out).contains("bundle/dar_static"),
+        stdout(&out).contains(&bundled("dar_static")),
         "{}",
         stdout(&out)
     );
@@ -433,12 +433,15 @@ fn a_drill_restores_a_sample_with_only_the_bundle_and_fails_loudly_on_a_broken_o
     let mut manifest =
         darvault::set::Manifest::parse(&fs::read_to_string(full.join("MANIFEST.toml")).unwrap())
             .unwrap();
-    manifest.files.retain(|f| f.path != "bundle/dar_static");
+    manifest.files.retain(|f| f.path != bundled("dar_static"));
     manifest.write(&full).unwrap();
     let out = env.run(&["drill", &env.path("repo").display().to_string()]);
     assert_eq!(code(&out), 1, "{}", stdout(&out));
     let said = stdout(&out);
-    assert!(said.contains("carries bundle/dar_static"), "{said}");
+    assert!(
+        said.contains("carries a dar_static for this machine"),
+        "{said}"
+    );
     assert!(!said.contains("SHA-256 )"), "{said}");
 }
 

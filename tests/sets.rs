@@ -10,6 +10,9 @@ use std::process::Command;
 
 use common::*;
 
+/// This machine's architecture, as `uname -m` prints it and the bundle names its folder.
+const ARCH: &str = std::env::consts::ARCH;
+
 fn config(env: &Env, extra: &str) {
     env.config(&format!(
         "{extra}[[definition]]\nname = \"docs\"\nsource = {:?}\nslice_size = \"128K\"\nredundancy = {{ full = 10, diff = 5, incr = 5 }}\n",
@@ -73,7 +76,7 @@ fn every_set_verifies_with_independent_tools() {
             String::from_utf8_lossy(&out.stdout)
         );
         // The chain's tools are in its FULL's bundle.
-        let out = Command::new(sets[0].join("bundle/dar_static"))
+        let out = Command::new(sets[0].join(format!("bundle/{ARCH}/dar_static")))
             .args(["-Q", "-N", "-t"])
             .arg(name_of(set))
             .current_dir(set)
@@ -81,7 +84,7 @@ fn every_set_verifies_with_independent_tools() {
             .unwrap();
         assert!(
             out.status.success(),
-            "bundle/dar_static -t {}",
+            "bundle/{ARCH}/dar_static -t {}",
             set.display()
         );
         let manifest = fs::read_to_string(set.join("MANIFEST.toml")).unwrap();
@@ -102,20 +105,24 @@ fn every_set_verifies_with_independent_tools() {
             without_source.lines().all(|l| !l.contains("= \"/")),
             "no absolute path in a manifest"
         );
-        let tools = ["bundle/dar_static", "bundle/par2", "bundle/gpg-stand-in"];
+        let tools = [
+            format!("bundle/{ARCH}/dar_static"),
+            format!("bundle/{ARCH}/par2"),
+            "bundle/gpg-stand-in".to_owned(),
+        ];
         for listed in ["bundle/RESTORE.txt", ".catalog.1.dar", ".1.dar"] {
             assert!(manifest.contains(listed), "{listed} listed in the manifest");
         }
         for tool in tools {
             assert_eq!(
-                manifest.contains(tool),
+                manifest.contains(&tool),
                 set == &sets[0],
                 "{tool}: carried by the FULL only"
             );
         }
     }
     // The bundle's binaries are stored once in the repository and hard-linked into the FULL.
-    let links = fs::metadata(sets[0].join("bundle/dar_static"))
+    let links = fs::metadata(sets[0].join(format!("bundle/{ARCH}/dar_static")))
         .unwrap()
         .nlink();
     assert!(links >= 2, "dar_static hard-linked ({links} links)");
@@ -472,7 +479,10 @@ fn the_tools_are_carried_once_per_chain_and_a_small_incr_costs_kilobytes() {
     };
     let on_usb = |set: &Path| usb.join("docs").join(name_of(set));
     assert!(
-        bundle_of(&on_usb(&sets[0])).contains(&"dar_static".to_owned())
+        bundle_of(&on_usb(&sets[0])).contains(&ARCH.to_owned())
+            && on_usb(&sets[0])
+                .join(format!("bundle/{ARCH}/dar_static"))
+                .is_file()
             && bundle_of(&on_usb(&sets[0])).contains(&"gpg-stand-in".to_owned()),
         "the FULL carries the tools: {:?}",
         bundle_of(&on_usb(&sets[0]))
@@ -513,7 +523,8 @@ fn debian_par2_works_as_a_slower_fallback() {
         "{manifest}"
     );
     assert!(
-        !set.join("bundle/par2").exists(),
+        !set.join(format!("bundle/{ARCH}/par2")).exists()
+            && set.join(format!("bundle/{ARCH}/dar_static")).exists(),
         "only a static par2 goes into the bundle"
     );
     assert!(
@@ -546,21 +557,24 @@ fn a_set_made_after_the_tools_changed_carries_them_for_its_chain() {
     assert_eq!(code(&env.run(&["backup", "--incr"])), 0);
     let sets = env.sets("docs");
     let (diff, incr) = (&sets[1], &sets[2]);
-    for tool in ["bundle/dar_static", "bundle/gpg-stand-in"] {
-        assert!(diff.join(tool).is_file(), "the DIFF carries {tool}");
+    for tool in [
+        format!("bundle/{ARCH}/dar_static"),
+        "bundle/gpg-stand-in".to_owned(),
+    ] {
+        assert!(diff.join(&tool).is_file(), "the DIFF carries {tool}");
         assert!(
-            !incr.join(tool).exists(),
+            !incr.join(&tool).exists(),
             "the INCR points to the DIFF's {tool}"
         );
     }
     let diff_text = fs::read_to_string(diff.join("bundle/RESTORE.txt")).unwrap();
     assert!(
-        diff_text.contains("cp bundle/dar_static"),
+        diff_text.contains("cp bundle/$(uname -m)/*"),
         "the DIFF's own tools: {diff_text}"
     );
     let incr_text = fs::read_to_string(incr.join("bundle/RESTORE.txt")).unwrap();
     assert!(
-        incr_text.contains(&format!("cp ../{}/bundle/dar_static", name_of(diff))),
+        incr_text.contains(&format!("cp ../{}/bundle/$(uname -m)/*", name_of(diff))),
         "{incr_text}"
     );
 }

@@ -425,6 +425,14 @@ impl Making<'_> {
             self.bundle(definition_dir, repository, &groups, created_at)
         })?;
         seals.watch_dir(bundle::DIR)?;
+        for arch in &self.tools.bundle.architectures {
+            if bundled.iter().any(|f| {
+                f.path
+                    .starts_with(&format!("{}/{}/", bundle::DIR, arch.arch))
+            }) {
+                seals.watch_dir(&format!("{}/{}", bundle::DIR, arch.arch))?;
+            }
+        }
         for f in bundled {
             files.push(seals.hash(&f.path, f.role)?);
         }
@@ -455,14 +463,13 @@ impl Making<'_> {
         created_at: jiff::Timestamp,
     ) -> Result<Vec<FileEntry>> {
         let (tools, plan, name) = (self.tools, self.plan, self.name);
-        let turbo = tools.par2.engine == par2::Engine::Turbo;
-        let mut binaries: Vec<(&str, &Path)> = vec![("dar_static", &tools.dar_static)];
-        if turbo {
-            binaries.push(("par2", &tools.par2.path));
-        }
-        if let Some(darvault) = &tools.darvault_static {
-            binaries.push(("darvault", darvault));
-        }
+        let binaries = tools.bundle.files();
+        let architectures: Vec<&str> = tools
+            .bundle
+            .architectures
+            .iter()
+            .map(|a| a.arch.as_str())
+            .collect();
         let tools_set = match plan.name.level {
             Level::Full => None,
             _ => tools_holder(definition_dir, &plan.chain, &binaries)?,
@@ -485,8 +492,9 @@ impl Making<'_> {
             chain: &chain,
             tools_set: &tools_set,
             par2_indexes: &par2_indexes,
-            par2_bundled: turbo,
-            darvault_bundled: tools.darvault_static.is_some(),
+            architectures: &architectures,
+            par2_bundled: tools.bundle.all_have("par2"),
+            darvault_bundled: tools.bundle.all_have("darvault"),
             encrypted: self.key.is_some(),
             par2_dir: par2_dir.as_deref(),
         }
@@ -987,7 +995,7 @@ impl Drop for StopMeter<'_> {
 fn tools_holder(
     definition_dir: &Path,
     chain: &[String],
-    binaries: &[(&str, &Path)],
+    binaries: &[(String, &Path)],
 ) -> Result<Option<String>> {
     let holder = chain.iter().rev().find_map(|set| {
         let manifest = crate::set::Manifest::read(&definition_dir.join(set)).ok()?;

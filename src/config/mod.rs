@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use values::{
-    AbsPath, Age, ByteSize, Compression, DefinitionName, Duration, LockRetention, Pattern, RelPath,
-    Rule, StorageClass, human_bytes,
+    AbsPath, Age, Architecture, ByteSize, Compression, DefinitionName, Duration, LockRetention,
+    Pattern, RelPath, Rule, StorageClass, human_bytes,
 };
 
 use crate::error::{Error, Result};
@@ -47,6 +47,14 @@ pub struct Tools {
     /// A statically linked darvault to carry in every set's bundle [default: this program,
     /// when it is statically linked].
     pub darvault_static: Option<AbsPath>,
+    /// The machines each chain's bundle carries tools for [default: x86_64 and aarch64, each
+    /// one whose tools are found]. Naming them makes a missing one an error.
+    pub bundle_architectures: Option<Vec<Architecture>>,
+    /// The folder holding `<architecture>/dar_static`, `par2` and `darvault` for the machines
+    /// other than this one [default: `lib/darvault/bundle` beside the folder of this program
+    /// (/usr/lib/darvault/bundle for the Debian package), then
+    /// `$XDG_DATA_HOME/darvault/bundle`].
+    pub bundle_tools: Option<AbsPath>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

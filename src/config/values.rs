@@ -313,6 +313,49 @@ impl std::str::FromStr for Age {
     }
 }
 
+/// A machine architecture a bundle carries tools for, named as `uname -m` prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Architecture {
+    #[serde(rename = "x86_64", alias = "amd64")]
+    X86_64,
+    #[serde(rename = "aarch64", alias = "arm64")]
+    Aarch64,
+}
+
+impl Architecture {
+    pub const ALL: [Architecture; 2] = [Architecture::X86_64, Architecture::Aarch64];
+
+    /// The name `uname -m` prints, which is also the bundle's folder for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Architecture::X86_64 => "x86_64",
+            Architecture::Aarch64 => "aarch64",
+        }
+    }
+
+    /// The machine this program runs on, when it is one a bundle can carry tools for.
+    pub fn this_machine() -> Option<Architecture> {
+        Architecture::ALL
+            .into_iter()
+            .find(|a| a.as_str() == std::env::consts::ARCH)
+    }
+
+    /// The architecture of an ELF header's `e_machine`.
+    pub fn of_elf_machine(machine: u16) -> Option<Architecture> {
+        match machine {
+            62 => Some(Architecture::X86_64),
+            183 => Some(Architecture::Aarch64),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Architecture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How long an object-locked copy locks each file: "keep" (as long as `cleanup` keeps its set
 /// there, by its level's age; a year at a time, renewed, for sets kept forever), or a span
 /// from the upload.

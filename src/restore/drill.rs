@@ -181,8 +181,9 @@ fn rehearse(
 /// The chain's bundled dar_static (in `holder`, its FULL), copied into the empty scratch folder
 /// and run there with an empty environment.
 fn bundled_dar(fetch: &mut Fetch, holder: &FoundSet, scratch: &Path) -> Result<Dar> {
-    let fetched = fetch.file(holder, "bundle/dar_static")?;
-    let dar_static = private_copy(scratch, holder, "bundle/dar_static", &fetched)?;
+    let path = super::trust::bundled_path(holder, "dar_static")?;
+    let fetched = fetch.file(holder, &path)?;
+    let dar_static = private_copy(scratch, holder, &path, &fetched)?;
     let mut dar = Dar::at(dar_static)?;
     dar.isolated_in = Some(scratch.to_owned());
     dar.io_stall = fetch.copy.tool_stall();

@@ -23,17 +23,15 @@ pub(super) fn trusted_bundled(
     system: Option<&Path>,
     trust_bundle: bool,
 ) -> Result<String> {
-    let path = format!("bundle/{name}");
-    let Some(sha) = set
+    let Some((path, sha)) = set
         .manifest
-        .files
-        .iter()
-        .find(|f| f.path == path)
-        .map(|f| f.sha256.clone())
+        .bundled_program(name)
+        .map(|f| (f.path.clone(), f.sha256.clone()))
     else {
         return Err(Error::Failed(format!(
-            "no set of the chain of {} carries {path} (a chain's FULL carries its tools): there is no bundled binary to run",
-            set.manifest.set.name
+            "no set of the chain of {} carries a {name} for this machine ({}) in its bundle (a chain's FULL carries its tools): there is no bundled binary to run",
+            set.manifest.set.name,
+            std::env::consts::ARCH
         )));
     };
     if state.was_bundled(&sha)? {
@@ -63,16 +61,11 @@ pub(super) fn trusted_bundled(
         .filter(|p| p.is_file())
         .or_else(|| std::env::args_os().next().map(PathBuf::from))
         .and_then(|p| p.canonicalize().ok());
-    let own_darvault = set
-        .manifest
-        .files
-        .iter()
-        .find(|f| f.path == "bundle/darvault")
-        .map(|f| f.sha256.as_str());
+    let own_darvault = set.manifest.bundled_program("darvault");
     if let (Some(running), Some(own)) = (running, own_darvault)
         && copy.holds(&running)
-        && running.ends_with("bundle/darvault")
-        && crate::hashing::hash_file(&running).is_ok_and(|(_, sha)| sha == own)
+        && running.ends_with(&own.path)
+        && crate::hashing::hash_file(&running).is_ok_and(|(_, sha)| sha == own.sha256)
     {
         return Ok(format!(
             "{path} of {}: this darvault is the copy's own bundled one",
@@ -107,9 +100,36 @@ pub(super) fn private_copy(
             set.manifest.set.name
         )));
     }
+    // A bundle made before tools were carried per architecture holds the tools of the machine
+    // that made it, which may not be this one.
+    let this = crate::config::Architecture::this_machine();
+    if let Some(arch) = crate::tools::static_executable_arch(&copy)
+        && Some(arch) != this
+    {
+        return Err(Error::Failed(format!(
+            "{path} of {} is built for {arch}, and this machine is {}: install dar (Debian/Ubuntu: apt-get install dar) and run again",
+            set.manifest.set.name,
+            std::env::consts::ARCH
+        )));
+    }
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o700))
         .map_err(Error::io("cannot make executable", &copy))?;
     Ok(copy)
+}
+
+/// Where `holder`'s bundle keeps `program` for this machine.
+pub(super) fn bundled_path(holder: &FoundSet, program: &str) -> Result<String> {
+    holder
+        .manifest
+        .bundled_program(program)
+        .map(|f| f.path.clone())
+        .ok_or_else(|| {
+            Error::Failed(format!(
+                "the bundle of {} holds no {program} for this machine ({})",
+                holder.manifest.set.name,
+                std::env::consts::ARCH
+            ))
+        })
 }
 
 /// The set of a chain whose bundle holds the tools: the newest that lists a dar_static (the
@@ -149,12 +169,11 @@ pub(super) fn locate_dar(
                 }
             };
             trusted_bundled(state, fetch.copy, holder, "dar_static", None, trust_bundle)?;
-            let fetched = fetch
-                .file(holder, "bundle/dar_static")
-                .map_err(|_| missing)?;
+            let path = bundled_path(holder, "dar_static")?;
+            let fetched = fetch.file(holder, &path).map_err(|_| missing)?;
             // What runs is a private copy, proven after it was made: the copy's file could
             // change between the check and the run.
-            let bundled = private_copy(fetch.scratch, holder, "bundle/dar_static", &fetched)?;
+            let bundled = private_copy(fetch.scratch, holder, &path, &fetched)?;
             tracing::info!(
                 "using the bundled dar_static of {}",
                 holder.manifest.set.name

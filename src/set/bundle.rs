@@ -1,7 +1,9 @@
 //! The restore kit. Every set's `bundle/` holds RESTORE.txt, plain steps for this set and its
 //! chain. The tools are carried once per chain, by its FULL set (which every restore of the
-//! chain needs anyway): a static dar, the static par2 when the engine is par2cmdline-turbo, a
-//! static darvault when there is one, and the gpg stand-in (see `tools::gpg_stand_in`). A DIFF
+//! chain needs anyway), in a folder per machine architecture named as `uname -m` prints it
+//! (`bundle/x86_64/`, `bundle/aarch64/`): a static dar, the static par2 when the engine is
+//! par2cmdline-turbo, a static darvault when there is one; and the gpg stand-in (a script,
+//! the same on every machine: see `tools::gpg_stand_in`). A DIFF
 //! or INCR of a few small files thus costs kilobytes on a copy, not the tools' megabytes
 //! again. On the repository the binaries are stored once (`.darvault/bundle/<sha256>`) and
 //! hard-linked into each FULL where the filesystem allows.
@@ -30,6 +32,8 @@ pub struct RestoreText<'a> {
     /// The set of the chain whose bundle holds the tools (this one, or an older one).
     pub tools_set: &'a str,
     pub par2_indexes: &'a [String],
+    /// The architectures the tools are carried for, as `uname -m` prints them.
+    pub architectures: &'a [&'a str],
     pub par2_bundled: bool,
     pub darvault_bundled: bool,
     pub encrypted: bool,
@@ -49,21 +53,21 @@ impl RestoreText<'_> {
         }
     }
 
-    /// The bundled programs that step 0 copies, as RESTORE.txt names them.
-    fn tool_files(&self) -> String {
-        let mut names = vec!["dar_static"];
-        if self.par2_bundled {
-            names.push("par2");
-        }
-        if self.darvault_bundled {
-            names.push("darvault");
-        }
-        let dir = self.tools_dir();
-        names
+    /// The machines the tools run on, as the text names them.
+    fn machines(&self) -> String {
+        let named: Vec<String> = self
+            .architectures
             .iter()
-            .map(|n| format!("{dir}/{n}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+            .map(|a| match *a {
+                "aarch64" => "aarch64 (arm64)".to_owned(),
+                other => other.to_owned(),
+            })
+            .collect();
+        match named.as_slice() {
+            [] => "x86_64".to_owned(),
+            [one] => one.clone(),
+            [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+        }
     }
 
     pub fn render(&self) -> String {
@@ -140,7 +144,7 @@ impl RestoreText<'_> {
             )
             .replace("{{CHAIN_LIST}}", &chain_list)
             .replace("{{CHAIN_NAMES}}", &self.chain.join(" "))
-            .replace("{{TOOL_FILES}}", &self.tool_files())
+            .replace("{{MACHINES}}", &self.machines())
             .replace("{{TOOLS_DIR}}", &self.tools_dir())
             .replace("{{TOOLS_SET}}", self.tools_set)
             .replace("{{CHAIN_COMMANDS}}", &extract(""))
@@ -161,12 +165,12 @@ impl RestoreText<'_> {
 }
 
 /// Write `bundle/` into `set_dir`: RESTORE.txt, and for a set that carries its chain's tools
-/// the binaries (hard-linked from `store` when possible) and the gpg stand-in. Returns their
-/// manifest entries.
+/// the binaries (each named by its path inside `bundle/`, `x86_64/dar_static`; hard-linked from
+/// `store` when possible) and the gpg stand-in. Returns their manifest entries.
 pub fn write(
     set_dir: &Path,
     store: &Path,
-    tools: Option<&[(&str, &Path)]>,
+    tools: Option<&[(String, &Path)]>,
     restore_text: &str,
 ) -> Result<Vec<FileEntry>> {
     let dir = set_dir.join(DIR);
@@ -180,6 +184,9 @@ pub fn write(
         let (size, sha256) = hash_file(source)?;
         let stored = store_once(store, source, &sha256)?;
         let target = dir.join(name);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(Error::io("cannot create", parent))?;
+        }
         if std::fs::hard_link(&stored, &target).is_err() {
             std::fs::copy(&stored, &target).map_err(Error::io("cannot copy", &target))?;
         }

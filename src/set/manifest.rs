@@ -243,9 +243,27 @@ impl Manifest {
         )
     }
 
-    /// Whether this set's bundle carries its chain's tools (a static dar among them).
+    /// Whether this set's bundle carries its chain's tools (a static dar among them):
+    /// `bundle/<architecture>/dar_static`, or `bundle/dar_static` in a bundle made before
+    /// tools were carried per architecture.
     pub fn carries_tools(&self) -> bool {
-        self.files.iter().any(|f| f.path == "bundle/dar_static")
+        self.files.iter().any(|f| {
+            f.path.strip_prefix("bundle/").is_some_and(|p| {
+                p == "dar_static"
+                    || p.strip_suffix("/dar_static")
+                        .is_some_and(|a| !a.contains('/'))
+            })
+        })
+    }
+
+    /// The bundle's `program` for this machine: `bundle/<its architecture>/<program>`, else
+    /// that of a bundle made before tools were carried per architecture (`bundle/<program>`,
+    /// made for the machine that wrote it: it is checked to be this machine's before it runs).
+    pub fn bundled_program(&self, program: &str) -> Option<&FileEntry> {
+        let own = format!("bundle/{}/{program}", std::env::consts::ARCH);
+        let flat = format!("bundle/{program}");
+        let find = |path: &str| self.files.iter().find(|f| f.path == path);
+        find(&own).or_else(|| find(&flat))
     }
 
     /// A manifest read from a copy that parses and describes the set of this name; `None`

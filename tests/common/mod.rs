@@ -631,3 +631,8 @@ pub fn s3_status(args: &[&str]) -> String {
     all.extend_from_slice(args);
     stdout(&curl_s3(&all))
 }
+
+/// Where a chain's FULL keeps `program` for this machine: `bundle/<uname -m>/<program>`.
+pub fn bundled(program: &str) -> String {
+    format!("bundle/{}/{program}", std::env::consts::ARCH)
+}
