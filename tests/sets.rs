@@ -191,12 +191,55 @@ fn par2_repairs_flipped_bytes_and_a_lost_slice_but_not_more_than_it_can() {
     assert_eq!(out.status.code(), Some(2), "not repairable");
 }
 
+/// The machine a rescue root emulates.
+#[derive(Clone, Copy, PartialEq)]
+enum Machine {
+    /// This machine's own architecture.
+    This,
+    /// An arm64 machine, run through qemu-user (binfmt_misc) on an x86_64 one.
+    Arm64,
+}
+
+/// The busybox a rescue root of `machine` holds: this machine's (Debian busybox-static), or
+/// Debian's arm64 busybox-static that scripts/bundle-tools --rescue-busybox unpacks. None
+/// (said loudly) where arm64 programs cannot run here; in CI that fails instead.
+fn rescue_busybox(machine: Machine) -> Option<PathBuf> {
+    if machine == Machine::This {
+        return Some(PathBuf::from("/bin/busybox"));
+    }
+    let busybox = std::env::var_os("DARVAULT_RESCUE_BUSYBOX_AARCH64")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let debs = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bundle-tools-work/debs");
+            fs::read_dir(debs)
+                .ok()?
+                .flatten()
+                .map(|e| e.path().join("bin/busybox"))
+                .find(|p| p.is_file())
+        })
+        .expect("an arm64 busybox: run scripts/bundle-tools --rescue-busybox (scripts/test does)");
+    let runs = Command::new(&busybox)
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success());
+    if runs {
+        return Some(busybox);
+    }
+    let why = "SKIPPED: arm64 programs do not run on this machine (binfmt_misc with qemu-aarch64 is \
+               needed: apt-get install qemu-user-static binfmt-support; \
+               mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc)";
+    assert!(std::env::var_os("CI").is_none(), "{why}");
+    eprintln!("\n*** {why} ***\n");
+    None
+}
+
 /// A rescue machine: a root that holds nothing but busybox (Debian busybox-static) and
 /// /dev/null. No terminal (no /dev/tty, no pseudo-terminals), no dar, no gpg, no par2.
-fn busybox_root(root: &Path) {
+fn busybox_root(root: &Path, busybox: &Path) {
     let bin = root.join("bin");
     fs::create_dir_all(&bin).unwrap();
-    fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static (scripts/setup --test)");
+    fs::copy(busybox, bin.join("busybox")).expect("busybox-static (scripts/setup --test)");
+    // This machine's busybox names the applets: the arm64 one is the same Debian version.
     let applets = Command::new("/bin/busybox").arg("--list").output().unwrap();
     for applet in String::from_utf8(applets.stdout).unwrap().lines() {
         if applet != "busybox" {
@@ -301,13 +344,28 @@ enum Carried {
     S3Download,
 }
 
-/// A FULL+DIFF+INCR chain (with a static darvault in the FULL's bundle) replicated as
-/// `carried`, now at `<rescue root>/disk/docs/`; one slice of the DIFF damaged there.
-/// Returns the sets' names and the source's final state.
+/// The folder of the other machines' tools that scripts/bundle-tools makes.
+fn bundle_tools() -> PathBuf {
+    let path = std::env::var_os("DARVAULT_BUNDLE_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bundle-tools"));
+    assert!(
+        path.join("aarch64/darvault").is_file(),
+        "{} has no aarch64 tools: run scripts/bundle-tools (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// A FULL+DIFF+INCR chain (with a static darvault in the FULL's bundle, and the tools for
+/// both machines when the rescue machine is arm64) replicated as `carried`, now at
+/// `<rescue root>/disk/docs/`; one slice of the DIFF damaged there. Returns the sets' names
+/// and the source's final state.
 fn rescue_copy(
     env: &Env,
     root: &Path,
     carried: Carried,
+    machine: Machine,
 ) -> (Vec<String>, std::collections::BTreeMap<String, Node>) {
     let disk = root.join("disk");
     let destination = match carried {
@@ -317,8 +375,15 @@ fn rescue_copy(
         ),
         Carried::S3Download => destination("s3", "rescue", "").0 + "\n",
     };
+    let both = match machine {
+        Machine::This => String::new(),
+        Machine::Arm64 => format!(
+            "bundle_architectures = [\"x86_64\", \"aarch64\"]\nbundle_tools = {:?}\n",
+            bundle_tools().display().to_string()
+        ),
+    };
     let tools = format!(
-        "[tools]\ndarvault_static = {:?}\n\n",
+        "[tools]\ndarvault_static = {:?}\n{both}\n",
         static_darvault().display().to_string()
     );
     let (sets, state) = chain_with(env, &format!("{tools}{destination}"));
@@ -338,14 +403,34 @@ fn rescue_copy(
     (names, state)
 }
 
+/// What the rescue root's shell said `uname -m` was, and that the tools step 0 made ready
+/// are programs of that machine (ELF e_machine 62: x86_64, 183: aarch64).
+fn assert_ran_as(root: &Path, machine: Machine) {
+    let (expected, e_machine) = match machine {
+        Machine::This => (ARCH, if ARCH == "x86_64" { 62 } else { 183 }),
+        Machine::Arm64 => ("aarch64", 183),
+    };
+    let seen = fs::read_to_string(root.join("machine.txt")).unwrap();
+    assert_eq!(seen.trim(), expected, "the rescue machine's uname -m");
+    let dar = fs::read(root.join("tmp/restore-tools/dar_static")).unwrap();
+    assert_eq!(
+        u16::from_le_bytes([dar[18], dar[19]]),
+        e_machine,
+        "step 0 made this machine's dar_static ready"
+    );
+}
+
 /// Follow the newest set's RESTORE.txt word for word on the rescue machine: get the tools
 /// ready, check the chain (the DIFF is damaged), repair the DIFF with the steps of its own
 /// RESTORE.txt, check again, test, restore the chain.
-fn follow_restore_txt(carried: Carried) {
+fn follow_restore_txt(carried: Carried, machine: Machine) {
+    let Some(busybox) = rescue_busybox(machine) else {
+        return;
+    };
     let env = Env::new();
     let root = env.path("rescue");
-    busybox_root(&root);
-    let (sets, state) = rescue_copy(&env, &root, carried);
+    busybox_root(&root, &busybox);
+    let (sets, state) = rescue_copy(&env, &root, carried, machine);
     let set_dir = |name: &str| root.join("disk/docs").join(name);
     let newest = sets.last().unwrap();
     let text = fs::read_to_string(set_dir(newest).join("bundle/RESTORE.txt")).unwrap();
@@ -366,7 +451,7 @@ fn follow_restore_txt(carried: Carried) {
         "{text}\n{diff_text}"
     );
     let script = [
-        vec!["set -e".to_owned()],
+        vec!["set -e".to_owned(), "uname -m > /machine.txt".to_owned()],
         intro.clone(),
         ready,
         vec![format!("{} | tee /check-before.txt", check[0])],
@@ -402,25 +487,43 @@ fn follow_restore_txt(carried: Carried) {
             "after step 2 every set of the chain checks: {after}"
         );
     }
+    assert_ran_as(&root, machine);
     assert_same_tree(&state, &snapshot(&root.join("restored")));
 }
 
 #[test]
 fn a_rescue_machine_restores_a_usb_copy_by_following_restore_txt() {
-    follow_restore_txt(Carried::UsbDisk);
+    follow_restore_txt(Carried::UsbDisk, Machine::This);
 }
 
 #[test]
 fn a_rescue_machine_restores_an_s3_download_by_following_restore_txt() {
-    follow_restore_txt(Carried::S3Download);
+    follow_restore_txt(Carried::S3Download, Machine::This);
+}
+
+#[test]
+fn an_arm64_rescue_machine_restores_a_usb_copy_by_following_restore_txt() {
+    follow_restore_txt(Carried::UsbDisk, Machine::Arm64);
 }
 
 #[test]
 fn the_bundled_darvault_repairs_and_restores_the_chain_on_a_rescue_machine() {
+    bundled_darvault_restores(Carried::S3Download, Machine::This);
+}
+
+#[test]
+fn the_bundled_arm64_darvault_repairs_and_restores_the_chain_on_an_arm64_rescue_machine() {
+    bundled_darvault_restores(Carried::UsbDisk, Machine::Arm64);
+}
+
+fn bundled_darvault_restores(carried: Carried, machine: Machine) {
+    let Some(busybox) = rescue_busybox(machine) else {
+        return;
+    };
     let env = Env::new();
     let root = env.path("rescue");
-    busybox_root(&root);
-    let (sets, state) = rescue_copy(&env, &root, Carried::S3Download);
+    busybox_root(&root, &busybox);
+    let (sets, state) = rescue_copy(&env, &root, carried, machine);
     let newest = sets.last().unwrap();
     let text = fs::read_to_string(
         root.join("disk/docs")
@@ -438,7 +541,7 @@ fn the_bundled_darvault_repairs_and_restores_the_chain_on_a_rescue_machine() {
         .find(|c| c.contains("darvault restore") && !c.contains("--as-of"))
         .expect("RESTORE.txt shows the darvault restore command");
     let script = [
-        vec!["set -e".to_owned()],
+        vec!["set -e".to_owned(), "uname -m > /machine.txt".to_owned()],
         restore_step(&text, "intro"),
         restore_step(&text, "0"),
         vec![repair.clone(), restore.clone(), "echo RESTORED".to_owned()],
@@ -454,6 +557,7 @@ fn the_bundled_darvault_repairs_and_restores_the_chain_on_a_rescue_machine() {
         printed.contains("repaired"),
         "the damaged DIFF was repaired: {printed}"
     );
+    assert_ran_as(&root, machine);
     assert_same_tree(&state, &snapshot(&root.join("restored")));
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::halves::Sizes;
 use super::plan::Plan;
 use super::restore_test::{self, Sampler};
-use crate::config::Definition;
+use crate::config::{Architecture, Definition};
 use crate::copy::LocalCopy;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -49,8 +49,42 @@ pub struct SetReport {
     /// hand with them does the same work).
     pub dar_options: Vec<String>,
     pub restore_test: RestoreTestRecord,
+    /// The chain's tools, when this set carries them (a FULL, or the first set after they
+    /// changed): the machines they are carried for, and those left out.
+    pub tools: Option<ToolsCarried>,
     /// Files dar could not save properly, and sampled files changed since the backup.
     pub warnings: Vec<String>,
+}
+
+/// The machines a set's bundle carries tools for, and the ones it leaves out.
+#[derive(Debug, Serialize)]
+pub struct ToolsCarried {
+    /// As `uname -m` names them: the bundle's folders.
+    pub architectures: Vec<Architecture>,
+    pub left_out: Vec<LeftOut>,
+}
+
+/// A machine carried by default whose tools were not found.
+#[derive(Debug, Serialize)]
+pub struct LeftOut {
+    pub architecture: Architecture,
+    pub why: String,
+}
+
+impl ToolsCarried {
+    fn of(carried: &crate::tools::bundled::Carried) -> ToolsCarried {
+        ToolsCarried {
+            architectures: carried.architectures.iter().map(|a| a.arch).collect(),
+            left_out: carried
+                .missing
+                .iter()
+                .map(|(architecture, why)| LeftOut {
+                    architecture: *architecture,
+                    why: why.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// CPU seconds of a set: darvault's and its children's together, and by what spent them
@@ -209,6 +243,9 @@ pub fn make_set(
         cpu: Cpu::since(cpu),
         dar_options,
         restore_test: manifest.checks.restore_test.clone(),
+        tools: manifest
+            .carries_tools()
+            .then(|| ToolsCarried::of(&tools.bundle)),
         warnings,
     })
 }

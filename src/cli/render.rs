@@ -85,6 +85,19 @@ pub fn backup(report: &backup::Report) {
                         rt.eligible
                     );
                 }
+                if let Some(tools) = &s.tools
+                    && !tools.left_out.is_empty()
+                {
+                    let carried: Vec<&str> =
+                        tools.architectures.iter().map(|a| a.as_str()).collect();
+                    for left in &tools.left_out {
+                        say!(
+                            "  note: this chain's tools are carried for {} only: {}",
+                            carried.join(" and "),
+                            left.why
+                        );
+                    }
+                }
                 // The whole list is in --json and in the set's manifest.
                 const SHOWN: usize = 20;
                 for w in s.warnings.iter().take(SHOWN) {

@@ -52,7 +52,7 @@ pub struct Tools {
     pub bundle_architectures: Option<Vec<Architecture>>,
     /// The folder holding `<architecture>/dar_static`, `par2` and `darvault` for the machines
     /// other than this one [default: `lib/darvault/bundle` beside the folder of this program
-    /// (/usr/lib/darvault/bundle for the Debian package), then
+    /// (/usr/lib/darvault/bundle for the Debian package), `bundle/` in it (the tarball), then
     /// `$XDG_DATA_HOME/darvault/bundle`].
     pub bundle_tools: Option<AbsPath>,
 }

@@ -314,7 +314,7 @@ impl std::str::FromStr for Age {
 }
 
 /// A machine architecture a bundle carries tools for, named as `uname -m` prints it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub enum Architecture {
     #[serde(rename = "x86_64", alias = "amd64")]
     X86_64,

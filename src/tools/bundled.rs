@@ -88,16 +88,22 @@ pub fn locate(
     Ok(carried)
 }
 
-/// The folders searched for other machines' tools, in order.
+/// The folders searched for other machines' tools, in order: the configured one alone, or
+/// `lib/darvault/bundle` beside the program's folder, `bundle` in it, then the XDG data folder.
 fn folders(configured: Option<&AbsPath>) -> Vec<PathBuf> {
     if let Some(folder) = configured {
         return vec![folder.path().to_owned()];
     }
-    let beside_program = std::env::current_exe()
+    // Installed (the Debian package: /usr/bin and /usr/lib), or unpacked from the tarball
+    // (the program and bundle/ side by side).
+    let program_dir = std::env::current_exe()
         .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("lib/darvault/bundle")));
+        .and_then(|exe| Some(exe.parent()?.to_owned()));
+    let beside_program = program_dir.iter().flat_map(|dir| {
+        let installed = dir.parent().map(|p| p.join("lib/darvault/bundle"));
+        installed.into_iter().chain([dir.join("bundle")])
+    });
     beside_program
-        .into_iter()
         .chain([crate::paths::data_home().join("darvault/bundle")])
         .collect()
 }
