@@ -342,6 +342,54 @@ fn a_bundled_binary_this_darvault_did_not_bundle_is_never_run_unasked() {
     );
 }
 
+/// A copy whose bundle holds, in this machine's folder, a program built for another machine
+/// (consistent with its manifest, and trusted on request): it is not run, and the drill says
+/// why, rather than failing with the kernel's "exec format error" or running it emulated.
+#[test]
+fn a_bundled_program_built_for_another_machine_is_never_run() {
+    let env = Env::new();
+    let disk = drawer(&env);
+    let sets = sets_on(&disk);
+    let full = &sets[0];
+    let (other, e_machine): (&str, u16) = match std::env::consts::ARCH {
+        "aarch64" => ("x86_64", 62),
+        _ => ("aarch64", 183),
+    };
+    // The smallest static ELF executable header of the other machine: no program headers.
+    let mut elf = vec![0u8; 64];
+    elf[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+    elf[16..18].copy_from_slice(&2u16.to_le_bytes());
+    elf[18..20].copy_from_slice(&e_machine.to_le_bytes());
+    elf[32..40].copy_from_slice(&64u64.to_le_bytes());
+    elf[54..56].copy_from_slice(&56u16.to_le_bytes());
+    let planted = full.join(bundled("dar_static"));
+    fs::remove_file(&planted).unwrap();
+    fs::write(&planted, &elf).unwrap();
+    let manifest_path = full.join("MANIFEST.toml");
+    let mut manifest =
+        darvault::set::Manifest::parse(&fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    for f in &mut manifest.files {
+        if f.path == bundled("dar_static") {
+            f.size = elf.len() as u64;
+            f.sha256 = darvault::hashing::sha256_hex(&elf);
+        }
+    }
+    manifest.write(full).unwrap();
+    sha256sum_check(full);
+    let out = Command::new(env!("CARGO_BIN_EXE_darvault"))
+        .env("HOME", env.path("foreign"))
+        .env("XDG_STATE_HOME", env.path("foreign/state"))
+        .env("XDG_CONFIG_HOME", env.path("foreign/config"))
+        .args(["drill", "--trust-bundle"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(said.contains(&format!("is built for {other}")), "{said}");
+    assert!(!said.contains("  ran "), "{said}");
+}
+
 /// A manifest of 100,000 entries is audited in time that grows with the entries, not their
 /// square (it took 164 s before; the budget only catches that kind of growth).
 #[test]

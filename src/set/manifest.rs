@@ -460,6 +460,47 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn bundled_programs_are_found_per_machine_and_in_older_flat_bundles() {
+        let entry = |path: &str| FileEntry {
+            path: path.into(),
+            size: 1,
+            sha256: "ef".repeat(32),
+            role: Role::Bundle,
+            parts: None,
+        };
+        let this = std::env::consts::ARCH;
+        let other = if this == "aarch64" {
+            "x86_64"
+        } else {
+            "aarch64"
+        };
+        let mut m = sample();
+        assert!(!m.carries_tools());
+        assert!(m.bundled_program("dar_static").is_none());
+        // Only the other machine's tools: carried, but none for this machine.
+        m.files.push(entry(&format!("bundle/{other}/dar_static")));
+        assert!(m.carries_tools());
+        assert!(m.bundled_program("dar_static").is_none());
+        m.files.push(entry(&format!("bundle/{this}/dar_static")));
+        assert_eq!(
+            m.bundled_program("dar_static").unwrap().path,
+            format!("bundle/{this}/dar_static")
+        );
+        // A bundle made before tools were carried per machine.
+        let mut flat = sample();
+        flat.files.push(entry("bundle/dar_static"));
+        assert!(flat.carries_tools());
+        assert_eq!(
+            flat.bundled_program("dar_static").unwrap().path,
+            "bundle/dar_static"
+        );
+        // A dar_static deeper down is no bundle's.
+        let mut deep = sample();
+        deep.files.push(entry("bundle/a/b/dar_static"));
+        assert!(!deep.carries_tools());
+    }
+
+    #[test]
     fn parses_back_into_the_same_values() {
         let m = sample();
         assert_eq!(Manifest::parse(&m.to_toml()).unwrap(), m);
