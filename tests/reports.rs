@@ -33,7 +33,10 @@ fn redact(text: &str, tmp: &Path) -> String {
         (r"(?m)(: |\[|, |^\s+)-?\d+\.\d+([eE][+-]?\d+)?", "$1[N]"),
         (r"(?m)(: |\[|, |^\s+)\d{4,}", "$1[N]"),
     ];
-    let mut out = text.replace(&tmp.display().to_string(), "[TMP]");
+    // The project's folder too: where this darvault runs from (its build) names folders.
+    let mut out = text
+        .replace(&tmp.display().to_string(), "[TMP]")
+        .replace(env!("CARGO_MANIFEST_DIR"), "[PROJECT]");
     for (pattern, with) in rules {
         out = regex::Regex::new(pattern)
             .unwrap()

@@ -773,11 +773,13 @@ pub(super) async fn deep_checks(
         .prefix("darvault-deep.")
         .tempdir()
         .map_err(|e| Error::Failed(format!("cannot make a scratch directory: {e}")))?;
-    std::fs::create_dir_all(scratch.path().join("bundle"))
-        .map_err(Error::io("cannot create", scratch.path()))?;
     for f in &manifest.files {
-        copy.download(&at(location, &f.path), &scratch.path().join(&f.path))
-            .await?;
+        let target = scratch.path().join(&f.path);
+        // The bundle's folders (bundle/, bundle/<machine>/).
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(Error::io("cannot create", parent))?;
+        }
+        copy.download(&at(location, &f.path), &target).await?;
     }
     let checks = DeepChecks::new(scratch.path().to_owned(), manifest, config, None)?;
     tokio::task::block_in_place(|| checks.run())

@@ -68,7 +68,8 @@ pub struct ToolsCarried {
 #[derive(Debug, Serialize)]
 pub struct LeftOut {
     pub architecture: Architecture,
-    pub why: String,
+    #[serde(flatten)]
+    pub why: crate::tools::bundled::NotCarried,
 }
 
 impl ToolsCarried {

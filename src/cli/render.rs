@@ -94,7 +94,7 @@ pub fn backup(report: &backup::Report) {
                         say!(
                             "  note: this chain's tools are carried for {} only: {}",
                             carried.join(" and "),
-                            left.why
+                            left.why.describe(left.architecture)
                         );
                     }
                 }

@@ -40,6 +40,22 @@ struct Upload {
     part: Option<u64>,
 }
 
+/// Every folder the files at `paths` (relative to a set) are in, each after the one it is in:
+/// "" (the set's own), "bundle", "bundle/x86_64", …
+fn folders_of<'a>(paths: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut folders = std::collections::BTreeSet::from([String::new()]);
+    for path in paths {
+        let mut at = 0;
+        while let Some(slash) = path[at..].find('/') {
+            at += slash;
+            folders.insert(path[..at].to_owned());
+            at += 1;
+        }
+    }
+    // Sorted by name, a folder comes before the folders in it.
+    folders.into_iter().collect()
+}
+
 impl SetJob {
     /// Write the record of the set being written, then send every file the manifest lists
     /// that is not on the destination yet, `concurrency` at a time. Returns (files, bytes)
@@ -47,10 +63,11 @@ impl SetJob {
     pub async fn send_files(&self) -> Result<(u64, u64)> {
         if self.make_dirs {
             // Concurrent uploads would otherwise race to create the same folders.
-            for dir in [
-                format!("{}/", self.remote_dir),
-                format!("{}/bundle/", self.remote_dir),
-            ] {
+            for dir in folders_of(self.set.manifest.files.iter().map(|f| f.path.as_str())) {
+                let dir = match dir.is_empty() {
+                    true => format!("{}/", self.remote_dir),
+                    false => format!("{}/{dir}/", self.remote_dir),
+                };
                 self.store.make_dir(&dir).await?;
             }
         }
@@ -211,4 +228,21 @@ async fn send(
     store
         .put_file(&u.local, &u.remote, &expected, limiter, task, readback)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn folders_come_before_the_folders_in_them() {
+        let paths = [
+            "a.1.dar",
+            "bundle/RESTORE.txt",
+            "bundle/x86_64/dar_static",
+            "bundle/aarch64/par2",
+        ];
+        assert_eq!(
+            super::folders_of(paths.into_iter()),
+            ["", "bundle", "bundle/aarch64", "bundle/x86_64"]
+        );
+    }
 }

@@ -30,7 +30,38 @@ impl ArchTools {
 pub struct Carried {
     pub architectures: Vec<ArchTools>,
     /// Architectures asked for by default whose tools were not found (and why).
-    pub missing: Vec<(Architecture, String)>,
+    pub missing: Vec<(Architecture, NotCarried)>,
+}
+
+/// Why a machine's tools are not carried.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum NotCarried {
+    /// No dar_static for it in any of these folders (`<folder>/<architecture>`).
+    NotFound { searched: Vec<PathBuf> },
+    /// A program there is not a static executable of that machine.
+    NotStaticFor { path: PathBuf },
+}
+
+impl NotCarried {
+    /// In a person's words, for the architecture `arch`.
+    pub fn describe(&self, arch: Architecture) -> String {
+        match self {
+            NotCarried::NotFound { searched } => {
+                let places: Vec<String> = searched
+                    .iter()
+                    .map(|f| format!("{}/{arch}", f.display()))
+                    .collect();
+                format!(
+                    "no dar_static for {arch} in {} (the Debian package installs them; scripts/bundle-tools makes them)",
+                    places.join(" or ")
+                )
+            }
+            NotCarried::NotStaticFor { path } => {
+                format!("{} is not a static executable for {arch}", path.display())
+            }
+        }
+    }
 }
 
 impl Carried {
@@ -80,7 +111,8 @@ pub fn locate(
             Err(why) if asked.is_none() => carried.missing.push((arch, why)),
             Err(why) => {
                 return Err(Error::Config(format!(
-                    "[tools] bundle_architectures names {arch}, but {why}"
+                    "[tools] bundle_architectures names {arch}, but {}",
+                    why.describe(arch)
                 )));
             }
         }
@@ -112,21 +144,14 @@ fn folders(configured: Option<&AbsPath>) -> Vec<PathBuf> {
 fn foreign(
     arch: Architecture,
     configured: Option<&AbsPath>,
-) -> std::result::Result<ArchTools, String> {
+) -> std::result::Result<ArchTools, NotCarried> {
     let searched = folders(configured);
     let Some(dir) = searched
         .iter()
         .map(|f| f.join(arch.as_str()))
         .find(|d| d.join("dar_static").exists())
     else {
-        let places: Vec<String> = searched
-            .iter()
-            .map(|f| format!("{}/{arch}", f.display()))
-            .collect();
-        return Err(format!(
-            "no dar_static for {arch} in {} (the Debian package installs them; scripts/bundle-tools makes them)",
-            places.join(" or ")
-        ));
+        return Err(NotCarried::NotFound { searched });
     };
     let mut programs = Vec::new();
     for program in PROGRAMS {
@@ -136,12 +161,7 @@ fn foreign(
         }
         match crate::tools::static_executable_arch(&path) {
             Some(a) if a == arch => programs.push((program, path)),
-            _ => {
-                return Err(format!(
-                    "{} is not a static executable for {arch}",
-                    path.display()
-                ));
-            }
+            _ => return Err(NotCarried::NotStaticFor { path }),
         }
     }
     Ok(ArchTools { arch, programs })
