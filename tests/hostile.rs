@@ -286,6 +286,25 @@ fn names_with_control_characters_are_escaped_on_a_terminal() {
     assert!(text.contains("evil\\033[31mred\\nname"), "{text}");
 }
 
+/// Replace the bundled dar_static of `full` (its chain's tools) with `bytes`, and its manifest
+/// with one that records them: a copy consistent with itself, and crafted.
+fn plant_dar_static(full: &Path, bytes: &[u8]) {
+    let planted = full.join(bundled("dar_static"));
+    fs::remove_file(&planted).unwrap();
+    fs::write(&planted, bytes).unwrap();
+    let manifest_path = full.join("MANIFEST.toml");
+    let mut manifest =
+        darvault::set::Manifest::parse(&fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    for f in &mut manifest.files {
+        if f.path == bundled("dar_static") {
+            f.size = bytes.len() as u64;
+            f.sha256 = darvault::hashing::sha256_hex(bytes);
+        }
+    }
+    manifest.write(full).unwrap();
+    sha256sum_check(full);
+}
+
 #[test]
 fn a_bundled_binary_this_darvault_did_not_bundle_is_never_run_unasked() {
     let env = Env::new();
@@ -299,20 +318,7 @@ fn a_bundled_binary_this_darvault_did_not_bundle_is_never_run_unasked() {
         "#!/bin/sh\n: > {:?}\nexec /usr/bin/dar_static \"$@\"\n",
         mark.display().to_string()
     );
-    let planted = full.join(bundled("dar_static"));
-    fs::remove_file(&planted).unwrap();
-    fs::write(&planted, &script).unwrap();
-    let manifest_path = full.join("MANIFEST.toml");
-    let mut manifest =
-        darvault::set::Manifest::parse(&fs::read_to_string(&manifest_path).unwrap()).unwrap();
-    for f in &mut manifest.files {
-        if f.path == bundled("dar_static") {
-            f.size = script.len() as u64;
-            f.sha256 = darvault::hashing::sha256_hex(script.as_bytes());
-        }
-    }
-    manifest.write(full).unwrap();
-    sha256sum_check(full);
+    plant_dar_static(full, script.as_bytes());
 
     // A foreign machine: no state of its own, no config.
     let drill = |extra: &[&str]| {
@@ -362,20 +368,7 @@ fn a_bundled_program_built_for_another_machine_is_never_run() {
     elf[18..20].copy_from_slice(&e_machine.to_le_bytes());
     elf[32..40].copy_from_slice(&64u64.to_le_bytes());
     elf[54..56].copy_from_slice(&56u16.to_le_bytes());
-    let planted = full.join(bundled("dar_static"));
-    fs::remove_file(&planted).unwrap();
-    fs::write(&planted, &elf).unwrap();
-    let manifest_path = full.join("MANIFEST.toml");
-    let mut manifest =
-        darvault::set::Manifest::parse(&fs::read_to_string(&manifest_path).unwrap()).unwrap();
-    for f in &mut manifest.files {
-        if f.path == bundled("dar_static") {
-            f.size = elf.len() as u64;
-            f.sha256 = darvault::hashing::sha256_hex(&elf);
-        }
-    }
-    manifest.write(full).unwrap();
-    sha256sum_check(full);
+    plant_dar_static(full, &elf);
     let out = Command::new(env!("CARGO_BIN_EXE_darvault"))
         .env("HOME", env.path("foreign"))
         .env("XDG_STATE_HOME", env.path("foreign/state"))
