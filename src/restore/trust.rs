@@ -132,13 +132,16 @@ pub(super) fn bundled_path(holder: &FoundSet, program: &str) -> Result<String> {
         })
 }
 
-/// The set of a chain whose bundle holds the tools: the newest that lists a dar_static (the
-/// FULL; before tools were carried once per chain, every set had them).
+/// The set of a chain whose bundle holds the tools: the newest that lists a dar_static for
+/// this machine (the FULL; before tools were carried once per chain, every set had them).
 pub(super) fn tools_holder(chain: &[FoundSet]) -> &FoundSet {
+    // The newest with tools for this machine: a later set may carry another machine's only
+    // (made where this machine's tools were not found).
     chain
         .iter()
         .rev()
-        .find(|s| s.manifest.carries_tools())
+        .find(|s| s.manifest.bundled_program("dar_static").is_some())
+        .or_else(|| chain.iter().rev().find(|s| s.manifest.carries_tools()))
         .or(chain.last())
         .expect("a chain has a set")
 }

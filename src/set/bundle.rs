@@ -64,7 +64,7 @@ impl RestoreText<'_> {
             })
             .collect();
         match named.as_slice() {
-            [] => "x86_64".to_owned(),
+            [] => std::env::consts::ARCH.to_owned(),
             [one] => one.clone(),
             [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
         }

@@ -117,6 +117,21 @@ pub fn locate(
             }
         }
     }
+    if carried.architectures.is_empty() {
+        let why: Vec<String> = carried
+            .missing
+            .iter()
+            .map(|(arch, why)| why.describe(*arch))
+            .collect();
+        return Err(Error::Config(format!(
+            "[tools] bundle_architectures: no machine's tools can be carried (this machine is {}, and a chain must carry at least one machine's tools){}",
+            std::env::consts::ARCH,
+            match why.is_empty() {
+                true => String::new(),
+                false => format!(": {}", why.join("; ")),
+            }
+        )));
+    }
     Ok(carried)
 }
 
@@ -192,6 +207,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("bundle_architectures names"), "{err}");
+        let none = locate(Some(&[]), Some(&folder(empty.path())), host()).unwrap_err();
+        assert!(none.to_string().contains("at least one"), "{none}");
         let only_this = locate(Some(&[this]), Some(&folder(empty.path())), host()).unwrap();
         assert!(only_this.missing.is_empty());
         assert_eq!(only_this.files()[0].0, format!("{this}/dar_static"));
