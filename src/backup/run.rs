@@ -462,14 +462,13 @@ impl Making<'_> {
         let bundled = crate::cpu::on_this_thread("bundle", || {
             self.bundle(definition_dir, repository, &groups, created_at)
         })?;
-        seals.watch_dir(bundle::DIR)?;
-        for arch in &self.tools.bundle.architectures {
-            if bundled.iter().any(|f| {
-                f.path
-                    .starts_with(&format!("{}/{}/", bundle::DIR, arch.arch))
-            }) {
-                seals.watch_dir(&format!("{}/{}", bundle::DIR, arch.arch))?;
-            }
+        // Every folder the bundle's files are in: bundle/, and bundle/<machine>/.
+        let folders: std::collections::BTreeSet<&str> = bundled
+            .iter()
+            .filter_map(|f| f.path.rsplit_once('/').map(|(dir, _)| dir))
+            .collect();
+        for dir in folders {
+            seals.watch_dir(dir)?;
         }
         for f in bundled {
             files.push(seals.hash(&f.path, f.role)?);

@@ -11,8 +11,6 @@ pub mod shell;
 pub mod ssh;
 pub mod terminal;
 
-use std::path::PathBuf;
-
 use crate::config::Tools as Configured;
 use crate::error::Result;
 
@@ -20,12 +18,9 @@ use crate::error::Result;
 pub struct Tools {
     pub dar: dar::Dar,
     pub par2: par2::Par2,
-    /// The static dar copied into every set's bundle.
-    pub dar_static: PathBuf,
-    /// A static darvault for the bundle too, when there is one (this program, if it is
-    /// statically linked, or `[tools] darvault_static`).
-    pub darvault_static: Option<PathBuf>,
-    /// What each chain's bundle carries, per architecture.
+    /// What each chain's bundle carries, per architecture: for this machine the static dar,
+    /// par2 when it is the static par2cmdline-turbo, and a static darvault when there is one
+    /// (this program, if it is statically linked, or `[tools] darvault_static`).
     pub bundle: bundled::Carried,
 }
 
@@ -53,25 +48,19 @@ impl Tools {
         };
         // This machine's programs for its own architecture: the static dar, par2 when it is
         // the static par2cmdline-turbo, and the static darvault.
-        let mut host = vec![("dar_static", dar_static.clone())];
+        let mut host = vec![("dar_static", dar_static)];
         if par2.engine == par2::Engine::Turbo {
             host.push(("par2", par2.path.clone()));
         }
-        if let Some(darvault) = &darvault_static {
-            host.push(("darvault", darvault.clone()));
+        if let Some(darvault) = darvault_static {
+            host.push(("darvault", darvault));
         }
         let bundle = bundled::locate(
             configured.bundle_architectures.as_deref(),
             configured.bundle_tools.as_ref(),
             host,
         )?;
-        Ok(Tools {
-            dar,
-            par2,
-            dar_static,
-            darvault_static,
-            bundle,
-        })
+        Ok(Tools { dar, par2, bundle })
     }
 }
 
