@@ -280,7 +280,8 @@ impl Making<'_> {
             definition.slice_size.0,
             redundancy(definition, self.plan.name.level),
             definition.par2_whole_slice_max.0,
-        );
+        )
+        .with_block(definition.par2_block_size.0);
         let t = Instant::now();
         let since = self
             .plan

@@ -80,6 +80,10 @@ pub struct Definition {
     pub redundancy: Redundancy,
     #[serde(default = "default_whole_slice_max")]
     pub par2_whole_slice_max: ByteSize,
+    /// The PAR2 block size preferred: smaller blocks repair more separate damaged places at
+    /// the same redundancy, at more CPU.
+    #[serde(default = "default_par2_block_size")]
+    pub par2_block_size: ByteSize,
     /// Verify every PAR2 set with `par2 verify` before the set is published.
     #[serde(default)]
     pub par2_verify: bool,
@@ -640,6 +644,9 @@ fn default_no_compress() -> Vec<String> {
 fn default_whole_slice_max() -> ByteSize {
     ByteSize(64 << 20)
 }
+fn default_par2_block_size() -> ByteSize {
+    ByteSize(crate::tools::par2::DEFAULT_BLOCK)
+}
 fn default_slice_size() -> ByteSize {
     ByteSize(1 << 30)
 }
@@ -830,6 +837,16 @@ impl Config {
                     d.name.span(),
                     format!(
                         "definition {:?}: slice_size must be at least 64K",
+                        d.name().as_str()
+                    ),
+                ));
+            }
+            let block = d.par2_block_size.0;
+            if !block.is_power_of_two() || !(4 << 10..=256 << 20).contains(&block) {
+                return Err(at(
+                    d.name.span(),
+                    format!(
+                        "definition {:?}: key `par2_block_size`: {block} bytes is not a power of two from 4K to 256M (e.g. \"1M\", \"4M\")",
                         d.name().as_str()
                     ),
                 ));
@@ -1417,6 +1434,7 @@ mod tests {
         assert_eq!(d.timeout, default_timeout());
         assert_eq!(d.redundancy.full, Percent(10));
         assert_eq!(d.par2_whole_slice_max, default_whole_slice_max());
+        assert_eq!(d.par2_block_size, default_par2_block_size());
         assert!(d.cache_directory_tagging);
         let keep = Keep::default();
         assert_eq!(d.keep.diff.to_string(), keep.diff.to_string());
@@ -1451,6 +1469,24 @@ mod tests {
         .unwrap();
         assert_eq!(c.definitions[0].name().as_str(), "photos");
         assert!(!c.definitions[0].no_compress.is_empty());
+    }
+
+    #[test]
+    fn a_par2_block_size_par2_cannot_use_is_refused_by_its_key() {
+        let text = |size: &str| {
+            format!(
+                "repository = \"/r\"\n[[definition]]\nname = \"d\"\nsource = \"/s\"\npar2_block_size = \"{size}\"\n"
+            )
+        };
+        for wrong in ["3M", "1K", "512M"] {
+            let err = parse(&text(wrong)).unwrap_err().to_string();
+            assert!(err.contains("key `par2_block_size`"), "{err}");
+            assert!(err.contains("not a power of two from 4K to 256M"), "{err}");
+        }
+        assert_eq!(
+            parse(&text("1M")).unwrap().definitions[0].par2_block_size,
+            ByteSize(1 << 20)
+        );
     }
 
     #[test]

@@ -26,12 +26,13 @@ const MAX_BLOCKS: u64 = 32768;
 const MAX_USEFUL_BLOCKS: u64 = 4000;
 /// Blocks per group at least (small sets keep a fine repair granularity).
 const MIN_USEFUL_BLOCKS: u64 = 200;
-/// The block size that is fast where the two bounds above allow it. Recovery data costs CPU
-/// in proportion to the recovery blocks made, so at a given redundancy to the inverse of the
-/// block size; measured with turbo on a 1 GiB slice at 10%, one thread: 1 MiB blocks 7.7 CPU
-/// seconds (3.7 of them hashing, the same at any size), 2 MiB 5.9, 4 MiB 4.9. 2 MiB keeps 52
-/// recovery blocks per GiB at 10%: as many damaged places repairable in a slice.
-const FAST_BLOCK: u64 = 2 << 20;
+/// The block size preferred where the two bounds above allow it (`par2_block_size`, this by
+/// default). Recovery data costs CPU in proportion to the recovery blocks made, so at a given
+/// redundancy to the inverse of the block size; measured with turbo on a 1 GiB slice at 10%,
+/// one thread: 1 MiB blocks 7.7 CPU seconds, 2 MiB 5.3, 4 MiB 4.3 (about 3 of them hashing,
+/// the same at any size). 4 MiB keeps 26 recovery blocks per GiB at 10%: as many separate
+/// damaged places repairable in a slice, or one run of damage as long as the recovery data.
+pub const DEFAULT_BLOCK: u64 = 4 << 20;
 const MIN_BLOCK: u64 = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +189,8 @@ pub struct Layout {
     per_slice: bool,
     /// Small slices: slices per group, so that a full group survives a lost slice.
     per_group: usize,
+    /// The block size preferred (see `block_size`).
+    block: u64,
 }
 
 impl Layout {
@@ -197,7 +200,14 @@ impl Layout {
             slice_size,
             per_slice: slice_size > whole_slice_max,
             per_group: 100u32.div_ceil(percent.max(1)) as usize,
+            block: DEFAULT_BLOCK,
         }
+    }
+
+    /// Blocks of `block` bytes (a power of two) where the bounds allow: smaller blocks repair
+    /// more separate damaged places at the same redundancy and cost more CPU.
+    pub fn with_block(self, block: u64) -> Layout {
+        Layout { block, ..self }
     }
 
     /// The PAR2 set of slice `n` (1-based), when it can be made before dar has finished the
@@ -244,7 +254,7 @@ impl Layout {
 
     fn group(&self, index: String, files: Vec<(String, u64)>, whole_slice: bool) -> Group {
         let bytes: u64 = files.iter().map(|f| f.1).sum();
-        let block_size = block_size(bytes, self.slice_size);
+        let block_size = block_size(bytes, self.slice_size, self.block);
         let source_blocks: u64 = files.iter().map(|f| f.1.div_ceil(block_size).max(1)).sum();
         let mut recovery_blocks = (source_blocks * u64::from(self.percent))
             .div_ceil(100)
@@ -269,13 +279,13 @@ impl Layout {
     }
 }
 
-/// A power of two (at least 4 KiB) that divides the slice size: 2 MiB where that gives between
-/// MIN_USEFUL_BLOCKS and MAX_USEFUL_BLOCKS blocks, else the nearest bound; never more blocks
-/// than par2 allows.
-fn block_size(bytes: u64, slice_size: u64) -> u64 {
+/// A power of two (at least 4 KiB) that divides the slice size: `preferred` where that gives
+/// between MIN_USEFUL_BLOCKS and MAX_USEFUL_BLOCKS blocks, else the nearest bound; never more
+/// blocks than par2 allows.
+fn block_size(bytes: u64, slice_size: u64, preferred: u64) -> u64 {
     let for_max = bytes.div_ceil(MAX_USEFUL_BLOCKS).next_power_of_two();
     let for_min = bytes.div_ceil(MIN_USEFUL_BLOCKS).next_power_of_two();
-    let mut bs = for_max.max(FAST_BLOCK.min(for_min)).max(MIN_BLOCK);
+    let mut bs = for_max.max(preferred.min(for_min)).max(MIN_BLOCK);
     while bs > MIN_BLOCK && !slice_size.is_multiple_of(bs) {
         bs /= 2;
     }
@@ -359,6 +369,26 @@ mod tests {
                 .early_group("s", 1, &all[0])
                 .is_none()
         );
+    }
+
+    #[test]
+    fn the_block_size_is_the_one_preferred_where_the_bounds_allow() {
+        let slice = 1u64 << 30;
+        let one = slices(1, slice, slice);
+        let default = Layout::new(slice, 10, 64 << 20).plan("s", &one, &[]);
+        assert_eq!(
+            (default[0].block_size, default[0].recovery_blocks),
+            (4 << 20, 26)
+        );
+        let finer = Layout::new(slice, 10, 64 << 20).with_block(2 << 20);
+        let finer = finer.plan("s", &one, &[]);
+        assert_eq!(
+            (finer[0].block_size, finer[0].recovery_blocks),
+            (2 << 20, 52)
+        );
+        // A 64 MiB slice keeps at least MIN_USEFUL_BLOCKS / 2 blocks, not 16 of 4 MiB.
+        let small = Layout::new(64 << 20, 10, 0).plan("s", &slices(1, 64 << 20, 64 << 20), &[]);
+        assert!(small[0].source_blocks >= MIN_USEFUL_BLOCKS / 2);
     }
 
     #[test]
