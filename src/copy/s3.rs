@@ -243,21 +243,7 @@ impl S3 {
             return Ok(None);
         };
         let until = lock.retention.until(path, jiff::Timestamp::now());
-        let head = self.signed_query(reqwest::Method::HEAD, path, &[], vec![]);
-        let response = self.sent(head).await?;
-        let status = response.status().as_u16();
-        if !response.status().is_success() {
-            let (retry, cause) = answer(status, "");
-            return Err(match status {
-                404 => Failure::not_found(format!("{path}: not found")),
-                _ => Failure::other(retry, cause),
-            });
-        }
-        let now_until = response
-            .headers()
-            .get("x-amz-object-lock-retain-until-date")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<jiff::Timestamp>().ok());
+        let now_until = self.head(path, &[]).await?.locked_until;
         if let Some(now_until) = now_until
             && !super::retention::renewal_due(now_until, until, jiff::Timestamp::now())
         {
@@ -465,7 +451,8 @@ impl S3 {
         path: &str,
         version: &str,
     ) -> Result<(u64, Option<Kept>), Failure> {
-        self.head(path, &[("versionId", version)]).await
+        let head = self.head(path, &[("versionId", version)]).await?;
+        Ok((head.size, head.kept))
     }
 
     /// Start a multipart upload of `path` whose parts carry their SHA-256: its id.
@@ -611,40 +598,47 @@ impl S3 {
     /// The object's size and the SHA-256 the server keeps for it (None when it keeps none:
     /// an object another tool uploaded); `NotFound` when there is no object.
     pub fn stored<'a>(&'a self, path: &'a str) -> Io<'a, (u64, Option<Kept>)> {
-        Box::pin(self.head(path, &[]))
+        Box::pin(async move { self.head(path, &[]).await.map(|h| (h.size, h.kept)) })
     }
 
-    async fn head(
-        &self,
-        path: &str,
-        query: &[(&str, &str)],
-    ) -> Result<(u64, Option<Kept>), Failure> {
-        {
-            let headers = vec![("x-amz-checksum-mode", "ENABLED".to_owned())];
-            let request = self.signed_query(reqwest::Method::HEAD, path, query, headers);
-            let response = request.send().await.map_err(|e| request_failure(&e))?;
-            let status = response.status().as_u16();
-            if status == 404 {
-                return Err(Failure::not_found(format!("{path}: not found")));
-            }
-            if !response.status().is_success() {
-                let (retry, cause) = answer(status, "");
-                return Err(Failure::other(retry, cause));
-            }
-            let header = |name: &str| {
-                response
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            let size = header("content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let kept = header("x-amz-checksum-sha256").and_then(|b| kept_of(&b));
-            Ok((size, kept))
+    /// One HEAD of the object at `path` (`query` names a version): what the server says of it.
+    async fn head(&self, path: &str, query: &[(&str, &str)]) -> Result<Head, Failure> {
+        let headers = vec![("x-amz-checksum-mode", "ENABLED".to_owned())];
+        let request = self.signed_query(reqwest::Method::HEAD, path, query, headers);
+        let response = self.sent(request).await?;
+        let status = response.status().as_u16();
+        if status == 404 {
+            return Err(Failure::not_found(format!("{path}: not found")));
         }
+        if !response.status().is_success() {
+            let (retry, cause) = answer(status, "");
+            return Err(Failure::other(retry, cause));
+        }
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Ok(Head {
+            size: header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            kept: header("x-amz-checksum-sha256").and_then(|b| kept_of(&b)),
+            locked_until: header("x-amz-object-lock-retain-until-date")
+                .and_then(|v| v.parse::<jiff::Timestamp>().ok()),
+        })
     }
+}
+
+/// What a HEAD of an object says of it.
+struct Head {
+    size: u64,
+    /// The SHA-256 the server keeps (None when it keeps none: an object another tool uploaded).
+    kept: Option<Kept>,
+    /// The end of its lock, where it has one.
+    locked_until: Option<jiff::Timestamp>,
 }
 
 /// One element of an S3 answer: the text of its child elements, by child name.
