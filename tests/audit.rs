@@ -836,6 +836,64 @@ fn an_sftp_copy_is_hashed_on_the_server() {
     sha256sum_check(&full);
 }
 
+#[test]
+fn a_folder_removed_from_a_webdav_or_sftp_copy_is_made_again_by_the_heal() {
+    let env = Env::new();
+    let (webdav, webdav_root) = destination("webdav", "lost-folder", "");
+    let (sftp, sftp_root) = destination("sftp", "lost-folder", "");
+    repository_and_usb(&env, &format!("{webdav}{sftp}"));
+    for (name, root) in [("webdav", webdav_root), ("sftp", sftp_root)] {
+        let root = root.unwrap();
+        let full = full_on(&root);
+        let machine = full.join(bundled("dar_static"));
+        let machine = machine.parent().unwrap();
+        match name {
+            // Through the server, whose view of its folder is cached (rclone's).
+            "webdav" => webdav_delete(&root, machine),
+            _ => fs::remove_dir_all(machine).unwrap(),
+        }
+        assert!(!machine.exists());
+        let (code, report) = audit(&env, &[name]);
+        assert_eq!(
+            code, 4,
+            "{name}: the lost folder's files are missing: {report}"
+        );
+        let (code, report) = audit(&env, &[name, "--repair"]);
+        assert_eq!(code, 0, "{name}: {report}");
+        assert!(machine.join("dar_static").is_file(), "{name}: {report}");
+        sha256sum_check(&full);
+    }
+}
+
+/// Remove `folder` (under the WebDAV copy kept at `root`) with a DELETE to the server.
+fn webdav_delete(root: &Path, folder: &Path) {
+    let s = servers();
+    let server_root = Path::new(&s["WEBDAV_ROOT"]);
+    let url = format!(
+        "{}/{}/",
+        s["WEBDAV_ENDPOINT"],
+        folder.strip_prefix(server_root).unwrap().display()
+    );
+    assert!(root.starts_with(server_root));
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "DELETE",
+            "-u",
+        ])
+        .arg(format!("{}:{}", s["WEBDAV_USER"], s["WEBDAV_PASSWORD"]))
+        .arg(&url)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(status.starts_with('2'), "DELETE {url}: {status}");
+}
+
 /// A bucket made with object lock, for one test.
 fn locked_bucket(name: &str) -> String {
     let s = servers();

@@ -723,6 +723,8 @@ async fn copy_verified(
     entry: &FileEntry,
 ) -> Result<()> {
     replace_link(dst, dst_path).await?;
+    // The bundle's folders too: a copy may have lost a whole folder.
+    dst.make_parent(dst_path).await?;
     let scratch;
     let in_place = match src.is_link(src_path)? {
         true => None,

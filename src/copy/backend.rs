@@ -42,6 +42,9 @@ pub struct Capabilities {
     /// Every file of a set is locked against change and removal when uploaded, until its
     /// retention ends (S3 Object Lock; the bucket's setting is checked by `check_access`).
     pub object_lock: bool,
+    /// Files live in folders that must exist before a file is written in them (SFTP, WebDAV,
+    /// a local disk); an object store has none (a folder there is only a marker object).
+    pub folders: bool,
     /// The service can be asked for an object's older versions and bring one back
     /// (`history`, `bring_back`); whether it keeps any is the bucket's setting.
     pub versions: bool,

@@ -20,6 +20,8 @@ pub(super) struct Remote {
     /// SFTP: files hashed by the server's shell, where it has one.
     shell: Option<std::sync::Arc<Shell>>,
     endpoint: Option<String>,
+    /// Not an object store: files are in folders that must exist first.
+    folders: bool,
 }
 
 /// An SFTP server's shell, to hash files there (asked once whether it can).
@@ -84,6 +86,7 @@ impl Remote {
         s3: Option<S3>,
         shell: Option<Shell>,
         endpoint: Option<String>,
+        folders: bool,
     ) -> Remote {
         Remote {
             op,
@@ -91,6 +94,7 @@ impl Remote {
             s3,
             shell: shell.map(std::sync::Arc::new),
             endpoint,
+            folders,
         }
     }
 }
@@ -111,6 +115,7 @@ impl Backend for Remote {
             remote_hashing: self.shell.is_some(),
             object_lock: self.s3.as_ref().is_some_and(S3::locks),
             versions: self.s3.is_some(),
+            folders: self.folders,
         }
     }
 

@@ -156,7 +156,14 @@ impl Store {
             );
         Ok(Store {
             name: dest.name().to_owned(),
-            backend: Arc::new(Remote::new(op, dav, s3, shell, endpoint)),
+            backend: Arc::new(Remote::new(
+                op,
+                dav,
+                s3,
+                shell,
+                endpoint,
+                !dest.kind.is_object_store(),
+            )),
             local_root,
             readers: dest
                 .concurrency
@@ -466,6 +473,17 @@ impl Store {
             .await
     }
 
+    /// Create the folder `path` is in, where this copy has folders: a file put back into a
+    /// folder someone removed (a heal) then has one to go to.
+    pub async fn make_parent(&self, path: &str) -> Result<()> {
+        match path.rsplit_once('/') {
+            Some((dir, _)) if self.backend.capabilities().folders => {
+                self.make_dir(&format!("{dir}/")).await
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The size of a stored file, None when it is missing.
     pub async fn size_of(&self, path: &str) -> Result<Option<u64>> {
         let what = format!("cannot check {path}");
@@ -523,7 +541,7 @@ impl Store {
             .map_err(|e| storage_error(&format!("cannot open {}", root.display()), e))?;
         Ok(Store {
             name: root.display().to_string(),
-            backend: Arc::new(Remote::new(op, None, None, None, None)),
+            backend: Arc::new(Remote::new(op, None, None, None, None, true)),
             local_root: Some(root),
             readers: 1,
             repair: crate::config::RepairPolicy::Never,
