@@ -682,3 +682,56 @@ fn a_set_made_after_the_tools_changed_carries_them_for_its_chain() {
         "{incr_text}"
     );
 }
+
+#[test]
+fn a_set_carrying_this_machines_changed_tools_keeps_the_other_machines_tools_of_its_chain() {
+    let env = Env::new();
+    let src = env.path("src");
+    awkward_tree(&src);
+    let tools = |darvault: &Path, folder: &Path| {
+        format!(
+            "[tools]\ndarvault_static = {:?}\nbundle_tools = {:?}\n\n",
+            darvault.display().to_string(),
+            folder.display().to_string()
+        )
+    };
+    config(&env, &tools(&static_darvault(), &bundle_tools()));
+    assert_eq!(code(&env.run(&["backup", "--full"])), 0);
+    let full = env.sets("docs")[0].clone();
+    // A newer darvault for this machine; the other machine's tools not found any more.
+    let newer = env.path("newer/darvault");
+    fs::create_dir_all(newer.parent().unwrap()).unwrap();
+    let mut bytes = fs::read(static_darvault()).unwrap();
+    bytes.extend_from_slice(b"\0a newer build");
+    write(&newer, &bytes);
+    fs::set_permissions(&newer, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let nothing = env.path("no-tools");
+    fs::create_dir_all(&nothing).unwrap();
+    config(&env, &tools(&newer, &nothing));
+    write(&src.join("plain.txt"), b"changed once\n");
+    let out = env.run(&["backup", "--diff", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let carried = &report["definitions"][0]["tools"];
+    assert_eq!(
+        carried["kept_from_older_set"],
+        serde_json::json!(["aarch64"]),
+        "{carried}"
+    );
+    assert_eq!(carried["left_out"], serde_json::json!([]), "{carried}");
+
+    let diff = env.sets("docs")[1].clone();
+    assert_eq!(fs::read(diff.join(bundled("darvault"))).unwrap(), bytes);
+    for program in ["dar_static", "par2", "darvault"] {
+        let path = format!("bundle/aarch64/{program}");
+        assert_eq!(
+            fs::read(diff.join(&path)).unwrap(),
+            fs::read(full.join(&path)).unwrap(),
+            "the DIFF carries the FULL's {path}"
+        );
+    }
+    sha256sum_check(&diff);
+    let text = fs::read_to_string(diff.join("bundle/RESTORE.txt")).unwrap();
+    assert!(text.contains("aarch64 (arm64)"), "{text}");
+    assert!(text.contains("cp bundle/$(uname -m)/*"), "{text}");
+}

@@ -61,6 +61,8 @@ pub struct SetReport {
 pub struct ToolsCarried {
     /// As `uname -m` names them: the bundle's folders.
     pub architectures: Vec<Architecture>,
+    /// Machines whose tools were not found now, carried again from an older set of the chain.
+    pub kept_from_older_set: Vec<Architecture>,
     pub left_out: Vec<LeftOut>,
 }
 
@@ -73,12 +75,19 @@ pub struct LeftOut {
 }
 
 impl ToolsCarried {
-    fn of(carried: &crate::tools::bundled::Carried) -> ToolsCarried {
+    /// What `manifest`'s bundle carries, with the tools found now (`carried`).
+    fn of(carried: &crate::tools::bundled::Carried, manifest: &Manifest) -> ToolsCarried {
+        let in_bundle = |a: Architecture| {
+            let dar = format!("{}/{}/dar_static", bundle::DIR, a.as_str());
+            manifest.files.iter().any(|f| f.path == dar)
+        };
+        let (kept, left_out): (Vec<_>, Vec<_>) =
+            carried.missing.iter().partition(|(a, _)| in_bundle(*a));
         ToolsCarried {
             architectures: carried.architectures.iter().map(|a| a.arch).collect(),
-            left_out: carried
-                .missing
-                .iter()
+            kept_from_older_set: kept.into_iter().map(|(a, _)| *a).collect(),
+            left_out: left_out
+                .into_iter()
                 .map(|(architecture, why)| LeftOut {
                     architecture: *architecture,
                     why: why.clone(),
@@ -246,7 +255,7 @@ pub fn make_set(
         restore_test: manifest.checks.restore_test.clone(),
         tools: manifest
             .carries_tools()
-            .then(|| ToolsCarried::of(&tools.bundle)),
+            .then(|| ToolsCarried::of(&tools.bundle, &manifest)),
         warnings,
     })
 }
@@ -501,19 +510,40 @@ impl Making<'_> {
         created_at: jiff::Timestamp,
     ) -> Result<Vec<FileEntry>> {
         let (tools, plan, name) = (self.tools, self.plan, self.name);
-        let binaries = tools.bundle.files();
-        let architectures: Vec<&str> = tools
-            .bundle
-            .architectures
-            .iter()
-            .map(|a| a.arch.as_str())
-            .collect();
+        let mut binaries = tools.bundle.files();
         let tools_set = match plan.name.level {
             Level::Full => None,
             _ => tools_holder(definition_dir, &plan.chain, &binaries)?,
         };
         let carries_tools = tools_set.is_none();
         let tools_set = tools_set.unwrap_or_else(|| name.to_owned());
+        // Carrying the chain's tools again (this machine's changed): the other machine's,
+        // not found here now, are kept from the set that carried them.
+        let missing: Vec<Architecture> = tools.bundle.missing.iter().map(|(a, _)| *a).collect();
+        let kept = match carries_tools && plan.name.level != Level::Full {
+            true => bundle::kept_from_chain(definition_dir, &plan.chain, &missing)?,
+            false => Vec::new(),
+        };
+        for k in &kept {
+            binaries.extend(
+                k.files
+                    .iter()
+                    .map(|(n, path, _)| (n.clone(), path.as_path())),
+            );
+        }
+        let mut architectures: Vec<&str> = tools
+            .bundle
+            .architectures
+            .iter()
+            .map(|a| a.arch.as_str())
+            .collect();
+        architectures.extend(kept.iter().map(|k| k.arch.as_str()));
+        let all_have = |program: &str| {
+            architectures.iter().all(|a| {
+                let name = format!("{a}/{program}");
+                binaries.iter().any(|(n, _)| *n == name)
+            })
+        };
         let mut chain = plan.chain.clone();
         chain.push(name.to_owned());
         let par2_indexes: Vec<String> = groups.iter().map(|g| g.index.clone()).collect();
@@ -531,19 +561,32 @@ impl Making<'_> {
             tools_set: &tools_set,
             par2_indexes: &par2_indexes,
             architectures: &architectures,
-            par2_bundled: tools.bundle.all_have("par2"),
-            darvault_bundled: tools.bundle.all_have("darvault"),
+            par2_bundled: all_have("par2"),
+            darvault_bundled: all_have("darvault"),
             encrypted: self.key.is_some(),
             par2_dir: par2_dir.as_deref(),
         }
         .render();
         let store = repository.root().join(".darvault").join("bundle");
-        bundle::write(
+        let entries = bundle::write(
             self.staging.path(),
             &store,
             carries_tools.then_some(binaries.as_slice()),
             &restore_text,
-        )
+        )?;
+        // What was kept from an older set is what that set's manifest records, byte for byte.
+        for (name, _, older) in kept.iter().flat_map(|k| &k.files) {
+            let path = format!("{}/{name}", bundle::DIR);
+            if !entries
+                .iter()
+                .any(|e| e.path == path && e.sha256 == older.sha256)
+            {
+                return Err(Error::Failed(format!(
+                    "{path} changed while it was carried again from an older set of the chain"
+                )));
+            }
+        }
+        Ok(entries)
     }
 
     fn par2_dir(&self) -> Option<String> {

@@ -644,8 +644,16 @@ fn default_no_compress() -> Vec<String> {
 fn default_whole_slice_max() -> ByteSize {
     ByteSize(64 << 20)
 }
+/// The PAR2 block size preferred where a set's size allows it (`par2_block_size`). Recovery
+/// data costs CPU in proportion to the recovery blocks made, so at a given redundancy to the
+/// inverse of the block size; measured with turbo on a 1 GiB slice at 10%, one thread: 1 MiB
+/// blocks 7.7 CPU seconds, 2 MiB 5.3, 4 MiB 4.3 (about 3 of them hashing, the same at any
+/// size). 4 MiB keeps 26 recovery blocks per GiB at 10%: as many separate damaged places
+/// repairable in a slice, or one run of damage as long as the recovery data.
+pub const DEFAULT_PAR2_BLOCK: u64 = 4 << 20;
+
 fn default_par2_block_size() -> ByteSize {
-    ByteSize(crate::tools::par2::DEFAULT_BLOCK)
+    ByteSize(DEFAULT_PAR2_BLOCK)
 }
 fn default_slice_size() -> ByteSize {
     ByteSize(1 << 30)

@@ -214,6 +214,67 @@ pub fn write(
     Ok(entries)
 }
 
+/// A machine's tools carried again from an older set of the chain.
+pub struct Kept {
+    pub arch: crate::config::Architecture,
+    /// The set they are taken from.
+    pub set: String,
+    /// (name inside `bundle/`, e.g. `aarch64/dar_static`; its file in that set; its entry there).
+    pub files: Vec<(String, PathBuf, FileEntry)>,
+}
+
+/// The tools of each machine in `archs` (whose tools are not found now) from the newest set of
+/// `chain` (in `definition_dir`) whose bundle holds them, where every file is a regular file
+/// with its manifest's size and SHA-256: a set that carries its chain's tools because this
+/// machine's changed keeps the other machine's, so that its own RESTORE.txt still serves both.
+pub fn kept_from_chain(
+    definition_dir: &Path,
+    chain: &[String],
+    archs: &[crate::config::Architecture],
+) -> Result<Vec<Kept>> {
+    let mut kept = Vec::new();
+    for arch in archs {
+        let folder = format!("{DIR}/{}/", arch.as_str());
+        let held = chain.iter().rev().find_map(|set| {
+            let manifest = super::Manifest::read(&definition_dir.join(set)).ok()?;
+            let files: Vec<FileEntry> = manifest
+                .files
+                .into_iter()
+                .filter(|f| f.path.starts_with(&folder))
+                .collect();
+            let has_dar = files.iter().any(|f| f.path.ends_with("/dar_static"));
+            has_dar.then(|| (set.clone(), files))
+        });
+        let Some((set, entries)) = held else {
+            continue;
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let path = definition_dir.join(&set).join(&entry.path);
+            let regular = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
+            if !regular || hash_file(&path)? != (entry.size, entry.sha256.clone()) {
+                tracing::warn!(
+                    "{} in {set} is not what its manifest says: the {} tools are not carried again",
+                    entry.path,
+                    arch.as_str()
+                );
+                files.clear();
+                break;
+            }
+            let name = entry.path[DIR.len() + 1..].to_owned();
+            files.push((name, path, entry));
+        }
+        if !files.is_empty() {
+            kept.push(Kept {
+                arch: *arch,
+                set,
+                files,
+            });
+        }
+    }
+    Ok(kept)
+}
+
 /// Keep one read-only, executable copy of each binary in the store.
 fn store_once(store: &Path, source: &Path, sha256: &str) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;

@@ -26,13 +26,6 @@ const MAX_BLOCKS: u64 = 32768;
 const MAX_USEFUL_BLOCKS: u64 = 4000;
 /// Blocks per group at least (small sets keep a fine repair granularity).
 const MIN_USEFUL_BLOCKS: u64 = 200;
-/// The block size preferred where the two bounds above allow it (`par2_block_size`, this by
-/// default). Recovery data costs CPU in proportion to the recovery blocks made, so at a given
-/// redundancy to the inverse of the block size; measured with turbo on a 1 GiB slice at 10%,
-/// one thread: 1 MiB blocks 7.7 CPU seconds, 2 MiB 5.3, 4 MiB 4.3 (about 3 of them hashing,
-/// the same at any size). 4 MiB keeps 26 recovery blocks per GiB at 10%: as many separate
-/// damaged places repairable in a slice, or one run of damage as long as the recovery data.
-pub const DEFAULT_BLOCK: u64 = 4 << 20;
 const MIN_BLOCK: u64 = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +193,7 @@ impl Layout {
             slice_size,
             per_slice: slice_size > whole_slice_max,
             per_group: 100u32.div_ceil(percent.max(1)) as usize,
-            block: DEFAULT_BLOCK,
+            block: crate::config::DEFAULT_PAR2_BLOCK,
         }
     }
 
