@@ -59,10 +59,12 @@ pub struct SetReport {
 /// The machines a set's bundle carries tools for, and the ones it leaves out.
 #[derive(Debug, Serialize)]
 pub struct ToolsCarried {
-    /// As `uname -m` names them: the bundle's folders.
+    /// As `uname -m` names them: the machines whose tools were found now (the bundle also
+    /// holds a folder for each of `kept_from_older_set`).
     pub architectures: Vec<Architecture>,
-    /// Machines whose tools were not found now, carried again from an older set of the chain.
-    pub kept_from_older_set: Vec<Architecture>,
+    /// Machines whose tools were not found now (and why), carried again from an older set of
+    /// the chain.
+    pub kept_from_older_set: Vec<LeftOut>,
     pub left_out: Vec<LeftOut>,
 }
 
@@ -72,6 +74,15 @@ pub struct LeftOut {
     pub architecture: Architecture,
     #[serde(flatten)]
     pub why: crate::tools::bundled::NotCarried,
+}
+
+impl LeftOut {
+    fn of((architecture, why): &(Architecture, crate::tools::bundled::NotCarried)) -> LeftOut {
+        LeftOut {
+            architecture: *architecture,
+            why: why.clone(),
+        }
+    }
 }
 
 impl ToolsCarried {
@@ -85,14 +96,8 @@ impl ToolsCarried {
             carried.missing.iter().partition(|(a, _)| in_bundle(*a));
         ToolsCarried {
             architectures: carried.architectures.iter().map(|a| a.arch).collect(),
-            kept_from_older_set: kept.into_iter().map(|(a, _)| *a).collect(),
-            left_out: left_out
-                .into_iter()
-                .map(|(architecture, why)| LeftOut {
-                    architecture: *architecture,
-                    why: why.clone(),
-                })
-                .collect(),
+            kept_from_older_set: kept.into_iter().map(LeftOut::of).collect(),
+            left_out: left_out.into_iter().map(LeftOut::of).collect(),
         }
     }
 }
@@ -520,8 +525,21 @@ impl Making<'_> {
         // Carrying the chain's tools again (this machine's changed): the other machine's,
         // not found here now, are kept from the set that carried them.
         let missing: Vec<Architecture> = tools.bundle.missing.iter().map(|(a, _)| *a).collect();
+        let programs: std::collections::BTreeSet<&str> = tools
+            .bundle
+            .architectures
+            .iter()
+            .flat_map(|a| a.programs.iter().map(|(p, _)| *p))
+            .collect();
+        let programs: Vec<&str> = programs.into_iter().collect();
         let kept = match carries_tools && plan.name.level != Level::Full {
-            true => bundle::kept_from_chain(definition_dir, &plan.chain, &missing)?,
+            true => bundle::kept_from_chain(
+                definition_dir,
+                &plan.chain,
+                &missing,
+                &tools.dar.version,
+                &programs,
+            ),
             false => Vec::new(),
         };
         for k in &kept {
@@ -538,11 +556,14 @@ impl Making<'_> {
             .map(|a| a.arch.as_str())
             .collect();
         architectures.extend(kept.iter().map(|k| k.arch.as_str()));
+        // As the FULL names them: x86_64 first.
+        architectures.sort_by_key(|a| *a != Architecture::X86_64.as_str());
         let all_have = |program: &str| {
-            architectures.iter().all(|a| {
-                let name = format!("{a}/{program}");
-                binaries.iter().any(|(n, _)| *n == name)
-            })
+            !architectures.is_empty()
+                && architectures.iter().all(|a| {
+                    let name = format!("{a}/{program}");
+                    binaries.iter().any(|(n, _)| *n == name)
+                })
         };
         let mut chain = plan.chain.clone();
         chain.push(name.to_owned());
@@ -574,15 +595,14 @@ impl Making<'_> {
             carries_tools.then_some(binaries.as_slice()),
             &restore_text,
         )?;
-        // What was kept from an older set is what that set's manifest records, byte for byte.
+        // What was kept from an older set is, in this set, the bytes that set's manifest
+        // records (the seals keep them so until the set is published).
         for (name, _, older) in kept.iter().flat_map(|k| &k.files) {
-            let path = format!("{}/{name}", bundle::DIR);
-            if !entries
-                .iter()
-                .any(|e| e.path == path && e.sha256 == older.sha256)
-            {
+            let staged = self.staging.path().join(bundle::DIR).join(name);
+            if crate::hashing::hash_file(&staged)? != (older.size, older.sha256.clone()) {
                 return Err(Error::Failed(format!(
-                    "{path} changed while it was carried again from an older set of the chain"
+                    "{} changed while it was carried again from an older set of the chain",
+                    staged.display()
                 )));
             }
         }

@@ -85,6 +85,14 @@ pub fn backup(report: &backup::Report) {
                         rt.eligible
                     );
                 }
+                if let Some(tools) = &s.tools {
+                    for kept in &tools.kept_from_older_set {
+                        say!(
+                            "  note: {}; this set carries them again from an older set of its chain",
+                            kept.why.describe(kept.architecture)
+                        );
+                    }
+                }
                 if let Some(tools) = &s.tools
                     && !tools.left_out.is_empty()
                 {

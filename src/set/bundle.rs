@@ -224,42 +224,74 @@ pub struct Kept {
 }
 
 /// The tools of each machine in `archs` (whose tools are not found now) from the newest set of
-/// `chain` (in `definition_dir`) whose bundle holds them, where every file is a regular file
-/// with its manifest's size and SHA-256: a set that carries its chain's tools because this
-/// machine's changed keeps the other machine's, so that its own RESTORE.txt still serves both.
+/// `chain` (in `definition_dir`) whose bundle holds that machine's dar_static: a set that
+/// carries its chain's tools again (this machine's changed) keeps the other machine's, so that
+/// its own RESTORE.txt still serves both. Kept only where that set was made with the same dar
+/// (`dar_version`: an older dar may not read a newer archive), holds every program of
+/// `programs` (what this machine carries) and every file is a regular file with its manifest's
+/// size and SHA-256; else that machine is left out, as when nothing held its tools.
 pub fn kept_from_chain(
     definition_dir: &Path,
     chain: &[String],
     archs: &[crate::config::Architecture],
-) -> Result<Vec<Kept>> {
+    dar_version: &str,
+    programs: &[&str],
+) -> Vec<Kept> {
     let mut kept = Vec::new();
     for arch in archs {
         let folder = format!("{DIR}/{}/", arch.as_str());
+        let dar = format!("{folder}dar_static");
         let held = chain.iter().rev().find_map(|set| {
             let manifest = super::Manifest::read(&definition_dir.join(set)).ok()?;
-            let files: Vec<FileEntry> = manifest
+            manifest
                 .files
-                .into_iter()
-                .filter(|f| f.path.starts_with(&folder))
-                .collect();
-            let has_dar = files.iter().any(|f| f.path.ends_with("/dar_static"));
-            has_dar.then(|| (set.clone(), files))
+                .iter()
+                .any(|f| f.path == dar)
+                .then(|| (set.clone(), manifest))
         });
-        let Some((set, entries)) = held else {
+        let Some((set, manifest)) = held else {
             continue;
         };
+        let refused = |why: String| {
+            tracing::warn!(
+                "the {} tools of {set} are not carried again: {why}",
+                arch.as_str()
+            );
+        };
+        if manifest.tools.dar != dar_version {
+            refused(format!(
+                "made with dar {}, this set with dar {dar_version}",
+                manifest.tools.dar
+            ));
+            continue;
+        }
+        let entries: Vec<FileEntry> = manifest
+            .files
+            .into_iter()
+            .filter(|f| {
+                f.path
+                    .strip_prefix(&folder)
+                    .is_some_and(|n| !n.contains('/'))
+            })
+            .collect();
+        if let Some(program) = programs
+            .iter()
+            .find(|p| !entries.iter().any(|e| e.path == format!("{folder}{p}")))
+        {
+            refused(format!("they have no {program}"));
+            continue;
+        }
         let mut files = Vec::new();
         for entry in entries {
             let path = definition_dir.join(&set).join(&entry.path);
             let regular = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
-            if !regular || hash_file(&path)? != (entry.size, entry.sha256.clone()) {
-                tracing::warn!(
-                    "{} in {set} is not what its manifest says: the {} tools are not carried again",
-                    entry.path,
-                    arch.as_str()
-                );
-                files.clear();
-                break;
+            match regular.then(|| hash_file(&path)) {
+                Some(Ok((size, sha256))) if size == entry.size && sha256 == entry.sha256 => {}
+                _ => {
+                    refused(format!("{} is not what its manifest says", entry.path));
+                    files.clear();
+                    break;
+                }
             }
             let name = entry.path[DIR.len() + 1..].to_owned();
             files.push((name, path, entry));
@@ -272,7 +304,7 @@ pub fn kept_from_chain(
             });
         }
     }
-    Ok(kept)
+    kept
 }
 
 /// Keep one read-only, executable copy of each binary in the store.
