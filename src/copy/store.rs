@@ -473,13 +473,16 @@ impl Store {
             .await
     }
 
+    /// Whether this copy's files are in folders that must exist before a file goes in them.
+    pub fn has_folders(&self) -> bool {
+        self.backend.capabilities().folders
+    }
+
     /// Create the folder `path` is in, where this copy has folders: a file put back into a
     /// folder someone removed (a heal) then has one to go to.
     pub async fn make_parent(&self, path: &str) -> Result<()> {
         match path.rsplit_once('/') {
-            Some((dir, _)) if self.backend.capabilities().folders => {
-                self.make_dir(&format!("{dir}/")).await
-            }
+            Some((dir, _)) if self.has_folders() => self.make_dir(&format!("{dir}/")).await,
             _ => Ok(()),
         }
     }

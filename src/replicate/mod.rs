@@ -266,7 +266,6 @@ async fn send_missing(
             task: Arc::clone(&task),
             concurrency,
             readback: dest.verify_readback,
-            make_dirs: !dest.kind.is_object_store(),
         };
         let (files, bytes) = job.send_files().await?;
         job.finish().await?;

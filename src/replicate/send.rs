@@ -25,8 +25,6 @@ pub struct SetJob {
     pub task: Arc<dyn Task>,
     pub concurrency: usize,
     pub readback: bool,
-    /// Create folders before uploading (file systems, SFTP, WebDAV; not object stores).
-    pub make_dirs: bool,
 }
 
 /// One file to send and what it must turn out to be.
@@ -61,7 +59,7 @@ impl SetJob {
     /// that is not on the destination yet, `concurrency` at a time. Returns (files, bytes)
     /// sent.
     pub async fn send_files(&self) -> Result<(u64, u64)> {
-        if self.make_dirs {
+        if self.store.has_folders() {
             // Concurrent uploads would otherwise race to create the same folders.
             for dir in folders_of(self.set.manifest.files.iter().map(|f| f.path.as_str())) {
                 let dir = match dir.is_empty() {
