@@ -217,8 +217,6 @@ pub fn write(
 /// A machine's tools carried again from an older set of the chain.
 pub struct Kept {
     pub arch: crate::config::Architecture,
-    /// The set they are taken from.
-    pub set: String,
     /// (name inside `bundle/`, e.g. `aarch64/dar_static`; its file in that set; its entry there).
     pub files: Vec<(String, PathBuf, FileEntry)>,
 }
@@ -297,11 +295,7 @@ pub fn kept_from_chain(
             files.push((name, path, entry));
         }
         if !files.is_empty() {
-            kept.push(Kept {
-                arch: *arch,
-                set,
-                files,
-            });
+            kept.push(Kept { arch: *arch, files });
         }
     }
     kept
